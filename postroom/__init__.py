@@ -1,0 +1,1 @@
+"""Postroom: an ACD for email."""
