@@ -1,0 +1,97 @@
+"""Delivery (fig. 7): an answered interaction's original goes to the agent's mailbox.
+
+The original is read from the incoming box over IMAP (it never left the server), its
+headers are rewritten for the agent, and the result is queued in the outbox under a key
+that names the interaction and the delivery number, so a restart re-sends to the same
+agent rather than building a second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+
+from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
+from postroom.core.lifecycle import State, Vanished
+from postroom.core.rewrite import forward_to_agent
+from postroom.engine.connections import Sessions
+from postroom.engine.site import Site
+from postroom.engine.transitions import StaleInteraction, apply
+from postroom.mail.message import UnreadableMessage, parse
+from postroom.store.models import Interaction, Mailbox, Outgoing
+
+log = logging.getLogger(__name__)
+
+
+def outbound_box() -> Mailbox:
+    return Mailbox.objects.get(kind=Mailbox.OUTBOUND)
+
+
+def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
+    """Build the forward for every answered interaction that has none pending."""
+    waiting = (
+        Interaction.objects.filter(status=State.ANSWERED)
+        .exclude(
+            pk__in=Outgoing.objects.filter(kind=Outgoing.FORWARD, state=Outgoing.PENDING).values(
+                "interaction_id"
+            )
+        )
+        .select_related("mailbox", "agent")
+        .order_by("-priority", "arrival_time")[:50]
+    )
+    did = False
+    for ix in waiting:
+        did = build_forward(ix, site, sessions, now) or did
+    return did
+
+
+def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime) -> bool:
+    session = sessions.get(ix.mailbox)
+    original = session.fetch_one(ix.uid) if session.uidvalidity == ix.uidvalidity else None
+    if original is None:
+        # Deleted on the server by someone else: nothing left to hand to an agent.
+        try:
+            with transaction.atomic():
+                apply(ix, Vanished(), now, reason="original no longer in the incoming box")
+        except StaleInteraction:
+            pass
+        return True
+    try:
+        mail = parse(original.raw)
+    except UnreadableMessage as exc:  # it parsed at reception; the server changed it?
+        log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
+        return False
+    outbound = outbound_box()
+    token = mint_token(site.secret, ix.guid, ix.agent.address)
+    seq = ix.deliveries + 1
+    message_id = forward_message_id(token, seq, site.message_id_domain)
+    msg = forward_to_agent(
+        mail.msg,
+        agent=ix.agent.address,
+        agent_name=ix.agent.name,
+        reply_to=reply_address(outbound.address, token),
+        message_id=message_id,
+        tag=subject_tag(token),
+        guid=ix.guid,
+        box_address=ix.mailbox.address,
+    )
+    with transaction.atomic():
+        updated = Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(
+            deliveries=seq, version=F("version") + 1
+        )
+        if updated != 1:
+            return False
+        Outgoing.objects.create(
+            key=f"forward:{ix.guid}:{seq}",
+            kind=Outgoing.FORWARD,
+            interaction=ix,
+            envelope_from=outbound.address,
+            recipients=[ix.agent.address],
+            message_id=message_id,
+            raw=msg.as_bytes(),
+            next_attempt_at=now,
+        )
+    return True

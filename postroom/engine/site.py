@@ -1,0 +1,42 @@
+"""What the engine needs to know about the site that is not in the database.
+
+Built from the TOML configuration at start (`Site.from_config`); the mailboxes and
+agents themselves come from the database so the admin can edit them while we run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from postroom.mail.imap import ImapAccount
+from postroom.mail.smtp import SmtpAccount
+
+
+@dataclass(frozen=True)
+class Site:
+    node_id: str
+    secret: bytes = field(repr=False)
+    imap_host: str
+    imap_port: int
+    imap_tls: str
+    smtp: SmtpAccount
+    cafile: str | None = None
+    idle: bool = True
+    poll_interval: float = 5.0
+    # How long one IDLE lasts before we look again anyway (RFC 2177: under 29 minutes);
+    # short, because it also bounds how late a notification lost in a race is made up.
+    idle_timeout: float = 60.0
+    max_message_bytes: int = 25 * 1024 * 1024
+    # Domain of the Message-IDs we mint (the outbound box's domain by default).
+    message_id_domain: str = "postroom.invalid"
+
+    def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
+        return ImapAccount(
+            host=self.imap_host,
+            port=self.imap_port,
+            tls=self.imap_tls,
+            login=login,
+            password=password,
+            folder=folder,
+            cafile=self.cafile,
+        )

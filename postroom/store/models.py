@@ -1,0 +1,231 @@
+"""Persistence: the tracking records and the configuration objects, nothing else.
+
+Invariants that matter for "exactly once" live in constraints, not in code paths:
+one interaction per (mailbox, UIDVALIDITY, UID), one outgoing mail per idempotency key,
+one ledger row per message seen in the outbound box.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from postroom.core.lifecycle import State
+
+
+class Mailbox(models.Model):
+    """A mailbox on the company's mail server that Postroom reads or writes."""
+
+    INCOMING = "incoming"
+    OUTBOUND = "outbound"
+    DEAD = "dead"
+    KINDS = [(INCOMING, "incoming"), (OUTBOUND, "outbound"), (DEAD, "dead box")]
+
+    kind = models.CharField(max_length=16, choices=KINDS, default=INCOMING)
+    address = models.EmailField(unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    login = models.CharField(max_length=254)
+    password = models.CharField(max_length=500, blank=True)
+    folder = models.CharField(max_length=200, default="INBOX")
+    auto_response = models.BooleanField(default=True)
+    auto_response_subject = models.CharField(max_length=300, default="Re: {subject}")
+    auto_response_text = models.TextField(blank=True)
+    no_reply_seconds = models.PositiveIntegerField(default=4 * 3600)
+    skills = models.JSONField(default=list, blank=True)
+    default_priority = models.IntegerField(default=0)
+    # The ingest cursor: UIDs up to last_uid under this UIDVALIDITY have been looked at.
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "address"]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.kind})"
+
+
+class Agent(models.Model):
+    name = models.CharField(max_length=200)
+    address = models.EmailField(unique=True)
+    skills = models.JSONField(default=list, blank=True)
+    is_supervisor = models.BooleanField(default=False)
+    auto_answer = models.BooleanField(default=False)
+    capacity = models.PositiveIntegerField(default=1)
+    ready = models.BooleanField(default=False)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    routed_count = models.PositiveIntegerField(default=0)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>"
+
+
+class Interaction(models.Model):
+    """The tracking record of fig. 3: one customer email and everything done about it."""
+
+    guid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    node_id = models.CharField(max_length=64)
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="interactions")
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    references = models.JSONField(default=list, blank=True)
+    to_addr = models.CharField("To", max_length=998, blank=True)
+    reply_to = models.CharField("Reply-To", max_length=998, blank=True)
+    customer = models.CharField(max_length=320, db_index=True)
+    customer_name = models.CharField(max_length=300, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    arrival_time = models.DateTimeField(help_text="The mail server's INTERNALDATE")
+    auto_response_sent_at = models.DateTimeField(null=True, blank=True)
+    auto_response_skipped = models.CharField(max_length=200, blank=True)
+    priority = models.IntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=[(s.value, s.value) for s in State], default=State.QUEUED
+    )
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.PROTECT, related_name="interactions"
+    )
+    routed_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField("answer time", null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # How many times the mail was forwarded to an agent: part of the forward's key.
+    deliveries = models.PositiveIntegerField(default=0)
+    approval = models.BooleanField(default=False)
+    claim_node = models.CharField(max_length=64, blank=True)
+    claim_time = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Optimistic concurrency: every state change is UPDATE ... WHERE version = seen.
+    version = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "uidvalidity", "uid"], name="one_interaction_per_message"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "-priority", "arrival_time"])]
+
+    def __str__(self) -> str:
+        return f"{self.guid} {self.status} {self.subject[:40]!r}"
+
+    @property
+    def state(self) -> State:
+        return State(self.status)
+
+
+class Outgoing(models.Model):
+    """The transactional outbox: a mail is built and keyed before it may leave."""
+
+    AUTO_RESPONSE = "auto_response"
+    FORWARD = "forward"
+    REPLY = "reply"
+    NOTICE = "notice"
+    KINDS = [(k, k) for k in (AUTO_RESPONSE, FORWARD, REPLY, NOTICE)]
+
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+    STATES = [(s, s) for s in (PENDING, SENT, DEAD)]
+
+    key = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=KINDS)
+    interaction = models.ForeignKey(
+        Interaction, null=True, blank=True, on_delete=models.CASCADE, related_name="outgoing"
+    )
+    envelope_from = models.CharField(max_length=320)
+    recipients = models.JSONField()
+    message_id = models.CharField(max_length=998)
+    raw = models.BinaryField()
+    state = models.CharField(max_length=8, choices=STATES, default=PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+
+class OutboundMessage(models.Model):
+    """Ledger of every message seen in the outbound box, and what became of it."""
+
+    ACCEPTED = "accepted"
+    DEAD = "dead"
+    OUTCOMES = [(ACCEPTED, "accepted"), (DEAD, "dead box")]
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT)
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+    message_id = models.CharField(max_length=998, blank=True)
+    sender = models.CharField(max_length=320, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    interaction = models.ForeignKey(
+        Interaction, null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    outcome = models.CharField(max_length=16, choices=OUTCOMES)
+    reason = models.CharField(max_length=500, blank=True)
+    # Set once the message is gone from the outbound box (deleted or moved to the dead box).
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "uidvalidity", "uid"], name="one_ledger_row_per_message"
+            )
+        ]
+
+
+class Quarantined(models.Model):
+    """A message Postroom could not take: kept on the server, with the reason."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT)
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+    folder = models.CharField(max_length=200, help_text="Where the message now is")
+    reason = models.CharField(max_length=1000)
+    size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "uidvalidity", "uid"], name="one_quarantine_row_per_message"
+            )
+        ]
+
+
+class JournalEvent(models.Model):
+    """Append-only log of every step; reports are computed from it alone."""
+
+    at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=40, db_index=True)
+    interaction = models.ForeignKey(
+        Interaction, null=True, blank=True, on_delete=models.CASCADE, related_name="journal"
+    )
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL)
+    mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class ApiToken(models.Model):
+    """A bearer token for the REST API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100, default="default")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
