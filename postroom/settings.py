@@ -129,6 +129,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "postroom": {"handlers": ["console"], "level": envstr("POSTROOM_LOG_LEVEL", "INFO")},
+        "postroom": {
+            "handlers": ["console"],
+            "level": envstr("POSTROOM_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
     },
 }

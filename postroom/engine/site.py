@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from postroom.config import Config
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
 
@@ -40,3 +41,35 @@ class Site:
             folder=folder,
             cafile=self.cafile,
         )
+
+
+def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> Site:
+    """The engine's view of a loaded configuration; `cafile = "devstack"` means the local
+    dev stack's generated CA, whose path only the caller knows."""
+    server = config.server
+    cafile: str | None
+    if server.cafile == "system":
+        cafile = None
+    elif server.cafile == "devstack":
+        cafile = devstack_cafile
+    else:
+        cafile = server.cafile
+    return Site(
+        node_id=config.node_id,
+        secret=config.secret,
+        imap_host=server.imap_host,
+        imap_port=server.imap_port,
+        imap_tls=server.imap_tls,
+        smtp=SmtpAccount(
+            host=server.smtp_host,
+            port=server.smtp_port,
+            tls=server.smtp_tls,
+            login=server.smtp_login,
+            password=server.smtp_password,
+            cafile=cafile,
+        ),
+        cafile=cafile,
+        idle=server.idle,
+        poll_interval=float(server.poll_seconds),
+        message_id_domain=config.outbound.address.rpartition("@")[2],
+    )

@@ -1,0 +1,257 @@
+"""The `postroom` command: one entry point for the engine, the web, and their helpers.
+
+    postroom run [CONFIG]            engine and web together (migrates and loads CONFIG first)
+    postroom engine [CONFIG]         the engine alone
+    postroom web [--listen ADDR]     the web workspace and API alone
+    postroom check CONFIG            validate a configuration file, naming every error
+    postroom load CONFIG             apply a configuration file to the database
+    postroom devstack start|stop|status [--config CONFIG]   the local Dovecot + Postfix
+    postroom agent ready|not-ready ADDRESS
+    postroom token ADDRESS           issue an API token for an agent's user
+    postroom demo                    everything `make demo` shows
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_CONFIG = os.environ.get("POSTROOM_CONFIG", "examples/demo.toml")
+DEFAULT_LISTEN = "127.0.0.1:8000"
+
+log = logging.getLogger("postroom")
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "postroom.settings")
+    import django
+    from django.conf import settings
+
+    Path(settings.STATE_DIR).mkdir(parents=True, exist_ok=True)
+    django.setup()
+
+
+def migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def load_config_or_exit(path: str):
+    from postroom.config import check_config, load_config
+
+    errors = check_config(path)
+    if errors:
+        for error in errors:
+            print(f"{path}: {error.path}: {error.message}", file=sys.stderr)
+        raise SystemExit(2)
+    return load_config(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from postroom.config import check_config
+
+    errors = check_config(args.config)
+    for error in errors:
+        print(f"{args.config}: {error.path}: {error.message}")
+    if not errors:
+        print(f"{args.config}: ok")
+    return 1 if errors else 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    config = load_config_or_exit(args.config)
+    setup_django()
+    migrate()
+    from postroom.store.loader import apply_config
+
+    report = apply_config(config)
+    print(report)
+    return 0
+
+
+def site_from(config):
+    from postroom.engine.site import site_from_config
+
+    return site_from_config(config, devstack_cafile=devstack_cafile(config))
+
+
+def devstack_cafile(config) -> str | None:
+    from postroom.devstack.cli import default_state_dir
+    from postroom.devstack.stack import DevStack
+
+    stack = DevStack(default_state_dir(), base_port=devstack_port(config))
+    return str(stack.cafile)
+
+
+def devstack_port(config) -> int:
+    return config.devstack.base_port if config.devstack else 21000
+
+
+def start_engine(config):
+    from postroom.engine.runtime import Engine
+
+    engine = Engine(site_from(config))
+    engine.start()
+    return engine
+
+
+def start_web(listen: str) -> threading.Thread:
+    from waitress import create_server
+
+    from postroom.wsgi import application
+
+    host, _, port = listen.rpartition(":")
+    server = create_server(application, host=host or "127.0.0.1", port=int(port), threads=8)
+    thread = threading.Thread(target=server.run, name="postroom-web", daemon=True)
+    thread.start()
+    log.info("web workspace on http://%s/", listen)
+    return thread
+
+
+def wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(1.0)
+
+
+def prepare(config_path: str):
+    config = load_config_or_exit(config_path)
+    setup_django()
+    migrate()
+    from postroom.store.loader import apply_config
+
+    log.info("%s", apply_config(config))
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = prepare(args.config)
+    engine = start_engine(config)
+    start_web(args.listen)
+    wait_for_signal()
+    engine.stop()
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    config = prepare(args.config)
+    engine = start_engine(config)
+    wait_for_signal()
+    engine.stop()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    setup_django()
+    migrate()
+    start_web(args.listen)
+    wait_for_signal()
+    return 0
+
+
+def cmd_devstack(args: argparse.Namespace) -> int:
+    from postroom.config import mail_users
+    from postroom.devstack.cli import main as devstack_main
+
+    argv = [args.action]
+    if args.config:
+        config = load_config_or_exit(args.config)
+        argv += ["--base-port", str(devstack_port(config))]
+        for address, password in mail_users(config):
+            argv += ["--user", f"{address}:{password}"]
+    return devstack_main(argv)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    setup_django()
+    from django.utils import timezone
+
+    from postroom.store.agents import set_ready
+    from postroom.store.models import Agent
+
+    try:
+        agent = Agent.objects.get(address__iexact=args.address)
+    except Agent.DoesNotExist:
+        print(f"no agent with address {args.address}", file=sys.stderr)
+        return 1
+    changed = set_ready(agent, args.state == "ready", now=timezone.now())
+    print(f"{agent.address}: {'Ready' if agent.ready else 'Not Ready'}{'' if changed else ' (unchanged)'}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    setup_django()
+    from postroom.store.agents import issue_token
+    from postroom.store.models import Agent
+
+    agent = Agent.objects.select_related("user").filter(address__iexact=args.address).first()
+    if agent is None or agent.user is None:
+        print(f"no agent user for {args.address}", file=sys.stderr)
+        return 1
+    print(issue_token(agent.user, name=args.name))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from postroom.demo import run_demo
+
+    return run_demo(args.config, args.listen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="postroom", description="Postroom, an ACD for email.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, fn, help_ in (
+        ("run", cmd_run, "engine and web together"),
+        ("engine", cmd_engine, "the engine alone"),
+        ("demo", cmd_demo, "local mail stack + Postroom + simulated customers and agents"),
+    ):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+        if name != "engine":
+            s.add_argument("--listen", default=DEFAULT_LISTEN)
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("web", help="the web workspace and API alone")
+    s.add_argument("--listen", default=DEFAULT_LISTEN)
+    s.set_defaults(fn=cmd_web)
+
+    for name, fn in (("check", cmd_check), ("load", cmd_load)):
+        s = sub.add_parser(name, help=f"{name} a configuration file")
+        s.add_argument("config")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("devstack", help="the local Dovecot + Postfix")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--config", default=None, help="create the users this configuration names")
+    s.set_defaults(fn=cmd_devstack)
+
+    s = sub.add_parser("agent", help="set an agent Ready or Not Ready")
+    s.add_argument("state", choices=["ready", "not-ready"])
+    s.add_argument("address")
+    s.set_defaults(fn=cmd_agent)
+
+    s = sub.add_parser("token", help="issue an API token for an agent")
+    s.add_argument("address")
+    s.add_argument("--name", default="cli")
+    s.set_defaults(fn=cmd_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("POSTROOM_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

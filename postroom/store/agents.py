@@ -1,0 +1,134 @@
+"""The one place an agent's state changes: Ready / Not Ready, answering an offer, API tokens.
+
+The API, the CLI and the web pages all call these functions, so every change is stamped
+and journaled the same way. Every write is a conditional UPDATE (compare-and-set), so two
+processes racing on the same row cannot both win; the loser learns it from the return
+value instead of overwriting the winner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.db.models import F
+
+from postroom.core.lifecycle import Answered, IllegalTransition, Snapshot, State, decide
+from postroom.store.models import Agent, ApiToken, Interaction, JournalEvent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+__all__ = ["answer", "issue_token", "set_ready", "token_hash", "user_for_token"]
+
+
+def _actor(by: object) -> str | None:
+    """How the journal names whoever made a change: a user's username, or a given label."""
+    if by is None:
+        return None
+    if isinstance(by, str):
+        return by
+    get_username = getattr(by, "get_username", None)
+    return get_username() if callable(get_username) else str(by)
+
+
+def set_ready(agent: Agent, ready: bool, *, now: datetime, by: object = None) -> bool:
+    """Make `agent` Ready (True) or Not Ready (False). Returns whether anything changed.
+
+    `by` is the user (or a label such as "cli") who asked; it is written to the journal.
+    Setting the state the agent is already in changes nothing and journals nothing.
+    """
+    ready = bool(ready)
+    with transaction.atomic():
+        changed = (
+            Agent.objects.filter(pk=agent.pk)
+            .exclude(ready=ready)
+            .update(ready=ready, state_changed_at=now)
+        )
+        if changed:
+            detail = {"by": actor} if (actor := _actor(by)) else {}
+            JournalEvent.objects.create(
+                at=now,
+                kind="agent_ready" if ready else "agent_not_ready",
+                agent=agent,
+                detail=detail,
+            )
+    if changed:
+        agent.ready = ready
+        agent.state_changed_at = now
+    else:
+        agent.refresh_from_db(fields=["ready", "state_changed_at"])
+    return bool(changed)
+
+
+def answer(interaction: Interaction, agent: Agent, *, now: datetime) -> bool:
+    """`agent` answers the interaction offered (routed) to them. Returns whether they won.
+
+    The write is a compare-and-set on the version the caller read: it succeeds only if the
+    interaction is still routed to this agent and nobody changed it since. Load the
+    interaction fresh before calling. On success `interaction` is updated in place.
+    """
+    if interaction.agent_id != agent.pk:
+        return False
+    try:
+        decision = decide(
+            Snapshot(state=interaction.state, agent=agent.address, priority=interaction.priority),
+            Answered(),
+            now,
+        )
+    except IllegalTransition:
+        return False
+    changes: dict[str, object] = {"status": decision.state.value}
+    changes.update(dict.fromkeys(decision.stamps, now))
+    seen_version = interaction.version
+    with transaction.atomic():
+        won = Interaction.objects.filter(
+            pk=interaction.pk,
+            status=State.ROUTED.value,
+            agent_id=agent.pk,
+            version=seen_version,
+        ).update(version=F("version") + 1, **changes)
+        if won:
+            for kind in decision.journal:
+                JournalEvent.objects.create(
+                    at=now,
+                    kind=kind,
+                    interaction=interaction,
+                    agent=agent,
+                    mailbox_id=interaction.mailbox_id,
+                    detail={"version": seen_version + 1},
+                )
+    if not won:
+        return False
+    for name, value in changes.items():
+        setattr(interaction, name, value)
+    interaction.version = seen_version + 1
+    return True
+
+
+# --- API tokens -----------------------------------------------------------------------
+
+
+def token_hash(key: str) -> str:
+    """The stored form of a token: its SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def issue_token(user: AbstractBaseUser, name: str = "default") -> str:
+    """A new bearer token for `user`. The key is shown once; only its hash is stored."""
+    key = secrets.token_urlsafe(32)
+    ApiToken.objects.create(user=user, name=name, key_hash=token_hash(key))
+    return key
+
+
+def user_for_token(key: str) -> AbstractBaseUser | None:
+    """The active user a bearer token belongs to, or None."""
+    if not key:
+        return None
+    token = ApiToken.objects.select_related("user").filter(key_hash=token_hash(key.strip())).first()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
