@@ -1,0 +1,242 @@
+"""Apply a validated site configuration to the database: mailboxes, agents, agent logins.
+
+Owns `postroom load`'s effect on the database and nothing more. Server settings and the
+correlation secret are not stored: the engine reads them from the same TOML file at start.
+
+Loading is idempotent and additive. Rows are matched by address; a row whose configured
+fields already match is not written at all (so ``Mailbox.updated_at``, which the engine
+watches to re-read a box's settings, moves only on a real change). Rows in the database
+but not in the file are reported and left alone: they may have been made in the admin.
+Run-time state is never touched: a mailbox's ingest cursor (``uidvalidity``, ``last_uid``)
+and an agent's ``ready`` flag, ``routed_count`` and ``state_changed_at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from postroom.config import AgentConfig, Box, Config, IncomingBox
+from postroom.store.models import Agent, Mailbox
+
+__all__ = ["KindReport", "LoadReport", "apply_config"]
+
+
+@dataclass
+class KindReport:
+    """What happened to one kind of object, by address."""
+
+    created: list[str] = field(default_factory=list)
+    # address -> the names of the fields that changed.
+    updated: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    # In the database, absent from the file, left alone.
+    not_in_file: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "created": len(self.created),
+            "updated": len(self.updated),
+            "unchanged": len(self.unchanged),
+            "not_in_file": len(self.not_in_file),
+        }
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+
+@dataclass
+class LoadReport:
+    mailboxes: KindReport = field(default_factory=KindReport)
+    agents: KindReport = field(default_factory=KindReport)
+    # Django users of agents; not_in_file stays empty (users are not only agents).
+    users: KindReport = field(default_factory=KindReport)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.mailboxes.changed or self.agents.changed or self.users.changed
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {kind: getattr(self, kind).counts() for kind in ("mailboxes", "agents", "users")}
+
+    def summary(self) -> str:
+        """A few human-readable lines for `postroom load`."""
+        lines = []
+        for kind in ("mailboxes", "agents", "users"):
+            r: KindReport = getattr(self, kind)
+            c = r.counts()
+            lines.append(
+                f"{kind}: {c['created']} created, {c['updated']} updated, "
+                f"{c['unchanged']} unchanged"
+            )
+            lines += [f"  created {a}" for a in r.created]
+            lines += [f"  updated {a}: {', '.join(f)}" for a, f in r.updated.items()]
+            lines += [f"  not in the file, left alone: {a}" for a in r.not_in_file]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    # `postroom load` prints the report as is.
+    __str__ = summary
+
+
+def apply_config(config: Config, *, now: datetime | None = None) -> LoadReport:
+    """Create or update the mailboxes and agents of ``config``, all in one transaction.
+
+    ``now`` stamps ``state_changed_at`` of newly created agents (default: the clock).
+    """
+    now = now or timezone.now()
+    report = LoadReport()
+    with transaction.atomic():
+        _apply_mailboxes(config, report.mailboxes)
+        _apply_agents(config, report, now)
+    return report
+
+
+def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "address": box.address,
+        "kind": kind,
+        "display_name": box.name,
+        "login": box.login,
+        "password": box.password,
+        "folder": box.folder,
+    }
+    if isinstance(box, IncomingBox):
+        values |= {
+            "auto_response": box.auto_response,
+            "auto_response_subject": box.auto_response_subject,
+            "auto_response_text": box.auto_response_text,
+            "no_reply_seconds": box.no_reply_seconds,
+            "skills": list(box.skills),
+            "default_priority": box.default_priority,
+        }
+    else:
+        # Only incoming boxes are routed or auto-answered; make that explicit in the row
+        # so that no query that forgets to filter on kind can auto-answer the outbound box.
+        values |= {"auto_response": False, "skills": []}
+    return values
+
+
+def _apply_mailboxes(config: Config, report: KindReport) -> None:
+    wanted = [(box, Mailbox.INCOMING) for box in config.incoming]
+    wanted += [(config.outbound, Mailbox.OUTBOUND), (config.dead_box, Mailbox.DEAD)]
+    for box, kind in wanted:
+        values = _mailbox_fields(box, kind)
+        row = Mailbox.objects.filter(address__iexact=box.address).first()
+        if row is None:
+            Mailbox.objects.create(**values)
+            report.created.append(box.address)
+            continue
+        changed = _assign(row, values)
+        if changed:
+            # update_fields, not a full save: the engine may have moved the cursor since
+            # this row was read, and a full save would write the stale cursor back.
+            fields = [*changed, "updated_at"]
+            if {"folder", "login"} & set(changed):
+                # UIDs belong to one folder of one account: a cursor from another one
+                # could skip mail. Start over; Message-ID dedupe stops doubles.
+                row.uidvalidity, row.last_uid = None, 0
+                fields += ["uidvalidity", "last_uid"]
+            row.save(update_fields=fields)
+            report.updated[box.address] = changed
+        else:
+            report.unchanged.append(box.address)
+    known = {box.address for box, _ in wanted}
+    report.not_in_file += [
+        a for a in Mailbox.objects.values_list("address", flat=True) if a.lower() not in known
+    ]
+
+
+def _agent_fields(agent: AgentConfig) -> dict[str, Any]:
+    return {
+        "address": agent.address,
+        "name": agent.name,
+        "skills": list(agent.skills),
+        "is_supervisor": agent.supervisor,
+        "auto_answer": agent.auto_answer,
+        "capacity": agent.capacity,
+    }
+
+
+def _apply_agents(config: Config, report: LoadReport, now: datetime) -> None:
+    for cfg in config.agents:
+        values = _agent_fields(cfg)
+        row = Agent.objects.filter(address__iexact=cfg.address).first()
+        if row is None:
+            # A new agent starts not ready; becoming ready is the agent's own act.
+            row = Agent.objects.create(**values, ready=False, state_changed_at=now)
+            report.agents.created.append(cfg.address)
+        else:
+            changed = _assign(row, values)
+            if changed:
+                # update_fields keeps `ready` and the counters as the engine last wrote them.
+                row.save(update_fields=changed)
+                report.agents.updated[cfg.address] = changed
+            else:
+                report.agents.unchanged.append(cfg.address)
+        _ensure_user(row, cfg, report)
+    known = {cfg.address for cfg in config.agents}
+    report.agents.not_in_file += [
+        a for a in Agent.objects.values_list("address", flat=True) if a.lower() not in known
+    ]
+
+
+def _ensure_user(agent: Agent, cfg: AgentConfig, report: LoadReport) -> None:
+    """Give the agent a web login named after its address, once.
+
+    The password comes from the file only while the user has no usable one: after that it
+    belongs to the person (or the admin), and reloading the file must not reset it.
+    """
+    User = get_user_model()
+    if agent.user_id is not None:
+        # Linked already, perhaps by an administrator to another username: respected.
+        user = agent.user
+        if cfg.password is not None and not user.has_usable_password():
+            user.set_password(cfg.password)
+            user.save(update_fields=["password"])
+            report.users.updated[cfg.address] = ["password"]
+        else:
+            report.users.unchanged.append(cfg.address)
+        return
+    user = User.objects.filter(username=cfg.address).first()
+    if user is None:
+        user = User(username=cfg.address, email=cfg.address)
+        if cfg.password is not None:
+            user.set_password(cfg.password)
+        else:
+            user.set_unusable_password()
+        user.save()
+        report.users.created.append(cfg.address)
+    else:
+        other = Agent.objects.filter(user=user).exclude(pk=agent.pk).first()
+        if other is not None:
+            report.warnings.append(
+                f"user {cfg.address!r} already belongs to agent {other.address!r}; "
+                f"agent {cfg.address!r} was left without a login"
+            )
+            return
+        changed = ["agent"]
+        if cfg.password is not None and not user.has_usable_password():
+            user.set_password(cfg.password)
+            user.save(update_fields=["password"])
+            changed.append("password")
+        report.users.updated[cfg.address] = changed
+    agent.user = user
+    agent.save(update_fields=["user"])
+
+
+def _assign(row: Any, values: dict[str, Any]) -> list[str]:
+    """Set the attributes that differ; return their names, in ``values`` order."""
+    changed = []
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed.append(name)
+    return changed
