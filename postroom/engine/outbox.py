@@ -58,7 +58,7 @@ def send_one(row: Outgoing, sender: SmtpSender, now: datetime) -> None:
             Outgoing.objects.filter(pk=row.pk).update(
                 next_attempt_at=now + backoff(row.attempts), last_error=outcome.detail[:2000]
             )
-            journal.record("send_deferred", now, interaction=row.interaction, kind=row.kind, error=outcome.detail[:500])
+            journal.record("send_deferred", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
         else:
             Outgoing.objects.filter(pk=row.pk).update(state=Outgoing.DEAD, last_error=outcome.detail[:2000])
             on_dead(row, outcome, now)
@@ -92,7 +92,7 @@ def on_sent(row: Outgoing, now: datetime) -> None:
 def on_dead(row: Outgoing, outcome: SmtpOutcome, now: datetime) -> None:
     log.error("outgoing %s (%s) failed for good: %s", row.key, row.kind, outcome.detail)
     ix = locked_interaction(row)
-    journal.record("send_failed", now, interaction=ix, kind=row.kind, error=outcome.detail[:500])
+    journal.record("send_failed", now, interaction=ix, mail=row.kind, error=outcome.detail[:500])
     if ix is not None and row.kind == Outgoing.FORWARD and ix.state is State.ANSWERED:
         try:
             apply(ix, DeliveryFailed(reason=outcome.detail[:200]), now)

@@ -140,7 +140,7 @@ def create_interaction(
         arrival_time=message.internaldate,
         priority=box.default_priority,
     )
-    journal.record("received", now, interaction=ix, uid=message.uid, size=message.size, kind=verdict.kind)
+    journal.record("received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind)
     skip = auto_response_skip_reason(box, verdict)
     if skip:
         ix.auto_response_skipped = skip

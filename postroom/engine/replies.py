@@ -4,8 +4,9 @@ Every message there gets one ledger row. A reply is accepted only when it carrie
 correlation token whose MAC verifies for the agent the interaction was delivered to, it
 comes From that agent, and the interaction still waits for a reply; then the rewritten
 reply is queued under the key `reply:<guid>`, which exists at most once per interaction.
-Anything else goes to the dead box. Strangers get no notice (no backscatter); a known
-agent whose reply is refused is told why.
+Anything else goes to the dead box. Strangers get no notice (no backscatter, and no way
+for an outsider to make Postroom send anything); a known agent whose reply is refused is
+told why.
 """
 
 from __future__ import annotations
@@ -96,10 +97,13 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction:
         raise Refused(
             f"sent by {sender or 'nobody'}, but the interaction is assigned to {found.agent.address}",
             found,
-            tuple(a for a in (sender if known_agent else "", found.agent.address) if a),
+            # Another agent answering (fig. 10 558-560): tell them and the assigned agent.
+            # Someone outside the contact center gets no reaction at all: an outsider
+            # must not be able to make Postroom send mail, not even a notice.
+            (sender, found.agent.address) if known_agent else (),
         )
     if found.state not in AWAITING_REPLY:
-        raise Refused(f"the interaction is {found.status}, not waiting for a reply", found, (sender,))
+        raise Refused(f"the interaction is {found.status}, not waiting for a reply", found, (sender,) if known_agent else ())
     return found
 
 

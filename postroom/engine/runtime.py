@@ -88,6 +88,13 @@ class Engine:
             thread.join(timeout)
         self._threads.clear()
 
+    def close(self) -> None:
+        """Close the worker's connections (after stop(), or after run_until_idle())."""
+        if self._sessions is not None:
+            self._sessions.close()
+        if self._sender is not None:
+            self._sender.close()
+
     def _spawn(self, name: str, target: Callable[[], None], key: int | None = None) -> None:
         thread = threading.Thread(target=self._guarded(target), name=f"postroom-{name}", daemon=True)
         self._threads[key if key is not None else -len(self._threads) - 1] = thread
@@ -132,10 +139,7 @@ class Engine:
                     self.wake.wait(1.0)
                     self.wake.clear()
         finally:
-            if self._sessions is not None:
-                self._sessions.close()
-            if self._sender is not None:
-                self._sender.close()
+            self.close()
 
     def _watch(self, box_pk: int) -> None:
         delay = 1.0

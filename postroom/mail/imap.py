@@ -117,6 +117,9 @@ class ImapSession:
     def new_uids(self, after: int) -> list[int]:
         """UIDs greater than `after`, ascending (RFC 3501: `N:*` always includes the last)."""
         c = self._c()
+        # NOOP first: a selected mailbox only shows mail that arrived since the last
+        # command once the server has had a chance to announce it.
+        self._call("noop", c.noop)
         uids = self._call("search", c.search, ["UID", f"{after + 1}:*"])
         return sorted(u for u in uids if u > after)
 

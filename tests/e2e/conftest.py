@@ -1,0 +1,174 @@
+"""A contact center on the real mail stack, for end-to-end tests.
+
+`center` gives each test its own mailboxes on the session's Dovecot + Postfix (so tests
+never see each other's mail), a configuration file naming them, loaded into the test
+database through the same path `postroom run` uses, and an Engine for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from imapclient import IMAPClient
+
+from postroom.config import Config, load_config
+from postroom.devstack import DevStack
+from postroom.engine.runtime import Engine
+from postroom.engine.site import site_from_config
+from postroom.mail.imap import tls_context
+from postroom.store.agents import set_ready
+from postroom.store.loader import apply_config
+from postroom.store.models import Agent
+
+CONFIG = """\
+node_id = "test-node"
+secret = "a-test-secret-of-enough-length"
+
+[server]
+imap_host = "127.0.0.1"
+imap_port = {imap_port}
+imap_tls = "starttls"
+smtp_host = "127.0.0.1"
+smtp_port = {submission_port}
+smtp_tls = "starttls"
+cafile = "{cafile}"
+idle = true
+poll_interval = "1s"
+
+[[incoming]]
+address = "{support}"
+name = "Example Support"
+password = "{support_pw}"
+skills = ["support"]
+auto_response_text = "Dear {{name}}, we got \\"{{subject}}\\". Reference {{reference}}. {{box}}"
+
+[outbound]
+address = "{outbound}"
+password = "{outbound_pw}"
+
+[dead_box]
+address = "{dead}"
+password = "{dead_pw}"
+
+[[agents]]
+name = "Alice Agent"
+address = "{alice}"
+skills = ["support"]
+auto_answer = true
+password = "{alice_pw}"
+
+[[agents]]
+name = "Bob Agent"
+address = "{bob}"
+skills = ["support"]
+auto_answer = true
+password = "{bob_pw}"
+"""
+
+
+@dataclass
+class Center:
+    stack: DevStack
+    config: Config
+    engine: Engine
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def address(self, who: str) -> str:
+        return self.users[who][0]
+
+    def password(self, who: str) -> str:
+        return self.users[who][1]
+
+    def imap(self, who: str) -> IMAPClient:
+        client = IMAPClient("127.0.0.1", port=self.stack.imap_port, ssl=False, timeout=30)
+        client.starttls(tls_context(str(self.stack.cafile)))
+        client.login(*self.users[who])
+        return client
+
+    def messages(self, who: str, folder: str = "INBOX") -> list[EmailMessage]:
+        client = self.imap(who)
+        try:
+            if not client.folder_exists(folder):
+                return []
+            client.select_folder(folder, readonly=True)
+            uids = client.search(["ALL"])
+            data = client.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+            return [message_from_bytes(data[u][b"BODY[]"], policy=policy.default) for u in sorted(data)]
+        finally:
+            client.logout()
+
+    def wait_for(self, who: str, count: int, folder: str = "INBOX", timeout: float = 30.0) -> list[EmailMessage]:
+        """Mail delivery is asynchronous: wait until `who` holds `count` messages."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.messages(who, folder)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def send(self, raw: bytes | EmailMessage, to: str, sender: str) -> None:
+        """Send as the outside world does: plain SMTP to the MX port."""
+        import smtplib
+
+        data = raw.as_bytes() if isinstance(raw, EmailMessage) else raw
+        with smtplib.SMTP("127.0.0.1", self.stack.smtp_port, timeout=30) as smtp:
+            smtp.sendmail(sender, [to], data)
+
+    def append(self, who: str, raw: bytes, folder: str = "INBOX") -> None:
+        """Put bytes straight into a mailbox, as broken as they are (an MTA would repair
+        some of what a mailbox can still end up holding)."""
+        client = self.imap(who)
+        try:
+            client.append(folder, raw)
+        finally:
+            client.logout()
+
+    def submit(self, msg: EmailMessage, who: str) -> None:
+        """Send as an agent's mail client does: authenticated submission."""
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", self.stack.submission_port, timeout=30) as smtp:
+            smtp.starttls(context=tls_context(str(self.stack.cafile)))
+            smtp.login(*self.users[who])
+            smtp.send_message(msg)
+
+    def ready(self, who: str, ready: bool = True) -> None:
+        set_ready(Agent.objects.get(address=self.address(who)), ready, now=timezone.now())
+
+
+@pytest.fixture
+def center(mailstack: DevStack, new_user: Callable[..., tuple[str, str]], tmp_path: Path) -> Iterator[Center]:
+    users = {
+        "support": new_user("support"),
+        "outbound": new_user("outbound"),
+        "dead": new_user("dead"),
+        "alice": new_user("alice"),
+        "bob": new_user("bob"),
+        "carol": new_user("carol", "customer.test"),
+        "stranger": new_user("stranger", "customer.test"),
+    }
+    text = CONFIG.format(
+        imap_port=mailstack.imap_port,
+        submission_port=mailstack.submission_port,
+        cafile=mailstack.cafile,
+        **{k: v[0] for k, v in users.items()},
+        **{f"{k}_pw": v[1] for k, v in users.items()},
+    )
+    path = tmp_path / "postroom.toml"
+    path.write_text(text)
+    config = load_config(path)
+    apply_config(config)
+    engine = Engine(site_from_config(config))
+    center = Center(stack=mailstack, config=config, engine=engine, users=users)
+    try:
+        yield center
+    finally:
+        engine.stop()
+        engine.close()
