@@ -320,8 +320,9 @@ virtual_mailbox_maps = texthash:{lay.vmailbox}
 virtual_transport = lmtp:unix:{lay.lmtp_socket}
 recipient_delimiter = +
 
-# Nothing ever leaves this machine: mail for any other domain is accepted from trusted
-# clients and then bounced to its sender, like a real provider would after a failure.
+# Nothing ever leaves this machine: smtpd refuses at RCPT any recipient that resolves to
+# the error transport, so mail for any other domain gets "550 5.1.2 devstack delivers only
+# to ..." at once, on every port.
 local_transport = error:5.1.1 devstack has no local delivery
 default_transport = error:5.1.2 devstack delivers only to {" ".join(lay.domains)}
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination

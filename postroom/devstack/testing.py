@@ -57,16 +57,17 @@ def stack_for_worker(tmp_root: Path, worker_id: str | None) -> DevStack:
 
 def start_for_worker(tmp_root: Path, worker_id: str | None) -> DevStack:
     """``stack_for_worker``, started; retries when a concurrent session takes the ports
-    between our check and our start. On failure nothing is left behind."""
+    between our check and our start. Any other failure keeps the state dir and its logs
+    (the error names them); the next session of this worker index reaps it."""
     for attempt in range(3):
         stack = stack_for_worker(tmp_root, worker_id)
         try:
             stack.start()
             return stack
         except DevStackError as e:
-            shutil.rmtree(stack.state_dir, ignore_errors=True)
             if "in use" not in str(e) or attempt == 2:
                 raise
+            shutil.rmtree(stack.state_dir, ignore_errors=True)
     raise AssertionError("unreachable")
 
 

@@ -7,6 +7,7 @@ connection cannot hang a worker (field bug B-8).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import time
@@ -87,10 +88,8 @@ class ImapSession:
         try:
             client.logout()
         except Exception:  # the connection may already be dead; nothing to save
-            try:
+            with contextlib.suppress(Exception):
                 client.shutdown()
-            except Exception:
-                pass
 
     @property
     def is_open(self) -> bool:
@@ -176,11 +175,9 @@ class ImapSession:
     def ensure_folder(self, folder: str) -> None:
         c = self._c()
         if not self._call("folder_exists", c.folder_exists, folder):
-            try:
+            # Created by someone else in between? Fine; a real failure shows on use.
+            with contextlib.suppress(IMAPClientError):
                 c.create_folder(folder)
-            except IMAPClientError:
-                # Created by someone else in between; a real failure shows on use.
-                pass
 
     def move(self, uids: Iterable[int], folder: str) -> None:
         uids = list(uids)

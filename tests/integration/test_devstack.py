@@ -30,12 +30,12 @@ pytestmark = pytest.mark.mailstack
 SENDER = "someone@customer.test"
 
 
-def deliver(stack: DevStack, to: str, subject: str, port: int | None = None) -> None:
+def deliver(stack: DevStack, to: str, subject: str) -> None:
     """Hand a message to the MX port, as a customer's mail server would."""
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = SENDER, to, subject
     msg.set_content(f"body of {subject}\n")
-    with smtplib.SMTP(stack.host, port or stack.smtp_port, local_hostname="localhost") as s:
+    with smtplib.SMTP(stack.host, stack.smtp_port, local_hostname="localhost") as s:
         s.send_message(msg, from_addr=SENDER, to_addrs=[to])
 
 
@@ -198,11 +198,14 @@ def test_user_added_while_running_receives_at_once(mailstack):
         imap(mailstack, user, "first")
 
 
-def test_unknown_user_is_rejected_at_rcpt(mailstack):
+def test_unknown_user_and_foreign_domains_are_rejected_at_rcpt(mailstack):
     with smtplib.SMTP(mailstack.host, mailstack.smtp_port, local_hostname="localhost") as s:
         s.mail(SENDER)
         code, reply = s.rcpt(f"nobody-{uuid.uuid4().hex[:8]}@example.test")
-    assert code == 550 and b"User unknown" in reply
+        assert code == 550 and b"User unknown" in reply
+        # Nothing ever leaves the machine.
+        code, reply = s.rcpt("someone@gmail.com")
+        assert code == 550 and b"devstack delivers only to" in reply
 
 
 def test_start_is_idempotent_and_refuses_taken_ports_and_long_paths(mailstack, tmp_path):
