@@ -13,11 +13,21 @@ install:
 demo: install
 	$(VENV)/bin/postroom demo
 
+# A throwaway PostgreSQL for the second pass (see postroom/devstack/postgres.py).
+PG_STATE ?= /tmp/postroom-test-pg
+PG_PORT ?= 21095
+
 test: install
 	$(PY) -m ruff check postroom tests
 	$(VENV)/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
+	@echo "== the whole suite on SQLite =="
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+	@echo "== the database-facing tests again on PostgreSQL =="
+	$(PY) -m postroom.devstack.postgres start --state $(PG_STATE) --port $(PG_PORT) >/dev/null
+	DATABASE_URL=postgres://postgres@127.0.0.1:$(PG_PORT)/postroom \
+	  $(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "not browser" tests/integration tests/e2e; \
+	  status=$$?; $(PY) -m postroom.devstack.postgres destroy --state $(PG_STATE) --port $(PG_PORT); exit $$status
 
 lint: install
 	$(PY) -m ruff check postroom tests
