@@ -1,16 +1,13 @@
 """The interaction lifecycle: states, events and the one table of legal transitions.
 
-This is the method of the patent's figures 5 to 10 written as data. The engine feeds an
-event and the interaction's current state into `decide()` and gets back the new state and
-the effects to carry out; it never changes a state any other way. Nothing here reads the
-clock, the database or the network: `now` and the facts the decision needs come in as
-arguments.
+This is the method of the patent's figures 5 to 10 written as data. The engine (or the
+web, for an agent's or supervisor's action) feeds an event and the interaction's current
+snapshot into `decide()` and gets back the new state, who holds it, what to stamp, which
+timers to set or clear and how its priority changes; nothing changes a state any other
+way. Nothing here reads the clock, the database or the network: `now` and the policy
+(`Timing`) come in as arguments.
 
-    QUEUED ──Routed──▶ ROUTED ──Answered──▶ ANSWERED ──Delivered──▶ DELIVERED
-      ▲                  │                    │                       │
-      └──OfferExpired────┘   DeliveryFailed───┘          ReplyAccepted│
-                                                                      ▼
-                         CLOSED ◀──CleanedUp── REPLIED ◀──ReplySent── REPLYING
+The state diagram in the README is generated from `TRANSITIONS` (`postroom lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,32 +15,44 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 
 class State(enum.StrEnum):
     # fig. 3 STATUS 0: on the email server, waiting in the prioritised list.
     QUEUED = "queued"
-    # fig. 6: a routed-to agent is chosen and written down; the agent has not answered.
+    # fig. 6: a routed-to agent is chosen and offered the email; not answered yet.
     ROUTED = "routed"
     # fig. 7 / STATUS 2: the agent answered; the forwarded copy is being sent to them.
     ANSWERED = "answered"
-    # fig. 7 done: the agent's mailbox holds the forwarded copy; we wait for the reply.
+    # fig. 7 done: the agent's mailbox holds the forwarded copy; the no-reply clock runs.
     DELIVERED = "delivered"
-    # fig. 9: the assigned agent's reply is accepted and queued for the customer.
+    # fig. 10 564-570: the agent's reply waits for a supervisor's approval.
+    AWAITING_APPROVAL = "awaiting_approval"
+    # fig. 9: the reply is accepted (and approved where needed) and queued for the customer.
     REPLYING = "replying"
     # fig. 9 518: the reply left; the mailboxes still hold the original and the reply.
     REPLIED = "replied"
+    # Ended without a reply (hang-up with a wrap-up code, or deleted by a rule); the
+    # original still has to be cleared from the incoming box.
+    ENDED = "ended"
     # fig. 9 526: mailboxes cleaned up; the interaction is complete.
     CLOSED = "closed"
 
 
 TERMINAL: Final = frozenset({State.CLOSED})
 # States in which an agent holds the interaction (counts against their capacity).
-WITH_AGENT: Final = frozenset({State.ROUTED, State.ANSWERED, State.DELIVERED})
-# States in which a reply from the assigned agent is acceptable (fig. 9, 504/556).
+WITH_AGENT: Final = frozenset({State.ROUTED, State.ANSWERED, State.DELIVERED, State.AWAITING_APPROVAL})
+# States in which a reply from the assigned agent is acceptable (fig. 9 504, fig. 10 556).
 AWAITING_REPLY: Final = frozenset({State.ANSWERED, State.DELIVERED})
+# States an interaction is live in: it can still be answered, routed or ended.
+LIVE: Final = frozenset(set(State) - {State.REPLIED, State.ENDED, State.CLOSED})
+
+
+class Timer(enum.StrEnum):
+    OFFER = "offer_due_at"  # fig. 7: an offer not answered in time goes back to the queue
+    NO_REPLY = "no_reply_due_at"  # fig. 8: an answered email not replied to in time
 
 
 @dataclass(frozen=True)
@@ -77,13 +86,64 @@ class DeliveryFailed(Event):
 
 
 @dataclass(frozen=True)
+class NoReplyExpired(Event):
+    pass
+
+
+@dataclass(frozen=True)
 class ReplyAccepted(Event):
     pass
 
 
 @dataclass(frozen=True)
+class ReplyHeld(Event):
+    """The reply needs approval (fig. 10 564) and went to the approver."""
+
+
+@dataclass(frozen=True)
+class Approved(Event):
+    edited: bool = False
+
+
+@dataclass(frozen=True)
+class Rejected(Event):
+    """The approver refused the reply; the agent keeps the interaction and tries again."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RejectedToQueue(Event):
+    """The approver refused the reply and policy gives the interaction to someone else."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ReplySent(Event):
     pass
+
+
+@dataclass(frozen=True)
+class HungUp(Event):
+    """The agent ended the interaction without a reply, with a wrap-up code."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class Transferred(Event):
+    """Handed to another agent (`agent`) or back to a queue (`agent` None)."""
+
+    agent: str | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Discarded(Event):
+    """A routing rule said delete: moved to the trash, never destroyed."""
+
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +153,7 @@ class CleanedUp(Event):
 
 @dataclass(frozen=True)
 class Vanished(Event):
-    """The customer's original disappeared from the incoming box before delivery
+    """The customer's original disappeared from the incoming box before the agent had it
     (deleted by someone on the mail server): there is nothing left to deliver."""
 
 
@@ -103,12 +163,27 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.ROUTED, OfferExpired): State.QUEUED,
     (State.ANSWERED, Delivered): State.DELIVERED,
     (State.ANSWERED, DeliveryFailed): State.QUEUED,
+    (State.DELIVERED, NoReplyExpired): State.QUEUED,
     # A fast agent can reply before we record the forward as sent (the send and the
     # bookkeeping are two steps); the reply is still theirs to give.
     (State.ANSWERED, ReplyAccepted): State.REPLYING,
     (State.DELIVERED, ReplyAccepted): State.REPLYING,
+    (State.ANSWERED, ReplyHeld): State.AWAITING_APPROVAL,
+    (State.DELIVERED, ReplyHeld): State.AWAITING_APPROVAL,
+    (State.AWAITING_APPROVAL, Approved): State.REPLYING,
+    (State.AWAITING_APPROVAL, Rejected): State.DELIVERED,
+    (State.AWAITING_APPROVAL, RejectedToQueue): State.QUEUED,
     (State.REPLYING, ReplySent): State.REPLIED,
+    (State.ROUTED, HungUp): State.ENDED,
+    (State.ANSWERED, HungUp): State.ENDED,
+    (State.DELIVERED, HungUp): State.ENDED,
+    (State.QUEUED, Transferred): State.QUEUED,
+    (State.ROUTED, Transferred): State.QUEUED,
+    (State.ANSWERED, Transferred): State.QUEUED,
+    (State.DELIVERED, Transferred): State.QUEUED,
+    (State.QUEUED, Discarded): State.ENDED,
     (State.REPLIED, CleanedUp): State.CLOSED,
+    (State.ENDED, CleanedUp): State.CLOSED,
     (State.QUEUED, Vanished): State.CLOSED,
     (State.ROUTED, Vanished): State.CLOSED,
     (State.ANSWERED, Vanished): State.CLOSED,
@@ -120,6 +195,15 @@ class IllegalTransition(Exception):
         super().__init__(f"{type(event).__name__} is not allowed in state {state.value}")
         self.state = state
         self.event = event
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The clock policy of one interaction (its box, its priority band, the site)."""
+
+    offer_timeout: timedelta | None = None  # None: offers wait until answered
+    no_reply: timedelta | None = None  # None: no no-reply rerouting
+    no_reply_priority_raise: int = 10
 
 
 @dataclass(frozen=True)
@@ -135,9 +219,18 @@ class Snapshot:
 class Decision:
     state: State
     agent: str | None
-    # Names of fields to stamp with `now` (answer time, delivered time, ...).
+    priority: int
+    # Fields to stamp with `now` (answer time, delivered time, ...).
     stamps: tuple[str, ...] = ()
-    journal: tuple[str, ...] = field(default=())
+    # Timers to set (to a due time) or clear (None). Timers not named are left alone,
+    # except that every timer is cleared when the interaction leaves the live states.
+    timers: Mapping[Timer, datetime | None] = field(default_factory=dict)
+    # The agent who just stopped holding the interaction, if any (no-reply, transfer,
+    # rejection with reroute): routing avoids them for this interaction.
+    released: str | None = None
+    # How the interaction ended, when it did: replied, wrapped_up, discarded, vanished.
+    outcome: str | None = None
+    journal: str = ""
 
 
 def next_state(state: State, event: Event) -> State:
@@ -147,30 +240,79 @@ def next_state(state: State, event: Event) -> State:
         raise IllegalTransition(state, event) from None
 
 
-def decide(ix: Snapshot, event: Event, now: datetime) -> Decision:
-    """The new state of `ix` after `event`, with what to stamp and journal."""
+def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = None) -> Decision:
+    """The new state of `ix` after `event`, with what to stamp, time and journal."""
+    timing = timing or Timing()
     state = next_state(ix.state, event)
     agent = ix.agent
+    priority = ix.priority
     stamps: tuple[str, ...] = ()
+    timers: dict[Timer, datetime | None] = {}
+    released: str | None = None
+    outcome: str | None = None
     match event:
         case Routed(agent=chosen):
             agent = chosen
             stamps = ("routed_at",)
+            timers[Timer.OFFER] = now + timing.offer_timeout if timing.offer_timeout else None
         case Answered():
             stamps = ("answered_at",)
-        case OfferExpired() | DeliveryFailed():
-            # Back to the queue: nobody holds it any more.
-            agent = None
+            timers[Timer.OFFER] = None
+        case OfferExpired() | DeliveryFailed() | RejectedToQueue() | Transferred():
+            released, agent = agent, None
         case Delivered():
             stamps = ("delivered_at",)
+            timers[Timer.NO_REPLY] = now + timing.no_reply if timing.no_reply else None
+        case NoReplyExpired():
+            # fig. 8 456-464: logged, rerouted to someone else, priority raised.
+            released, agent = agent, None
+            priority += timing.no_reply_priority_raise
+            timers[Timer.NO_REPLY] = None
+        case ReplyAccepted() | ReplyHeld():
+            timers[Timer.NO_REPLY] = None
+        case Rejected():
+            # Back to the agent to try again, with a fresh no-reply time.
+            timers[Timer.NO_REPLY] = now + timing.no_reply if timing.no_reply else None
         case ReplySent():
             stamps = ("replied_at",)
-        case CleanedUp() | Vanished():
+            outcome = "replied"
+        case HungUp():
+            stamps = ("ended_at",)
+            outcome = "wrapped_up"
+        case Discarded():
+            stamps = ("ended_at",)
+            outcome = "discarded"
+        case Vanished():
             stamps = ("closed_at",)
-    return Decision(state=state, agent=agent, stamps=stamps, journal=(event_name(event),))
+            outcome = "vanished"
+            released = agent
+        case CleanedUp():
+            stamps = ("closed_at",)
+    if state not in LIVE or state is State.QUEUED:
+        # No timer outlives the phase it guards.
+        timers = {t: None for t in Timer}
+    return Decision(
+        state=state,
+        agent=agent,
+        priority=priority,
+        stamps=stamps,
+        timers=timers,
+        released=released,
+        outcome=outcome,
+        journal=event_name(event),
+    )
 
 
 def event_name(event: Event) -> str:
     """The journal name of an event: `ReplyAccepted` → `reply_accepted`."""
     name = type(event).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def mermaid() -> str:
+    """The state diagram, generated from the table (README, `postroom lifecycle`)."""
+    lines = ["stateDiagram-v2", "    [*] --> queued"]
+    for (source, event), target in TRANSITIONS.items():
+        lines.append(f"    {source.value} --> {target.value}: {event.__name__}")
+    lines.append("    closed --> [*]")
+    return "\n".join(lines)

@@ -44,6 +44,7 @@ from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses
+from urllib.parse import quote, unquote_to_bytes
 
 from postroom.core.correlation import find_tokens_in_text, strip_subject_tag
 
@@ -96,13 +97,46 @@ class _MsgIdListHeader(UnstructuredHeader):
         return policy.linesep.join(lines) + policy.linesep
 
 
+_RFC2231_PARAM_RE = re.compile(
+    r"""\s*;?\s*(?P<name>[!#$%&+.0-9A-Z^_`a-z{|}~-]+)\*(?:(?P<n>\d+)\*)?=\s*"""
+    r"""(?:(?P<cs>[^'\s;"]*)'[^'\s;"]*')?(?P<val>[^\s;"]*)"""
+)
+
+
+def _rfc2231_as_utf8(value: str) -> str:
+    """Re-express RFC 2231 extended parameters (``name*=charset''%XX``, ``name*0*=...``)
+    as UTF-8, decoded our tolerant way.
+
+    CPython decodes them with the stated charset and dies on anything it cannot read
+    (UnicodeDecodeError is not caught in ``_header_value_parser``): ISO-2022-JP filenames
+    with NEC characters, as Windows writes them, in otobo's Test12.
+    """
+    segments: dict[str, list[tuple[int, str, bytes]]] = {}
+    for m in _RFC2231_PARAM_RE.finditer(value):
+        entry = (int(m.group("n") or 0), m.group("cs") or "", unquote_to_bytes(m.group("val")))
+        segments.setdefault(m.group("name").lower(), []).append(entry)
+    if not segments:
+        return value
+    out = _RFC2231_PARAM_RE.sub("", value).rstrip("; \t")
+    for name, parts in segments.items():
+        parts.sort()
+        charset = next((cs for _n, cs, _v in parts if cs), None)
+        text = decode_text(b"".join(v for _n, _cs, v in parts), charset)[0]
+        out += f"; {name}*=utf-8''{quote(text.encode('utf-8'), safe='')}"
+    return out
+
+
 class _TolerantHeaderRegistry(HeaderRegistry):
     """``HeaderRegistry`` that never raises while parsing a header.
 
     CPython 3.11's address parser raises AttributeError on groups such as
-    ``To: unlisted-recipients:; (no To-header on input)`` (3 corpus files), and other
-    parsers have had IndexError/TypeError bugs.  A header that cannot be parsed as its
-    structured type is presented as unstructured text instead.
+    ``To: unlisted-recipients:; (no To-header on input)`` (3 corpus files), RFC 2231
+    parameters in a charset that does not decode raise UnicodeDecodeError, and other
+    parsers have had IndexError/TypeError bugs.  Content-Type/-Disposition are retried
+    with their RFC 2231 parameters re-read tolerantly, then without parameters (the
+    stdlib's own methods need their structured attributes); anything else that cannot be
+    parsed as its structured type is presented as unstructured text.  Only reading is
+    affected: a parsed header is written back from its source text (``refold_source``).
     """
 
     def __init__(self) -> None:
@@ -115,7 +149,14 @@ class _TolerantHeaderRegistry(HeaderRegistry):
         try:
             return super().__call__(name, value)
         except Exception:  # noqa: BLE001 - stdlib parser bugs; see class docstring
-            return self._fallback(name, value)
+            pass
+        if name.lower() in ("content-type", "content-disposition"):
+            for retry in (_rfc2231_as_utf8, lambda v: v.split(";", 1)[0]):
+                try:
+                    return super().__call__(name, retry(value))
+                except Exception:  # noqa: BLE001 - next retry
+                    continue
+        return self._fallback(name, value)
 
 
 #: policy.default, plus: header parsing never raises; headers we pass through are written
@@ -669,7 +710,7 @@ def auto_response(
     """An RFC 3834 auto-reply to the customer, threaded to their mail.
 
     Placeholders in ``text`` and ``subject_template``: ``{name}`` (the customer's display
-    name, else the local part of their address), ``{subject}`` (their subject, our tag
+    name, else the writer's From name, else the local part of their address), ``{subject}`` (their subject, our tag
     stripped), ``{reference}`` (``reference`` or empty), ``{box}`` (the box's name, else its
     address).  Unknown placeholders are left as written; this never raises on a template.
     ``Auto-Submitted: auto-replied`` (RFC 3834 §5) and ``X-Auto-Response-Suppress: All``
@@ -680,11 +721,12 @@ def auto_response(
     mid = _check_msg_id(message_id, "message_id")
     if not isinstance(text, str) or "\x00" in text:
         raise UnsafeHeaderValue("text must be a string without NUL")
-    name = ""
-    for header in raw_header_values(original, "From"):
-        for display, addr in address_list(header):
-            if addr == to.addr_spec.lower() and display:
-                name = display
+    # The name that goes with the customer's address (From, or Reply-To when we answer
+    # there), else the writer's name from From, else the address's local part.
+    senders = [p for h in raw_header_values(original, "From") for p in address_list(h)]
+    replies = [p for h in raw_header_values(original, "Reply-To") for p in address_list(h)]
+    name = next((d for d, a in senders + replies if d and a == to.addr_spec.lower()), "")
+    name = name or next((d for d, _a in senders if d), "")
     values = {
         "name": name or to.username,
         "subject": strip_subject_tag(header_text(original, "Subject") or ""),

@@ -15,8 +15,8 @@ from django.db import transaction
 
 from postroom.core.lifecycle import CleanedUp, State
 from postroom.engine.connections import Sessions
-from postroom.engine.transitions import StaleInteraction, apply
 from postroom.store.models import Interaction, Mailbox, OutboundMessage
+from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
 

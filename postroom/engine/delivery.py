@@ -19,9 +19,9 @@ from postroom.core.lifecycle import State, Vanished
 from postroom.core.rewrite import forward_to_agent
 from postroom.engine.connections import Sessions
 from postroom.engine.site import Site
-from postroom.engine.transitions import StaleInteraction, apply
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store.models import Interaction, Mailbox, Outgoing
+from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
 

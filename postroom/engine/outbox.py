@@ -9,6 +9,7 @@ recognisable (docs/decisions/0002-outbox-at-least-once-same-message-id.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -16,10 +17,10 @@ from django.db import transaction
 from django.db.models import F
 
 from postroom.core.lifecycle import Delivered, DeliveryFailed, ReplySent, State
-from postroom.engine import journal
-from postroom.engine.transitions import StaleInteraction, apply
 from postroom.mail.smtp import Result, SmtpOutcome, SmtpSender
+from postroom.store import journal
 from postroom.store.models import Interaction, Outgoing
+from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,8 @@ def on_dead(row: Outgoing, outcome: SmtpOutcome, now: datetime) -> None:
     ix = locked_interaction(row)
     journal.record("send_failed", now, interaction=ix, mail=row.kind, error=outcome.detail[:500])
     if ix is not None and row.kind == Outgoing.FORWARD and ix.state is State.ANSWERED:
-        try:
+        with contextlib.suppress(StaleInteraction):
             apply(ix, DeliveryFailed(reason=outcome.detail[:200]), now)
-        except StaleInteraction:
-            pass
 
 
 def locked_interaction(row: Outgoing) -> Interaction | None:

@@ -17,10 +17,10 @@ from django.db import IntegrityError, transaction
 
 from postroom.core import autoreply
 from postroom.core.rewrite import auto_response
-from postroom.engine import journal
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
+from postroom.store import journal
 from postroom.store.models import Interaction, Mailbox, Outgoing, Quarantined
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ from postroom.core import autoreply
 from postroom.core.correlation import candidate_tokens, parse_token, verify_token
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted
 from postroom.core.rewrite import notice, reply_to_customer
-from postroom.engine import journal
 from postroom.engine.reception import advance_cursor, reply_target
 from postroom.engine.site import Site
-from postroom.engine.transitions import apply
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
+from postroom.store import journal
 from postroom.store.models import Agent, Interaction, Mailbox, OutboundMessage, Outgoing
+from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from django.db.models import Count, F, Max, Q
 
 from postroom.core.lifecycle import WITH_AGENT, Answered, Routed, State
 from postroom.core.routing import AgentView, choose_agent
-from postroom.engine.transitions import StaleInteraction, apply
 from postroom.store.models import Agent, Interaction
+from postroom.store.transitions import StaleInteraction, apply
 
 SCAN = 500
 

@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import F
 
-from postroom.core.lifecycle import Answered, IllegalTransition, Snapshot, State, decide
+from postroom.core.lifecycle import Answered, IllegalTransition, State
 from postroom.store.models import Agent, ApiToken, Interaction, JournalEvent
+from postroom.store.transitions import StaleInteraction, apply
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -67,45 +67,18 @@ def set_ready(agent: Agent, ready: bool, *, now: datetime, by: object = None) ->
 def answer(interaction: Interaction, agent: Agent, *, now: datetime) -> bool:
     """`agent` answers the interaction offered (routed) to them. Returns whether they won.
 
-    The write is a compare-and-set on the version the caller read: it succeeds only if the
-    interaction is still routed to this agent and nobody changed it since. Load the
-    interaction fresh before calling. On success `interaction` is updated in place.
+    The write is a compare-and-set on the version the caller read (store.transitions): it
+    succeeds only if the interaction is still routed to this agent and nobody changed it
+    since. Load the interaction fresh before calling. On success `interaction` is updated
+    in place.
     """
-    if interaction.agent_id != agent.pk:
+    if interaction.agent_id != agent.pk or interaction.state is not State.ROUTED:
         return False
     try:
-        decision = decide(
-            Snapshot(state=interaction.state, agent=agent.address, priority=interaction.priority),
-            Answered(),
-            now,
-        )
-    except IllegalTransition:
+        with transaction.atomic():
+            apply(interaction, Answered(), now, by=agent.address)
+    except (IllegalTransition, StaleInteraction):
         return False
-    changes: dict[str, object] = {"status": decision.state.value}
-    changes.update(dict.fromkeys(decision.stamps, now))
-    seen_version = interaction.version
-    with transaction.atomic():
-        won = Interaction.objects.filter(
-            pk=interaction.pk,
-            status=State.ROUTED.value,
-            agent_id=agent.pk,
-            version=seen_version,
-        ).update(version=F("version") + 1, **changes)
-        if won:
-            for kind in decision.journal:
-                JournalEvent.objects.create(
-                    at=now,
-                    kind=kind,
-                    interaction=interaction,
-                    agent=agent,
-                    mailbox_id=interaction.mailbox_id,
-                    detail={"version": seen_version + 1},
-                )
-    if not won:
-        return False
-    for name, value in changes.items():
-        setattr(interaction, name, value)
-    interaction.version = seen_version + 1
     return True
 
 

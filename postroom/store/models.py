@@ -33,6 +33,10 @@ class Mailbox(models.Model):
     auto_response_subject = models.CharField(max_length=300, default="Re: {subject}")
     auto_response_text = models.TextField(blank=True)
     no_reply_seconds = models.PositiveIntegerField(default=4 * 3600)
+    # Shorter no-reply times for urgent mail: [[min_priority, seconds], ...]; the band
+    # with the highest min_priority not above the interaction's priority wins.
+    no_reply_bands = models.JSONField(default=list, blank=True)
+    trash_folder = models.CharField(max_length=200, default="Trash")
     skills = models.JSONField(default=list, blank=True)
     default_priority = models.IntegerField(default=0)
     # The ingest cursor: UIDs up to last_uid under this UIDVALIDITY have been looked at.
@@ -52,6 +56,13 @@ class Agent(models.Model):
     address = models.EmailField(unique=True)
     skills = models.JSONField(default=list, blank=True)
     is_supervisor = models.BooleanField(default=False)
+    # Replies of a probationary agent always need approval (fig. 10 564).
+    probationary = models.BooleanField(default=False)
+    supervisors = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="supervisees"
+    )
+    # Send a short notification mail when an interaction is offered (fig. 7).
+    notify_offers = models.BooleanField(default=False)
     auto_answer = models.BooleanField(default=False)
     capacity = models.PositiveIntegerField(default=1)
     ready = models.BooleanField(default=False)
@@ -66,6 +77,80 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} <{self.address}>"
+
+    @property
+    def skill_levels(self) -> dict[str, int]:
+        """Skills with levels: stored as {"support": 3} or, without levels, ["support"]."""
+        return skill_levels(self.skills)
+
+
+def skill_levels(skills: object) -> dict[str, int]:
+    if isinstance(skills, dict):
+        return {str(k): int(v) for k, v in skills.items()}
+    if isinstance(skills, list | tuple):
+        return {str(k): 1 for k in skills}
+    return {}
+
+
+class Contact(models.Model):
+    """The customer database consulted for priority and approval (fig. 5 318).
+
+    Looked up by exact address first, then by the sender's domain.
+    """
+
+    address = models.EmailField(unique=True, null=True, blank=True)
+    domain = models.CharField(max_length=253, unique=True, null=True, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    level = models.CharField(max_length=40, default="standard", help_text="e.g. vip, gold, standard")
+    priority = models.IntegerField(default=0, help_text="Added to the box's default priority")
+    requires_approval = models.BooleanField(default=False)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(address__isnull=False) | models.Q(domain__isnull=False),
+                name="contact_has_address_or_domain",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.address or self.domain} ({self.level})"
+
+
+class Rule(models.Model):
+    """One routing rule (MailFlow / iceMail "Check Email"): ordered, data, not code."""
+
+    ALL = "all"
+    ANY = "any"
+
+    position = models.PositiveIntegerField(default=0, db_index=True)
+    name = models.CharField(max_length=200, unique=True)
+    enabled = models.BooleanField(default=True)
+    match = models.CharField(max_length=3, choices=[(ALL, "all"), (ANY, "any")], default=ALL)
+    # [{"field": "from"|"to"|"subject"|"body"|"header:X-Name", "op": "contains"|"equals"|"regex", "value": "..."}]
+    conditions = models.JSONField(default=list)
+    # [{"action": "queue"|"agent"|"set_priority"|"add_priority"|"require_approval"|"auto_response"|"forward_copy"|"delete", "value": ...}]
+    actions = models.JSONField(default=list)
+    # Go on evaluating the next rules after this one matched.
+    continue_after = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.name}"
+
+
+class WrapUpCode(models.Model):
+    """Codes an agent chooses from when ending an interaction (or resolving a replied one)."""
+
+    code = models.SlugField(max_length=60, unique=True)
+    label = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class Interaction(models.Model):
@@ -87,17 +172,43 @@ class Interaction(models.Model):
     auto_response_sent_at = models.DateTimeField(null=True, blank=True)
     auto_response_skipped = models.CharField(max_length=200, blank=True)
     priority = models.IntegerField(default=0)
+    # Why the priority is what it is: [["box default", 0], ["contact vip", 50], ...].
+    priority_reasons = models.JSONField(default=list, blank=True)
+    # The skill queue it waits in ("unassigned" when no rule or box names one).
+    queue = models.CharField(max_length=100, default="unassigned", db_index=True)
+    # Which rules fired and which did not, in order, for the supervisor.
+    rules = models.JSONField(default=dict, blank=True)
     status = models.CharField(
-        max_length=16, choices=[(s.value, s.value) for s in State], default=State.QUEUED
+        max_length=20, choices=[(s.value, s.value) for s in State], default=State.QUEUED
     )
     agent = models.ForeignKey(
         Agent, null=True, blank=True, on_delete=models.PROTECT, related_name="interactions"
     )
+    # Routing constraints: a named agent (rule or transfer), a preferred agent for a
+    # customer's follow-up until a deadline (sticky routing), agents to avoid (no-reply).
+    target_agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    preferred_agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    preferred_until = models.DateTimeField(null=True, blank=True)
+    excluded_agents = models.JSONField(default=list, blank=True)
+    follows = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups"
+    )
+    offer_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    no_reply_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     routed_at = models.DateTimeField(null=True, blank=True)
     answered_at = models.DateTimeField("answer time", null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     replied_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # replied | wrapped_up | discarded | vanished
+    outcome = models.CharField(max_length=20, blank=True)
+    wrapup_code = models.CharField(max_length=60, blank=True)
+    resolution_code = models.CharField(max_length=60, blank=True)
     # How many times the mail was forwarded to an agent: part of the forward's key.
     deliveries = models.PositiveIntegerField(default=0)
     approval = models.BooleanField(default=False)
@@ -185,6 +296,34 @@ class OutboundMessage(models.Model):
                 fields=["mailbox", "uidvalidity", "uid"], name="one_ledger_row_per_message"
             )
         ]
+
+
+class Approval(models.Model):
+    """A reply held for a supervisor (fig. 10 566-574), decided on the web or by mail."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    STATES = [(s, s) for s in (PENDING, APPROVED, REJECTED)]
+
+    interaction = models.ForeignKey(Interaction, on_delete=models.CASCADE, related_name="approvals")
+    reply = models.ForeignKey(OutboundMessage, on_delete=models.PROTECT, related_name="approvals")
+    # The reply as rewritten for the customer, kept so approval never needs the server.
+    raw = models.BinaryField()
+    approvers = models.JSONField(default=list)
+    reason_held = models.CharField(max_length=300, blank=True)
+    state = models.CharField(max_length=10, choices=STATES, default=PENDING, db_index=True)
+    edited_text = models.TextField(blank=True)
+    rejection_reason = models.TextField(blank=True)
+    decided_by = models.CharField(max_length=320, blank=True)
+    decided_via = models.CharField(max_length=10, blank=True)  # web | mail
+    requested_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # Set once the engine has acted on the decision (sent, or notified the agent).
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
 
 
 class Quarantined(models.Model):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.mail.message import ParsedMail, UnreadableMessage, parse
+from postroom.mail.message import ParsedMail, parse
 
 CORPUS = Path(
     os.environ.get("POSTROOM_CORPUS")
@@ -44,19 +44,23 @@ def read(rel: str) -> bytes:
     return (CORPUS / rel).read_bytes()
 
 
-_PARSED: dict[str, ParsedMail | UnreadableMessage] = {}
+_PARSED: dict[str, ParsedMail | Exception] = {}
 
 
 @pytest.fixture(scope="session")
-def parsed_corpus() -> dict[str, ParsedMail | UnreadableMessage]:
-    """Every corpus message parsed once: relative path -> ParsedMail or the refusal."""
+def parsed_corpus() -> dict[str, ParsedMail | Exception]:
+    """Every corpus message parsed once: relative path -> ParsedMail, or what parse() raised.
+
+    Anything but ``UnreadableMessage`` is kept too, so that test_message_parse can name
+    the file instead of the whole session failing in a fixture.
+    """
     if not corpus_available():
         pytest.skip(f"mail corpus not found at {CORPUS} (set POSTROOM_CORPUS)")
     if not _PARSED:
         for rel in corpus_files():
             try:
                 _PARSED[rel] = parse((CORPUS / rel).read_bytes())
-            except UnreadableMessage as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded for the test to report
                 _PARSED[rel] = exc
     return _PARSED
 

@@ -1,0 +1,87 @@
+"""Applying a lifecycle event to a stored interaction: decide in the core, CAS in the DB.
+
+The only code that writes `Interaction.status` (the engine and the web both come here).
+The UPDATE carries the version we read, so two workers, two processes or two nodes racing
+on one interaction cannot both win.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import F
+
+from postroom.core.lifecycle import Event, Snapshot, Timing, decide
+from postroom.store import journal
+from postroom.store.models import Agent, Interaction
+
+
+class StaleInteraction(Exception):
+    """Someone else changed the interaction since we read it."""
+
+
+def no_reply_time(ix: Interaction) -> timedelta | None:
+    """The box's no-reply time, or its priority band's (fig. 8: per box and priority)."""
+    box = ix.mailbox
+    seconds = box.no_reply_seconds
+    best = None
+    for band in box.no_reply_bands or ():
+        min_priority, band_seconds = int(band[0]), int(band[1])
+        if ix.priority >= min_priority and (best is None or min_priority > best):
+            best, seconds = min_priority, band_seconds
+    return timedelta(seconds=seconds) if seconds else None
+
+
+def timing_for(ix: Interaction, offer_timeout: timedelta | None = None) -> Timing:
+    return Timing(offer_timeout=offer_timeout, no_reply=no_reply_time(ix))
+
+
+def apply(
+    ix: Interaction,
+    event: Event,
+    now: datetime,
+    *,
+    offer_timeout: timedelta | None = None,
+    **detail: Any,
+) -> Interaction:
+    """Move `ix` through `event` (raises IllegalTransition or StaleInteraction).
+
+    Call inside a transaction; `ix` is updated in place and returned.
+    """
+    previous_agent = ix.agent if ix.agent_id else None
+    snap = Snapshot(
+        state=ix.state, agent=previous_agent.address if previous_agent else None, priority=ix.priority
+    )
+    decision = decide(snap, event, now, timing_for(ix, offer_timeout))
+    if decision.agent is None:
+        agent = None
+    elif previous_agent is not None and previous_agent.address == decision.agent:
+        agent = previous_agent
+    else:
+        agent = Agent.objects.get(address=decision.agent)
+    changes: dict[str, Any] = {
+        "status": decision.state.value,
+        "agent": agent,
+        "priority": decision.priority,
+    }
+    for stamp in decision.stamps:
+        changes[stamp] = now
+    for timer, due in decision.timers.items():
+        changes[timer.value] = due
+    if decision.released and decision.released not in (ix.excluded_agents or []):
+        changes["excluded_agents"] = [*(ix.excluded_agents or []), decision.released]
+    if decision.outcome:
+        changes["outcome"] = decision.outcome
+    updated = Interaction.objects.filter(pk=ix.pk, version=ix.version).update(
+        version=F("version") + 1, **changes
+    )
+    if updated != 1:
+        raise StaleInteraction(str(ix.guid))
+    for name, value in changes.items():
+        setattr(ix, name, value)
+    ix.version += 1
+    if decision.priority != snap.priority:
+        detail.setdefault("priority", decision.priority)
+    journal.record(decision.journal, now, interaction=ix, agent=agent or previous_agent, **detail)
+    return ix
