@@ -15,6 +15,7 @@ from django.db import transaction
 
 from postroom.core.lifecycle import CleanedUp, State
 from postroom.engine.connections import Sessions
+from postroom.engine.faults import checkpoint
 from postroom.store.models import Interaction, Mailbox, OutboundMessage
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -26,10 +27,20 @@ def clean(sessions: Sessions, now: datetime) -> bool:
     for row in OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None).select_related("mailbox")[:50]:
         to_dead_box(row, sessions, now)
         did = True
-    for ix in Interaction.objects.filter(status=State.REPLIED).select_related("mailbox", "agent")[:50]:
+    for row in OutboundMessage.objects.filter(outcome=OutboundMessage.DECISION, removed_at=None).select_related("mailbox")[:50]:
+        remove_from_outbound(row, sessions, now)
+        did = True
+    for ix in Interaction.objects.filter(status__in=[State.REPLIED, State.ENDED]).select_related("mailbox", "agent")[:50]:
         close(ix, sessions, now)
         did = True
     return did
+
+
+def remove_from_outbound(row: OutboundMessage, sessions: Sessions, now: datetime) -> None:
+    outbound = sessions.get(row.mailbox)
+    if outbound.uidvalidity == row.uidvalidity:
+        outbound.delete([row.uid])
+    OutboundMessage.objects.filter(pk=row.pk).update(removed_at=now)
 
 
 def to_dead_box(row: OutboundMessage, sessions: Sessions, now: datetime) -> None:
@@ -49,13 +60,16 @@ def to_dead_box(row: OutboundMessage, sessions: Sessions, now: datetime) -> None
 
 def close(ix: Interaction, sessions: Sessions, now: datetime) -> None:
     for row in OutboundMessage.objects.filter(interaction=ix, outcome=OutboundMessage.ACCEPTED, removed_at=None).select_related("mailbox"):
-        outbound = sessions.get(row.mailbox)
-        if outbound.uidvalidity == row.uidvalidity:
-            outbound.delete([row.uid])
-        OutboundMessage.objects.filter(pk=row.pk).update(removed_at=now)
+        remove_from_outbound(row, sessions, now)
+        checkpoint("cleanup-reply-removed")
     incoming = sessions.get(ix.mailbox)
     if incoming.uidvalidity == ix.uidvalidity:
-        incoming.delete([ix.uid])
+        if ix.outcome == "discarded":
+            # A rule said delete: to the trash, never destroyed.
+            incoming.move([ix.uid], ix.mailbox.trash_folder or "Trash")
+        else:
+            incoming.delete([ix.uid])
+    checkpoint("cleanup-original-removed")
     try:
         with transaction.atomic():
             apply(ix, CleanedUp(), now)

@@ -18,6 +18,7 @@ from postroom.core.correlation import forward_message_id, mint_token, reply_addr
 from postroom.core.lifecycle import State, Vanished
 from postroom.core.rewrite import forward_to_agent
 from postroom.engine.connections import Sessions
+from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store.models import Interaction, Mailbox, Outgoing
@@ -94,4 +95,5 @@ def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime
             raw=msg.as_bytes(),
             next_attempt_at=now,
         )
+    checkpoint("forward-queued")
     return True

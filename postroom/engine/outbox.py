@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 
 from postroom.core.lifecycle import Delivered, DeliveryFailed, ReplySent, State
+from postroom.engine.faults import checkpoint
 from postroom.mail.smtp import Result, SmtpOutcome, SmtpSender
 from postroom.store import journal
 from postroom.store.models import Interaction, Outgoing
@@ -51,6 +52,7 @@ def send_one(row: Outgoing, sender: SmtpSender, now: datetime) -> None:
         return
     row.attempts += 1
     outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw))
+    checkpoint(f"sent-{row.kind}")
     with transaction.atomic():
         if outcome.sent:
             Outgoing.objects.filter(pk=row.pk).update(state=Outgoing.SENT, sent_at=now, last_error=outcome.detail)

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 
 from postroom.core import autoreply
 from postroom.core.rewrite import auto_response
+from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
@@ -105,6 +106,7 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     try:
         with transaction.atomic():
             create_interaction(box, session, message, mail, customer, verdict, site, now)
+        checkpoint("received")
     except IntegrityError:
         # Another worker took the same (mailbox, UIDVALIDITY, UID) first.
         log.info("%s uid %s: already taken", box.address, message.uid)
@@ -139,6 +141,7 @@ def create_interaction(
         subject=mail.subject[:998],
         arrival_time=message.internaldate,
         priority=box.default_priority,
+        queue=(box.skills or [site.unassigned_queue])[0],
     )
     journal.record("received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind)
     skip = auto_response_skip_reason(box, verdict)

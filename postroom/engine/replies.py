@@ -13,20 +13,31 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from email.message import EmailMessage
 from email.utils import make_msgid
 
 from django.db import IntegrityError, transaction
 
 from postroom.core import autoreply
-from postroom.core.correlation import candidate_tokens, parse_token, verify_token
-from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted
-from postroom.core.rewrite import notice, reply_to_customer
+from postroom.core.approval import at_reply, read_mail_decision
+from postroom.core.correlation import (
+    candidate_tokens,
+    mint_token,
+    parse_token,
+    reply_address,
+    subject_tag,
+    verify_token,
+)
+from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
+from postroom.core.rewrite import UnsafeHeaderValue, reply_to_customer
+from postroom.engine.faults import checkpoint
+from postroom.engine.notices import queue_notice
 from postroom.engine.reception import advance_cursor, reply_target
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import journal
-from postroom.store.models import Agent, Interaction, Mailbox, OutboundMessage, Outgoing
+from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
@@ -55,16 +66,29 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     except Refused as refusal:
         refuse(box, session, message, mail, refusal, site, now)
         return
+    if isinstance(ix, ApprovalMail):
+        take_decision(box, session, message, mail, ix, now)
+        return
     try:
         with transaction.atomic():
             accept(box, session, message, mail, ix, site, now)
+    except UnsafeHeaderValue as exc:
+        # e.g. a customer address that needs SMTPUTF8: the reply cannot be sent as is.
+        refuse(box, session, message, mail, Refused(f"cannot address the reply: {exc}", ix, (mail.from_addr or "",)), site, now)
     except IntegrityError:
         # reply:<guid> already exists: a second reply to the same interaction.
         refuse(box, session, message, mail, Refused("the interaction already has a reply", ix, (mail.from_addr or "",)), site, now)
 
 
-def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction:
-    """The interaction this mail answers, or Refused with the reason (fig. 9 504, fig. 10 556)."""
+def approval_secret(site: Site) -> bytes:
+    # A separate key, so a token from an approval request can never pass as an agent's
+    # reply token and the other way round.
+    return site.secret + b"/approval"
+
+
+def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalMail:
+    """The interaction this mail answers (or the approval it decides), or Refused with the
+    reason (fig. 9 504, fig. 10 556)."""
     verdict = autoreply.classify(mail.msg)
     if verdict.kind != "human":
         # An agent's out-of-office or a bounce must never reach the customer as a reply.
@@ -79,17 +103,27 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction:
         subject=mail.subject,
     )
     found: Interaction | None = None
+    former: Interaction | None = None
     for _source, token in candidates:
         parsed = parse_token(token)
         if parsed is None:
             continue
         ix = Interaction.objects.select_related("agent", "mailbox").filter(guid=parsed.guid).first()
-        if ix is None or ix.agent is None:
+        if ix is None:
             continue
-        if not verify_token(site.secret, token, ix.agent.address):
-            continue
-        found = ix
-        break
+        if verify_token(approval_secret(site), token, sender):
+            return ApprovalMail(ix)
+        if ix.agent is not None and verify_token(site.secret, token, ix.agent.address):
+            found = ix
+            break
+        if any(verify_token(site.secret, token, a) for a in ix.excluded_agents or ()):
+            former = ix  # a token we gave an agent who no longer holds it
+    if found is None and former is not None:
+        # fig. 8/9: the interaction was taken from this agent (no reply in time, transfer):
+        # the late reply goes to the dead box and the agent is told.
+        raise Refused(
+            "the interaction was reassigned before this reply arrived", former, (sender,) if known_agent else ()
+        )
     if found is None:
         notify = (sender,) if known_agent else ()
         raise Refused("no live interaction matches this mail", None, notify)
@@ -103,8 +137,17 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction:
             (sender, found.agent.address) if known_agent else (),
         )
     if found.state not in AWAITING_REPLY:
-        raise Refused(f"the interaction is {found.status}, not waiting for a reply", found, (sender,) if known_agent else ())
+        raise Refused(
+            f"the interaction is {found.status}, not waiting for a reply", found, (sender,) if known_agent else ()
+        )
     return found
+
+
+class ApprovalMail:
+    """An approver's answer by mail to an approval request."""
+
+    def __init__(self, interaction: Interaction) -> None:
+        self.interaction = interaction
 
 
 def accept(
@@ -124,17 +167,7 @@ def accept(
         message_id=message_id,
         subject=ix.subject,
     )
-    Outgoing.objects.create(
-        key=f"reply:{ix.guid}",
-        kind=Outgoing.REPLY,
-        interaction=ix,
-        envelope_from=ix.mailbox.address,
-        recipients=[reply_target(ix)],
-        message_id=message_id,
-        raw=reply.as_bytes(),
-        next_attempt_at=now,
-    )
-    OutboundMessage.objects.create(
+    row = OutboundMessage.objects.create(
         mailbox=box,
         uidvalidity=session.uidvalidity,
         uid=message.uid,
@@ -144,8 +177,105 @@ def accept(
         interaction=ix,
         outcome=OutboundMessage.ACCEPTED,
     )
-    apply(ix, ReplyAccepted(), now, uid=message.uid, message_id=mail.message_id)
+    held = at_reply(
+        site.approval, required_at_reception=ix.approval, agent=ix.agent.address, probationary=ix.agent.probationary
+    )
+    if held:
+        hold(ix, row, reply, mail, held, site, now)
+    else:
+        Outgoing.objects.create(
+            key=f"reply:{ix.guid}",
+            kind=Outgoing.REPLY,
+            interaction=ix,
+            envelope_from=ix.mailbox.address,
+            recipients=[reply_target(ix)],
+            message_id=message_id,
+            raw=reply.as_bytes(),
+            next_attempt_at=now,
+        )
+        apply(ix, ReplyAccepted(), now, uid=message.uid, message_id=mail.message_id)
     advance_cursor(box, message.uid)
+    checkpoint("reply-accepted")
+
+
+def approvers_for(agent: Agent) -> list[str]:
+    """The agent's supervisors (fig. 10 566), else every supervisor."""
+    named = [a.address for a in agent.supervisors.all()]
+    return named or list(Agent.objects.filter(is_supervisor=True).values_list("address", flat=True))
+
+
+def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: ParsedMail, reason: str, site: Site, now: datetime) -> None:
+    """fig. 10 564-568: the reply waits for an approver, who gets it by mail and on the web."""
+    approvers = approvers_for(ix.agent)
+    approval = Approval.objects.create(
+        interaction=ix, reply=row, raw=reply.as_bytes(), approvers=approvers, reason_held=reason, requested_at=now
+    )
+    apply(ix, ReplyHeld(), now, reason=reason, approvers=approvers)
+    outbound = box_of(row)
+    for approver in approvers:
+        token = mint_token(approval_secret(site), ix.guid, approver)
+        queue_notice(
+            site,
+            now,
+            key=f"notice:approval:{approval.pk}:{approver}",
+            to=approver,
+            subject=f"Approval needed: {mail.subject} {subject_tag(token)}",
+            text=(
+                f"{ix.agent.name} <{ix.agent.address}> wrote a reply that needs your approval "
+                f"({reason}). The reply is attached as the customer would receive it.\n\n"
+                "Answer this mail with:\n"
+                "  APPROVE                 to send it as it is,\n"
+                "  REJECT <reason>         to send it back to the agent,\n"
+                "  or your edited text     to send your version instead.\n\n"
+                "You can also decide in the supervisor console.\n"
+            ),
+            interaction=ix,
+            attach=reply,
+            reply_to=reply_address(outbound.address, token),
+        )
+
+
+def box_of(row: OutboundMessage) -> Mailbox:
+    return row.mailbox
+
+
+def take_decision(box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, found: ApprovalMail, now: datetime) -> None:
+    """An approver answered an approval request by mail: record the decision; the approval
+    step acts on it exactly as on a decision made on the web."""
+    sender = (mail.from_addr or "").lower()
+    decision = read_mail_decision(mail.text)
+    with transaction.atomic():
+        OutboundMessage.objects.create(
+            mailbox=box,
+            uidvalidity=session.uidvalidity,
+            uid=message.uid,
+            message_id=mail.message_id or "",
+            sender=sender,
+            subject=mail.subject[:998],
+            interaction=found.interaction,
+            outcome=OutboundMessage.DECISION,
+            reason=decision.decision if decision else "nothing to act on",
+        )
+        approval = found.interaction.approvals.filter(state=Approval.PENDING).first()
+        if approval is not None and decision is not None and sender in [a.lower() for a in approval.approvers]:
+            record_decision(approval, decision.decision, text=decision.text, by=sender, via="mail", now=now)
+        advance_cursor(box, message.uid)
+
+
+def record_decision(approval: Approval, decision: str, *, text: str, by: str, via: str, now: datetime) -> bool:
+    """CAS the decision onto a pending approval; False if someone decided first."""
+    state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
+    won = Approval.objects.filter(pk=approval.pk, state=Approval.PENDING).update(
+        state=state,
+        edited_text=text if decision == "edit" else "",
+        rejection_reason=text if decision == "reject" else "",
+        decided_by=by,
+        decided_via=via,
+        decided_at=now,
+    )
+    if won:
+        journal.record(f"approval_{decision}", now, interaction=approval.interaction, by=by, via=via)
+    return bool(won)
 
 
 def refuse(
@@ -183,37 +313,25 @@ def refuse(
                 sender=(mail.from_addr if mail else "") or "",
             )
             for to in dict.fromkeys(refusal.notify):
-                queue_notice(to, refusal, mail, row, site, now)
+                notify_refusal(to, refusal, mail, row, site, now)
         advance_cursor(box, message.uid)
 
 
-def queue_notice(
+def notify_refusal(
     to: str, refusal: Refused, mail: ParsedMail | None, row: OutboundMessage, site: Site, now: datetime
 ) -> None:
-    outbound = Mailbox.objects.get(kind=Mailbox.OUTBOUND)
-    subject = f"Not delivered: {mail.subject if mail else '(unreadable message)'}"
-    text = (
-        "Postroom did not send your message to the customer.\n\n"
-        f"Reason: {refusal.reason}\n\n"
-        "The message was kept in the dead box. Ask your supervisor if you think this is wrong.\n"
-    )
-    message_id = make_msgid("notice", domain=site.message_id_domain)
-    msg = notice(
-        from_address=outbound.address,
+    queue_notice(
+        site,
+        now,
+        key=f"notice:dead:{row.pk}:{to}",
         to=to,
-        subject=subject,
-        text=text,
-        message_id=message_id,
+        subject=f"Not delivered: {mail.subject if mail else '(unreadable message)'}",
+        text=(
+            "Postroom did not send this message to the customer.\n\n"
+            f"Reason: {refusal.reason}\n\n"
+            "The message was kept in the dead box. Ask your supervisor if you think this is wrong.\n"
+        ),
+        interaction=refusal.interaction,
         in_reply_to=mail.message_id if mail else None,
         attach=mail.msg if mail else None,
-    )
-    Outgoing.objects.create(
-        key=f"notice:dead:{row.pk}:{to}",
-        kind=Outgoing.NOTICE,
-        interaction=refusal.interaction,
-        envelope_from="",
-        recipients=[to],
-        message_id=message_id,
-        raw=msg.as_bytes(),
-        next_attempt_at=now,
     )

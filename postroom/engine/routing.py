@@ -1,69 +1,185 @@
-"""Routing (fig. 6): queued interactions to Ready agents, oldest (and most urgent) first.
+"""Routing (fig. 6): queued interactions to Ready agents, by priority, then arrival.
 
-The choice itself is `postroom.core.routing`; this step loads the candidates, records the
-routed-to agent with a CAS, counts it, and answers at once for auto-answer agents.
+The choice is made by `postroom.core.router.Router`, an in-memory index that never scans
+the backlog. This module keeps it in step with the database, which other threads and
+processes change too (reception queues mail, the web makes agents Ready, a transfer puts
+mail back): the journal is the change feed. Every state change and every Ready/Not Ready
+appends a JournalEvent, so each round reads the events after the last one seen and
+refreshes exactly the interactions and agents they name. At start (and every few
+minutes, as a safety net) the index is rebuilt from the tables.
+
+A decision is then written with a CAS (`store.transitions.apply`); the routed count goes
+up (fig. 6 356), and an agent flagged auto-answer answers at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+import time
 from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Count, F, Max, Q
 
 from postroom.core.lifecycle import WITH_AGENT, Answered, Routed, State
-from postroom.core.routing import AgentView, choose_agent
-from postroom.store.models import Agent, Interaction
+from postroom.core.router import QueuedItem, Router
+from postroom.engine.notices import queue_notice
+from postroom.engine.site import Site
+from postroom.store.models import Agent, Interaction, JournalEvent, skill_levels
 from postroom.store.transitions import StaleInteraction, apply
 
-SCAN = 500
+log = logging.getLogger(__name__)
+
+REBUILD_EVERY = 300.0  # seconds: a full rebuild catches what the feed cannot (admin edits)
+AGENT_REFRESH_EVERY = 10.0
+AGENT_EVENTS = ("agent_ready", "agent_not_ready")
 
 
-def agent_views() -> dict[str, AgentView]:
-    agents = Agent.objects.filter(ready=True).annotate(
-        load=Count("interactions", filter=Q(interactions__status__in=[s.value for s in WITH_AGENT])),
-        last_routed=Max("interactions__routed_at"),
+def item_for(ix: Interaction) -> QueuedItem:
+    preferred = ix.preferred_agent.address if ix.preferred_agent_id and ix.preferred_until else None
+    return QueuedItem(
+        key=ix.pk,
+        priority=ix.priority,
+        arrival=ix.arrival_time,
+        queue=ix.queue,
+        target_agent=ix.target_agent.address if ix.target_agent_id else None,
+        preferred_agent=preferred,
+        preferred_until=ix.preferred_until if preferred else None,
+        excluded=frozenset(ix.excluded_agents or ()),
     )
-    views = {}
-    for a in agents:
-        stamps = [t for t in (a.state_changed_at, a.last_routed) if t is not None]
-        views[a.address] = AgentView(
-            address=a.address,
-            skills=frozenset(a.skills or ()),
-            ready=a.ready,
-            load=a.load,
-            capacity=a.capacity,
-            idle_since=max(stamps) if stamps else None,
+
+
+QUEUED_FIELDS = ("target_agent", "preferred_agent")
+
+
+class RoutingDesk:
+    """The engine's routing state: a Router plus the journal cursor that feeds it."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.router: Router | None = None
+        self.cursor = 0
+        self.built_at = 0.0
+        self.agents_at = 0.0
+
+    # -- keeping the index in step ---------------------------------------------------
+    def rebuild(self, now: datetime) -> None:
+        started = time.monotonic()
+        router = Router()
+        # Read the cursor first: anything journaled while we load is replayed after.
+        self.cursor = JournalEvent.objects.aggregate(m=Max("id"))["m"] or 0
+        self.router = router
+        self._load_agents(now)
+        queued = Interaction.objects.filter(status=State.QUEUED).select_related(*QUEUED_FIELDS)
+        for ix in queued.iterator(chunk_size=5000):
+            router.add(item_for(ix))
+        self.built_at = self.agents_at = time.monotonic()
+        log.info("routing index built: %s queued, %.2f s", router.queued_count(), self.built_at - started)
+
+    def _load_agents(self, now: datetime) -> None:
+        assert self.router is not None
+        states = [s.value for s in WITH_AGENT]
+        agents = Agent.objects.annotate(load=Count("interactions", filter=Q(interactions__status__in=states)))
+        seen = set()
+        for agent in agents:
+            seen.add(agent.address)
+            # On a rebuild the best guess of how long an agent has been idle is when
+            # they last changed state.
+            self._put_agent(agent, agent.load, agent.state_changed_at or now)
+        for address in list(self.router.agents()):
+            if address not in seen:
+                self.router.remove_agent(address)
+
+    def _put_agent(self, agent: Agent, load: int, stamp: datetime) -> None:
+        assert self.router is not None
+        router = self.router
+        known = router.agent(agent.address)
+        router.set_agent(agent.address, skill_levels(agent.skills), agent.capacity)
+        if known is None or known.load != load:
+            router.set_load(agent.address, load, stamp)
+        if agent.ready and (known is None or not known.ready):
+            router.agent_ready(agent.address, agent.state_changed_at or stamp)
+        elif not agent.ready and (known is None or known.ready):
+            router.agent_not_ready(agent.address)
+
+    def sync(self, now: datetime) -> None:
+        if self.router is None or time.monotonic() - self.built_at > REBUILD_EVERY:
+            self.rebuild(now)
+            return
+        events = list(
+            JournalEvent.objects.filter(id__gt=self.cursor).values_list("id", "kind", "interaction_id", "agent_id")
         )
-    return views
+        if events:
+            self.cursor = events[-1][0]
+        changed = {ix for _, kind, ix, _ in events if ix is not None}
+        agents_changed = {a for _, kind, _, a in events if a is not None}
+        if changed:
+            self._refresh_interactions(changed)
+        if agents_changed or time.monotonic() - self.agents_at > AGENT_REFRESH_EVERY:
+            self._refresh_agents(agents_changed, now)
 
+    def _refresh_interactions(self, pks: set[int]) -> None:
+        assert self.router is not None
+        found = Interaction.objects.filter(pk__in=pks).select_related(*QUEUED_FIELDS)
+        queued = set()
+        for ix in found:
+            if ix.state is State.QUEUED:
+                queued.add(ix.pk)
+                self.router.remove(ix.pk)
+                self.router.add(item_for(ix))
+        for pk in pks - queued:
+            self.router.remove(pk)
 
-def route(now: datetime) -> bool:
-    """Route what can be routed now; True if anything was."""
-    views = agent_views()
-    if not any(v.load < v.capacity for v in views.values()):
-        return False
-    did = False
-    queued = (
-        Interaction.objects.filter(status=State.QUEUED)
-        .select_related("mailbox")
-        .order_by("-priority", "arrival_time", "id")[:SCAN]
-    )
-    for ix in queued:
-        choice = choose_agent(frozenset(ix.mailbox.skills or ()), views.values())
-        if choice is None:
-            continue
+    def _refresh_agents(self, pks: set[int], now: datetime) -> None:
+        if time.monotonic() - self.agents_at > AGENT_REFRESH_EVERY:
+            self._load_agents(now)
+            self.agents_at = time.monotonic()
+            return
+        states = [s.value for s in WITH_AGENT]
+        agents = Agent.objects.filter(pk__in=pks).annotate(
+            load=Count("interactions", filter=Q(interactions__status__in=states))
+        )
+        for agent in agents:
+            self._put_agent(agent, agent.load, now)
+
+    # -- deciding --------------------------------------------------------------------
+    def route(self, now: datetime) -> bool:
+        self.sync(now)
+        assert self.router is not None
+        did = False
+        for assignment in self.router.assign(now):
+            did = self.commit(assignment.item_key, assignment.agent, now) or did
+        return did
+
+    def commit(self, pk: int, address: str, now: datetime) -> bool:
+        ix = Interaction.objects.select_related("mailbox", "agent").filter(pk=pk).first()
+        if ix is None or ix.state is not State.QUEUED:
+            return False  # the journal will tell the index what happened instead
         try:
             with transaction.atomic():
-                apply(ix, Routed(agent=choice.address), now)
+                apply(ix, Routed(agent=address), now, offer_timeout=self.site.offer_timeout, queue=ix.queue)
                 Agent.objects.filter(pk=ix.agent_id).update(routed_count=F("routed_count") + 1)
-                if ix.agent.auto_answer:
+                agent = ix.agent
+                if agent.auto_answer:
                     apply(ix, Answered(), now, auto=True)
+                elif agent.notify_offers:
+                    queue_notice(
+                        self.site,
+                        now,
+                        key=f"notice:offer:{ix.guid}:{ix.version}",
+                        to=agent.address,
+                        subject=f"New email for you: {ix.subject}",
+                        text=(
+                            f"An email from {ix.customer} to {ix.mailbox.address} is offered to you.\n"
+                            "Answer it on your agent page to receive it.\n"
+                        ),
+                        interaction=ix,
+                    )
         except StaleInteraction:
-            continue
-        views[choice.address] = replace(choice, load=choice.load + 1, idle_since=now)
-        did = True
-        if not any(v.load < v.capacity for v in views.values()):
-            break
-    return did
+            return False
+        return True
+
+
+def route(site: Site, now: datetime, desk: RoutingDesk | None = None) -> bool:
+    """One routing round with a throwaway index (tests; the engine keeps its desk)."""
+    return (desk or RoutingDesk(site)).route(now)

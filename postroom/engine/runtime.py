@@ -18,7 +18,17 @@ from datetime import datetime
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from postroom.engine import cleanup, delivery, outbox, reception, replies, routing
+from postroom.engine import (
+    approvals,
+    cleanup,
+    delivery,
+    outbox,
+    reception,
+    replies,
+    routing,
+    timers,
+    withdrawals,
+)
 from postroom.engine.connections import Sessions
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
@@ -39,6 +49,7 @@ class Engine:
         self._threads: dict[int, threading.Thread] = {}
         self._sessions: Sessions | None = None
         self._sender: SmtpSender | None = None
+        self.desk = routing.RoutingDesk(site)
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
@@ -48,10 +59,13 @@ class Engine:
         """One round of every worker step; True if any of them did something."""
         sessions = self._sessions_for_worker()
         sender = self._sender_for_worker()
-        did = routing.route(self.now())
+        did = timers.fire(self.site, self.now())
+        did = approvals.act(self.site, self.now()) or did
+        did = self.desk.route(self.now()) or did
         did = delivery.deliver(self.site, sessions, self.now()) or did
         did = outbox.send(sender, self.now()) or did
         did = cleanup.clean(sessions, self.now()) or did
+        did = withdrawals.withdraw(self.site, self.now()) or did
         return did
 
     def run_until_idle(self, rounds: int = 50) -> None:

@@ -7,8 +7,10 @@ agents themselves come from the database so the admin can edit them while we run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from postroom.config import Config
+from postroom.core.approval import ApprovalPolicy
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
 
@@ -30,6 +32,12 @@ class Site:
     max_message_bytes: int = 25 * 1024 * 1024
     # Domain of the Message-IDs we mint (the outbound box's domain by default).
     message_id_domain: str = "postroom.invalid"
+    # Routing policy (TOML [routing]).
+    offer_timeout: timedelta | None = None
+    follow_up_wait: timedelta = timedelta(minutes=15)
+    no_reply_priority_raise: int = 10
+    unassigned_queue: str = "unassigned"
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(

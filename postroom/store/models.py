@@ -63,6 +63,10 @@ class Agent(models.Model):
     )
     # Send a short notification mail when an interaction is offered (fig. 7).
     notify_offers = models.BooleanField(default=False)
+    # The agent's own mailbox login, if the site gives it: lets Postroom withdraw a
+    # forwarded copy when the interaction is taken away (fig. 8 462). Blank: not withdrawn.
+    mailbox_login = models.CharField(max_length=254, blank=True)
+    mailbox_password = models.CharField(max_length=500, blank=True)
     auto_answer = models.BooleanField(default=False)
     capacity = models.PositiveIntegerField(default=1)
     ready = models.BooleanField(default=False)
@@ -273,7 +277,9 @@ class OutboundMessage(models.Model):
 
     ACCEPTED = "accepted"
     DEAD = "dead"
-    OUTCOMES = [(ACCEPTED, "accepted"), (DEAD, "dead box")]
+    # An approver's answer by mail to an approval request: acted on, then deleted.
+    DECISION = "decision"
+    OUTCOMES = [(ACCEPTED, "accepted"), (DEAD, "dead box"), (DECISION, "approval decision")]
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT)
     uidvalidity = models.BigIntegerField()
@@ -324,6 +330,19 @@ class Approval(models.Model):
 
     class Meta:
         ordering = ["-requested_at"]
+
+
+class Withdrawal(models.Model):
+    """A forwarded copy to take back out of an agent's mailbox (fig. 8 462): written in the
+    same transaction that takes the interaction away from the agent."""
+
+    interaction = models.ForeignKey(Interaction, on_delete=models.CASCADE, related_name="withdrawals")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    message_id = models.CharField(max_length=998)
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=200, blank=True)
 
 
 class Quarantined(models.Model):

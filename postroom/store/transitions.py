@@ -14,7 +14,7 @@ from django.db.models import F
 
 from postroom.core.lifecycle import Event, Snapshot, Timing, decide
 from postroom.store import journal
-from postroom.store.models import Agent, Interaction
+from postroom.store.models import Agent, Interaction, Outgoing, Withdrawal
 
 
 class StaleInteraction(Exception):
@@ -33,8 +33,13 @@ def no_reply_time(ix: Interaction) -> timedelta | None:
     return timedelta(seconds=seconds) if seconds else None
 
 
-def timing_for(ix: Interaction, offer_timeout: timedelta | None = None) -> Timing:
-    return Timing(offer_timeout=offer_timeout, no_reply=no_reply_time(ix))
+def timing_for(
+    ix: Interaction, offer_timeout: timedelta | None = None, priority_raise: int | None = None
+) -> Timing:
+    timing = Timing(offer_timeout=offer_timeout, no_reply=no_reply_time(ix))
+    if priority_raise is not None:
+        timing = Timing(timing.offer_timeout, timing.no_reply, priority_raise)
+    return timing
 
 
 def apply(
@@ -43,6 +48,7 @@ def apply(
     now: datetime,
     *,
     offer_timeout: timedelta | None = None,
+    priority_raise: int | None = None,
     **detail: Any,
 ) -> Interaction:
     """Move `ix` through `event` (raises IllegalTransition or StaleInteraction).
@@ -53,7 +59,7 @@ def apply(
     snap = Snapshot(
         state=ix.state, agent=previous_agent.address if previous_agent else None, priority=ix.priority
     )
-    decision = decide(snap, event, now, timing_for(ix, offer_timeout))
+    decision = decide(snap, event, now, timing_for(ix, offer_timeout, priority_raise))
     if decision.agent is None:
         agent = None
     elif previous_agent is not None and previous_agent.address == decision.agent:
@@ -83,5 +89,20 @@ def apply(
     ix.version += 1
     if decision.priority != snap.priority:
         detail.setdefault("priority", decision.priority)
+    if decision.released and previous_agent is not None:
+        withdraw_forward(ix, previous_agent, decision.journal)
     journal.record(decision.journal, now, interaction=ix, agent=agent or previous_agent, **detail)
     return ix
+
+
+def withdraw_forward(ix: Interaction, agent: Agent, reason: str) -> None:
+    """The agent no longer holds the interaction: their forwarded copy is to be taken back
+    out of their mailbox (fig. 8 462), in the same transaction as the change."""
+    forward = (
+        Outgoing.objects.filter(interaction=ix, kind=Outgoing.FORWARD, state=Outgoing.SENT)
+        .order_by("-id")
+        .first()
+    )
+    if forward is None or forward.recipients != [agent.address]:
+        return
+    Withdrawal.objects.create(interaction=ix, agent=agent, message_id=forward.message_id, reason=reason)

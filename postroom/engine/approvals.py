@@ -1,0 +1,118 @@
+"""Acting on approval decisions (fig. 10 570-574), whether made on the web or by mail.
+
+Approved: the held reply (or the approver's edited version) is queued for the customer
+under the interaction's one reply key, and the agent gets a copy of what was sent if it
+was edited. Rejected: the reply goes to the dead box, the agent is told why, and the
+interaction goes back to them (or to the queue, where policy says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from django.db import transaction
+
+from postroom.core.lifecycle import Approved, Rejected, RejectedToQueue, State
+from postroom.core.rewrite import POLICY
+from postroom.engine.notices import queue_notice
+from postroom.engine.reception import reply_target
+from postroom.engine.site import Site
+from postroom.store.models import Approval, Interaction, OutboundMessage, Outgoing
+from postroom.store.transitions import StaleInteraction, apply
+
+log = logging.getLogger(__name__)
+
+
+def act(site: Site, now: datetime) -> bool:
+    decided = list(
+        Approval.objects.filter(applied_at=None).exclude(state=Approval.PENDING).select_related("reply")[:50]
+    )
+    for approval in decided:
+        try:
+            with transaction.atomic():
+                ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(
+                    pk=approval.interaction_id
+                )
+                if ix.state is State.AWAITING_APPROVAL:
+                    if approval.state == Approval.APPROVED:
+                        send_approved(ix, approval, site, now)
+                    else:
+                        send_back(ix, approval, site, now)
+                Approval.objects.filter(pk=approval.pk).update(applied_at=now)
+        except StaleInteraction:
+            continue
+    return bool(decided)
+
+
+def edited(raw: bytes, text: str) -> EmailMessage:
+    """The held reply with its body replaced by the approver's text (headers kept)."""
+    msg = message_from_bytes(raw, policy=POLICY)
+    assert isinstance(msg, EmailMessage)
+    for name in ("Content-Type", "Content-Transfer-Encoding", "MIME-Version"):
+        del msg[name]
+    msg.set_content(text.replace("\r\n", "\n"))
+    return msg
+
+
+def send_approved(ix: Interaction, approval: Approval, site: Site, now: datetime) -> None:
+    if approval.edited_text:
+        msg = edited(bytes(approval.raw), approval.edited_text)
+        raw = msg.as_bytes()
+        message_id = str(msg["Message-ID"] or make_msgid("re", domain=site.message_id_domain))
+    else:
+        raw = bytes(approval.raw)
+        msg = message_from_bytes(raw, policy=POLICY)
+        message_id = str(msg["Message-ID"])
+    Outgoing.objects.create(
+        key=f"reply:{ix.guid}",
+        kind=Outgoing.REPLY,
+        interaction=ix,
+        envelope_from=ix.mailbox.address,
+        recipients=[reply_target(ix)],
+        message_id=message_id,
+        raw=raw,
+        next_attempt_at=now,
+    )
+    apply(ix, Approved(edited=bool(approval.edited_text)), now, by=approval.decided_by, via=approval.decided_via)
+    if approval.edited_text and isinstance(msg, EmailMessage):
+        queue_notice(
+            site,
+            now,
+            key=f"notice:edited:{approval.pk}",
+            to=ix.agent.address,
+            subject=f"Sent as edited by {approval.decided_by}: {ix.subject}",
+            text="Your reply was approved with changes. The attached message is what the customer received.\n",
+            interaction=ix,
+            attach=msg,
+        )
+
+
+def send_back(ix: Interaction, approval: Approval, site: Site, now: datetime) -> None:
+    reason = approval.rejection_reason or "no reason given"
+    event = RejectedToQueue(reason=reason) if site.approval.reroute_on_reject else Rejected(reason=reason)
+    agent = ix.agent
+    # fig. 10 570 → 558: the refused reply goes to the dead box.
+    OutboundMessage.objects.filter(pk=approval.reply_id).update(
+        outcome=OutboundMessage.DEAD, reason=f"rejected by {approval.decided_by}: {reason}"[:500]
+    )
+    apply(ix, event, now, by=approval.decided_by, via=approval.decided_via, reason=reason)
+    queue_notice(
+        site,
+        now,
+        key=f"notice:rejected:{approval.pk}",
+        to=agent.address,
+        subject=f"Reply not approved: {ix.subject}",
+        text=(
+            f"{approval.decided_by} did not approve your reply.\n\nReason: {reason}\n\n"
+            + (
+                "The email has been given to another agent.\n"
+                if site.approval.reroute_on_reject
+                else "The email is still yours: please reply to it again.\n"
+            )
+        ),
+        interaction=ix,
+    )

@@ -1,0 +1,74 @@
+"""Timers (figs. 7 and 8): offers not answered in time, answered mail not replied to.
+
+Due times are columns of the interaction (`offer_due_at`, `no_reply_due_at`), set and
+cleared only by the lifecycle, so a restart simply finds them again and no timer can
+outlive its phase.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+
+from postroom.core.lifecycle import NoReplyExpired, OfferExpired, State
+from postroom.engine.notices import queue_notice
+from postroom.engine.site import Site
+from postroom.store.models import Interaction
+from postroom.store.transitions import StaleInteraction, apply
+
+log = logging.getLogger(__name__)
+
+
+def fire(site: Site, now: datetime) -> bool:
+    did = False
+    expired_offers = Interaction.objects.filter(status=State.ROUTED, offer_due_at__lte=now).select_related(
+        "agent", "mailbox"
+    )[:100]
+    for ix in expired_offers:
+        try:
+            with transaction.atomic():
+                agent = ix.agent
+                apply(ix, OfferExpired(), now, agent_address=agent.address if agent else "")
+            did = True
+        except StaleInteraction:
+            continue
+    overdue = Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=now).select_related(
+        "agent", "mailbox"
+    )[:100]
+    for ix in overdue:
+        try:
+            with transaction.atomic():
+                agent = ix.agent
+                answered_at = ix.answered_at
+                # fig. 8 456: the event is logged with agent, box and times.
+                apply(
+                    ix,
+                    NoReplyExpired(),
+                    now,
+                    priority_raise=site.no_reply_priority_raise,
+                    answered_at=answered_at.isoformat() if answered_at else None,
+                    due_at=ix.no_reply_due_at.isoformat() if ix.no_reply_due_at else None,
+                )
+                if agent is not None:
+                    # fig. 8 460: tell the agent it was taken away, and why.
+                    queue_notice(
+                        site,
+                        now,
+                        key=f"notice:no_reply:{ix.guid}:{ix.deliveries}",
+                        to=agent.address,
+                        subject=f"Reassigned (no reply in time): {ix.subject}",
+                        text=(
+                            "You did not reply to this customer email within the "
+                            f"no-reply time of {ix.mailbox.address}, so it has been given to "
+                            "another agent and taken out of your mailbox.\n\n"
+                            "Please do not reply to it any more: a late reply will not reach "
+                            "the customer.\n"
+                        ),
+                        interaction=ix,
+                    )
+            did = True
+        except StaleInteraction:
+            continue
+    return did
