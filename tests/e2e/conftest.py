@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -60,16 +61,23 @@ password = "{dead_pw}"
 [[agents]]
 name = "Alice Agent"
 address = "{alice}"
-skills = ["support"]
-auto_answer = true
+skills = {alice_skills}
+auto_answer = {alice_auto}
 password = "{alice_pw}"
 
 [[agents]]
 name = "Bob Agent"
 address = "{bob}"
-skills = ["support"]
-auto_answer = true
+skills = {bob_skills}
+auto_answer = {bob_auto}
 password = "{bob_pw}"
+
+[[agents]]
+name = "Sam Supervisor"
+address = "{sam}"
+skills = ["support"]
+supervisor = true
+password = "{sam_pw}"
 """
 
 
@@ -79,6 +87,8 @@ class Center:
     config: Config
     engine: Engine
     users: dict[str, tuple[str, str]] = field(default_factory=dict)
+    clock: Clock | None = None
+    path: Path | None = None
 
     def address(self, who: str) -> str:
         return self.users[who][0]
@@ -143,32 +153,74 @@ class Center:
         set_ready(Agent.objects.get(address=self.address(who)), ready, now=timezone.now())
 
 
+class Clock:
+    """The engine's clock in tests: real time, plus whatever the test skips ahead."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return timezone.now() + self.offset
+
+    def advance(self, **kwargs: float) -> None:
+        self.offset += timedelta(**kwargs)
+
+
 @pytest.fixture
-def center(mailstack: DevStack, new_user: Callable[..., tuple[str, str]], tmp_path: Path) -> Iterator[Center]:
-    users = {
-        "support": new_user("support"),
-        "outbound": new_user("outbound"),
-        "dead": new_user("dead"),
-        "alice": new_user("alice"),
-        "bob": new_user("bob"),
-        "carol": new_user("carol", "customer.test"),
-        "stranger": new_user("stranger", "customer.test"),
-    }
-    text = CONFIG.format(
-        imap_port=mailstack.imap_port,
-        submission_port=mailstack.submission_port,
-        cafile=mailstack.cafile,
-        **{k: v[0] for k, v in users.items()},
-        **{f"{k}_pw": v[1] for k, v in users.items()},
-    )
-    path = tmp_path / "postroom.toml"
-    path.write_text(text)
-    config = load_config(path)
-    apply_config(config)
-    engine = Engine(site_from_config(config))
-    center = Center(stack=mailstack, config=config, engine=engine, users=users)
+def make_center(
+    mailstack: DevStack, new_user: Callable[..., tuple[str, str]], tmp_path: Path
+) -> Iterator[Callable[..., Center]]:
+    """Build a contact center; `extra` is TOML appended to the base configuration (use
+    {name} placeholders for the test's addresses), agents' skills/auto-answer adjustable."""
+    made: list[Center] = []
+
+    def make(
+        extra: str = "",
+        *,
+        alice_skills: str = '["support"]',
+        bob_skills: str = '["support"]',
+        alice_auto: bool = True,
+        bob_auto: bool = True,
+    ) -> Center:
+        users = {
+            "support": new_user("support"),
+            "outbound": new_user("outbound"),
+            "dead": new_user("dead"),
+            "alice": new_user("alice"),
+            "bob": new_user("bob"),
+            "sam": new_user("sam"),
+            "carol": new_user("carol", "customer.test"),
+            "stranger": new_user("stranger", "customer.test"),
+        }
+        values = {
+            "imap_port": mailstack.imap_port,
+            "submission_port": mailstack.submission_port,
+            "cafile": mailstack.cafile,
+            "alice_skills": alice_skills,
+            "bob_skills": bob_skills,
+            "alice_auto": str(alice_auto).lower(),
+            "bob_auto": str(bob_auto).lower(),
+            **{k: v[0] for k, v in users.items()},
+            **{f"{k}_pw": v[1] for k, v in users.items()},
+        }
+        path = tmp_path / f"postroom-{len(made)}.toml"
+        path.write_text(CONFIG.format(**values) + extra.format(**values))
+        config = load_config(path)
+        apply_config(config)
+        clock = Clock()
+        engine = Engine(site_from_config(config), now=clock)
+        center = Center(stack=mailstack, config=config, engine=engine, users=users, clock=clock, path=path)
+        made.append(center)
+        return center
+
     try:
-        yield center
+        yield make
     finally:
-        engine.stop()
-        engine.close()
+        for center in made:
+            center.engine.stop()
+            center.engine.close()
+
+
+@pytest.fixture
+def center(make_center: Callable[..., Center]) -> Center:
+    return make_center()
