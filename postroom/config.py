@@ -13,28 +13,39 @@ fixes a file in one round trip rather than one error at a time.
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from postroom.core import rules as core_rules
+from postroom.core.approval import ApprovalPolicy
+from postroom.core.priority import PriorityPolicy, default_policy
 
 __all__ = [
     "AUTO_RESPONSE_FIELDS",
     "DEFAULT_AUTO_RESPONSE_SUBJECT",
     "DEFAULT_AUTO_RESPONSE_TEXT",
+    "DEFAULT_WRAPUP_CODES",
     "AgentConfig",
+    "ApprovalConfig",
     "Box",
     "Config",
     "ConfigError",
     "ConfigInvalid",
+    "ContactConfig",
     "CustomerConfig",
     "DevstackConfig",
     "IncomingBox",
+    "PriorityConfig",
+    "RoutingConfig",
     "ServerConfig",
+    "WrapUpCodeConfig",
     "check_config",
     "load_config",
     "mail_users",
@@ -69,6 +80,15 @@ _ADDRESS = re.compile(
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
+# A contact's domain: at least two labels; "com" alone would match half the world.
+_DOMAIN = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,60}")
+_POLICY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+# Values that switch an optional duration off.
+_NONE_WORDS = ("none", "off")
+MAX_PRIORITY = core_rules.MAX_PRIORITY
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -137,6 +157,9 @@ class IncomingBox(Box):
     no_reply_seconds: int
     skills: tuple[str, ...]
     default_priority: int
+    # Shorter no-reply times for urgent mail: (min_priority, seconds), ascending.
+    no_reply_bands: tuple[tuple[int, int], ...] = ()
+    trash_folder: str = "Trash"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +172,19 @@ class AgentConfig:
     capacity: int
     # The agent's own mailbox password, if the file gives one (dev stack; withdrawing mail).
     password: str | None = field(default=None, repr=False)
+    # (skill, level) when the file gives skills as a table; None when given as a list.
+    skill_levels: tuple[tuple[str, int], ...] | None = None
+    supervisors: tuple[str, ...] = ()
+    # Set by the agent's own key or by [approval] probation.
+    probationary: bool = False
+    notify_offers: bool = False
+
+    @property
+    def levels(self) -> dict[str, int]:
+        """Every skill with its level (1 when the file gives none)."""
+        if self.skill_levels is not None:
+            return dict(self.skill_levels)
+        return {s: 1 for s in self.skills}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +200,77 @@ class DevstackConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ContactConfig:
+    """A known customer, by exact address or by domain (then its subdomains too)."""
+
+    address: str | None
+    domain: str | None
+    name: str = ""
+    level: str = "standard"
+    priority: int = 0
+    requires_approval: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.address or self.domain or ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingConfig:
+    # None: an offer waits until the agent answers it.
+    offer_timeout_seconds: int | None = None
+    # How long a customer's follow-up waits for the agent who handled the thread; 0: not at all.
+    follow_up_wait_seconds: int = 15 * 60
+    no_reply_priority_raise: int = 10
+    unassigned_queue: str = "unassigned"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalConfig:
+    # Every probationary agent: [approval] probation and agents' own probationary = true.
+    probation: tuple[str, ...] = ()
+    # Contact levels whose mail needs approval, lower-cased (compared ignoring case).
+    levels: tuple[str, ...] = ("vip",)
+    # Replies to mail of at least this priority need approval; None: no such threshold.
+    min_priority: int | None = None
+    # Incoming boxes all of whose replies need approval.
+    boxes: tuple[str, ...] = ()
+    reroute_on_reject: bool = False
+
+    def as_policy(self) -> ApprovalPolicy:
+        """The engine's view (``postroom.core.approval``)."""
+        return ApprovalPolicy(
+            probation=frozenset(self.probation),
+            levels=frozenset(self.levels),
+            min_priority=self.min_priority,
+            boxes=frozenset(self.boxes),
+            reroute_on_reject=self.reroute_on_reject,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrapUpCodeConfig:
+    code: str
+    label: str
+
+
+DEFAULT_WRAPUP_CODES = (
+    WrapUpCodeConfig(code="resolved", label="Resolved"),
+    WrapUpCodeConfig(code="no_action_needed", label="No action needed"),
+    WrapUpCodeConfig(code="spam", label="Spam"),
+    WrapUpCodeConfig(code="duplicate", label="Duplicate"),
+    WrapUpCodeConfig(code="escalated_by_phone", label="Escalated by phone"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorityConfig:
+    # "module:callable" as written in the file; None: the default policy.
+    policy_path: str | None = None
+    policy: PriorityPolicy = default_policy
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     source: Path | None
     node_id: str
@@ -176,6 +283,12 @@ class Config:
     agents: tuple[AgentConfig, ...]
     customers: tuple[CustomerConfig, ...]
     devstack: DevstackConfig | None
+    rules: tuple[core_rules.RuleSpec, ...] = ()
+    contacts: tuple[ContactConfig, ...] = ()
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    approval: ApprovalConfig = field(default_factory=ApprovalConfig)
+    wrapup_codes: tuple[WrapUpCodeConfig, ...] = DEFAULT_WRAPUP_CODES
+    priority: PriorityConfig = field(default_factory=PriorityConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
@@ -375,7 +488,8 @@ class _Table:
             return None
         return seconds
 
-    def address(self, key: str) -> str | None:
+    def address(self, key: str, *, distinct: bool = True) -> str | None:
+        """``distinct``: the address names a mailbox of its own (checked for duplicates)."""
         value = self.text(key)
         if value is None:
             return None
@@ -385,7 +499,8 @@ class _Table:
         # Lower-cased because the address is the database key and mail servers treat
         # addresses case-insensitively in practice; "Alice@" and "alice@" are one person.
         address = value.lower()
-        self.parser.addresses.append((self.key_path(key), address))
+        if distinct:
+            self.parser.addresses.append((self.key_path(key), address))
         return address
 
     def skills(
@@ -553,14 +668,39 @@ class _Parser:
         customers = [self.customer(t) for t in top.array("customers", required=False)]
         devstack_table = top.table("devstack", required=False)
         devstack = self.devstack(devstack_table) if devstack_table else None
+        rules = self.rules(top)
+        contacts = [self.contact(t) for t in top.array("contacts", required=False)]
+        routing_table = top.table("routing", required=False)
+        routing = self.routing(routing_table) if routing_table else RoutingConfig()
+        approval_table = top.table("approval", required=False)
+        approval = self.approval(approval_table) if approval_table else ApprovalConfig()
+        wrapup_codes = self.wrapup_codes(top)
+        priority_table = top.table("priority", required=False)
+        priority = self.priority(priority_table) if priority_table else PriorityConfig()
         top.done()
 
         self.check_duplicates()
         self.check_skills(incoming)
+        self.check_contacts(contacts)
+        self.check_supervisors(agents)
+        if routing is not None:
+            self.check_rules(rules, agents, routing)
+        if approval is not None:
+            self.check_approval(approval, agents, incoming)
 
         if self.errors:
             return None
         assert node_id and secret and server_fields and outbound and dead
+        assert routing and approval and wrapup_codes is not None and priority
+        # One truth for "probationary": the agent's own key or the [approval] list.
+        probation = set(approval.probation)
+        agents = [
+            replace(a, probationary=True) if a and a.address in probation else a for a in agents
+        ]
+        approval = replace(
+            approval,
+            probation=tuple(a.address for a in agents if a is not None and a.probationary),
+        )
         if server_fields["smtp_login"] is None:
             # Without a relay account of its own, Postroom submits as the outbound box.
             server_fields |= {"smtp_login": outbound.login, "smtp_password": outbound.password}
@@ -576,6 +716,12 @@ class _Parser:
             agents=tuple(a for a in agents if a is not None),
             customers=tuple(c for c in customers if c is not None),
             devstack=devstack,
+            rules=rules or (),
+            contacts=tuple(c for c in contacts if c is not None),
+            routing=routing,
+            approval=approval,
+            wrapup_codes=wrapup_codes,
+            priority=priority,
         )
 
     def secret(self, top: _Table) -> bytes | None:
@@ -679,8 +825,10 @@ class _Parser:
         default_skills = [fields["address"].split("@")[0]] if fields else ()
         skills = t.skills("skills", default_skills, allow_empty=False)
         priority = t.integer("default_priority", 0)
+        bands = self.no_reply_bands(t, "no_reply_bands")
+        trash = t.text("trash_folder", "Trash")
         t.done()
-        rest = (auto_response, subject, text, no_reply, skills, priority)
+        rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash)
         if fields is None or any(v is None for v in rest):
             return None
         return IncomingBox(
@@ -691,12 +839,19 @@ class _Parser:
             no_reply_seconds=no_reply,
             skills=tuple(skills),
             default_priority=priority,
+            no_reply_bands=bands,
+            trash_folder=trash,
         )
 
     def agent(self, t: _Table) -> AgentConfig | None:
         name = t.text("name")
         address = t.address("address")
-        skills = t.skills("skills", (), allow_empty=True)
+        levels: tuple[tuple[str, int], ...] | None = None
+        if isinstance(t.data.get("skills"), dict):
+            levels = self.skill_levels(t, "skills")
+            skills = None if levels is None else tuple(s for s, _ in levels)
+        else:
+            skills = t.skills("skills", (), allow_empty=True)
         if skills is None:
             self.agent_skills_known = False
         else:
@@ -705,8 +860,12 @@ class _Parser:
         auto_answer = t.flag("auto_answer", False)
         capacity = t.integer("capacity", 1, lo=1)
         password = t.secret("password", required=False)
+        supervisors = self.address_array(t, "supervisors")
+        probationary = t.flag("probationary", False)
+        notify_offers = t.flag("notify_offers", False)
         t.done()
         values = (name, address, skills, supervisor, auto_answer, capacity)
+        values += (supervisors, probationary, notify_offers)
         if any(v is None for v in values) or (password is None and self._any_secret(t, "password")):
             return None
         return AgentConfig(
@@ -717,6 +876,10 @@ class _Parser:
             auto_answer=auto_answer,
             capacity=capacity,
             password=password[1] if password else None,
+            skill_levels=levels,
+            supervisors=supervisors,
+            probationary=probationary,
+            notify_offers=notify_offers,
         )
 
     def customer(self, t: _Table) -> CustomerConfig | None:
@@ -758,3 +921,308 @@ class _Parser:
             for skill in box.skills:
                 if skill not in self.agent_skills:
                     self.error(f"incoming[{i}].skills", f"no agent has skill {_show(skill)}")
+
+    # -- routing, rules, contacts, approval, wrap-up codes, priority policy ------------------
+
+    def skill_levels(self, t: _Table, key: str) -> tuple[tuple[str, int], ...] | None:
+        """``skills = {support = 3, sales = 1}``: skill -> level, a level being an integer ≥ 1."""
+        value = t.raw(key, {})
+        ok = True
+        levels: list[tuple[str, int]] = []
+        for skill, level in value.items():
+            path = f"{t.key_path(key)}.{skill}"
+            if not skill.strip():
+                self.error(path, "expected a non-empty skill name")
+                ok = False
+            elif isinstance(level, bool) or not isinstance(level, int):
+                self.error(path, f"expected an integer level, got {_show(level)}")
+                ok = False
+            elif level < 1:
+                self.error(path, f"must be at least 1, got {level}")
+                ok = False
+            else:
+                levels.append((skill.strip(), level))
+        return tuple(levels) if ok else None
+
+    def strings(
+        self, t: _Table, key: str, default: tuple[str, ...], *, unique: bool = True
+    ) -> tuple[str, ...] | None:
+        """An array of non-empty strings, in order (each once if ``unique``)."""
+        value = t.raw(key, default)
+        if not t.has(key):
+            return tuple(value)
+        if not isinstance(value, list):
+            t.error(key, f"expected an array of strings, got {_show(value)}")
+            return None
+        ok = True
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.error(
+                    f"{t.key_path(key)}[{i}]", f"expected a non-empty string, got {_show(item)}"
+                )
+                ok = False
+        if not ok:
+            return None
+        stripped = [v.strip() for v in value]
+        return tuple(dict.fromkeys(stripped)) if unique else tuple(stripped)
+
+    def address_array(self, t: _Table, key: str) -> tuple[str, ...] | None:
+        """An array of addresses of things defined elsewhere in the file (lower-cased)."""
+        value = self.strings(t, key, (), unique=False)
+        if value is None:
+            return None
+        ok = True
+        for i, item in enumerate(value):
+            if not _ADDRESS.fullmatch(item):
+                self.error(
+                    f"{t.key_path(key)}[{i}]",
+                    f"expected an email address like user@example.com, got {_show(item)}",
+                )
+                ok = False
+        return tuple(dict.fromkeys(v.lower() for v in value)) if ok else None
+
+    def optional_duration(
+        self, t: _Table, key: str, default: int | None
+    ) -> tuple[bool, int | None]:
+        """(ok, seconds): a duration, or ``"none"``/``"off"`` (and absent if default is None)."""
+        value = t.raw(key, default)
+        if not t.has(key):
+            return True, default
+        if isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
+            return True, None
+        seconds = t.duration(key, default)
+        return seconds is not None, seconds
+
+    def no_reply_bands(self, t: _Table, key: str) -> tuple[tuple[int, int], ...] | None:
+        """``[[min_priority, duration], ...]``, returned sorted by min_priority."""
+        value = t.raw(key, [])
+        if not t.has(key):
+            return ()
+        if not isinstance(value, list):
+            t.error(key, f"expected an array of [min_priority, duration] pairs, got {_show(value)}")
+            return None
+        bands: dict[int, int] = {}
+        ok = True
+        for i, band in enumerate(value):
+            path = f"{t.key_path(key)}[{i}]"
+            if not isinstance(band, list) or len(band) != 2:
+                self.error(path, f"expected [min_priority, duration], got {_show(band)}")
+                ok = False
+                continue
+            floor, duration = band
+            seconds = parse_duration(duration)
+            if isinstance(floor, bool) or not isinstance(floor, int):
+                self.error(f"{path}[0]", f"expected an integer priority, got {_show(floor)}")
+                ok = False
+            elif floor in bands:
+                self.error(f"{path}[0]", f"a band for priority {floor} is already given")
+                ok = False
+            if seconds is None or seconds < 1:
+                self.error(
+                    f"{path}[1]",
+                    f'expected a duration like "30m" or seconds, got {_show(duration)}',
+                )
+                ok = False
+            if ok:
+                bands[floor] = seconds
+        return tuple(sorted(bands.items())) if ok else None
+
+    def rules(self, top: _Table) -> tuple[core_rules.RuleSpec, ...] | None:
+        data = top.raw("rules", [])
+        found = core_rules.problems(data, "rules")
+        for path, message in found:
+            self.error(path, message)
+        if found:
+            return None
+        return core_rules.rules_from_dicts(data)
+
+    def contact(self, t: _Table) -> ContactConfig | None:
+        # A contact is someone writing to us, not a mailbox of ours: the same address may
+        # also be a dev-stack customer, so it is not part of the duplicate-address check.
+        address = t.address("address", distinct=False) if t.has("address") else None
+        domain = None
+        if t.has("domain"):
+            domain = t.text("domain")
+            if domain is not None:
+                domain = domain.strip().lower().removeprefix("@")
+                if not _DOMAIN.fullmatch(domain):
+                    t.error(
+                        "domain",
+                        f"expected a domain with at least two labels like example.com, "
+                        f"got {_show(t.data['domain'])}",
+                    )
+                    domain = None
+        t.used.update(("address", "domain"))
+        if t.has("address") and t.has("domain"):
+            t.error("domain", "give address or domain, not both")
+        elif not t.has("address") and not t.has("domain"):
+            self.error(t.path, "give address (one person) or domain (a whole company)")
+        name = t.text("name", "", empty=True)
+        level = t.text("level", "standard")
+        if level is not None and len(level) > 40:
+            t.error("level", "longer than 40 characters")
+            level = None
+        priority = t.integer("priority", 0, lo=-MAX_PRIORITY, hi=MAX_PRIORITY)
+        approval = t.flag("requires_approval", False)
+        t.done()
+        if (address is None) == (domain is None) or None in (name, level, priority, approval):
+            return None
+        return ContactConfig(
+            address=address,
+            domain=domain,
+            name=name,
+            level=level.strip(),
+            priority=priority,
+            requires_approval=approval,
+        )
+
+    def routing(self, t: _Table) -> RoutingConfig | None:
+        ok_offer, offer = self.optional_duration(t, "offer_timeout", None)
+        ok_wait, wait = self.optional_duration(t, "follow_up_wait", 15 * 60)
+        raise_by = t.integer("no_reply_priority_raise", 10, lo=0, hi=MAX_PRIORITY)
+        unassigned = t.text("unassigned_queue", "unassigned")
+        t.done()
+        if not (ok_offer and ok_wait) or raise_by is None or unassigned is None:
+            return None
+        return RoutingConfig(
+            offer_timeout_seconds=offer,
+            follow_up_wait_seconds=wait or 0,
+            no_reply_priority_raise=raise_by,
+            unassigned_queue=unassigned.strip(),
+        )
+
+    def approval(self, t: _Table) -> ApprovalConfig | None:
+        probation = self.address_array(t, "probation")
+        levels = self.strings(t, "levels", ("vip",))
+        min_priority = t.integer("min_priority", None, lo=-MAX_PRIORITY, hi=MAX_PRIORITY)
+        bad_min = t.has("min_priority") and min_priority is None
+        boxes = self.address_array(t, "boxes")
+        reroute = t.flag("reroute_on_reject", False)
+        t.done()
+        if None in (probation, levels, boxes, reroute) or bad_min:
+            return None
+        return ApprovalConfig(
+            probation=probation,
+            levels=tuple(dict.fromkeys(level.lower() for level in levels)),
+            min_priority=min_priority,
+            boxes=boxes,
+            reroute_on_reject=reroute,
+        )
+
+    def wrapup_codes(self, top: _Table) -> tuple[WrapUpCodeConfig, ...] | None:
+        if not top.has("wrapup_codes"):
+            top.used.add("wrapup_codes")
+            return DEFAULT_WRAPUP_CODES
+        codes: list[WrapUpCodeConfig] = []
+        first: dict[str, str] = {}
+        before = len(self.errors)
+        for t in top.array("wrapup_codes", required=False):
+            code = t.text("code")
+            if code is not None and not _CODE.fullmatch(code):
+                t.error("code", f"expected 1-60 of A-Z a-z 0-9 _ -, got {_show(code)}")
+                code = None
+            if code is not None:
+                if code in first:
+                    t.error("code", f"duplicate code {_show(code)} (already {first[code]})")
+                    code = None
+                else:
+                    first[code] = t.key_path("code")
+            label = t.text("label", code.replace("_", " ").capitalize() if code else "")
+            t.done()
+            if code is not None and label is not None:
+                codes.append(WrapUpCodeConfig(code=code, label=label))
+        ok = len(self.errors) == before
+        return tuple(codes) if ok else None
+
+    def priority(self, t: _Table) -> PriorityConfig | None:
+        path = t.text("policy", None)
+        t.done()
+        if path is None:
+            return None if t.has("policy") else PriorityConfig()
+        policy = self.import_policy(t, path)
+        return None if policy is None else PriorityConfig(policy_path=path, policy=policy)
+
+    def import_policy(self, t: _Table, path: str) -> PriorityPolicy | None:
+        if not _POLICY.fullmatch(path):
+            t.error("policy", f'expected "module:callable", got {_show(path)}')
+            return None
+        module_name, _, attr = path.partition(":")
+        try:
+            target: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except Exception as e:  # noqa: BLE001 - the site's code: any failure is a config error
+            t.error("policy", f"cannot load {_show(path)}: {type(e).__name__}: {e}")
+            return None
+        if not callable(target):
+            t.error("policy", f"{_show(path)} is not callable")
+            return None
+        return target
+
+    def check_contacts(self, contacts: list[ContactConfig | None]) -> None:
+        first: dict[str, int] = {}
+        for i, contact in enumerate(contacts):
+            if contact is None:
+                continue
+            key = "address" if contact.address else "domain"
+            if contact.key in first:
+                self.error(
+                    f"contacts[{i}].{key}",
+                    f"duplicate contact {_show(contact.key)} (already contacts[{first[contact.key]}])",
+                )
+            else:
+                first[contact.key] = i
+
+    def check_supervisors(self, agents: list[AgentConfig | None]) -> None:
+        """Each named supervisor must be an agent of the file marked ``supervisor = true``."""
+        by_address = {a.address: a for a in agents if a is not None}
+        for i, agent in enumerate(agents):
+            if agent is None:
+                continue
+            for j, address in enumerate(agent.supervisors):
+                path = f"agents[{i}].supervisors[{j}]"
+                other = by_address.get(address)
+                if address == agent.address:
+                    self.error(path, "an agent cannot supervise itself")
+                elif other is None:
+                    self.error(path, f"{_show(address)} is not an agent in this file")
+                elif not other.supervisor:
+                    self.error(path, f"{_show(address)} is not a supervisor (supervisor = true)")
+
+    def check_rules(
+        self,
+        rules: tuple[core_rules.RuleSpec, ...] | None,
+        agents: list[AgentConfig | None],
+        routing: RoutingConfig,
+    ) -> None:
+        """A rule's queue must be a skill some agent has, its agent an agent of the file."""
+        if not rules:
+            return
+        addresses = {a.address for a in agents if a is not None}
+        for i, rule in enumerate(rules):
+            for j, act in enumerate(rule.actions):
+                path = f"rules[{i}].actions[{j}].value"
+                if act.action == "queue" and self.agent_skills_known:
+                    if act.value != routing.unassigned_queue and act.value not in self.agent_skills:
+                        self.error(path, f"no agent has skill {_show(act.value)}")
+                elif act.action == "agent" and act.value not in addresses:
+                    self.error(path, f"{_show(act.value)} is not an agent in this file")
+
+    def check_approval(
+        self,
+        approval: ApprovalConfig,
+        agents: list[AgentConfig | None],
+        incoming: list[IncomingBox | None],
+    ) -> None:
+        addresses = {a.address for a in agents if a is not None}
+        for j, address in enumerate(approval.probation):
+            if address not in addresses:
+                self.error(
+                    f"approval.probation[{j}]", f"{_show(address)} is not an agent in this file"
+                )
+        boxes = {b.address for b in incoming if b is not None}
+        for j, address in enumerate(approval.boxes):
+            if address not in boxes:
+                self.error(
+                    f"approval.boxes[{j}]", f"{_show(address)} is not an incoming box in this file"
+                )

@@ -14,15 +14,23 @@ from datetime import datetime
 from email.utils import make_msgid
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from postroom.core import autoreply
-from postroom.core.rewrite import auto_response
+from postroom.core.approval import at_reception
+from postroom.core.lifecycle import Discarded
+from postroom.core.priority import PriorityInput, importance
+from postroom.core.rewrite import UnsafeHeaderValue, auto_response
+from postroom.core.rules import evaluate
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
+from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
-from postroom.store import journal
-from postroom.store.models import Interaction, Mailbox, Outgoing, Quarantined
+from postroom.store import contacts, journal
+from postroom.store.models import Agent, Interaction, Mailbox, Outgoing, Quarantined
+from postroom.store.rulebook import active_rules
+from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +135,29 @@ def create_interaction(
         journal.record("duplicate_ignored", now, mailbox=box, uid=message.uid, message_id=mail.message_id)
         advance_cursor(box, message.uid)
         return None
+    facts = facts_from_mail(mail)
+    rules = evaluate(active_rules(), facts)
+    contact = contacts.lookup(customer)
+    priority = site.priority_policy(
+        PriorityInput(
+            box_default=box.default_priority,
+            contact_level=contact.level if contact else None,
+            contact_priority=contact.priority if contact else 0,
+            importance_header=importance(facts.headers),
+            rules_set=rules.priority_set,
+            rules_add=rules.priority_add,
+        )
+    )
+    approval_reason = at_reception(
+        site.approval,
+        box=box.address,
+        priority=priority.value,
+        contact_level=contact.level if contact else None,
+        contact_requires=bool(contact and contact.requires_approval),
+        rule_requires=rules.require_approval,
+    )
+    earlier = follow_up_of(mail, customer, box)
+    target = Agent.objects.filter(address__iexact=rules.agent).first() if rules.agent else None
     ix = Interaction.objects.create(
         node_id=site.node_id,
         mailbox=box,
@@ -140,23 +171,85 @@ def create_interaction(
         customer_name=mail.from_name or "",
         subject=mail.subject[:998],
         arrival_time=message.internaldate,
-        priority=box.default_priority,
-        queue=(box.skills or [site.unassigned_queue])[0],
+        priority=priority.value,
+        priority_reasons=[list(r) for r in priority.reasons],
+        queue=rules.queue or (box.skills or [site.unassigned_queue])[0],
+        rules=rules.as_record(),
+        approval=approval_reason is not None,
+        target_agent=target,
+        follows=earlier,
+        # Sticky routing (iceMail): a follow-up waits a while for the agent who answered.
+        preferred_agent=earlier.agent if earlier and earlier.agent_id else None,
+        preferred_until=now + site.follow_up_wait if earlier and earlier.agent_id else None,
     )
-    journal.record("received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind)
-    skip = auto_response_skip_reason(box, verdict)
+    journal.record(
+        "received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind,
+        follows=str(earlier.guid) if earlier else None,
+    )
+    if rules.hits or rules.misses:
+        journal.record("rules", now, interaction=ix, **rules.as_record())
+    if approval_reason:
+        journal.record("approval_required", now, interaction=ix, reason=approval_reason)
+    skip = auto_response_skip_reason(box, verdict, rules.auto_response)
     if skip:
         ix.auto_response_skipped = skip
         ix.save(update_fields=["auto_response_skipped"])
     else:
-        queue_auto_response(ix, box, mail, site, now)
-    journal.record("queued", now, interaction=ix, priority=ix.priority)
+        try:
+            queue_auto_response(ix, box, mail, site, now, template=rules.auto_response)
+        except UnsafeHeaderValue as exc:
+            ix.auto_response_skipped = f"cannot address an auto-response: {exc}"[:200]
+            ix.save(update_fields=["auto_response_skipped"])
+    for address in rules.forward_copies:
+        queue_copy(ix, mail, address, site, now)
+    if rules.delete:
+        apply(ix, Discarded(rule=rules.set_by("delete") or ""), now, reason=rules.delete)
+    else:
+        journal.record("queued", now, interaction=ix, priority=ix.priority, queue=ix.queue)
     advance_cursor(box, message.uid)
     return ix
 
 
-def auto_response_skip_reason(box: Mailbox, verdict: autoreply.Verdict) -> str:
-    if not box.auto_response:
+def follow_up_of(mail: ParsedMail, customer: str, box: Mailbox) -> Interaction | None:
+    """The earlier interaction this mail continues: its References name our reply or the
+    customer's earlier mail, and it comes from the same customer (no hijacking, B-12)."""
+    ids = [i for i in (mail.in_reply_to, *mail.references) if i]
+    if not ids:
+        return None
+    replied = Outgoing.objects.filter(message_id__in=ids, kind=Outgoing.REPLY).values_list("interaction_id", flat=True)
+    return (
+        Interaction.objects.filter(customer__iexact=customer)
+        .filter(Q(pk__in=list(replied)) | Q(message_id__in=ids))
+        .select_related("agent")
+        .order_by("-arrival_time")
+        .first()
+    )
+
+
+def queue_copy(ix: Interaction, mail: ParsedMail, address: str, site: Site, now: datetime) -> None:
+    """A rule's "forward a copy": the original, attached to a short notice."""
+    from postroom.engine.notices import queue_notice
+
+    queue_notice(
+        site,
+        now,
+        key=f"copy:{ix.guid}:{address.lower()}",
+        to=address,
+        subject=f"Copy: {ix.subject}",
+        text=f"A routing rule sends you a copy of this email to {box_address(ix)}.\n",
+        interaction=ix,
+        attach=mail.msg,
+    )
+
+
+def box_address(ix: Interaction) -> str:
+    return ix.mailbox.address
+
+
+def auto_response_skip_reason(box: Mailbox, verdict: autoreply.Verdict, rule_template: str | None = None) -> str:
+    if rule_template == "off":
+        return "auto-response off by a routing rule"
+    if not box.auto_response and not rule_template:
         return "auto-response off for this box"
     if verdict.kind != "human":
         # RFC 3834 §2: never answer automatic mail or list traffic automatically.
@@ -164,14 +257,16 @@ def auto_response_skip_reason(box: Mailbox, verdict: autoreply.Verdict) -> str:
     return ""
 
 
-def queue_auto_response(ix: Interaction, box: Mailbox, mail: ParsedMail, site: Site, now: datetime) -> None:
+def queue_auto_response(
+    ix: Interaction, box: Mailbox, mail: ParsedMail, site: Site, now: datetime, template: str | None = None
+) -> None:
     message_id = make_msgid("ar", domain=site.message_id_domain)
     msg = auto_response(
         mail.msg,
         box_address=box.address,
         box_name=box.display_name or None,
         customer=reply_target(ix),
-        text=box.auto_response_text or DEFAULT_AUTO_RESPONSE,
+        text=template or box.auto_response_text or DEFAULT_AUTO_RESPONSE,
         message_id=message_id,
         subject_template=box.auto_response_subject or "Re: {subject}",
         reference=reference(ix),

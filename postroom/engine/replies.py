@@ -37,6 +37,7 @@ from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import journal
+from postroom.store.commands import CommandError, decide_approval
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import apply
 
@@ -257,25 +258,21 @@ def take_decision(box: Mailbox, session: ImapSession, message: FetchedMessage, m
             reason=decision.decision if decision else "nothing to act on",
         )
         approval = found.interaction.approvals.filter(state=Approval.PENDING).first()
-        if approval is not None and decision is not None and sender in [a.lower() for a in approval.approvers]:
-            record_decision(approval, decision.decision, text=decision.text, by=sender, via="mail", now=now)
+        if approval is not None and decision is not None:
+            try:
+                decide_approval(
+                    approval,
+                    by_user=sender,
+                    decision=decision.decision,
+                    text=decision.text if decision.decision == "edit" else None,
+                    reason=decision.text if decision.decision == "reject" else None,
+                    via="mail",
+                    now=now,
+                )
+            except CommandError as exc:
+                # Not an approver, decided already on the web, ...: logged, nothing sent.
+                journal.record("approval_mail_ignored", now, interaction=found.interaction, reason=str(exc), by=sender)
         advance_cursor(box, message.uid)
-
-
-def record_decision(approval: Approval, decision: str, *, text: str, by: str, via: str, now: datetime) -> bool:
-    """CAS the decision onto a pending approval; False if someone decided first."""
-    state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
-    won = Approval.objects.filter(pk=approval.pk, state=Approval.PENDING).update(
-        state=state,
-        edited_text=text if decision == "edit" else "",
-        rejection_reason=text if decision == "reject" else "",
-        decided_by=by,
-        decided_via=via,
-        decided_at=now,
-    )
-    if won:
-        journal.record(f"approval_{decision}", now, interaction=approval.interaction, by=by, via=via)
-    return bool(won)
 
 
 def refuse(

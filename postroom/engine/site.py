@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
+from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
 
@@ -38,6 +39,7 @@ class Site:
     no_reply_priority_raise: int = 10
     unassigned_queue: str = "unassigned"
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    priority_policy: PriorityPolicy = default_policy
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -55,6 +57,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
     """The engine's view of a loaded configuration; `cafile = "devstack"` means the local
     dev stack's generated CA, whose path only the caller knows."""
     server = config.server
+    routing = config.routing
     cafile: str | None
     if server.cafile == "system":
         cafile = None
@@ -82,4 +85,14 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         # A subdomain nobody else mints Message-IDs in: mail carrying one is ours (B-4),
         # while colleagues writing from the company domain are still customers.
         message_id_domain="postroom." + config.outbound.address.rpartition("@")[2],
+        offer_timeout=seconds(routing.offer_timeout_seconds),
+        follow_up_wait=seconds(routing.follow_up_wait_seconds) or timedelta(0),
+        no_reply_priority_raise=routing.no_reply_priority_raise,
+        unassigned_queue=routing.unassigned_queue,
+        approval=config.approval.as_policy(),
+        priority_policy=config.priority.policy or default_policy,
     )
+
+
+def seconds(value: int | None) -> timedelta | None:
+    return timedelta(seconds=value) if value else None

@@ -184,3 +184,148 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     search_fields = ["name", "user__username"]
     # Issue tokens with postroom.store.agents.issue_token; only hashes are stored.
     exclude = ["key_hash"]
+
+
+# -- routing rules, contacts, wrap-up codes ---------------------------------------------------
+# Imported here, not at the top, so this block can be appended without touching the rest.
+
+import json  # noqa: E402
+
+from django.core.exceptions import ValidationError  # noqa: E402
+from django.utils.html import format_html_join  # noqa: E402
+
+from postroom.core import rules as core_rules  # noqa: E402
+from postroom.store.models import Contact, Rule, WrapUpCode  # noqa: E402
+
+
+def _describe_condition(data: object) -> str:
+    if isinstance(data, dict):
+        op = str(data.get("op", "?")).replace("_", " ")
+        return f'{data.get("field", "?")} {op} "{data.get("value", "")}"'
+    return repr(data)
+
+
+def _describe_action(data: object) -> str:
+    if isinstance(data, dict):
+        value = data.get("value")
+        shown = f'"{value}"' if isinstance(value, str) else json.dumps(value)
+        return f"{data.get('action', '?')} {shown}"
+    return repr(data)
+
+
+def rule_summary(rule: Rule) -> str:
+    """``if subject contains "refund" → require_approval true, add_priority 5 (continue)``."""
+    joiner = " and " if rule.match == Rule.ALL else " or "
+    conditions = rule.conditions if isinstance(rule.conditions, list) else []
+    actions = rule.actions if isinstance(rule.actions, list) else []
+    when = (
+        "if " + joiner.join(_describe_condition(c) for c in conditions) if conditions else "always"
+    )
+    then = ", ".join(_describe_action(a) for a in actions) or "nothing (the check ends here)"
+    tail = " (continue)" if rule.continue_after else ""
+    return f"{when} → {then}{tail}"
+
+
+class RuleForm(forms.ModelForm):
+    """Conditions and actions are JSON lists, checked by ``core.rules`` as the site file is."""
+
+    class Meta:
+        model = Rule
+        fields = ["position", "name", "enabled", "match", "conditions", "actions", "continue_after"]
+        help_texts = {
+            "conditions": (
+                'A list like [{"field": "subject", "op": "contains", "value": "refund"}]. '
+                "Fields: to, cc, from, from_domain, subject, body, header:Name. "
+                "Ops: contains, equals, regex, not_contains (case-insensitive). "
+                "An empty list matches every mail."
+            ),
+            "actions": (
+                'A list like [{"action": "queue", "value": "sales"}]. Actions: queue (skill), '
+                "agent (address), set_priority / add_priority (integer), require_approval "
+                '(true/false), auto_response (text or "off"), forward_copy (address), '
+                "delete (reason)."
+            ),
+        }
+
+    def _check(self, field: str, check: core_rules.ProblemCheck) -> object:
+        value = self.cleaned_data.get(field)
+        if not isinstance(value, list):
+            raise ValidationError("Expected a JSON list.")
+        found = core_rules.list_problems(value, field, check)
+        if found:
+            raise ValidationError([f"{path}: {message}" for path, message in found])
+        return value
+
+    def clean_conditions(self) -> object:
+        return self._check("conditions", core_rules.condition_problems)
+
+    def clean_actions(self) -> object:
+        return self._check("actions", core_rules.action_problems)
+
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        actions = cleaned.get("actions")
+        if isinstance(actions, list) and "actions" not in self.errors:
+            whole = {
+                "name": cleaned.get("name") or "rule",
+                "match": cleaned.get("match") or Rule.ALL,
+                "actions": actions,
+            }
+            found = core_rules.rule_problems(whole)
+            if found:
+                self.add_error("actions", [f"{path}: {message}" for path, message in found])
+        return cleaned
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    form = RuleForm
+    list_display = ["position", "name", "enabled", "summary", "updated_at"]
+    list_display_links = ["name"]
+    list_editable = ["position", "enabled"]
+    list_filter = ["enabled", "match", "continue_after"]
+    search_fields = ["name"]
+    ordering = ["position", "id"]
+    readonly_fields = ["readable", "updated_at"]
+
+    @admin.display(description="what it does")
+    def summary(self, rule: Rule) -> str:
+        return rule_summary(rule)
+
+    @admin.display(description="in words")
+    def readable(self, rule: Rule) -> str:
+        if rule.pk is None:
+            return "-"
+        return format_html_join("", "<div>{}</div>", [(rule_summary(rule),)])
+
+
+class ContactForm(forms.ModelForm):
+    class Meta:
+        model = Contact
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        if not cleaned.get("address") and not cleaned.get("domain"):
+            raise ValidationError("Give an address (one person) or a domain (a whole company).")
+        return cleaned
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    form = ContactForm
+    list_display = ["__str__", "address", "domain", "level", "priority", "requires_approval"]
+    list_filter = ["level", "requires_approval"]
+    search_fields = ["name", "address", "domain", "notes"]
+
+    def save_model(self, request, obj: Contact, form, change: bool) -> None:
+        # Lookups compare lower-cased addresses and domains; store them that way.
+        obj.address = obj.address.strip().lower() or None if obj.address else None
+        obj.domain = obj.domain.strip().lower().removeprefix("@") or None if obj.domain else None
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(WrapUpCode)
+class WrapUpCodeAdmin(admin.ModelAdmin):
+    list_display = ["code", "label"]
+    search_fields = ["code", "label"]

@@ -1,9 +1,11 @@
-"""Apply a validated site configuration to the database: mailboxes, agents, agent logins.
+"""Apply a validated site configuration to the database: mailboxes, agents, agent logins,
+routing rules, contacts and wrap-up codes.
 
 Owns `postroom load`'s effect on the database and nothing more. Server settings and the
 correlation secret are not stored: the engine reads them from the same TOML file at start.
 
-Loading is idempotent and additive. Rows are matched by address; a row whose configured
+Loading is idempotent and additive. Rows are matched by address (rules by name, contacts
+by address or domain, wrap-up codes by code); a row whose configured
 fields already match is not written at all (so ``Mailbox.updated_at``, which the engine
 watches to re-read a box's settings, moves only on a real change). Rows in the database
 but not in the file are reported and left alone: they may have been made in the admin.
@@ -21,10 +23,14 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from postroom.config import AgentConfig, Box, Config, IncomingBox
-from postroom.store.models import Agent, Mailbox
+from postroom.config import AgentConfig, Box, Config, ContactConfig, IncomingBox
+from postroom.store.models import Agent, Contact, Mailbox, Rule, WrapUpCode
 
-__all__ = ["KindReport", "LoadReport", "apply_config"]
+__all__ = ["ALL_KINDS", "MAIL_KINDS", "KindReport", "LoadReport", "apply_config"]
+
+# What `counts()` reports unless asked for more: the kinds it has always reported.
+MAIL_KINDS = ("mailboxes", "agents", "users")
+ALL_KINDS = (*MAIL_KINDS, "rules", "contacts", "wrapup_codes")
 
 
 @dataclass
@@ -57,21 +63,28 @@ class LoadReport:
     agents: KindReport = field(default_factory=KindReport)
     # Django users of agents; not_in_file stays empty (users are not only agents).
     users: KindReport = field(default_factory=KindReport)
+    # Rules by name, contacts by address or domain, wrap-up codes by code.
+    rules: KindReport = field(default_factory=KindReport)
+    contacts: KindReport = field(default_factory=KindReport)
+    wrapup_codes: KindReport = field(default_factory=KindReport)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return self.mailboxes.changed or self.agents.changed or self.users.changed
+        return any(getattr(self, kind).changed for kind in ALL_KINDS)
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        return {kind: getattr(self, kind).counts() for kind in ("mailboxes", "agents", "users")}
+    def counts(self, kinds: tuple[str, ...] = MAIL_KINDS) -> dict[str, dict[str, int]]:
+        """Counts per kind; pass ``ALL_KINDS`` for rules, contacts and wrap-up codes too."""
+        return {kind: getattr(self, kind).counts() for kind in kinds}
 
     def summary(self) -> str:
         """A few human-readable lines for `postroom load`."""
         lines = []
-        for kind in ("mailboxes", "agents", "users"):
+        for kind in ALL_KINDS:
             r: KindReport = getattr(self, kind)
             c = r.counts()
+            if kind not in MAIL_KINDS and not any(c.values()):
+                continue
             lines.append(
                 f"{kind}: {c['created']} created, {c['updated']} updated, "
                 f"{c['unchanged']} unchanged"
@@ -96,6 +109,10 @@ def apply_config(config: Config, *, now: datetime | None = None) -> LoadReport:
     with transaction.atomic():
         _apply_mailboxes(config, report.mailboxes)
         _apply_agents(config, report, now)
+        _apply_supervisors(config, report.agents)
+        _apply_rules(config, report.rules)
+        _apply_contacts(config, report.contacts)
+        _apply_wrapup_codes(config, report.wrapup_codes)
     return report
 
 
@@ -116,6 +133,8 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
             "no_reply_seconds": box.no_reply_seconds,
             "skills": list(box.skills),
             "default_priority": box.default_priority,
+            "no_reply_bands": [[floor, seconds] for floor, seconds in box.no_reply_bands],
+            "trash_folder": box.trash_folder,
         }
     else:
         # Only incoming boxes are routed or auto-answered; make that explicit in the row
@@ -155,13 +174,21 @@ def _apply_mailboxes(config: Config, report: KindReport) -> None:
 
 
 def _agent_fields(agent: AgentConfig) -> dict[str, Any]:
+    # A table of levels in the file is stored as {skill: level}; a list stays a list.
+    levels = agent.skill_levels
     return {
         "address": agent.address,
         "name": agent.name,
-        "skills": list(agent.skills),
+        "skills": dict(levels) if levels is not None else list(agent.skills),
         "is_supervisor": agent.supervisor,
         "auto_answer": agent.auto_answer,
         "capacity": agent.capacity,
+        "probationary": agent.probationary,
+        "notify_offers": agent.notify_offers,
+        # The agent's own mailbox password lets the engine withdraw a forwarded copy
+        # when the interaction is taken away (fig. 8 462); blank means "never withdraw".
+        "mailbox_login": agent.address if agent.password else "",
+        "mailbox_password": agent.password or "",
     }
 
 
@@ -240,3 +267,89 @@ def _assign(row: Any, values: dict[str, Any]) -> list[str]:
             setattr(row, name, value)
             changed.append(name)
     return changed
+
+
+def _apply_supervisors(config: Config, report: KindReport) -> None:
+    """Each agent's supervisors are exactly those the file names (after every agent exists)."""
+    for cfg in config.agents:
+        row = Agent.objects.get(address__iexact=cfg.address)
+        have = {a.lower() for a in row.supervisors.values_list("address", flat=True)}
+        if have == set(cfg.supervisors):
+            continue
+        row.supervisors.set(Agent.objects.filter(address__in=cfg.supervisors))
+        if cfg.address in report.created:
+            continue
+        report.updated.setdefault(cfg.address, []).append("supervisors")
+        if cfg.address in report.unchanged:
+            report.unchanged.remove(cfg.address)
+
+
+def _upsert(row: Any, model: Any, values: dict[str, Any], key: str, report: KindReport) -> None:
+    """Create ``model(**values)`` or write the fields of ``row`` that differ."""
+    if row is None:
+        model.objects.create(**values)
+        report.created.append(key)
+        return
+    changed = _assign(row, values)
+    if not changed:
+        report.unchanged.append(key)
+        return
+    fields = changed + (["updated_at"] if hasattr(row, "updated_at") else [])
+    row.save(update_fields=fields)
+    report.updated[key] = changed
+
+
+def _apply_rules(config: Config, report: KindReport) -> None:
+    """Rules by name, positioned 10, 20, 30... in file order (gaps for the admin's own)."""
+    for i, spec in enumerate(config.rules):
+        values = {
+            "name": spec.name,
+            "position": (i + 1) * 10,
+            "enabled": spec.enabled,
+            "match": spec.match,
+            "conditions": [c.to_dict() for c in spec.conditions],
+            "actions": [a.to_dict() for a in spec.actions],
+            "continue_after": spec.continue_after,
+        }
+        row = Rule.objects.filter(name__iexact=spec.name).first()
+        _upsert(row, Rule, values, spec.name, report)
+    known = {spec.name.casefold() for spec in config.rules}
+    report.not_in_file += [
+        name for name in Rule.objects.values_list("name", flat=True) if name.casefold() not in known
+    ]
+
+
+def _contact_fields(contact: ContactConfig) -> dict[str, Any]:
+    return {
+        "address": contact.address,
+        "domain": contact.domain,
+        "name": contact.name,
+        "level": contact.level,
+        "priority": contact.priority,
+        "requires_approval": contact.requires_approval,
+    }
+
+
+def _apply_contacts(config: Config, report: KindReport) -> None:
+    """Contacts by address or domain; ``notes`` belong to the admin and are never touched."""
+    for contact in config.contacts:
+        if contact.address:
+            row = Contact.objects.filter(address__iexact=contact.address).first()
+        else:
+            row = Contact.objects.filter(domain__iexact=contact.domain).first()
+        _upsert(row, Contact, _contact_fields(contact), contact.key, report)
+    known = {c.key for c in config.contacts}
+    for address, domain in Contact.objects.values_list("address", "domain"):
+        key = (address or domain or "").lower()
+        if key not in known:
+            report.not_in_file.append(key)
+
+
+def _apply_wrapup_codes(config: Config, report: KindReport) -> None:
+    for code in config.wrapup_codes:
+        row = WrapUpCode.objects.filter(code=code.code).first()
+        _upsert(row, WrapUpCode, {"code": code.code, "label": code.label}, code.code, report)
+    known = {code.code for code in config.wrapup_codes}
+    report.not_in_file += [
+        c for c in WrapUpCode.objects.values_list("code", flat=True) if c not in known
+    ]

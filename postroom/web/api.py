@@ -4,12 +4,21 @@ Schema: /api/openapi.json. Docs: /api/docs (Swagger UI served from the wheel, no
 Auth: `Authorization: Bearer <token>` (tokens from `postroom.store.agents.issue_token`),
 or a logged-in Django session (CSRF-checked for unsafe methods). `GET /api/status` is
 also open to anonymous callers while the live page is (POSTROOM_WEB_LOGIN_REQUIRED off).
+
+People's actions (hang up, transfer, resolution, approval decisions) go through
+`postroom.store.commands`; a refusal there (`CommandError`) comes back as {"detail": ...}
+with its status. GET /api/me feeds the agent bar, GET /api/console the supervisor console.
 """
 
-from datetime import datetime, time
-from typing import Any
+import email
+import email.policy
+import html
+import re
+from datetime import datetime, time, timedelta
+from typing import Any, Literal
 from uuid import UUID
 
+import nh3
 from django.conf import settings
 from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
@@ -25,7 +34,9 @@ from ninja.utils import check_csrf
 
 from postroom.core.lifecycle import WITH_AGENT, State
 from postroom.store import agents as agent_state
-from postroom.store.models import Agent, Interaction, JournalEvent
+from postroom.store import commands
+from postroom.store.commands import CommandError
+from postroom.store.models import Agent, Approval, Interaction, JournalEvent, WrapUpCode
 from postroom.web.access import login_required_for_monitoring
 
 # --- authentication -------------------------------------------------------------------
@@ -110,6 +121,11 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
     )
     response["WWW-Authenticate"] = 'Bearer realm="postroom"'
     return response
+
+
+@api.exception_handler(CommandError)
+def _command_refused(request: HttpRequest, exc: CommandError) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=exc.status)
 
 
 # --- schemas --------------------------------------------------------------------------
@@ -208,7 +224,124 @@ class InteractionDetail(Schema):
     claim_node: str
     claim_time: datetime | None
     version: int
+    queue: str
+    target_agent: str | None
+    excluded_agents: list[str]
+    priority_reasons: list[Any]
+    rules: Any
+    offer_due_at: datetime | None
+    no_reply_due_at: datetime | None
+    ended_at: datetime | None
+    outcome: str
+    wrapup_code: str
+    resolution_code: str
     journal: list[JournalOut]
+
+
+class WrapUpCodeOut(Schema):
+    code: str
+    label: str
+
+
+class CodeIn(Schema):
+    code: str
+
+
+class TransferIn(Schema):
+    agent: str | None = None
+    queue: str | None = None
+
+
+class ApproveIn(Schema):
+    text: str | None = None
+
+
+class RejectIn(Schema):
+    reason: str
+
+
+class ApprovalOut(Schema):
+    id: int
+    interaction: UUID
+    subject: str
+    customer: str
+    customer_name: str
+    agent: str | None
+    agent_name: str | None
+    approvers: list[str]
+    reason_held: str
+    state: str
+    reply_subject: str
+    text: str
+    edited_text: str
+    rejection_reason: str
+    decided_by: str
+    decided_via: str
+    requested_at: datetime
+    decided_at: datetime | None
+    applied_at: datetime | None
+
+
+class DeskItem(Schema):
+    guid: UUID
+    subject: str
+    customer: str
+    customer_name: str
+    mailbox: str
+    queue: str
+    priority: int
+    status: str
+    arrival_time: datetime
+    routed_at: datetime | None
+    answered_at: datetime | None
+    replied_at: datetime | None
+    waiting_seconds: int
+    wrapup_code: str
+    resolution_code: str
+
+
+class DeskOut(Schema):
+    """The agent bar of the logged-in agent."""
+
+    now: datetime
+    agent: AgentOut
+    offered: list[DeskItem]
+    current: list[DeskItem]
+    replied: list[DeskItem]
+
+
+class QueuedOut(Schema):
+    guid: UUID
+    subject: str
+    customer: str
+    customer_name: str
+    mailbox: str
+    priority: int
+    arrival_time: datetime
+    waiting_seconds: int
+    target_agent: str | None
+    priority_reasons: list[Any]
+    rules: Any
+
+
+class QueueGroup(Schema):
+    queue: str
+    items: list[QueuedOut]
+
+
+class ConsoleAgent(AgentOut):
+    load: int
+
+
+class ConsoleOut(Schema):
+    """The supervisor console: queues with the why, agents with load, approvals."""
+
+    now: datetime
+    queues: list[QueueGroup]
+    agents: list[ConsoleAgent]
+    approvals: list[ApprovalOut]
+    decided: list[ApprovalOut]
+    summary: Summary
 
 
 # --- serialisers (plain dicts: one shape for the API and the server-rendered page) -----
@@ -276,6 +409,17 @@ def interaction_detail(ix: Interaction) -> dict[str, Any]:
         "claim_node": ix.claim_node,
         "claim_time": ix.claim_time,
         "version": ix.version,
+        "queue": ix.queue,
+        "target_agent": ix.target_agent.address if ix.target_agent_id else None,
+        "excluded_agents": [str(a) for a in ix.excluded_agents or []],
+        "priority_reasons": list(ix.priority_reasons or []),
+        "rules": ix.rules if ix.rules is not None else {},
+        "offer_due_at": ix.offer_due_at,
+        "no_reply_due_at": ix.no_reply_due_at,
+        "ended_at": ix.ended_at,
+        "outcome": ix.outcome,
+        "wrapup_code": ix.wrapup_code,
+        "resolution_code": ix.resolution_code,
         "journal": [
             {
                 "at": ev.at,
@@ -328,13 +472,188 @@ def status_dict(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def _waiting(now: datetime, since: datetime | None) -> int:
+    return max(0, int((now - since).total_seconds())) if since else 0
+
+
+def desk_item(ix: Interaction, now: datetime) -> dict[str, Any]:
+    return {
+        "guid": ix.guid,
+        "subject": ix.subject,
+        "customer": ix.customer,
+        "customer_name": ix.customer_name,
+        "mailbox": ix.mailbox.address,
+        "queue": ix.queue,
+        "priority": ix.priority,
+        "status": ix.status,
+        "arrival_time": ix.arrival_time,
+        "routed_at": ix.routed_at,
+        "answered_at": ix.answered_at,
+        "replied_at": ix.replied_at,
+        "waiting_seconds": _waiting(now, ix.arrival_time),
+        "wrapup_code": ix.wrapup_code,
+        "resolution_code": ix.resolution_code,
+    }
+
+
+# How far back "recently replied" reaches on the agent bar, and how many it shows.
+RECENT_REPLIES = timedelta(days=1)
+RECENT_REPLIES_SHOWN = 10
+
+
+def desk_dict(agent: Agent, now: datetime | None = None) -> dict[str, Any]:
+    """What the agent bar shows: offers, interactions in hand, recent replies."""
+    now = now or timezone.now()
+    mine = Interaction.objects.filter(agent=agent).select_related("mailbox")
+    held = list(mine.filter(status__in=[s.value for s in WITH_AGENT]).order_by("routed_at", "id"))
+    replied = mine.filter(
+        status__in=[State.REPLIED.value, State.CLOSED.value],
+        replied_at__gte=now - RECENT_REPLIES,
+    ).order_by("-replied_at", "-id")[:RECENT_REPLIES_SHOWN]
+    agent.current = held
+    return {
+        "now": now,
+        "agent": agent_dict(agent),
+        "offered": [desk_item(ix, now) for ix in held if ix.status == State.ROUTED.value],
+        "current": [desk_item(ix, now) for ix in held if ix.status != State.ROUTED.value],
+        "replied": [desk_item(ix, now) for ix in replied],
+    }
+
+
+_BLOCK_END = re.compile(r"(?i)<br\s*/?>|</(p|div|li|tr|h[1-6]|blockquote)\s*>")
+
+
+def html_to_text(markup: str) -> str:
+    """Readable text of an HTML body: tags dropped (script/style with their content)."""
+    marked = _BLOCK_END.sub(lambda m: m.group(0) + "\n", markup)
+    text = html.unescape(nh3.clean(marked, tags=set()))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def reply_text(raw: bytes | memoryview) -> tuple[str, str]:
+    """(subject, text) of a held reply, for the approver to read (and edit)."""
+    msg = email.message_from_bytes(bytes(raw), policy=email.policy.default)
+    try:
+        subject = str(msg.get("subject", "") or "")
+    except (ValueError, TypeError):  # a header the parser could not make sense of
+        subject = ""
+    body = msg.get_body(("plain", "html"))
+    if body is None:
+        return subject, ""
+    try:
+        content = body.get_content()
+    except (LookupError, UnicodeError, KeyError, AssertionError):
+        payload = body.get_payload(decode=True) or b""
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    if body.get_content_type() == "text/html":
+        content = html_to_text(content)
+    return subject, content.strip()
+
+
+def approval_dict(approval: Approval) -> dict[str, Any]:
+    ix = approval.interaction
+    subject, text = reply_text(approval.raw)
+    return {
+        "id": approval.pk,
+        "interaction": ix.guid,
+        "subject": ix.subject,
+        "customer": ix.customer,
+        "customer_name": ix.customer_name,
+        "agent": ix.agent.address if ix.agent_id else None,
+        "agent_name": ix.agent.name if ix.agent_id else None,
+        "approvers": [str(a) for a in approval.approvers or []],
+        "reason_held": approval.reason_held,
+        "state": approval.state,
+        "reply_subject": subject,
+        "text": text,
+        "edited_text": approval.edited_text,
+        "rejection_reason": approval.rejection_reason,
+        "decided_by": approval.decided_by,
+        "decided_via": approval.decided_via,
+        "requested_at": approval.requested_at,
+        "decided_at": approval.decided_at,
+        "applied_at": approval.applied_at,
+    }
+
+
+# At most this many approvals are listed (decided ones: the most recent).
+APPROVALS_LISTED = 200
+DECIDED_SHOWN = 8
+DECIDED_SCANNED = 1000
+
+
+def approvals_for(user: Any, state: str = Approval.PENDING, limit: int = APPROVALS_LISTED):
+    """The approvals in `state` that `user` may decide (staff: all); pending ones oldest
+    request first, decided ones ("approved", "rejected" or "decided") latest first."""
+    qs = Approval.objects.select_related("interaction", "interaction__agent")
+    if state == Approval.PENDING:
+        qs = qs.filter(state=state).order_by("requested_at", "id")
+    else:
+        states = [Approval.APPROVED, Approval.REJECTED] if state == "decided" else [state]
+        # Decided approvals only grow: look at the most recent ones.
+        qs = qs.filter(state__in=states).order_by("-decided_at", "-id")[:DECIDED_SCANNED]
+    if user.is_staff:
+        return list(qs[:limit])
+    address = commands.approver_address(user)
+    if not address:
+        return []
+    # Approvers are a JSON list; SQLite has no JSON containment, so filter here.
+    found = []
+    for approval in qs.iterator():
+        if commands.may_see_approval(address, approval):
+            found.append(approval)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def console_dict(user: Any, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the supervisor console shows."""
+    now = now or timezone.now()
+    status = status_dict(now)
+    queued = (
+        Interaction.objects.filter(status=State.QUEUED.value)
+        .select_related("mailbox", "target_agent")
+        .order_by("-priority", "arrival_time", "id")
+    )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for ix in queued:
+        groups.setdefault(ix.queue, []).append(
+            {
+                "guid": ix.guid,
+                "subject": ix.subject,
+                "customer": ix.customer,
+                "customer_name": ix.customer_name,
+                "mailbox": ix.mailbox.address,
+                "priority": ix.priority,
+                "arrival_time": ix.arrival_time,
+                "waiting_seconds": _waiting(now, ix.arrival_time),
+                "target_agent": ix.target_agent.address if ix.target_agent_id else None,
+                "priority_reasons": list(ix.priority_reasons or []),
+                "rules": ix.rules if ix.rules is not None else {},
+            }
+        )
+    agents = [{**a, "load": len(a["current"])} for a in status["agents"]]
+    return {
+        "now": now,
+        "queues": [{"queue": q, "items": items} for q, items in sorted(groups.items())],
+        "agents": agents,
+        "approvals": [approval_dict(a) for a in approvals_for(user)],
+        "decided": [approval_dict(a) for a in approvals_for(user, "decided", DECIDED_SHOWN)],
+        "summary": status["summary"],
+    }
+
+
 # --- permissions ----------------------------------------------------------------------
 
 
 def _agent_of(user: Any) -> Agent | None:
-    if getattr(user, "pk", None) is None:
-        return None
-    return Agent.objects.filter(user_id=user.pk).first()
+    return commands.agent_of(user)
+
+
+def _require_supervisor(user: Any) -> None:
+    if not commands.is_supervisor(user):
+        raise HttpError(403, "Only supervisors and staff may see this")
 
 
 def _may_change(user: Any, agent: Agent) -> bool:
@@ -431,7 +750,9 @@ class _Serialised:
 
 
 def _interaction(guid: UUID) -> Interaction:
-    return get_object_or_404(Interaction.objects.select_related("mailbox", "agent"), guid=guid)
+    return get_object_or_404(
+        Interaction.objects.select_related("mailbox", "agent", "target_agent"), guid=guid
+    )
 
 
 @api.get(
@@ -463,3 +784,135 @@ def answer_interaction(request: HttpRequest, guid: UUID):
             why = f"it is {ix.status}, not routed"
         raise HttpError(409, f"Cannot answer interaction {guid}: {why}")
     return interaction_detail(ix)
+
+
+@api.post(
+    "/interactions/{guid}/hangup",
+    response={200: InteractionDetail, 400: Error, 403: Error, 404: Error, 409: Error},
+    url_name="interaction-hangup",
+    summary="End an interaction without a reply, with a wrap-up code",
+)
+def hang_up_interaction(request: HttpRequest, guid: UUID, payload: CodeIn):
+    ix = commands.hang_up(
+        _interaction(guid), by_user=request.auth, code=payload.code, now=timezone.now()
+    )
+    return interaction_detail(_interaction(ix.guid))
+
+
+@api.post(
+    "/interactions/{guid}/transfer",
+    response={200: InteractionDetail, 400: Error, 403: Error, 404: Error, 409: Error},
+    url_name="interaction-transfer",
+    summary="Transfer an interaction to an agent or a queue (exactly one)",
+)
+def transfer_interaction(request: HttpRequest, guid: UUID, payload: TransferIn):
+    ix = commands.transfer(
+        _interaction(guid),
+        by_user=request.auth,
+        to_agent=payload.agent,
+        to_queue=payload.queue,
+        now=timezone.now(),
+    )
+    return interaction_detail(_interaction(ix.guid))
+
+
+@api.post(
+    "/interactions/{guid}/resolution",
+    response={200: InteractionDetail, 400: Error, 403: Error, 404: Error, 409: Error},
+    url_name="interaction-resolution",
+    summary="Set the resolution code of a replied interaction",
+)
+def resolve_interaction(request: HttpRequest, guid: UUID, payload: CodeIn):
+    ix = commands.set_resolution(
+        _interaction(guid), by_user=request.auth, code=payload.code, now=timezone.now()
+    )
+    return interaction_detail(_interaction(ix.guid))
+
+
+@api.get(
+    "/wrapup-codes",
+    response=list[WrapUpCodeOut],
+    url_name="wrapup-codes",
+    summary="The wrap-up (and resolution) codes",
+)
+def list_wrapup_codes(request: HttpRequest):
+    return [
+        {"code": c.code, "label": c.label} for c in WrapUpCode.objects.order_by("label", "code")
+    ]
+
+
+@api.get(
+    "/me",
+    response={200: DeskOut, 403: Error},
+    url_name="me",
+    summary="The agent bar of the calling agent: offers, interactions in hand, recent replies",
+)
+def my_desk(request: HttpRequest):
+    agent = _agent_of(request.auth)
+    if agent is None:
+        raise HttpError(403, "This user is not linked to an agent")
+    return desk_dict(agent)
+
+
+@api.get(
+    "/console",
+    response={200: ConsoleOut, 403: Error},
+    url_name="console",
+    summary="The supervisor console: queues with priority reasons, agents, approvals",
+)
+def console(request: HttpRequest):
+    _require_supervisor(request.auth)
+    return console_dict(request.auth)
+
+
+@api.get(
+    "/approvals",
+    response=list[ApprovalOut],
+    url_name="approvals",
+    summary="Approvals you may decide (staff: all), with the reply text",
+)
+def list_approvals(
+    request: HttpRequest, state: Literal["pending", "approved", "rejected"] = "pending"
+):
+    return [approval_dict(a) for a in approvals_for(request.auth, state)]
+
+
+def _approval(approval_id: int) -> Approval:
+    return get_object_or_404(
+        Approval.objects.select_related("interaction", "interaction__agent"), pk=approval_id
+    )
+
+
+@api.post(
+    "/approvals/{approval_id}/approve",
+    response={200: ApprovalOut, 400: Error, 403: Error, 404: Error, 409: Error},
+    url_name="approval-approve",
+    summary="Approve a held reply; with `text`, approve your edited wording instead",
+)
+def approve(request: HttpRequest, approval_id: int, payload: ApproveIn | None = None):
+    text = payload.text if payload is not None else None
+    approval = commands.decide_approval(
+        _approval(approval_id),
+        by_user=request.auth,
+        decision="approve" if text is None else "edit",
+        text=text,
+        now=timezone.now(),
+    )
+    return approval_dict(approval)
+
+
+@api.post(
+    "/approvals/{approval_id}/reject",
+    response={200: ApprovalOut, 400: Error, 403: Error, 404: Error, 409: Error},
+    url_name="approval-reject",
+    summary="Reject a held reply, with a reason for the agent",
+)
+def reject(request: HttpRequest, approval_id: int, payload: RejectIn):
+    approval = commands.decide_approval(
+        _approval(approval_id),
+        by_user=request.auth,
+        decision="reject",
+        reason=payload.reason,
+        now=timezone.now(),
+    )
+    return approval_dict(approval)

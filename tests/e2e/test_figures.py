@@ -13,10 +13,10 @@ import pytest
 from django.utils import timezone
 
 from postroom.core.lifecycle import State
-from postroom.engine.replies import record_decision
 from postroom.mail.smtp import SmtpSender
 from postroom.sim.agents import compose_reply
 from postroom.store.agents import answer
+from postroom.store.commands import decide_approval
 from postroom.store.models import (
     Agent,
     Approval,
@@ -129,7 +129,7 @@ name = "Refunds"
 conditions = [{{field = "subject", op = "contains", value = "refund"}}]
 actions = [{{action = "add_priority", value = 5}}, {{action = "queue", value = "billing"}}]
 """,
-        bob_skills='{{support = 1, billing = 3}}',
+        bob_skills='{support = 1, billing = 3}',
     )
     ready(center, "alice", "bob")
     write_in(center, mail(center, subject="WIN A PRIZE now"), 1)
@@ -164,7 +164,7 @@ def test_fig6_no_rule_and_no_box_skill_goes_to_unassigned(make_center) -> None:
 
 
 def test_fig6_best_skill_level_wins(make_center) -> None:
-    center = make_center(alice_skills="{{support = 1}}", bob_skills="{{support = 5}}")
+    center = make_center(alice_skills="{support = 1}", bob_skills="{support = 5}")
     ready(center, "alice", "bob")
     write_in(center, mail(center))
     run(center)
@@ -336,7 +336,8 @@ def test_fig10_approved_on_the_web(center) -> None:
     assert "Approval needed" in str(request["Subject"])
     assert customer_replies(center) == []
     approval = Approval.objects.get()
-    assert record_decision(approval, "approve", text="", by=center.address("sam"), via="web", now=center.clock())
+    sam = Agent.objects.get(address=center.address("sam"))
+    decide_approval(approval, by_user=sam.user, decision="approve", now=center.clock())
     run(center)
     replies = customer_replies(center)
     assert len(replies) == 1 and "Draft answer" in replies[0].get_body(("plain",)).get_content()

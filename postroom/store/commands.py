@@ -1,0 +1,314 @@
+"""What people do to interactions from the web (or the API): hang up, transfer, resolve,
+decide an approval. Answering and Ready / Not Ready live in `postroom.store.agents`.
+
+Each command checks who is asking, runs in one transaction, journals who did it and
+returns the changed row, or raises `CommandError(message, status)` with an HTTP status
+the API passes straight on (400 bad input, 403 not allowed, 404 unknown, 409 conflict:
+someone or something else changed the row first).
+
+State changes go through `store.transitions.apply` (CAS on the version). Decisions on
+approvals are only recorded here: the engine sends the approved (or edited) reply, or
+tells the agent about the rejection, and applies the transition when it does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from postroom.core.lifecycle import HungUp, IllegalTransition, State, Transferred
+from postroom.store import journal
+from postroom.store.models import Agent, Approval, Interaction, Mailbox, Rule, WrapUpCode
+from postroom.store.transitions import StaleInteraction, apply
+
+__all__ = [
+    "CommandError",
+    "agent_of",
+    "approver_address",
+    "decide_approval",
+    "hang_up",
+    "is_supervisor",
+    "known_queues",
+    "may_handle",
+    "may_see_approval",
+    "set_resolution",
+    "transfer",
+]
+
+# States whose interaction may get a resolution code (it was replied to).
+RESOLVABLE = frozenset({State.REPLIED, State.CLOSED})
+DECISIONS = ("approve", "edit", "reject")
+
+
+class CommandError(Exception):
+    """A command refused: `message` for people, `status` for HTTP."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --- who is asking --------------------------------------------------------------------
+
+
+def agent_of(user: Any) -> Agent | None:
+    """The agent a user is linked to, if any."""
+    if getattr(user, "pk", None) is None:
+        return None
+    return Agent.objects.filter(user_id=user.pk).first()
+
+
+def _is_staff(user: Any) -> bool:
+    return bool(getattr(user, "is_staff", False)) and getattr(user, "pk", None) is not None
+
+
+def is_supervisor(user: Any) -> bool:
+    """Staff, or linked to an agent who is a supervisor."""
+    if getattr(user, "pk", None) is None:
+        return False
+    return _is_staff(user) or Agent.objects.filter(user_id=user.pk, is_supervisor=True).exists()
+
+
+def may_handle(user: Any, ix: Interaction) -> bool:
+    """The agent holding the interaction, a supervisor or staff."""
+    if getattr(user, "pk", None) is None:
+        return False
+    if ix.agent_id is not None and ix.agent.user_id == user.pk:
+        return True
+    return is_supervisor(user)
+
+
+def _actor(user: Any) -> str:
+    """How the journal names a user: their agent's address if they have one."""
+    if isinstance(user, str):
+        return user
+    agent = agent_of(user)
+    if agent is not None:
+        return agent.address
+    get_username = getattr(user, "get_username", None)
+    return get_username() if callable(get_username) else str(user)
+
+
+def _require(user: Any, ix: Interaction, doing: str) -> None:
+    if getattr(user, "pk", None) is None:
+        raise CommandError("Log in first", 401)
+    if not may_handle(user, ix):
+        raise CommandError(
+            f"Only the agent holding the interaction, a supervisor or staff may {doing} it", 403
+        )
+
+
+def _apply(ix: Interaction, event: Any, now: datetime, **detail: Any) -> None:
+    try:
+        apply(ix, event, now, **detail)
+    except IllegalTransition as exc:
+        raise CommandError(f"Interaction {ix.guid} is {ix.status}: {exc}", 409) from None
+    except StaleInteraction:
+        raise CommandError(
+            f"Interaction {ix.guid} was changed by someone else meanwhile; reload and retry", 409
+        ) from None
+
+
+def _wrapup_code(code: str | None) -> WrapUpCode:
+    code = (code or "").strip()
+    if not code:
+        raise CommandError("A wrap-up code is required")
+    found = WrapUpCode.objects.filter(code=code).first()
+    if found is None:
+        raise CommandError(f"Unknown wrap-up code {code!r}")
+    return found
+
+
+# --- hang up, resolve, transfer -------------------------------------------------------
+
+
+def hang_up(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Interaction:
+    """End the interaction without a reply (HungUp), with a wrap-up code.
+
+    Only the agent holding it, a supervisor or staff. The engine clears the mailboxes.
+    """
+    _require(by_user, ix, "hang up")
+    wrapup = _wrapup_code(code)
+    with transaction.atomic():
+        _apply(ix, HungUp(wrapup.code), now, by=_actor(by_user), code=wrapup.code)
+        Interaction.objects.filter(pk=ix.pk).update(wrapup_code=wrapup.code)
+        ix.wrapup_code = wrapup.code
+    return ix
+
+
+def set_resolution(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Interaction:
+    """Record how a replied interaction was resolved (a wrap-up code); may be changed later."""
+    _require(by_user, ix, "resolve")
+    resolution = _wrapup_code(code)
+    with transaction.atomic():
+        # Conditional on the state, not the version: the engine closing the interaction
+        # meanwhile (replied → closed) does not conflict with a resolution code.
+        updated = Interaction.objects.filter(
+            pk=ix.pk, status__in=[s.value for s in RESOLVABLE]
+        ).update(resolution_code=resolution.code)
+        if updated != 1:
+            ix.refresh_from_db(fields=["status"])
+            raise CommandError(
+                f"Interaction {ix.guid} is {ix.status}: only a replied interaction gets a "
+                "resolution code (hang up the others)",
+                409,
+            )
+        previous = ix.resolution_code
+        ix.resolution_code = resolution.code
+        detail: dict[str, Any] = {"by": _actor(by_user), "code": resolution.code}
+        if previous and previous != resolution.code:
+            detail["previous"] = previous
+        journal.record("resolution_set", now, interaction=ix, **detail)
+    return ix
+
+
+def known_queues() -> list[str]:
+    """The queues an interaction can be transferred to: every skill an agent, a box or a
+    routing rule names, every queue in use, and "unassigned"."""
+    names: set[str] = {"unassigned"}
+    for skills in Agent.objects.values_list("skills", flat=True):
+        names.update(_skill_names(skills))
+    for skills in Mailbox.objects.values_list("skills", flat=True):
+        names.update(_skill_names(skills))
+    for actions in Rule.objects.values_list("actions", flat=True):
+        for action in actions or ():
+            if isinstance(action, dict) and action.get("action") == "queue" and action.get("value"):
+                names.add(str(action["value"]))
+    names.update(Interaction.objects.values_list("queue", flat=True).distinct().order_by())
+    return sorted(n for n in names if n)
+
+
+def _skill_names(skills: object) -> list[str]:
+    if isinstance(skills, dict):
+        return [str(k) for k in skills]
+    if isinstance(skills, list | tuple):
+        return [str(k) for k in skills]
+    return []
+
+
+def transfer(
+    ix: Interaction,
+    *,
+    by_user: Any,
+    to_agent: str | None = None,
+    to_queue: str | None = None,
+    now: datetime,
+) -> Interaction:
+    """Hand the interaction to another agent (`to_agent`) or queue (`to_queue`).
+
+    It goes back to QUEUED (Transferred) with `target_agent` set, so routing offers it to
+    that agent next; or into the named queue for anyone with that skill. The agent who
+    held it is released (and avoided by routing, unless named as the target).
+    """
+    to_agent = (to_agent or "").strip() or None
+    to_queue = (to_queue or "").strip() or None
+    if (to_agent is None) == (to_queue is None):
+        raise CommandError("Name exactly one target: an agent or a queue")
+    _require(by_user, ix, "transfer")
+    target: Agent | None = None
+    if to_agent is not None:
+        target = Agent.objects.filter(address__iexact=to_agent).first()
+        if target is None:
+            raise CommandError(f"No agent {to_agent}", 404)
+        if ix.agent_id == target.pk:
+            raise CommandError(f"Interaction {ix.guid} is already with {target.address}", 409)
+    elif to_queue not in known_queues():
+        raise CommandError(f"No queue {to_queue!r}")
+    previous = ix.agent.address if ix.agent_id else None
+    detail: dict[str, Any] = {"by": _actor(by_user), "from_agent": previous, "from_queue": ix.queue}
+    if target is not None:
+        detail["to_agent"] = target.address
+    else:
+        detail["to_queue"] = to_queue
+    with transaction.atomic():
+        event = Transferred(agent=target.address if target else None, queue=to_queue)
+        _apply(ix, event, now, **detail)
+        # The row is ours until commit (apply's UPDATE holds it); the version moved on.
+        changes: dict[str, Any]
+        if target is not None:
+            excluded = [a for a in ix.excluded_agents or [] if a.lower() != target.address.lower()]
+            changes = {"target_agent": target, "excluded_agents": excluded}
+        else:
+            changes = {"queue": to_queue, "target_agent": None}
+        Interaction.objects.filter(pk=ix.pk, version=ix.version).update(**changes)
+        for name, value in changes.items():
+            setattr(ix, name, value)
+    return ix
+
+
+# --- approvals ------------------------------------------------------------------------
+
+
+def approver_address(user: Any) -> str | None:
+    """The address a user decides approvals as: their agent's (a plain string is taken as
+    the address itself, for decisions that arrive by mail)."""
+    if isinstance(user, str):
+        return user
+    agent = agent_of(user)
+    return agent.address if agent else None
+
+
+def may_see_approval(user: Any, approval: Approval) -> bool:
+    """A listed approver, or staff."""
+    if _is_staff(user):
+        return True
+    address = approver_address(user)
+    return bool(address) and address.lower() in {str(a).lower() for a in approval.approvers or []}
+
+
+def decide_approval(
+    approval: Approval,
+    *,
+    by_user: Any,
+    decision: str,
+    text: str | None = None,
+    reason: str | None = None,
+    via: str = "web",
+    now: datetime,
+) -> Approval:
+    """Record an approver's decision on a held reply: "approve", "edit" (approve with
+    `text` instead of the agent's wording) or "reject" (with a `reason`).
+
+    Only a listed approver or staff. The first decision wins: a compare-and-set on
+    state=pending, so a second one (from the web or by mail) gets 409. The interaction is
+    not changed here; the engine acts on the decision.
+    """
+    if decision not in DECISIONS:
+        raise CommandError(f"Unknown decision {decision!r}: approve, edit or reject")
+    text = (text or "").strip()
+    reason = (reason or "").strip()
+    if decision == "edit" and not text:
+        raise CommandError("An edited approval needs the new reply text")
+    if decision == "reject" and not reason:
+        raise CommandError("A rejection needs a reason")
+    if not isinstance(by_user, str) and getattr(by_user, "pk", None) is None:
+        raise CommandError("Log in first", 401)
+    if not may_see_approval(by_user, approval):
+        raise CommandError("Only a listed approver or staff may decide this approval", 403)
+    decided_by = approver_address(by_user) or _actor(by_user)
+    state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
+    changes = {
+        "state": state,
+        "edited_text": text if decision == "edit" else "",
+        "rejection_reason": reason if decision == "reject" else "",
+        "decided_by": decided_by,
+        "decided_via": via,
+        "decided_at": now,
+    }
+    with transaction.atomic():
+        won = Approval.objects.filter(pk=approval.pk, state=Approval.PENDING).update(**changes)
+        if won != 1:
+            approval.refresh_from_db()
+            who = f" by {approval.decided_by}" if approval.decided_by else ""
+            raise CommandError(f"Approval {approval.pk} is already {approval.state}{who}", 409)
+        for name, value in changes.items():
+            setattr(approval, name, value)
+        # The same kinds the engine journals for a decision that arrives by mail.
+        detail: dict[str, Any] = {"by": decided_by, "via": via, "approval": approval.pk}
+        if decision == "reject":
+            detail["reason"] = reason
+        journal.record(f"approval_{decision}", now, interaction=approval.interaction, **detail)
+    return approval
