@@ -8,6 +8,8 @@
     postroom devstack start|stop|status [--config CONFIG]   the local Dovecot + Postfix
     postroom agent ready|not-ready ADDRESS
     postroom token ADDRESS           issue an API token for an agent's user
+    postroom rules test FILE         what the routing rules would do with a message
+    postroom lifecycle               the state diagram, generated from the transition table
     postroom demo                    everything `make demo` shows
 """
 
@@ -200,6 +202,20 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    setup_django()
+    from postroom.rules_cli import main as rules_main
+
+    return rules_main(args.rest)
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from postroom.core.lifecycle import mermaid
+
+    print(mermaid())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from postroom.demo import run_demo
 
@@ -239,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["ready", "not-ready"])
     s.add_argument("address")
     s.set_defaults(fn=cmd_agent)
+
+    s = sub.add_parser("rules", help="rules test MESSAGE_FILE: what the rules would do, sending nothing")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_rules)
+
+    s = sub.add_parser("lifecycle", help="print the lifecycle state diagram (Mermaid), from the table")
+    s.set_defaults(fn=cmd_lifecycle)
 
     s = sub.add_parser("token", help="issue an API token for an agent")
     s.add_argument("address")

@@ -70,6 +70,11 @@ def close(ix: Interaction, sessions: Sessions, now: datetime) -> None:
         else:
             incoming.delete([ix.uid])
     checkpoint("cleanup-original-removed")
+    for mailbox_id, uidvalidity, uid in ix.copies or ():
+        box = Mailbox.objects.filter(pk=mailbox_id).first()
+        copy_session = sessions.get(box) if box else None
+        if copy_session is not None and copy_session.uidvalidity == uidvalidity:
+            copy_session.delete([uid])
     try:
         with transaction.atomic():
             apply(ix, CleanedUp(), now)

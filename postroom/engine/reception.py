@@ -130,9 +130,19 @@ def create_interaction(
     site: Site,
     now: datetime,
 ) -> Interaction | None:
-    if mail.message_id and Interaction.objects.filter(mailbox=box, message_id=mail.message_id).exists():
-        # The same mail seen again under another UID (re-delivered, or a new UIDVALIDITY).
-        journal.record("duplicate_ignored", now, mailbox=box, uid=message.uid, message_id=mail.message_id)
+    first = (
+        Interaction.objects.select_for_update(of=("self",)).filter(message_id=mail.message_id).order_by("id").first()
+        if mail.message_id
+        else None
+    )
+    if first is not None:
+        # The same mail again: re-delivered, a new UIDVALIDITY, or one mail sent to two
+        # of our boxes (B-3). One interaction, one auto-response; the copy is remembered
+        # so it leaves the server with the original.
+        copy = [box.pk, session.uidvalidity, message.uid]
+        if (first.mailbox_id, first.uidvalidity, first.uid) != tuple(copy) and copy not in first.copies:
+            Interaction.objects.filter(pk=first.pk).update(copies=[*first.copies, copy])
+        journal.record("duplicate_ignored", now, interaction=first, mailbox=box, uid=message.uid, message_id=mail.message_id)
         advance_cursor(box, message.uid)
         return None
     facts = facts_from_mail(mail)

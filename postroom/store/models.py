@@ -167,6 +167,9 @@ class Interaction(models.Model):
     uid = models.BigIntegerField()
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
     references = models.JSONField(default=list, blank=True)
+    # The same mail seen in other boxes too (To support@, Cc sales@): [[mailbox, uidvalidity,
+    # uid], ...]; one interaction, one auto-response, and every copy cleared at the end.
+    copies = models.JSONField(default=list, blank=True)
     to_addr = models.CharField("To", max_length=998, blank=True)
     reply_to = models.CharField("Reply-To", max_length=998, blank=True)
     customer = models.CharField(max_length=320, db_index=True)

@@ -184,6 +184,7 @@ def make_center(
     ) -> Center:
         users = {
             "support": new_user("support"),
+            "sales": new_user("sales"),
             "outbound": new_user("outbound"),
             "dead": new_user("dead"),
             "alice": new_user("alice"),

@@ -113,6 +113,31 @@ priority = 50
     assert ix.arrival_time <= timezone.now()
 
 
+def test_fig5_one_mail_to_two_boxes_is_one_interaction(make_center) -> None:
+    center = make_center(
+        """
+[[incoming]]
+address = "{sales}"
+password = "{sales_pw}"
+skills = ["support"]
+"""
+    )
+    ready(center, "alice")
+    msg = mail(center)
+    msg["Cc"] = center.address("sales")
+    center.send(msg, center.address("support"), center.address("carol"))
+    center.send(msg, center.address("sales"), center.address("carol"))
+    center.wait_for("support", 1)
+    center.wait_for("sales", 1)
+    run(center)
+    assert Interaction.objects.count() == 1
+    reply_as(center, "alice")
+    run(center, outbound=1)
+    mails = center.messages("carol")
+    assert sorted(m["Auto-Submitted"] or "reply" for m in mails) == ["auto-replied", "reply"]
+    assert center.messages("support") == [] and center.messages("sales") == []
+
+
 # -- fig. 6: rules and routing --------------------------------------------------------------
 
 
@@ -246,6 +271,24 @@ def test_fig7_delivery_waits_for_smtp_and_retries(center) -> None:
     ix.refresh_from_db()
     assert ix.state is State.DELIVERED
     assert len(forwards(center, "alice")) == 1
+
+
+def test_fig7_a_permanent_delivery_failure_reroutes(center) -> None:
+    ready(center, "alice", "bob")
+    # Alice's mailbox does not exist any more: the server refuses her with a 5xx.
+    Agent.objects.filter(address=center.address("alice")).update(address="gone-" + center.address("alice"))
+    Agent.objects.filter(address=center.address("bob")).update(ready=False)
+    write_in(center, mail(center))
+    run(center)
+    ix = Interaction.objects.get()
+    assert ix.state is State.QUEUED and ix.excluded_agents
+    assert Outgoing.objects.get(kind=Outgoing.FORWARD).state == Outgoing.DEAD
+    ready(center, "bob")
+    run(center)
+    ix.refresh_from_db()
+    assert ix.state is State.DELIVERED and ix.agent.address == center.address("bob")
+    kinds = list(JournalEvent.objects.filter(interaction=ix).values_list("kind", flat=True))
+    assert "send_failed" in kinds and "delivery_failed" in kinds
 
 
 # -- fig. 8: no reply -----------------------------------------------------------------------

@@ -190,3 +190,10 @@ class Lifecycle(RuleBasedStateMachine):
 
 Lifecycle.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 test_lifecycle_state_machine = Lifecycle.TestCase
+
+
+def test_the_readme_shows_the_generated_diagram() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert mermaid() in readme, "README diagram is stale: paste the output of `postroom lifecycle`"
