@@ -73,6 +73,7 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     try:
         with transaction.atomic():
             accept(box, session, message, mail, ix, site, now)
+        checkpoint("reply-committed")
     except UnsafeHeaderValue as exc:
         # e.g. a customer address that needs SMTPUTF8: the reply cannot be sent as is.
         refuse(box, session, message, mail, Refused(f"cannot address the reply: {exc}", ix, (mail.from_addr or "",)), site, now)
@@ -196,7 +197,7 @@ def accept(
         )
         apply(ix, ReplyAccepted(), now, uid=message.uid, message_id=mail.message_id)
     advance_cursor(box, message.uid)
-    checkpoint("reply-accepted")
+    checkpoint("reply-accepted")  # inside the transaction: the acceptance rolls back
 
 
 def approvers_for(agent: Agent) -> list[str]:
