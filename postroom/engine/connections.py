@@ -21,6 +21,8 @@ class Sessions:
         if session is not None and session.account.password == box.password and session.account.login == box.login:
             if not session.is_open:
                 session.open()
+            else:
+                session.refresh()
             return session
         if session is not None:
             session.close()

@@ -52,6 +52,9 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
 def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime) -> bool:
     session = sessions.get(ix.mailbox)
     original = session.fetch_one(ix.uid) if session.uidvalidity == ix.uidvalidity else None
+    if original is None and session.uidvalidity == ix.uidvalidity:
+        session.refresh()
+        original = session.fetch_one(ix.uid)
     if original is None:
         # Deleted on the server by someone else: nothing left to hand to an agent.
         try:

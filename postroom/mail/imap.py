@@ -113,6 +113,15 @@ class ImapSession:
             raise MailboxUnavailable(f"{what} on {self.account.login}: {exc}") from exc
 
     # -- reading ------------------------------------------------------------------
+    def refresh(self) -> None:
+        """NOOP: lets the server announce mail that arrived since our last command.
+
+        A session only knows the messages announced to it; a UID FETCH or STORE for a
+        newer message silently matches nothing until then (RFC 3501 §6.4.8).
+        """
+        c = self._c()
+        self._call("noop", c.noop)
+
     def new_uids(self, after: int) -> list[int]:
         """UIDs greater than `after`, ascending (RFC 3501: `N:*` always includes the last)."""
         c = self._c()

@@ -167,18 +167,21 @@ def test_the_running_engine_answers_with_idle_and_a_simulated_agent(center) -> N
     ).start()
     center.engine.start()
     try:
-        send_customer_mail(
-            "127.0.0.1", center.stack.smtp_port, sample=sample_paths()[0],
-            from_addr=center.address("carol"), to_addr=center.address("support"),
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if Interaction.objects.filter(status=State.CLOSED).exists():
-                break
-            time.sleep(0.2)
+        # Two mails one after the other: the second reaches long-lived sessions that must
+        # still see mail that arrived after they were opened.
+        for n in (1, 2):
+            send_customer_mail(
+                "127.0.0.1", center.stack.smtp_port, sample=sample_paths()[n],
+                from_addr=center.address("carol"), to_addr=center.address("support"),
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if Interaction.objects.filter(status=State.CLOSED).count() == n:
+                    break
+                time.sleep(0.2)
     finally:
         agent.stop()
         center.engine.stop()
-    assert Interaction.objects.get().state is State.CLOSED
-    mails = center.wait_for("carol", 2)
-    assert sorted(m["Auto-Submitted"] or "reply" for m in mails) == ["auto-replied", "reply"]
+    assert [ix.outcome for ix in Interaction.objects.all()] == ["replied", "replied"]
+    mails = center.wait_for("carol", 4)
+    assert sorted(m["Auto-Submitted"] or "reply" for m in mails) == ["auto-replied"] * 2 + ["reply"] * 2
