@@ -29,6 +29,11 @@ test: install
 	  $(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "not browser" --ignore=tests/e2e/test_restart.py tests/integration tests/e2e; \
 	  status=$$?; $(PY) -m postroom.devstack.postgres destroy --state $(PG_STATE) --port $(PG_PORT); exit $$status
 
+# Figures in bench/results.{json,md,png}; about 10 minutes. Not part of `make test`.
+bench: install
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) bench/run.py
+
 lint: install
 	$(PY) -m ruff check postroom tests
 	$(VENV)/bin/lint-imports

@@ -130,11 +130,10 @@ def create_interaction(
     site: Site,
     now: datetime,
 ) -> Interaction | None:
-    first = (
-        Interaction.objects.select_for_update(of=("self",)).filter(message_id=mail.message_id).order_by("id").first()
-        if mail.message_id
-        else None
-    )
+    # Plain read first (nearly always empty); lock only the rare duplicate we update.
+    first = None
+    if mail.message_id and Interaction.objects.filter(message_id=mail.message_id).exists():
+        first = Interaction.objects.select_for_update(of=("self",)).filter(message_id=mail.message_id).order_by("id").first()
     if first is not None:
         # The same mail again: re-delivered, a new UIDVALIDITY, or one mail sent to two
         # of our boxes (B-3). One interaction, one auto-response; the copy is remembered

@@ -83,9 +83,12 @@ class RoutingDesk:
         seen = set()
         for agent in agents:
             seen.add(agent.address)
-            # On a rebuild the best guess of how long an agent has been idle is when
-            # they last changed state.
-            self._put_agent(agent, agent.load, agent.state_changed_at or now)
+            # An agent new to the index has been idle since they last changed state, the
+            # best guess there is; for one already known, a load that changed behind our
+            # back changed now (resetting to the old state time would put that agent at
+            # the head of the line for ever).
+            known = self.router.agent(agent.address)
+            self._put_agent(agent, agent.load, now if known else (agent.state_changed_at or now))
         for address in list(self.router.agents()):
             if address not in seen:
                 self.router.remove_agent(address)

@@ -758,15 +758,16 @@ class AgentClient:
                 client.noop()
 
     def _idle(self, client: IMAPClient, pending: dict[int, float]) -> None:
-        """IDLE until new mail, a reply falls due, stop(), or 4 minutes (servers drop
-        idle connections after ~30)."""
+        """IDLE until new mail, a reply falls due, stop(), or 10 seconds."""
         client.idle()
         started = time.monotonic()
         while not self._stop.is_set():
             if client.idle_check(timeout=self.poll):
                 break
             now = time.monotonic()
-            if any(due <= now for due in pending.values()) or now - started > 240:
+            # 10 s, not minutes: Dovecot never announces mail that arrived between our
+            # last look and the start of IDLE (docs/decisions/0006-idle-race.md).
+            if any(due <= now for due in pending.values()) or now - started > 10:
                 break
         client.idle_done()
 

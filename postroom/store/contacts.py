@@ -32,14 +32,14 @@ def lookup(address: str | None) -> Contact | None:
     exact, domains = candidates(address)
     if exact is None:
         return None
-    found = Contact.objects.filter(address__iexact=exact).first()
-    if found is not None:
-        return found
-    if not domains:
-        return None
-    # iexact: a domain typed into the admin as "Example.COM" still matches.
-    query = Q()
+    # One query for the address and every candidate domain (reception does this for
+    # every mail; iexact so "Example.COM" typed into the admin still matches).
+    query = Q(address__iexact=exact)
     for domain in domains:
         query |= Q(domain__iexact=domain)
-    by_domain = {c.domain.lower(): c for c in Contact.objects.filter(query) if c.domain}
+    found = list(Contact.objects.filter(query))
+    by_address = next((c for c in found if c.address and c.address.lower() == exact), None)
+    if by_address is not None:
+        return by_address
+    by_domain = {c.domain.lower(): c for c in found if c.domain}
     return next((by_domain[d] for d in domains if d in by_domain), None)
