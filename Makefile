@@ -20,6 +20,7 @@ PG_PORT ?= 21095
 test: install
 	$(PY) -m ruff check postroom tests
 	$(VENV)/bin/lint-imports
+	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
 	@echo "== the whole suite on SQLite =="
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
