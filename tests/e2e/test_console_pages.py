@@ -23,56 +23,29 @@ from postroom.store.models import (
     OutboundMessage,
     WrapUpCode,
 )
+from tests.e2e.browser import needs_chromium, open_page
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test
 # body would otherwise be refused as "called from an async context".
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-CHROMIUM = Path("/usr/bin/chromium")
 AGENT_SCREENSHOT = Path("/tmp/postroom-agent.png")
 SUPERVISOR_SCREENSHOT = Path("/tmp/postroom-supervisor.png")
 INTERACTION_SCREENSHOT = Path("/tmp/postroom-interaction.png")
 LOGIN_SCREENSHOT = Path("/tmp/postroom-login.png")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 10_000  # an upper bound to wait for, not a timing assertion
 PASSWORD = "correct horse battery staple"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
+    needs_chromium,
 ]
 
 
 @pytest.fixture
 def page(live_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.errors = []
-            page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-            page.on(
-                "console",
-                lambda msg: page.errors.append(msg.text) if msg.type == "error" else None,
-            )
-            yield page
-        finally:
-            browser.close()
+    with open_page(height=900) as page:
+        yield page
 
 
 _uid = itertools.count(1)
