@@ -23,6 +23,7 @@ from postroom.core.priority import PriorityInput, importance
 from postroom.core.rewrite import UnsafeHeaderValue, auto_response
 from postroom.core.rules import evaluate
 from postroom.engine.faults import checkpoint
+from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
 from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession
@@ -237,22 +238,16 @@ def follow_up_of(mail: ParsedMail, customer: str, box: Mailbox) -> Interaction |
 
 def queue_copy(ix: Interaction, mail: ParsedMail, address: str, site: Site, now: datetime) -> None:
     """A rule's "forward a copy": the original, attached to a short notice."""
-    from postroom.engine.notices import queue_notice
-
     queue_notice(
         site,
         now,
         key=f"copy:{ix.guid}:{address.lower()}",
         to=address,
         subject=f"Copy: {ix.subject}",
-        text=f"A routing rule sends you a copy of this email to {box_address(ix)}.\n",
+        text=f"A routing rule sends you a copy of this email to {ix.mailbox.address}.\n",
         interaction=ix,
         attach=mail.msg,
     )
-
-
-def box_address(ix: Interaction) -> str:
-    return ix.mailbox.address
 
 
 def auto_response_skip_reason(box: Mailbox, verdict: autoreply.Verdict, rule_template: str | None = None) -> str:

@@ -213,7 +213,7 @@ def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: Parse
         interaction=ix, reply=row, raw=reply.as_bytes(), approvers=approvers, reason_held=reason, requested_at=now
     )
     apply(ix, ReplyHeld(), now, reason=reason, approvers=approvers)
-    outbound = box_of(row)
+    outbound = row.mailbox
     for approver in approvers:
         token = mint_token(approval_secret(site), ix.guid, approver)
         queue_notice(
@@ -235,10 +235,6 @@ def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: Parse
             attach=reply,
             reply_to=reply_address(outbound.address, token),
         )
-
-
-def box_of(row: OutboundMessage) -> Mailbox:
-    return row.mailbox
 
 
 def take_decision(box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, found: ApprovalMail, now: datetime) -> None:

@@ -182,7 +182,3 @@ class RoutingDesk:
             return False
         return True
 
-
-def route(site: Site, now: datetime, desk: RoutingDesk | None = None) -> bool:
-    """One routing round with a throwaway index (tests; the engine keeps its desk)."""
-    return (desk or RoutingDesk(site)).route(now)

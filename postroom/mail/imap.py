@@ -131,10 +131,6 @@ class ImapSession:
         uids = self._call("search", c.search, ["UID", f"{after + 1}:*"])
         return sorted(u for u in uids if u > after)
 
-    def all_uids(self) -> list[int]:
-        c = self._c()
-        return sorted(self._call("search", c.search, ["ALL"]))
-
     def fetch(self, uids: Iterable[int], max_size: int | None = None) -> dict[int, FetchedMessage]:
         """Full messages without setting \\Seen (BODY.PEEK). Larger than `max_size`:
         only the header is fetched, so a huge mail cannot exhaust memory (B-19)."""
@@ -233,22 +229,10 @@ class ImapSession:
         return bool(responses)
 
 
-def probe(account: ImapAccount) -> str | None:
-    """None if we can log in and select the folder, else the reason (for `postroom check`)."""
-    session = ImapSession(account)
-    try:
-        session.open()
-        return None
-    except MailboxUnavailable as exc:
-        return str(exc)
-    finally:
-        session.close()
-
 
 __all__ = [
     "FetchedMessage",
     "ImapAccount",
     "ImapSession",
     "MailboxUnavailable",
-    "probe",
 ]
