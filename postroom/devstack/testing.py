@@ -17,7 +17,7 @@ from . import config, system
 from .stack import MAX_STATE_DIR_LEN, DevStack, DevStackError
 
 TEST_BASE_PORT = 21100
-SESSION_SLOTS = 5  # concurrent test sessions per machine: bases 21100, 22100, ... 25100
+SESSION_SLOTS = 9  # concurrent test sessions per machine: bases 21100, 22100, ... 29100
 
 
 def worker_index(worker_id: str | None) -> int:
