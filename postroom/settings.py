@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from django.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,16 @@ def envbool(name: str, default: bool = False) -> bool:
 
 
 STATE_DIR = Path(envstr("POSTROOM_STATE_DIR", str(BASE_DIR / "var")))
+# `postroom demo` sets this: the only place where the insecure conveniences below are allowed.
+DEMO = envbool("POSTROOM_DEMO", False)
+# Every page but /healthz and the login page needs a login; only the demo may open the
+# live page (and its feed) to anonymous visitors, and the page then says so.
+POSTROOM_LOGIN_REQUIRED = envbool("POSTROOM_WEB_LOGIN_REQUIRED", True)
+if not POSTROOM_LOGIN_REQUIRED and not DEMO:
+    raise ImproperlyConfigured(
+        "POSTROOM_WEB_LOGIN_REQUIRED=false is only for the demo (POSTROOM_DEMO=true): "
+        "it shows customers' mail to anyone who can reach the page"
+    )
 SECRET_KEY = envstr("POSTROOM_SECRET_KEY") or "postroom-insecure-development-key-change-me"
 DEBUG = envbool("POSTROOM_DEBUG", False)
 ALLOWED_HOSTS = [h for h in envstr("POSTROOM_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
@@ -121,7 +133,7 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 
 LOGGING = {
     "version": 1,

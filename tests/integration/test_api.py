@@ -86,14 +86,37 @@ def test_token_auth_is_required(client, method, path):
     assert bad.status_code == 401
 
 
-def test_status_is_open_for_the_demo_unless_login_is_required(client, monkeypatch):
-    monkeypatch.delenv("POSTROOM_WEB_LOGIN_REQUIRED", raising=False)
-    assert client.get("/api/status").status_code == 200
-    monkeypatch.setenv("POSTROOM_WEB_LOGIN_REQUIRED", "true")
+def test_status_and_live_page_need_a_login_by_default(client):
     assert client.get("/api/status").status_code == 401
     assert client.get("/").status_code == 302
-    alice = make_agent("alice@example.test")
-    assert client.get("/api/status", **bearer(alice)).status_code == 200
+    sue = make_agent("sue@example.test", is_supervisor=True)
+    assert client.get("/api/status", **bearer(sue)).status_code == 200
+
+
+def test_only_the_demo_opens_the_live_page_and_says_so(client, settings):
+    settings.POSTROOM_LOGIN_REQUIRED = False
+    assert client.get("/api/status").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b"Demo mode: no login is required" in page.content
+    # The rest stays closed.
+    assert client.get("/api/interactions").status_code == 401
+    assert client.get("/supervisor/").status_code == 302
+
+
+def test_the_site_refuses_to_open_without_a_login_outside_the_demo():
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "POSTROOM_WEB_LOGIN_REQUIRED": "false"}
+    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='postroom.settings'; django.setup()"
+    refused = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "only for the demo" in refused.stderr
+    allowed = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "POSTROOM_DEMO": "true"}, capture_output=True
+    )
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_session_auth_is_accepted_and_csrf_checked():
@@ -188,7 +211,11 @@ def test_agent_list_and_detail(client):
     make_interaction(mailbox, status=State.REPLIED, agent=alice)  # done: not current
 
     listing = client.get("/api/agents", **bearer(alice)).json()
+    assert [a["address"] for a in listing] == ["alice@example.test"]
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    listing = client.get("/api/agents", **bearer(staff)).json()
     assert [a["address"] for a in listing] == ["alice@example.test", "bob@example.test"]
+    assert client.get("/api/agents/bob@example.test", **bearer(alice)).status_code == 403
 
     detail = client.get("/api/agents/alice@example.test", **bearer(alice)).json()
     assert detail["auto_answer"] is True
@@ -207,12 +234,15 @@ def test_agent_list_and_detail(client):
 def test_status_shows_queue_agents_and_counts(client):
     mailbox = make_mailbox()
     alice = make_agent("alice@example.test", ready=True)
+    sue = make_agent("sue@example.test", is_supervisor=True)
+    alice.supervisors.add(sue)
     low = make_interaction(mailbox, priority=0)
     high = make_interaction(mailbox, priority=5)
     make_interaction(mailbox, status=State.ROUTED, agent=alice)
     make_interaction(mailbox, status=State.REPLIED, agent=alice, replied_at=timezone.now())
 
-    body = client.get("/api/status", **bearer(alice)).json()
+    assert client.get("/api/status", **bearer(alice)).status_code == 403
+    body = client.get("/api/status", **bearer(sue)).json()
     assert [q["guid"] for q in body["queue"]] == [str(high.guid), str(low.guid)]
     first = body["queue"][0]
     assert first["mailbox"] == "support@example.test"
@@ -232,6 +262,10 @@ def test_interactions_are_paginated_newest_first_and_filtered(client):
     made = [make_interaction(mailbox, arrival_time=now - timedelta(minutes=i)) for i in range(3)]
     make_interaction(mailbox, status=State.ROUTED, agent=alice, arrival_time=now - timedelta(1))
 
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    mine = client.get("/api/interactions", **bearer(alice)).json()
+    assert mine["count"] == 1  # an agent sees what it holds
+    alice = staff  # and an administrator everything
     page = client.get("/api/interactions?limit=2", **bearer(alice)).json()
     assert page["count"] == 4
     assert [i["guid"] for i in page["items"]] == [str(made[0].guid), str(made[1].guid)]
@@ -315,8 +349,7 @@ def test_answer_by_the_wrong_agent_is_refused(client):
     ix = make_interaction(mailbox, status=State.ROUTED, agent=alice)
 
     response = client.post(f"/api/interactions/{ix.guid}/answer", **bearer(bob))
-    assert response.status_code == 409
-    assert "not routed to you" in response.json()["detail"]
+    assert response.status_code == 403
 
     # A user who is no agent at all may not answer anything.
     staff = get_user_model().objects.create_user("ops", is_staff=True)
@@ -343,6 +376,10 @@ def test_answer_is_a_compare_and_set_on_the_version():
 
 
 def test_openapi_schema_lists_the_endpoints(client):
+    assert client.get("/api/openapi.json").status_code == 302  # to the login page
+    alice = make_agent("alice@example.test")
+    assert client.get("/api/openapi.json", **bearer(alice)).status_code == 200
+    client.force_login(alice.user)
     response = client.get("/api/openapi.json")
     assert response.status_code == 200
     schema = response.json()
@@ -362,6 +399,8 @@ def test_openapi_schema_lists_the_endpoints(client):
 
 
 def test_docs_page_uses_local_assets(client):
+    assert client.get("/api/docs").status_code == 302
+    client.force_login(make_agent("alice@example.test").user)
     page = client.get("/api/docs")
     assert page.status_code == 200
     html = page.content.decode()
