@@ -435,3 +435,26 @@ def test_admin_pages_render(client):
     assert b"received" in detail.content
     mailbox_page = client.get(f"/admin/store/mailbox/{mailbox.pk}/change/")
     assert b"s3cret-imap-password" not in mailbox_page.content
+
+
+# --- issue 8: regressions ---------------------------------------------------------------
+
+
+def test_an_agent_cannot_read_another_agents_interactions(client):
+    """IDOR (#4): the API used to hand any interaction to any token."""
+    mailbox = make_mailbox()
+    alice = make_agent("alice@example.test")
+    bob = make_agent("bob@example.test")
+    theirs = make_interaction(mailbox, status=State.DELIVERED, agent=alice, subject="Alice's")
+    detail = client.get(f"/api/interactions/{theirs.guid}", **bearer(bob))
+    assert detail.status_code == 403
+    listing = client.get("/api/interactions", **bearer(bob)).json()
+    assert listing["count"] == 0 and "Alice's" not in str(listing)
+
+
+def test_status_needs_a_login(client):
+    """#1: the live page's feed was open to anonymous callers."""
+    make_interaction(make_mailbox(), subject="Private matter")
+    response = client.get("/api/status")
+    assert response.status_code == 401
+    assert b"Private matter" not in response.content

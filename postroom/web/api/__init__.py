@@ -59,6 +59,7 @@ def docs_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
             return redirect_to_login(request.get_full_path())
         return JsonResponse({"detail": "The API schema is for agents and above"}, status=403)
 
+    guarded.postroom_access = Role.AGENT  # type: ignore[attr-defined]
     return guarded
 
 
