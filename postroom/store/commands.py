@@ -19,9 +19,15 @@ from typing import Any
 from django.db import transaction
 
 from postroom.core.lifecycle import HungUp, IllegalTransition, State, Transferred
-from postroom.store import journal
+from postroom.store import audit, journal
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, Rule, WrapUpCode
-from postroom.store.permissions import Principal, may_decide_approval, may_handle, principal
+from postroom.store.permissions import (
+    Principal,
+    Role,
+    may_decide_approval,
+    may_handle,
+    principal,
+)
 from postroom.store.transitions import StaleInteraction, apply
 
 __all__ = [
@@ -99,18 +105,25 @@ def hang_up(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Inter
 
     Only the agent holding it, a supervisor or staff. The engine clears the mailboxes.
     """
-    _require(by_user, ix, "hang up")
+    who = _require(by_user, ix, "hang up")
     wrapup = _wrapup_code(code)
     with transaction.atomic():
         _apply(ix, HungUp(wrapup.code), now, by=_actor(by_user), code=wrapup.code)
         Interaction.objects.filter(pk=ix.pk).update(wrapup_code=wrapup.code)
         ix.wrapup_code = wrapup.code
+        _audit(who, "hang_up", ix, now, code=wrapup.code)
     return ix
+
+
+def _audit(who: Principal, action: str, ix: Interaction, now: datetime, **detail: Any) -> None:
+    """Supervisors' and administrators' actions go to the audit trail too."""
+    if who.at_least(Role.SUPERVISOR):
+        audit.record(action, actor=who.name, target=str(ix.guid), at=now, **detail)
 
 
 def set_resolution(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Interaction:
     """Record how a replied interaction was resolved (a wrap-up code); may be changed later."""
-    _require(by_user, ix, "resolve")
+    who = _require(by_user, ix, "resolve")
     resolution = _wrapup_code(code)
     with transaction.atomic():
         # Conditional on the state, not the version: the engine closing the interaction
@@ -131,6 +144,7 @@ def set_resolution(ix: Interaction, *, by_user: Any, code: str, now: datetime) -
         if previous and previous != resolution.code:
             detail["previous"] = previous
         journal.record("resolution_set", now, interaction=ix, **detail)
+        _audit(who, "resolution_set", ix, now, code=resolution.code)
     return ix
 
 
@@ -172,7 +186,7 @@ def transfer(
     that agent next; or into the named queue for anyone with that skill. The agent who
     held it is released (and avoided by routing, unless named as the target).
     """
-    _require(by_user, ix, "transfer")
+    who = _require(by_user, ix, "transfer")
     to_agent = (to_agent or "").strip() or None
     to_queue = (to_queue or "").strip() or None
     if (to_agent is None) == (to_queue is None):
@@ -205,6 +219,7 @@ def transfer(
         Interaction.objects.filter(pk=ix.pk, version=ix.version).update(**changes)
         for name, value in changes.items():
             setattr(ix, name, value)
+        _audit(who, "transfer", ix, now, **{k: v for k, v in detail.items() if k != "by"})
     return ix
 
 
@@ -264,4 +279,13 @@ def decide_approval(
         if decision == "reject":
             detail["reason"] = reason
         journal.record(f"approval_{decision}", now, interaction=approval.interaction, **detail)
+        audit.record(
+            f"approval_{decision}",
+            actor=decided_by,
+            target=str(approval.interaction.guid),
+            via="mail" if via == "mail" else None,
+            at=now,
+            approval=approval.pk,
+            **({"reason": reason} if decision == "reject" else {}),
+        )
     return approval

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/login/", views.login_view, name="login"),
     path("accounts/logout/", views.logout_view, name="logout"),
     path("healthz", views.healthz, name="healthz"),
+    path("assets/<str:asset_name>", views.asset, name="asset"),
     # Before "api/" so ninja's catch-all does not see it.
     path("api/docs/assets/<str:name>", views.docs_asset, name="docs-asset"),
     path("api/", api.urls),

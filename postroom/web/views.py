@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -105,6 +106,25 @@ def docs_asset(request: HttpRequest, name: str) -> FileResponse:
         raise Http404(name)
     response = FileResponse((_NINJA_STATIC / name).open("rb"), content_type=content_type)
     response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+# The pages' own stylesheets and scripts (no inline ones: the Content-Security-Policy
+# allows scripts and styles from this site only). Served here so that `postroom web`
+# needs no static-files server.
+_ASSETS = Path(__file__).resolve().parent / "assets"
+_ASSET_TYPES = {".css": "text/css", ".js": "text/javascript"}
+_ASSET_NAME = re.compile(r"[a-z0-9_-]+\.(css|js)")
+
+
+@require_GET
+@public
+def asset(request: HttpRequest, asset_name: str) -> FileResponse:
+    path = _ASSETS / asset_name
+    if not _ASSET_NAME.fullmatch(asset_name) or not path.is_file():
+        raise Http404(asset_name)
+    response = FileResponse(path.open("rb"), content_type=_ASSET_TYPES[path.suffix])
+    response["Cache-Control"] = "no-cache"
     return response
 
 

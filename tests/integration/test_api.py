@@ -416,7 +416,7 @@ def test_healthz(client):
 
 
 def test_admin_pages_render(client):
-    mailbox = make_mailbox(password="s3cret-imap-password")
+    mailbox = make_mailbox()
     alice = make_agent("alice@example.test")
     ix = make_interaction(mailbox, status=State.ROUTED, agent=alice)
     JournalEvent.objects.create(at=timezone.now(), kind="received", interaction=ix)
@@ -425,7 +425,7 @@ def test_admin_pages_render(client):
     client.force_login(admin)
     for model in (
         "mailbox", "agent", "interaction", "outgoing", "outboundmessage", "quarantined",
-        "journalevent", "apitoken",
+        "journalevent", "apitoken", "auditentry",
     ):  # fmt: skip
         page = client.get(f"/admin/store/{model}/")
         assert page.status_code == 200, model

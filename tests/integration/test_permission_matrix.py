@@ -126,6 +126,7 @@ def world() -> dict[str, Any]:
             "address": alice.address,
             "approval_id": str(approval.pk),
             "name": "swagger-ui.css",
+            "asset_name": "base.css",
         },
         # Which relation a URL parameter implies.
         "needs": {"guid": "related", "address": "related", "approval_id": "approver"},
