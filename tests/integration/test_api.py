@@ -458,3 +458,13 @@ def test_status_needs_a_login(client):
     response = client.get("/api/status")
     assert response.status_code == 401
     assert b"Private matter" not in response.content
+
+
+def test_an_absurd_offset_is_refused_not_a_server_error(client):
+    """The fuzzer's find: an offset beyond every integer type answered 500."""
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    response = client.get(
+        "/api/interactions?offset=14558542774008144791076864", **bearer(staff)
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "offset"]

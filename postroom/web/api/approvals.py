@@ -37,11 +37,11 @@ def list_approvals(
     "/approvals/{approval_id}/approve",
     response=answers(ApprovalOut, 400, 404, 409, 422),
     url_name="approval-approve",
-    summary="Approve a held reply; with `text`, approve your edited wording instead",
+    summary="Approve a held reply (body {}); with `text`, approve your edited wording instead",
 )
 @allow(Role.SUPERVISOR)
-def approve(request: HttpRequest, payload: ApproveIn | None = None, approval_id: int = ApprovalId):
-    text = payload.text if payload is not None else None
+def approve(request: HttpRequest, payload: ApproveIn, approval_id: int = ApprovalId):
+    text = payload.text
     approval = commands.decide_approval(
         approval_for(request, approval_id),
         by_user=request.auth,

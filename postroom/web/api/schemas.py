@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from ninja import Field, Schema
+from pydantic import ConfigDict, model_validator
 
 # Bounds on free text from clients: generous for people, small enough for the database.
 CODE_MAX = 60
@@ -140,22 +141,39 @@ class WrapUpCodeOut(Schema):
     label: str
 
 
-class CodeIn(Schema):
+class Body(Schema):
+    """A request body: a JSON object with exactly the declared keys.
+
+    (ninja's Schema reads any object's attributes, for ORM rows: without the check a JSON
+    array would pass as an object whose every optional field is missing.)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        if not isinstance(getattr(data, "_obj", data), dict):  # ninja wraps it in a DjangoGetter
+            raise ValueError("expected a JSON object")
+        return data
+
+
+class CodeIn(Body):
     code: str = Field(min_length=1, max_length=CODE_MAX)
 
 
-class TransferIn(Schema):
+class TransferIn(Body):
     """Exactly one of the two."""
 
     agent: str | None = Field(None, min_length=1, max_length=254)
     queue: str | None = Field(None, min_length=1, max_length=100)
 
 
-class ApproveIn(Schema):
+class ApproveIn(Body):
     text: str | None = Field(None, min_length=1, max_length=TEXT_MAX)
 
 
-class RejectIn(Schema):
+class RejectIn(Body):
     reason: str = Field(min_length=1, max_length=TEXT_MAX)
 
 
