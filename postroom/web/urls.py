@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/logout/", views.logout_view, name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("assets/<str:asset_name>", views.asset, name="asset"),
+    path("favicon.ico", views.favicon, name="favicon"),
     # Before "api/" so ninja's catch-all does not see it.
     path("api/docs/assets/<str:name>", views.docs_asset, name="docs-asset"),
     path("api/", api.urls),

@@ -113,8 +113,8 @@ def docs_asset(request: HttpRequest, name: str) -> FileResponse:
 # allows scripts and styles from this site only). Served here so that `postroom web`
 # needs no static-files server.
 _ASSETS = Path(__file__).resolve().parent / "assets"
-_ASSET_TYPES = {".css": "text/css", ".js": "text/javascript"}
-_ASSET_NAME = re.compile(r"[a-z0-9_-]+\.(css|js)")
+_ASSET_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_ASSET_NAME = re.compile(r"[a-z0-9_-]+\.(css|js|svg)")
 
 
 @require_GET
@@ -126,6 +126,13 @@ def asset(request: HttpRequest, asset_name: str) -> FileResponse:
     response = FileResponse(path.open("rb"), content_type=_ASSET_TYPES[path.suffix])
     response["Cache-Control"] = "no-cache"
     return response
+
+
+@require_GET
+@public
+def favicon(request: HttpRequest) -> FileResponse:
+    """Browsers ask for /favicon.ico on pages that name none (the admin's)."""
+    return asset(request, "favicon.svg")
 
 
 # --- login ----------------------------------------------------------------------------
