@@ -59,7 +59,7 @@
     var actions = el("div", {"class": "actions"});
     var approve = button("approve", "Approve", "primary");
     approve.addEventListener("click", function () {
-      decide(card, item, approve, "approve", undefined, "Approved “" + subject(item) + "”");
+      decide(card, item, approve, "approve", {}, "Approved “" + subject(item) + "”");
     });
     var reason = el("input", {type: "text", name: "reason", placeholder: "Reason for the agent",
                               "aria-label": "Reason for rejecting"});
