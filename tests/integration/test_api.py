@@ -468,3 +468,18 @@ def test_an_absurd_offset_is_refused_not_a_server_error(client):
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+def test_a_nul_in_text_is_refused_not_a_server_error(client):
+    """The fuzzer's find on PostgreSQL: a NUL in a rejection reason answered 500."""
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    response = client.post(
+        "/api/approvals/1/reject",
+        {"reason": "a\x00b"},
+        content_type="application/json",
+        **bearer(staff),
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "reason"
+    agent = client.post("/api/agents/a%00b@example.test/ready", **bearer(staff))
+    assert agent.status_code in (404, 422)

@@ -11,13 +11,13 @@ from postroom.store import agents as agent_state
 from postroom.store.permissions import Role
 from postroom.web.access import agent_for, allow, principal_of
 from postroom.web.api.router import Router
-from postroom.web.api.schemas import AgentOut, answers
+from postroom.web.api.schemas import NO_NUL, AgentOut, answers
 from postroom.web.presenters import agent_dict, agents_with_current
 
 router = Router(tags=["agents"])
 
 # An address as the agents table holds it (EmailField: at most 254 characters).
-Address = Path(..., min_length=3, max_length=254)
+Address = Path(..., min_length=3, max_length=254, pattern=NO_NUL)
 
 
 @router.get(
