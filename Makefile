@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Two pytest workers: one per core. Each worker gets its own mail stack (see tests/conftest.py).
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint lock bench clean
 
 install:
 	@bash scripts/install.sh
@@ -34,6 +34,12 @@ test: install
 bench: install
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) bench/run.py
+
+# The hashed lock files scripts/install.sh installs from; run after editing the
+# dependencies in pyproject.toml (keeps every pin it can, like `uv pip compile` does).
+lock:
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock
 
 lint: install
 	$(PY) -m ruff check postroom tests

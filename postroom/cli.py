@@ -7,7 +7,8 @@
     postroom load CONFIG             apply a configuration file to the database
     postroom devstack start|stop|status [--config CONFIG]   the local Dovecot + Postfix
     postroom agent ready|not-ready ADDRESS
-    postroom token ADDRESS           issue an API token for an agent's user
+    postroom token ADDRESS [--days N] [--revoke]   issue (or revoke) an agent's API tokens
+    postroom user set-password USERNAME           a web login's password
     postroom rules test FILE         what the routing rules would do with a message
     postroom lifecycle               the state diagram, generated from the transition table
     postroom demo                    everything `make demo` shows
@@ -104,9 +105,14 @@ def start_engine(config):
 
 
 def start_web(listen: str) -> threading.Thread:
+    from django.core.exceptions import ImproperlyConfigured
     from waitress import create_server
 
-    from postroom.wsgi import application
+    try:
+        from postroom.wsgi import application
+    except ImproperlyConfigured as exc:
+        print(f"postroom: refusing to start the web: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     host, _, port = listen.rpartition(":")
     server = create_server(application, host=host or "127.0.0.1", port=int(port), threads=8)
@@ -184,21 +190,63 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except Agent.DoesNotExist:
         print(f"no agent with address {args.address}", file=sys.stderr)
         return 1
-    changed = set_ready(agent, args.state == "ready", now=timezone.now())
+    changed = set_ready(agent, args.state == "ready", now=timezone.now(), by="cli")
     print(f"{agent.address}: {'Ready' if agent.ready else 'Not Ready'}{'' if changed else ' (unchanged)'}")
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     setup_django()
-    from postroom.store.agents import issue_token
-    from postroom.store.models import Agent
+    from postroom.store.agents import issue_token, revoke_tokens
+    from postroom.store.models import Agent, ApiToken
 
     agent = Agent.objects.select_related("user").filter(address__iexact=args.address).first()
     if agent is None or agent.user is None:
         print(f"no agent user for {args.address}", file=sys.stderr)
         return 1
-    print(issue_token(agent.user, name=args.name))
+    if args.revoke:
+        tokens = ApiToken.objects.filter(user=agent.user, revoked_at=None).select_related("user")
+        if args.name:
+            tokens = tokens.filter(name=args.name)
+        done = revoke_tokens(tokens, by="cli")
+        print(f"{done} token(s) of {agent.address} revoked")
+        return 0
+    print(issue_token(agent.user, name=args.name or "cli", days=args.days, by="cli"))
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """`postroom user set-password USERNAME`: a web login's password (never a mailbox's)."""
+    import getpass
+
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    from postroom.store import audit
+
+    user = get_user_model().objects.filter(username=args.username).first()
+    if user is None:
+        print(f"no user {args.username}", file=sys.stderr)
+        return 1
+    if args.password_file:
+        password = Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"New password for {user.get_username()}: ")
+        if getpass.getpass("Again: ") != password:
+            print("the two passwords differ", file=sys.stderr)
+            return 1
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return 1
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    audit.record("password_set", actor="cli", target=user.get_username())
+    print(f"password of {user.get_username()} set")
     return 0
 
 
@@ -217,6 +265,10 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # The only place the insecure conveniences are allowed: a made-up SECRET_KEY, the
+    # live page open without a login (it says so), plain http (settings.py).
+    os.environ.setdefault("POSTROOM_DEMO", "true")
+    os.environ.setdefault("POSTROOM_WEB_LOGIN_REQUIRED", "false")
     from postroom.demo import run_demo
 
     return run_demo(args.config, args.listen)
@@ -263,10 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lifecycle", help="print the lifecycle state diagram (Mermaid), from the table")
     s.set_defaults(fn=cmd_lifecycle)
 
-    s = sub.add_parser("token", help="issue an API token for an agent")
+    s = sub.add_parser("token", help="issue (or --revoke) an agent's API tokens")
     s.add_argument("address")
-    s.add_argument("--name", default="cli")
+    s.add_argument("--name", default=None, help="the token's name (with --revoke: only those)")
+    s.add_argument("--days", type=int, default=None, help="lifetime (POSTROOM_API_TOKEN_DAYS)")
+    s.add_argument("--revoke", action="store_true", help="revoke the agent's live tokens")
     s.set_defaults(fn=cmd_token)
+
+    s = sub.add_parser("user", help="user set-password USERNAME: set a web login's password")
+    s.add_argument("action", choices=["set-password"])
+    s.add_argument("username")
+    s.add_argument("--password-file", default=None, help="read it from a file, not the terminal")
+    s.set_defaults(fn=cmd_user)
     return p
 
 

@@ -171,7 +171,11 @@ class AgentConfig:
     auto_answer: bool
     capacity: int
     # The agent's own mailbox password, if the file gives one (dev stack; withdrawing mail).
+    # Used for the mail server only, never as the agent's web login.
     password: str | None = field(default=None, repr=False)
+    # The agent's web login password, if the file gives one (web_password, _env, _file);
+    # set only while the user has no usable password (then it is the person's own).
+    web_password: str | None = field(default=None, repr=False)
     # (skill, level) when the file gives skills as a table; None when given as a list.
     skill_levels: tuple[tuple[str, int], ...] | None = None
     supervisors: tuple[str, ...] = ()
@@ -298,6 +302,15 @@ class Config:
     def agent(self, address: str) -> AgentConfig | None:
         address = address.lower()
         return next((a for a in self.agents if a.address == address), None)
+
+    def mail_passwords(self) -> dict[str, str]:
+        """Mailbox address -> password, for every box and every agent the file gives one
+        for: what the engine logs in with (never stored in the database)."""
+        found = {box.address.lower(): box.password for box in self.mailboxes}
+        for agent in self.agents:
+            if agent.password is not None:
+                found.setdefault(agent.address, agent.password)
+        return found
 
 
 # -- public functions -----------------------------------------------------------------------
@@ -860,6 +873,7 @@ class _Parser:
         auto_answer = t.flag("auto_answer", False)
         capacity = t.integer("capacity", 1, lo=1)
         password = t.secret("password", required=False)
+        web_password = t.secret("web_password", required=False)
         supervisors = self.address_array(t, "supervisors")
         probationary = t.flag("probationary", False)
         notify_offers = t.flag("notify_offers", False)
@@ -867,6 +881,8 @@ class _Parser:
         values = (name, address, skills, supervisor, auto_answer, capacity)
         values += (supervisors, probationary, notify_offers)
         if any(v is None for v in values) or (password is None and self._any_secret(t, "password")):
+            return None
+        if web_password is None and self._any_secret(t, "web_password"):
             return None
         return AgentConfig(
             name=name,
@@ -876,6 +892,7 @@ class _Parser:
             auto_answer=auto_answer,
             capacity=capacity,
             password=password[1] if password else None,
+            web_password=web_password[1] if web_password else None,
             skill_levels=levels,
             supervisors=supervisors,
             probationary=probationary,

@@ -37,6 +37,7 @@ def run_demo(config_path: str, listen: str) -> int:
 
     for agent in Agent.objects.filter(auto_answer=True):
         set_ready(agent, True, now=timezone.now(), by="demo")
+    logins = demo_logins()
 
     engine = cli.start_engine(config)
     cli.start_web(listen)
@@ -68,7 +69,9 @@ def run_demo(config_path: str, listen: str) -> int:
     print(
         f"\nPostroom is running: open http://{listen}/ (admin: http://{listen}/admin/)\n"
         "Customers write every few seconds; agents reply a few seconds after delivery.\n"
-        "Press Ctrl-C to stop.\n",
+        "Web logins for this run (made up now; mailbox passwords are never web logins):\n"
+        + "".join(f"  {user:<24} {password}\n" for user, password in logins)
+        + "Press Ctrl-C to stop.\n",
         flush=True,
     )
     try:
@@ -81,3 +84,26 @@ def run_demo(config_path: str, listen: str) -> int:
         if started_here:
             stack.stop()
     return 0
+
+
+def demo_logins() -> list[tuple[str, str]]:
+    """A fresh web password for every agent's user and for an administrator "admin", for
+    this run only: printed at start so that people can log in (the demo's agents have
+    mailbox passwords in the file, which never double as web logins)."""
+    import secrets
+
+    from django.contrib.auth import get_user_model
+
+    from postroom.store.models import Agent
+
+    users = [a.user for a in Agent.objects.select_related("user") if a.user is not None]
+    admin, _ = get_user_model().objects.get_or_create(
+        username="admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    logins = []
+    for user in [*users, admin]:
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        logins.append((user.get_username(), password))
+    return logins

@@ -28,9 +28,11 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+# Python packages: exactly the versions and files in requirements-dev.lock (hashes checked;
+# regenerate with `make lock` after editing pyproject.toml), then Postroom itself.
+stamp="$VENV/.installed-$(cat pyproject.toml requirements-dev.lock | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  "$VENV/bin/pip" install -q --require-hashes -r requirements-dev.lock
+  "$VENV/bin/pip" install -q --no-deps -e .
   touch "$stamp"
 fi

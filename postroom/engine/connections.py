@@ -18,7 +18,7 @@ class Sessions:
 
     def get(self, box: Mailbox) -> ImapSession:
         session = self._open.get(box.pk)
-        if session is not None and session.account.password == box.password and session.account.login == box.login:
+        if session is not None and session.account.password == self.site.password_for(box.address) and session.account.login == box.login:
             if not session.is_open:
                 session.open()
             else:
@@ -26,7 +26,7 @@ class Sessions:
             return session
         if session is not None:
             session.close()
-        session = ImapSession(self.site.imap_account(box.login, box.password, box.folder)).open()
+        session = ImapSession(self.site.imap_account(box.login, self.site.password_for(box.address), box.folder)).open()
         self._open[box.pk] = session
         return session
 

@@ -164,7 +164,7 @@ class Engine:
                 close_old_connections()
                 box = Mailbox.objects.get(pk=box_pk)
                 if session is None or not session.is_open:
-                    session = ImapSession(self.site.imap_account(box.login, box.password, box.folder)).open()
+                    session = ImapSession(self.site.imap_account(box.login, self.site.password_for(box.address), box.folder)).open()
                     log.info("watching %s (%s)", box.address, "IDLE" if session.has_idle and self.site.idle else "polling")
                 # Until a pass finds nothing: mail that arrived during a pass may have
                 # been announced in the middle of a FETCH, where the notice is lost.

@@ -6,6 +6,7 @@ agents themselves come from the database so the admin can edit them while we run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -41,6 +42,14 @@ class Site:
     unassigned_queue: str = "unassigned"
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     priority_policy: PriorityPolicy = default_policy
+    # Mailbox address -> password, resolved from the configuration at start; the database
+    # holds none (decision 0017).
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def password_for(self, address: str) -> str:
+        """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
+        the configuration gives none."""
+        return self.passwords.get(address.lower(), "")
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -92,6 +101,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         unassigned_queue=routing.unassigned_queue,
         approval=config.approval.as_policy(),
         priority_policy=config.priority.policy or default_policy,
+        passwords=config.mail_passwords(),
     )
 
 

@@ -28,9 +28,10 @@ def withdraw(site: Site, now: datetime) -> bool:
 
 def take_back(site: Site, row: Withdrawal) -> str:
     agent = row.agent
-    if not agent.mailbox_password:
+    password = site.password_for(agent.address)
+    if not password:
         return "not withdrawn: no mailbox credentials for the agent"
-    session = ImapSession(site.imap_account(agent.mailbox_login or agent.address, agent.mailbox_password))
+    session = ImapSession(site.imap_account(agent.mailbox_login or agent.address, password))
     try:
         session.open()
         uids = session.search_header("Message-ID", row.message_id)

@@ -10,6 +10,7 @@ from postroom.store import agents
 from postroom.store.models import (
     Agent,
     ApiToken,
+    AuditEntry,
     Interaction,
     JournalEvent,
     Mailbox,
@@ -32,23 +33,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class MailboxForm(forms.ModelForm):
-    class Meta:
-        model = Mailbox
-        fields = "__all__"
-        # Never echo the stored password back into the page; blank keeps the old one.
-        widgets = {"password": forms.PasswordInput(render_value=False)}
-
-    def clean_password(self) -> str:
-        password = self.cleaned_data.get("password", "")
-        if not password and self.instance.pk:
-            return self.instance.password
-        return password
-
-
 @admin.register(Mailbox)
 class MailboxAdmin(admin.ModelAdmin):
-    form = MailboxForm
+    # No password here: mailbox passwords live in the configuration file only (0017).
     list_display = [
         "address",
         "kind",
@@ -180,10 +167,37 @@ class JournalEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ReadOnlyAdmin):
-    list_display = ["name", "user", "created_at"]
+    list_display = ["name", "user", "created_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
     search_fields = ["name", "user__username"]
-    # Issue tokens with postroom.store.agents.issue_token; only hashes are stored.
+    # Issue tokens with `postroom token`; only hashes are stored, and never shown.
     exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The revoke action needs it; every field stays read-only (ReadOnlyAdmin's view).
+        return obj is None and request.user.is_staff
+
+    def get_readonly_fields(self, request, obj=None) -> list[str]:
+        return ["user", "name", "created_at", "expires_at", "revoked_at"]
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        done = agents.revoke_tokens(queryset.select_related("user"), by=request.user.get_username())
+        self.message_user(request, f"{done} token(s) revoked.")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit trail: read-only, and nothing in it can be deleted from the web."""
+
+    list_display = ["at", "actor", "action", "target", "ip", "via"]
+    list_filter = ["action", "via"]
+    search_fields = ["actor", "target", "ip"]
+    date_hierarchy = "at"
+
+    def get_actions(self, request):
+        return {}
 
 
 # -- routing rules, contacts, wrap-up codes ---------------------------------------------------

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from postroom.core.lifecycle import Answered, IllegalTransition, State
+from postroom.store import audit
 from postroom.store.models import Agent, ApiToken, Interaction, JournalEvent
 from postroom.store.transitions import StaleInteraction, apply
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-__all__ = ["answer", "issue_token", "set_ready", "token_hash", "user_for_token"]
+__all__ = ["answer", "issue_token", "revoke_tokens", "set_ready", "token_hash", "user_for_token"]
 
 
 def _actor(by: object) -> str | None:
@@ -56,6 +61,14 @@ def set_ready(agent: Agent, ready: bool, *, now: datetime, by: object = None) ->
                 agent=agent,
                 detail=detail,
             )
+            if by is not None and getattr(by, "pk", None) != agent.user_id:
+                # Someone else set this agent's state (a supervisor forcing Not Ready).
+                audit.record(
+                    "agent_ready" if ready else "agent_not_ready",
+                    actor=_actor(by) or "",
+                    target=agent.address,
+                    at=now,
+                )
     if changed:
         agent.ready = ready
         agent.state_changed_at = now
@@ -90,18 +103,65 @@ def token_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_token(user: AbstractBaseUser, name: str = "default") -> str:
-    """A new bearer token for `user`. The key is shown once; only its hash is stored."""
+def issue_token(
+    user: AbstractBaseUser,
+    name: str = "default",
+    *,
+    days: int | None = None,
+    by: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """A new bearer token for `user`, valid for `days` (default settings.API_TOKEN_DAYS).
+    The key is shown once; only its hash is stored. Audited."""
+    now = now or timezone.now()
+    days = days if days is not None else settings.API_TOKEN_DAYS
     key = secrets.token_urlsafe(32)
-    ApiToken.objects.create(user=user, name=name, key_hash=token_hash(key))
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user, name=name, key_hash=token_hash(key), expires_at=now + timedelta(days=days)
+        )
+        audit.record(
+            "token_issued",
+            actor=by or user.get_username(),
+            target=user.get_username(),
+            token=token.pk,
+            name=name,
+            expires_at=token.expires_at.isoformat(),
+        )
     return key
 
 
-def user_for_token(key: str) -> AbstractBaseUser | None:
-    """The active user a bearer token belongs to, or None."""
+def revoke_tokens(
+    tokens: Iterable[ApiToken], *, by: str, now: datetime | None = None
+) -> int:
+    """Revoke the tokens not revoked yet; returns how many. Audited, each."""
+    now = now or timezone.now()
+    done = 0
+    with transaction.atomic():
+        for token in tokens:
+            if ApiToken.objects.filter(pk=token.pk, revoked_at=None).update(revoked_at=now):
+                done += 1
+                audit.record(
+                    "token_revoked",
+                    actor=by,
+                    target=token.user.get_username(),
+                    token=token.pk,
+                    name=token.name,
+                )
+    return done
+
+
+def user_for_token(key: str, *, now: datetime | None = None) -> AbstractBaseUser | None:
+    """The active user a live (unexpired, unrevoked) bearer token belongs to, or None."""
     if not key:
         return None
-    token = ApiToken.objects.select_related("user").filter(key_hash=token_hash(key.strip())).first()
+    now = now or timezone.now()
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=token_hash(key.strip()), revoked_at=None)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
     if token is None or not token.user.is_active:
         return None
     return token.user

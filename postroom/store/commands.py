@@ -19,20 +19,22 @@ from typing import Any
 from django.db import transaction
 
 from postroom.core.lifecycle import HungUp, IllegalTransition, State, Transferred
-from postroom.store import journal
+from postroom.store import audit, journal
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, Rule, WrapUpCode
+from postroom.store.permissions import (
+    Principal,
+    Role,
+    may_decide_approval,
+    may_handle,
+    principal,
+)
 from postroom.store.transitions import StaleInteraction, apply
 
 __all__ = [
     "CommandError",
-    "agent_of",
-    "approver_address",
     "decide_approval",
     "hang_up",
-    "is_supervisor",
     "known_queues",
-    "may_handle",
-    "may_see_approval",
     "set_resolution",
     "transfer",
 ]
@@ -51,54 +53,27 @@ class CommandError(Exception):
         self.status = status
 
 
-# --- who is asking --------------------------------------------------------------------
-
-
-def agent_of(user: Any) -> Agent | None:
-    """The agent a user is linked to, if any."""
-    if getattr(user, "pk", None) is None:
-        return None
-    return Agent.objects.filter(user_id=user.pk).first()
-
-
-def _is_staff(user: Any) -> bool:
-    return bool(getattr(user, "is_staff", False)) and getattr(user, "pk", None) is not None
-
-
-def is_supervisor(user: Any) -> bool:
-    """Staff, or linked to an agent who is a supervisor."""
-    if getattr(user, "pk", None) is None:
-        return False
-    return _is_staff(user) or Agent.objects.filter(user_id=user.pk, is_supervisor=True).exists()
-
-
-def may_handle(user: Any, ix: Interaction) -> bool:
-    """The agent holding the interaction, a supervisor or staff."""
-    if getattr(user, "pk", None) is None:
-        return False
-    if ix.agent_id is not None and ix.agent.user_id == user.pk:
-        return True
-    return is_supervisor(user)
+# --- who is asking (the rules themselves: postroom.store.permissions) --------------------
 
 
 def _actor(user: Any) -> str:
     """How the journal names a user: their agent's address if they have one."""
     if isinstance(user, str):
         return user
-    agent = agent_of(user)
-    if agent is not None:
-        return agent.address
-    get_username = getattr(user, "get_username", None)
-    return get_username() if callable(get_username) else str(user)
+    return principal(user).name or str(user)
 
 
-def _require(user: Any, ix: Interaction, doing: str) -> None:
-    if getattr(user, "pk", None) is None:
+def _require(user: Any, ix: Interaction, doing: str) -> Principal:
+    who = principal(user)
+    if not who.is_authenticated:
         raise CommandError("Log in first", 401)
-    if not may_handle(user, ix):
+    if not may_handle(who, ix):
         raise CommandError(
-            f"Only the agent holding the interaction, a supervisor or staff may {doing} it", 403
+            f"Only the agent holding the interaction, its supervisor or an administrator may "
+            f"{doing} it",
+            403,
         )
+    return who
 
 
 def _apply(ix: Interaction, event: Any, now: datetime, **detail: Any) -> None:
@@ -130,18 +105,25 @@ def hang_up(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Inter
 
     Only the agent holding it, a supervisor or staff. The engine clears the mailboxes.
     """
-    _require(by_user, ix, "hang up")
+    who = _require(by_user, ix, "hang up")
     wrapup = _wrapup_code(code)
     with transaction.atomic():
         _apply(ix, HungUp(wrapup.code), now, by=_actor(by_user), code=wrapup.code)
         Interaction.objects.filter(pk=ix.pk).update(wrapup_code=wrapup.code)
         ix.wrapup_code = wrapup.code
+        _audit(who, "hang_up", ix, now, code=wrapup.code)
     return ix
+
+
+def _audit(who: Principal, action: str, ix: Interaction, now: datetime, **detail: Any) -> None:
+    """Supervisors' and administrators' actions go to the audit trail too."""
+    if who.at_least(Role.SUPERVISOR):
+        audit.record(action, actor=who.name, target=str(ix.guid), at=now, **detail)
 
 
 def set_resolution(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Interaction:
     """Record how a replied interaction was resolved (a wrap-up code); may be changed later."""
-    _require(by_user, ix, "resolve")
+    who = _require(by_user, ix, "resolve")
     resolution = _wrapup_code(code)
     with transaction.atomic():
         # Conditional on the state, not the version: the engine closing the interaction
@@ -162,6 +144,7 @@ def set_resolution(ix: Interaction, *, by_user: Any, code: str, now: datetime) -
         if previous and previous != resolution.code:
             detail["previous"] = previous
         journal.record("resolution_set", now, interaction=ix, **detail)
+        _audit(who, "resolution_set", ix, now, code=resolution.code)
     return ix
 
 
@@ -203,11 +186,11 @@ def transfer(
     that agent next; or into the named queue for anyone with that skill. The agent who
     held it is released (and avoided by routing, unless named as the target).
     """
+    who = _require(by_user, ix, "transfer")
     to_agent = (to_agent or "").strip() or None
     to_queue = (to_queue or "").strip() or None
     if (to_agent is None) == (to_queue is None):
         raise CommandError("Name exactly one target: an agent or a queue")
-    _require(by_user, ix, "transfer")
     target: Agent | None = None
     if to_agent is not None:
         target = Agent.objects.filter(address__iexact=to_agent).first()
@@ -236,27 +219,11 @@ def transfer(
         Interaction.objects.filter(pk=ix.pk, version=ix.version).update(**changes)
         for name, value in changes.items():
             setattr(ix, name, value)
+        _audit(who, "transfer", ix, now, **{k: v for k, v in detail.items() if k != "by"})
     return ix
 
 
 # --- approvals ------------------------------------------------------------------------
-
-
-def approver_address(user: Any) -> str | None:
-    """The address a user decides approvals as: their agent's (a plain string is taken as
-    the address itself, for decisions that arrive by mail)."""
-    if isinstance(user, str):
-        return user
-    agent = agent_of(user)
-    return agent.address if agent else None
-
-
-def may_see_approval(user: Any, approval: Approval) -> bool:
-    """A listed approver, or staff."""
-    if _is_staff(user):
-        return True
-    address = approver_address(user)
-    return bool(address) and address.lower() in {str(a).lower() for a in approval.approvers or []}
 
 
 def decide_approval(
@@ -272,23 +239,24 @@ def decide_approval(
     """Record an approver's decision on a held reply: "approve", "edit" (approve with
     `text` instead of the agent's wording) or "reject" (with a `reason`).
 
-    Only a listed approver or staff. The first decision wins: a compare-and-set on
+    Only a listed approver or an administrator. The first decision wins: a compare-and-set on
     state=pending, so a second one (from the web or by mail) gets 409. The interaction is
     not changed here; the engine acts on the decision.
     """
     if decision not in DECISIONS:
         raise CommandError(f"Unknown decision {decision!r}: approve, edit or reject")
+    who = by_user if isinstance(by_user, str) else principal(by_user)
+    if isinstance(who, Principal) and not who.is_authenticated:
+        raise CommandError("Log in first", 401)
+    if not may_decide_approval(who, approval):
+        raise CommandError("Only a listed approver or an administrator may decide this", 403)
     text = (text or "").strip()
     reason = (reason or "").strip()
     if decision == "edit" and not text:
         raise CommandError("An edited approval needs the new reply text")
     if decision == "reject" and not reason:
         raise CommandError("A rejection needs a reason")
-    if not isinstance(by_user, str) and getattr(by_user, "pk", None) is None:
-        raise CommandError("Log in first", 401)
-    if not may_see_approval(by_user, approval):
-        raise CommandError("Only a listed approver or staff may decide this approval", 403)
-    decided_by = approver_address(by_user) or _actor(by_user)
+    decided_by = who if isinstance(who, str) else who.name
     state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
     changes = {
         "state": state,
@@ -311,4 +279,13 @@ def decide_approval(
         if decision == "reject":
             detail["reason"] = reason
         journal.record(f"approval_{decision}", now, interaction=approval.interaction, **detail)
+        audit.record(
+            f"approval_{decision}",
+            actor=decided_by,
+            target=str(approval.interaction.guid),
+            via="mail" if via == "mail" else None,
+            at=now,
+            approval=approval.pk,
+            **({"reason": reason} if decision == "reject" else {}),
+        )
     return approval

@@ -15,6 +15,7 @@ and an agent's ``ready`` flag, ``routed_count`` and ``state_changed_at``.
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from postroom.config import AgentConfig, Box, Config, ContactConfig, IncomingBox
+from postroom.store import audit
 from postroom.store.models import Agent, Contact, Mailbox, Rule, WrapUpCode
 
 __all__ = ["ALL_KINDS", "MAIL_KINDS", "KindReport", "LoadReport", "apply_config"]
@@ -113,6 +115,14 @@ def apply_config(config: Config, *, now: datetime | None = None) -> LoadReport:
         _apply_rules(config, report.rules)
         _apply_contacts(config, report.contacts)
         _apply_wrapup_codes(config, report.wrapup_codes)
+        if report.changed:
+            audit.record(
+                "config_load",
+                actor=f"cli ({getpass.getuser()})",
+                target=str(config.source or ""),
+                at=now,
+                **report.counts(ALL_KINDS),
+            )
     return report
 
 
@@ -122,7 +132,6 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
         "kind": kind,
         "display_name": box.name,
         "login": box.login,
-        "password": box.password,
         "folder": box.folder,
     }
     if isinstance(box, IncomingBox):
@@ -185,10 +194,10 @@ def _agent_fields(agent: AgentConfig) -> dict[str, Any]:
         "capacity": agent.capacity,
         "probationary": agent.probationary,
         "notify_offers": agent.notify_offers,
-        # The agent's own mailbox password lets the engine withdraw a forwarded copy
-        # when the interaction is taken away (fig. 8 462); blank means "never withdraw".
+        # With the agent's own mailbox password in the file, the engine can withdraw a
+        # forwarded copy when the interaction is taken away (fig. 8 462); the password
+        # itself stays in the file (Site.password_for). Blank: never withdrawn.
         "mailbox_login": agent.address if agent.password else "",
-        "mailbox_password": agent.password or "",
     }
 
 
@@ -218,15 +227,18 @@ def _apply_agents(config: Config, report: LoadReport, now: datetime) -> None:
 def _ensure_user(agent: Agent, cfg: AgentConfig, report: LoadReport) -> None:
     """Give the agent a web login named after its address, once.
 
-    The password comes from the file only while the user has no usable one: after that it
-    belongs to the person (or the admin), and reloading the file must not reset it.
+    Its password is the file's ``web_password``, never the mailbox ``password`` (decision
+    0017); without one the user has no usable password until ``postroom user
+    set-password`` (or the admin) gives it one. The file's password is taken only while
+    the user has no usable one: after that it belongs to the person, and reloading the
+    file must not reset it.
     """
     User = get_user_model()
     if agent.user_id is not None:
         # Linked already, perhaps by an administrator to another username: respected.
         user = agent.user
-        if cfg.password is not None and not user.has_usable_password():
-            user.set_password(cfg.password)
+        if cfg.web_password is not None and not user.has_usable_password():
+            user.set_password(cfg.web_password)
             user.save(update_fields=["password"])
             report.users.updated[cfg.address] = ["password"]
         else:
@@ -235,8 +247,8 @@ def _ensure_user(agent: Agent, cfg: AgentConfig, report: LoadReport) -> None:
     user = User.objects.filter(username=cfg.address).first()
     if user is None:
         user = User(username=cfg.address, email=cfg.address)
-        if cfg.password is not None:
-            user.set_password(cfg.password)
+        if cfg.web_password is not None:
+            user.set_password(cfg.web_password)
         else:
             user.set_unusable_password()
         user.save()
@@ -250,8 +262,8 @@ def _ensure_user(agent: Agent, cfg: AgentConfig, report: LoadReport) -> None:
             )
             return
         changed = ["agent"]
-        if cfg.password is not None and not user.has_usable_password():
-            user.set_password(cfg.password)
+        if cfg.web_password is not None and not user.has_usable_password():
+            user.set_password(cfg.web_password)
             user.save(update_fields=["password"])
             changed.append("password")
         report.users.updated[cfg.address] = changed

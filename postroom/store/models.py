@@ -26,8 +26,9 @@ class Mailbox(models.Model):
     kind = models.CharField(max_length=16, choices=KINDS, default=INCOMING)
     address = models.EmailField(unique=True)
     display_name = models.CharField(max_length=200, blank=True)
+    # The password is never stored: the engine resolves it from the configuration file
+    # (password, password_file or password_env) when it starts (Site.password_for).
     login = models.CharField(max_length=254)
-    password = models.CharField(max_length=500, blank=True)
     folder = models.CharField(max_length=200, default="INBOX")
     auto_response = models.BooleanField(default=True)
     auto_response_subject = models.CharField(max_length=300, default="Re: {subject}")
@@ -63,10 +64,10 @@ class Agent(models.Model):
     )
     # Send a short notification mail when an interaction is offered (fig. 7).
     notify_offers = models.BooleanField(default=False)
-    # The agent's own mailbox login, if the site gives it: lets Postroom withdraw a
-    # forwarded copy when the interaction is taken away (fig. 8 462). Blank: not withdrawn.
+    # The agent's own mailbox login, if the site gives its password (in the configuration
+    # file, never here): lets Postroom withdraw a forwarded copy when the interaction is
+    # taken away (fig. 8 462). Blank: not withdrawn.
     mailbox_login = models.CharField(max_length=254, blank=True)
-    mailbox_password = models.CharField(max_length=500, blank=True)
     auto_answer = models.BooleanField(default=False)
     capacity = models.PositiveIntegerField(default=1)
     ready = models.BooleanField(default=False)
@@ -384,9 +385,37 @@ class JournalEvent(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the REST API; only its SHA-256 is stored."""
+    """A bearer token for the REST API; only its SHA-256 is stored. It works until
+    `expires_at`, or until revoked (`postroom token revoke`, or the admin)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     name = models.CharField(max_length=100, default="default")
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+
+class AuditEntry(models.Model):
+    """One privileged action or login, append-only (postroom.store.audit)."""
+
+    at = models.DateTimeField(db_index=True)
+    # Who: an agent's address, a username, "cli" or a mail sender.
+    actor = models.CharField(max_length=320, db_index=True)
+    action = models.CharField(max_length=40, db_index=True)
+    # What it was done to: an interaction GUID, an agent's address, "model:pk"...
+    target = models.CharField(max_length=500, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    # web | api | admin | cli | mail
+    via = models.CharField(max_length=10)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit trail"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"

@@ -8,14 +8,14 @@ script from the API (GET /api/me, GET /api/console), which is also what their bu
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import ninja
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.db import DatabaseError, connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -26,8 +26,17 @@ from django.views.decorators.http import require_GET
 
 from postroom.store import commands
 from postroom.store.models import Agent, Approval, Interaction, WrapUpCode
-from postroom.web.access import login_required_for_monitoring
-from postroom.web.api import approval_dict, console_dict, desk_dict, interaction_detail, status_dict
+from postroom.store.permissions import Principal, Role, may_handle
+from postroom.web.access import forbidden, login_required, page, principal_of, public
+from postroom.web.presenters import (
+    approval_dict,
+    console_dict,
+    desk_dict,
+    interaction_detail,
+    status_dict,
+)
+
+log = logging.getLogger(__name__)
 
 LOGIN_URL = reverse_lazy("login")
 
@@ -45,33 +54,36 @@ def waiting_text(seconds: int) -> str:
 
 @require_GET
 @never_cache
+@page(Role.SUPERVISOR, demo_open=True)
 def live(request: HttpRequest) -> HttpResponse:
     """The queue and the agents, refreshed every second by the page's own script.
 
-    No login by default: in the walking skeleton this is read-only monitoring of the local
-    demo, which must open without a password. POSTROOM_WEB_LOGIN_REQUIRED=true makes it
-    (and its feed, GET /api/status) require a logged-in user.
+    For supervisors and administrators; in the demo (logins switched off) for anyone,
+    and the page says so.
     """
-    if login_required_for_monitoring() and not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
-    status = status_dict()
+    status = status_dict(principal_of(request))
     for item in status["queue"]:
         item["waiting"] = waiting_text(item["waiting_seconds"])
-    return render(request, "postroom/live.html", {"status": status})
+    return render(
+        request,
+        "postroom/live.html",
+        {"status": status, "nav": nav(principal_of(request)), "open_demo": not login_required()},
+    )
 
 
 @require_GET
 @never_cache
+@public
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 {"status": "ok"} when the database answers; 503 otherwise."""
+    """200 {"status": "ok"} when the database answers; 503 otherwise. The error itself goes
+    to the log, never to the (anonymous) caller: it can name hosts, users and paths."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except DatabaseError as exc:
-        return JsonResponse(
-            {"status": "error", "database": "unreachable", "detail": str(exc)}, status=503
-        )
+    except DatabaseError:
+        log.exception("health check: the database does not answer")
+        return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
@@ -87,6 +99,7 @@ _DOCS_ASSETS = {
 
 
 @require_GET
+@public
 def docs_asset(request: HttpRequest, name: str) -> FileResponse:
     content_type = _DOCS_ASSETS.get(name)
     if content_type is None:
@@ -96,14 +109,40 @@ def docs_asset(request: HttpRequest, name: str) -> FileResponse:
     return response
 
 
+# The pages' own stylesheets and scripts (no inline ones: the Content-Security-Policy
+# allows scripts and styles from this site only). Served here so that `postroom web`
+# needs no static-files server.
+_ASSETS = Path(__file__).resolve().parent / "assets"
+_ASSET_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_ASSET_NAME = re.compile(r"[a-z0-9_-]+\.(css|js|svg)")
+
+
+@require_GET
+@public
+def asset(request: HttpRequest, asset_name: str) -> FileResponse:
+    path = _ASSETS / asset_name
+    if not _ASSET_NAME.fullmatch(asset_name) or not path.is_file():
+        raise Http404(asset_name)
+    response = FileResponse(path.open("rb"), content_type=_ASSET_TYPES[path.suffix])
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@require_GET
+@public
+def favicon(request: HttpRequest) -> FileResponse:
+    """Browsers ask for /favicon.ico on pages that name none (the admin's)."""
+    return asset(request, "favicon.svg")
+
+
 # --- login ----------------------------------------------------------------------------
 
 
-def home_for(user: Any) -> str:
+def home_for(who: Principal) -> str:
     """Where a user lands after logging in: the console, the agent bar, or the live page."""
-    if commands.is_supervisor(user):
+    if who.at_least(Role.SUPERVISOR):
         return reverse("supervisor")
-    if commands.agent_of(user) is not None:
+    if who.agent is not None:
         return reverse("agent")
     return reverse("live")
 
@@ -114,33 +153,35 @@ class LoginView(auth_views.LoginView):
     extra_context = {"nav": {"agent": False, "supervisor": False, "name": ""}}
 
     def get_default_redirect_url(self) -> str:
-        return home_for(self.request.user)
+        return home_for(principal_of(self.request))
 
 
 class LogoutView(auth_views.LogoutView):
     next_page = LOGIN_URL
 
 
-def nav(user: Any) -> dict[str, Any]:
-    """What the page header offers this user."""
-    if not getattr(user, "is_authenticated", False):
-        return {"agent": False, "supervisor": False, "name": ""}
-    agent = commands.agent_of(user)
+login_view = public(LoginView.as_view())
+logout_view = public(LogoutView.as_view())
+
+
+def nav(who: Principal) -> dict[str, Any]:
+    """What the page header offers this principal."""
+    if who.user is None:
+        return {"agent": False, "supervisor": False, "monitor": who.sees_everything, "name": ""}
     return {
-        "agent": agent is not None,
-        "supervisor": commands.is_supervisor(user),
-        "name": agent.name if agent else user.get_username(),
+        "agent": who.agent is not None,
+        "supervisor": who.at_least(Role.SUPERVISOR),
+        "monitor": who.at_least(Role.SUPERVISOR),
+        "name": who.agent.name if who.agent else who.user.get_username(),
     }
 
 
-def page(
+def render_page(
     request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
 ) -> HttpResponse:
-    return render(request, template, {"nav": nav(request.user), **context}, status=status)
-
-
-def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
-    return page(request, "postroom/forbidden.html", {"message": message}, status=403)
+    return render(
+        request, template, {"nav": nav(principal_of(request)), **context}, status=status
+    )
 
 
 # --- the agent bar --------------------------------------------------------------------
@@ -148,11 +189,11 @@ def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
 
 @require_GET
 @never_cache
-@login_required(login_url=LOGIN_URL)
+@page(Role.AGENT)
 def agent_desk(request: HttpRequest) -> HttpResponse:
-    agent = commands.agent_of(request.user)
+    agent = principal_of(request).agent
     if agent is None:
-        return _forbidden(request, "Your user is not linked to an agent, so it has no agent bar.")
+        return forbidden(request, "Your user is not linked to an agent, so it has no agent bar.")
     choices = {
         "codes": [
             {"code": c.code, "label": c.label} for c in WrapUpCode.objects.order_by("label", "code")
@@ -163,7 +204,7 @@ def agent_desk(request: HttpRequest) -> HttpResponse:
         ],
         "queues": commands.known_queues(),
     }
-    return page(
+    return render_page(
         request,
         "postroom/agent.html",
         {"agent": agent, "desk": desk_dict(agent), "choices": choices},
@@ -175,11 +216,11 @@ def agent_desk(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @never_cache
-@login_required(login_url=LOGIN_URL)
+@page(Role.SUPERVISOR)
 def supervisor_console(request: HttpRequest) -> HttpResponse:
-    if not commands.is_supervisor(request.user):
-        return _forbidden(request, "The console is for supervisors and staff.")
-    return page(request, "postroom/supervisor.html", {"console": console_dict(request.user)})
+    return render_page(
+        request, "postroom/supervisor.html", {"console": console_dict(principal_of(request))}
+    )
 
 
 # --- one interaction ------------------------------------------------------------------
@@ -269,14 +310,17 @@ def reason_lines(reasons: Any) -> list[tuple[str, str]]:
 
 @require_GET
 @never_cache
-@login_required(login_url=LOGIN_URL)
+@page(Role.AGENT)
 def interaction_page(request: HttpRequest, guid: UUID) -> HttpResponse:
     ix = get_object_or_404(
         Interaction.objects.select_related("mailbox", "agent", "target_agent"), guid=guid
     )
-    if not commands.may_handle(request.user, ix):
-        return _forbidden(
-            request, "Only supervisors, staff and the agent holding it may see this interaction."
+    who = principal_of(request)
+    if not may_handle(who, ix):
+        return forbidden(
+            request,
+            "Only the agent holding it, its supervisor and administrators may see this "
+            "interaction.",
         )
     detail = interaction_detail(ix)
     fields = []
@@ -291,7 +335,7 @@ def interaction_page(request: HttpRequest, guid: UUID) -> HttpResponse:
             "interaction", "interaction__agent"
         )
     ]
-    return page(
+    return render_page(
         request,
         "postroom/interaction.html",
         {
@@ -302,6 +346,6 @@ def interaction_page(request: HttpRequest, guid: UUID) -> HttpResponse:
             "reasons": reason_lines(ix.priority_reasons),
             "approvals": approvals,
             "now": timezone.now(),
-            "is_supervisor": commands.is_supervisor(request.user),
+            "is_supervisor": who.at_least(Role.SUPERVISOR),
         },
     )

@@ -31,9 +31,9 @@ pytestmark = [
 
 
 @pytest.fixture
-def page(live_server, monkeypatch):
-    # The page is open to anonymous viewers by default (the demo); make sure of it here.
-    monkeypatch.delenv("POSTROOM_WEB_LOGIN_REQUIRED", raising=False)
+def page(live_server, settings):
+    # As the demo runs it: the live page open to anonymous viewers (and saying so).
+    settings.POSTROOM_LOGIN_REQUIRED = False
     with open_page(height=800) as page:
         yield page
 
@@ -132,14 +132,20 @@ def test_live_page_follows_the_database(page, live_server):
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
-def test_live_page_asks_for_a_login_when_required(page, live_server, monkeypatch):
-    monkeypatch.setenv("POSTROOM_WEB_LOGIN_REQUIRED", "true")
+def test_live_page_asks_for_a_login_outside_the_demo(page, live_server, settings):
+    settings.POSTROOM_LOGIN_REQUIRED = True
     page.goto(live_server.url + "/")
-    assert "/admin/login/" in page.url
+    assert "/accounts/login/" in page.url
 
 
 def test_api_docs_render_offline(page, live_server):
+    user = get_user_model().objects.create_user("ops", password="a long test password", is_staff=True)
     page.goto(live_server.url + "/api/docs")
+    assert "/accounts/login/" in page.url
+    page.fill('input[name="username"]', user.username)
+    page.fill('input[name="password"]', "a long test password")
+    page.click('button[type="submit"]')
+    page.wait_for_url("**/api/docs")
     page.wait_for_selector(".swagger-ui .info .title")
     assert "Postroom API" in page.locator(".swagger-ui .info .title").inner_text()
     page.get_by_text("/api/agents/{address}/ready", exact=True).wait_for()

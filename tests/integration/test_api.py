@@ -86,14 +86,37 @@ def test_token_auth_is_required(client, method, path):
     assert bad.status_code == 401
 
 
-def test_status_is_open_for_the_demo_unless_login_is_required(client, monkeypatch):
-    monkeypatch.delenv("POSTROOM_WEB_LOGIN_REQUIRED", raising=False)
-    assert client.get("/api/status").status_code == 200
-    monkeypatch.setenv("POSTROOM_WEB_LOGIN_REQUIRED", "true")
+def test_status_and_live_page_need_a_login_by_default(client):
     assert client.get("/api/status").status_code == 401
     assert client.get("/").status_code == 302
-    alice = make_agent("alice@example.test")
-    assert client.get("/api/status", **bearer(alice)).status_code == 200
+    sue = make_agent("sue@example.test", is_supervisor=True)
+    assert client.get("/api/status", **bearer(sue)).status_code == 200
+
+
+def test_only_the_demo_opens_the_live_page_and_says_so(client, settings):
+    settings.POSTROOM_LOGIN_REQUIRED = False
+    assert client.get("/api/status").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b"Demo mode: no login is required" in page.content
+    # The rest stays closed.
+    assert client.get("/api/interactions").status_code == 401
+    assert client.get("/supervisor/").status_code == 302
+
+
+def test_the_site_refuses_to_open_without_a_login_outside_the_demo():
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "POSTROOM_WEB_LOGIN_REQUIRED": "false"}
+    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='postroom.settings'; django.setup()"
+    refused = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "only for the demo" in refused.stderr
+    allowed = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "POSTROOM_DEMO": "true"}, capture_output=True
+    )
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_session_auth_is_accepted_and_csrf_checked():
@@ -188,7 +211,11 @@ def test_agent_list_and_detail(client):
     make_interaction(mailbox, status=State.REPLIED, agent=alice)  # done: not current
 
     listing = client.get("/api/agents", **bearer(alice)).json()
+    assert [a["address"] for a in listing] == ["alice@example.test"]
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    listing = client.get("/api/agents", **bearer(staff)).json()
     assert [a["address"] for a in listing] == ["alice@example.test", "bob@example.test"]
+    assert client.get("/api/agents/bob@example.test", **bearer(alice)).status_code == 403
 
     detail = client.get("/api/agents/alice@example.test", **bearer(alice)).json()
     assert detail["auto_answer"] is True
@@ -207,12 +234,15 @@ def test_agent_list_and_detail(client):
 def test_status_shows_queue_agents_and_counts(client):
     mailbox = make_mailbox()
     alice = make_agent("alice@example.test", ready=True)
+    sue = make_agent("sue@example.test", is_supervisor=True)
+    alice.supervisors.add(sue)
     low = make_interaction(mailbox, priority=0)
     high = make_interaction(mailbox, priority=5)
     make_interaction(mailbox, status=State.ROUTED, agent=alice)
     make_interaction(mailbox, status=State.REPLIED, agent=alice, replied_at=timezone.now())
 
-    body = client.get("/api/status", **bearer(alice)).json()
+    assert client.get("/api/status", **bearer(alice)).status_code == 403
+    body = client.get("/api/status", **bearer(sue)).json()
     assert [q["guid"] for q in body["queue"]] == [str(high.guid), str(low.guid)]
     first = body["queue"][0]
     assert first["mailbox"] == "support@example.test"
@@ -232,6 +262,10 @@ def test_interactions_are_paginated_newest_first_and_filtered(client):
     made = [make_interaction(mailbox, arrival_time=now - timedelta(minutes=i)) for i in range(3)]
     make_interaction(mailbox, status=State.ROUTED, agent=alice, arrival_time=now - timedelta(1))
 
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    mine = client.get("/api/interactions", **bearer(alice)).json()
+    assert mine["count"] == 1  # an agent sees what it holds
+    alice = staff  # and an administrator everything
     page = client.get("/api/interactions?limit=2", **bearer(alice)).json()
     assert page["count"] == 4
     assert [i["guid"] for i in page["items"]] == [str(made[0].guid), str(made[1].guid)]
@@ -315,8 +349,7 @@ def test_answer_by_the_wrong_agent_is_refused(client):
     ix = make_interaction(mailbox, status=State.ROUTED, agent=alice)
 
     response = client.post(f"/api/interactions/{ix.guid}/answer", **bearer(bob))
-    assert response.status_code == 409
-    assert "not routed to you" in response.json()["detail"]
+    assert response.status_code == 403
 
     # A user who is no agent at all may not answer anything.
     staff = get_user_model().objects.create_user("ops", is_staff=True)
@@ -343,6 +376,10 @@ def test_answer_is_a_compare_and_set_on_the_version():
 
 
 def test_openapi_schema_lists_the_endpoints(client):
+    assert client.get("/api/openapi.json").status_code == 302  # to the login page
+    alice = make_agent("alice@example.test")
+    assert client.get("/api/openapi.json", **bearer(alice)).status_code == 200
+    client.force_login(alice.user)
     response = client.get("/api/openapi.json")
     assert response.status_code == 200
     schema = response.json()
@@ -362,6 +399,8 @@ def test_openapi_schema_lists_the_endpoints(client):
 
 
 def test_docs_page_uses_local_assets(client):
+    assert client.get("/api/docs").status_code == 302
+    client.force_login(make_agent("alice@example.test").user)
     page = client.get("/api/docs")
     assert page.status_code == 200
     html = page.content.decode()
@@ -377,7 +416,7 @@ def test_healthz(client):
 
 
 def test_admin_pages_render(client):
-    mailbox = make_mailbox(password="s3cret-imap-password")
+    mailbox = make_mailbox()
     alice = make_agent("alice@example.test")
     ix = make_interaction(mailbox, status=State.ROUTED, agent=alice)
     JournalEvent.objects.create(at=timezone.now(), kind="received", interaction=ix)
@@ -386,7 +425,7 @@ def test_admin_pages_render(client):
     client.force_login(admin)
     for model in (
         "mailbox", "agent", "interaction", "outgoing", "outboundmessage", "quarantined",
-        "journalevent", "apitoken",
+        "journalevent", "apitoken", "auditentry",
     ):  # fmt: skip
         page = client.get(f"/admin/store/{model}/")
         assert page.status_code == 200, model
@@ -396,3 +435,51 @@ def test_admin_pages_render(client):
     assert b"received" in detail.content
     mailbox_page = client.get(f"/admin/store/mailbox/{mailbox.pk}/change/")
     assert b"s3cret-imap-password" not in mailbox_page.content
+
+
+# --- issue 8: regressions ---------------------------------------------------------------
+
+
+def test_an_agent_cannot_read_another_agents_interactions(client):
+    """IDOR (#4): the API used to hand any interaction to any token."""
+    mailbox = make_mailbox()
+    alice = make_agent("alice@example.test")
+    bob = make_agent("bob@example.test")
+    theirs = make_interaction(mailbox, status=State.DELIVERED, agent=alice, subject="Alice's")
+    detail = client.get(f"/api/interactions/{theirs.guid}", **bearer(bob))
+    assert detail.status_code == 403
+    listing = client.get("/api/interactions", **bearer(bob)).json()
+    assert listing["count"] == 0 and "Alice's" not in str(listing)
+
+
+def test_status_needs_a_login(client):
+    """#1: the live page's feed was open to anonymous callers."""
+    make_interaction(make_mailbox(), subject="Private matter")
+    response = client.get("/api/status")
+    assert response.status_code == 401
+    assert b"Private matter" not in response.content
+
+
+def test_an_absurd_offset_is_refused_not_a_server_error(client):
+    """The fuzzer's find: an offset beyond every integer type answered 500."""
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    response = client.get(
+        "/api/interactions?offset=14558542774008144791076864", **bearer(staff)
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+def test_a_nul_in_text_is_refused_not_a_server_error(client):
+    """The fuzzer's find on PostgreSQL: a NUL in a rejection reason answered 500."""
+    staff = get_user_model().objects.create_user("ops", is_staff=True)
+    response = client.post(
+        "/api/approvals/1/reject",
+        {"reason": "a\x00b"},
+        content_type="application/json",
+        **bearer(staff),
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "reason"
+    agent = client.post("/api/agents/a%00b@example.test/ready", **bearer(staff))
+    assert agent.status_code in (404, 422)

@@ -246,7 +246,7 @@ def test_transfer_needs_exactly_one_real_target(desk, target, status):
 
 
 def test_transfer_permissions_and_lifecycle(desk):
-    mailbox, alice, bob, _, sam = desk
+    mailbox, alice, bob, sue, sam = desk
     ix = make_interaction(mailbox, status=State.DELIVERED, agent=alice)
     with pytest.raises(CommandError) as refused:
         commands.transfer(fresh(ix), by_user=bob.user, to_queue="billing", now=timezone.now())
@@ -256,7 +256,11 @@ def test_transfer_permissions_and_lifecycle(desk):
     with pytest.raises(CommandError):
         commands.transfer(fresh(queued), by_user=alice.user, to_queue="billing", now=timezone.now())
     commands.transfer(fresh(queued), by_user=staff_user(), to_queue="billing", now=timezone.now())
-    commands.transfer(fresh(ix), by_user=sam.user, to_queue="billing", now=timezone.now())
+    # A supervisor moves only the interactions of the agents it oversees.
+    with pytest.raises(CommandError) as refused:
+        commands.transfer(fresh(ix), by_user=sam.user, to_queue="billing", now=timezone.now())
+    assert refused.value.status == 403
+    commands.transfer(fresh(ix), by_user=sue.user, to_queue="billing", now=timezone.now())
     assert fresh(ix).status == "queued"
 
     held = make_interaction(mailbox, status=State.AWAITING_APPROVAL, agent=alice)
@@ -522,6 +526,7 @@ def test_api_approvals_list_shows_the_reply_text(client, desk):
     )
     html_only = EmailMessage()
     html_only["Subject"] = "Re: Invoice"
+    html_only["From"] = "support@example.test"
     html_only.set_content(
         "<p>Hello&nbsp;there,</p><p>the invoice is <b>attached</b>.</p><script>x()</script>",
         subtype="html",
@@ -547,8 +552,9 @@ def test_api_approvals_list_shows_the_reply_text(client, desk):
     everything = client.get("/api/approvals?state=pending", **bearer(staff_user())).json()
     assert {a["id"] for a in everything} == {mine.pk, theirs.pk}
     html_item = next(a for a in everything if a["id"] == theirs.pk)
-    assert html_item["text"] == "Hello\xa0there,\nthe invoice is attached."
-    assert client.get("/api/approvals", **bearer(bob)).json() == []
+    assert html_item["text"] == "Hello there,\n\nthe invoice is attached."
+    # Approvals are for supervisors and administrators.
+    assert client.get("/api/approvals", **bearer(bob)).status_code == 403
     assert client.get("/api/approvals?state=approved", **bearer(sue)).json() == []
     assert client.get("/api/approvals?state=lost", **bearer(sue)).status_code == 422
 
@@ -605,7 +611,7 @@ def test_api_approve_edit_and_reject(client, desk):
         client.post(
             f"/api/approvals/{rejected.pk}/reject", {"reason": ""}, content_type=JSON, **bearer(sue)
         ).status_code
-        == 400
+        == 422
     )
     ok = client.post(
         f"/api/approvals/{rejected.pk}/reject",
@@ -654,6 +660,7 @@ def test_api_me_and_console(client, desk):
 
 
 def test_openapi_lists_the_new_endpoints(client):
+    client.force_login(staff_user())
     paths = client.get("/api/openapi.json").json()["paths"]
     assert {
         "/api/interactions/{guid}/hangup",

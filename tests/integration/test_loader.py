@@ -60,7 +60,7 @@ def test_loading_the_demo_creates_every_mailbox_agent_and_login() -> None:
     }
     support = Mailbox.objects.get(address="support@example.test")
     assert support.display_name == "Example Support"
-    assert support.login == "support@example.test" and support.password == "support-pw"
+    assert support.login == "support@example.test"
     assert support.folder == "INBOX"
     assert support.auto_response is True
     assert support.auto_response_subject == "Re: {subject}"
@@ -85,7 +85,8 @@ def test_loading_the_demo_creates_every_mailbox_agent_and_login() -> None:
     assert agents["sam@example.test"].is_supervisor is True
     assert all(a.ready is False and a.state_changed_at == NOW for a in agents.values())
     assert bob.user is not None and bob.user.username == "bob@example.test"
-    assert bob.user.check_password("bob-pw")
+    # The file gives Bob a mailbox password and no web password: no web login yet.
+    assert not bob.user.has_usable_password()
 
 
 def test_loading_twice_changes_nothing_the_second_time() -> None:
@@ -228,3 +229,44 @@ def test_a_failure_half_way_leaves_the_database_untouched(
     with pytest.raises(RuntimeError):
         apply_config(demo(), now=NOW)
     assert not Mailbox.objects.exists() and not Agent.objects.exists()
+
+
+# --- issue 8: no mailbox secret in the database, never a web login -----------------------
+
+
+def test_no_mailbox_password_reaches_the_database(tmp_path: Path) -> None:
+    """#2: mailbox passwords were stored in plaintext and became the agents' web logins."""
+    from django.core import serializers
+
+    from postroom.store import models
+
+    config = demo()
+    apply_config(config, now=NOW)
+
+    secrets = set(config.mail_passwords().values())
+    assert "support-pw" in secrets and "bob-pw" in secrets
+    dumped = serializers.serialize(
+        "json",
+        [*models.Mailbox.objects.all(), *models.Agent.objects.all(), *get_user_model().objects.all()],
+    )
+    assert not [s for s in secrets if s in dumped]
+    for agent in Agent.objects.select_related("user"):
+        password = config.agent(agent.address).password
+        assert password is None or not agent.user.check_password(password), agent.address
+
+
+def test_a_web_password_from_the_file_is_the_web_login(tmp_path: Path) -> None:
+    secret = tmp_path / "bob-web"
+    secret.write_text("a web password for bob\n")
+    config = edited_demo(
+        tmp_path,
+        'password = "bob-pw"\n',
+        f'password = "bob-pw"\nweb_password_file = "{secret}"\n',
+    )
+
+    apply_config(config, now=NOW)
+
+    bob = Agent.objects.select_related("user").get(address="bob@example.test")
+    assert bob.user.check_password("a web password for bob")
+    assert not bob.user.check_password("bob-pw")
+    assert bob.mailbox_login == "bob@example.test"  # withdrawals work, from the file's password
