@@ -55,7 +55,7 @@ __all__ = [
 
 TLS_MODES = ("tls", "starttls", "none")
 # The placeholders the auto-response templates may use: exactly those that
-# postroom.core.rewrite.auto_response fills. It leaves any other {word} as written, so an
+# postroom.core.compose.auto_response fills. It leaves any other {word} as written, so an
 # unknown one here is a typo that would reach customers verbatim.
 AUTO_RESPONSE_FIELDS = ("name", "subject", "reference", "box")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

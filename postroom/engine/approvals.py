@@ -16,10 +16,10 @@ from email.utils import make_msgid
 
 from django.db import transaction
 
+from postroom.core.headers import POLICY
 from postroom.core.lifecycle import Approved, Rejected, RejectedToQueue, State
-from postroom.core.rewrite import POLICY
+from postroom.engine.autoresponse import reply_target
 from postroom.engine.notices import queue_notice
-from postroom.engine.reception import reply_target
 from postroom.engine.site import Site
 from postroom.store.models import Approval, Interaction, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply

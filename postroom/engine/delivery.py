@@ -14,9 +14,9 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import F
 
+from postroom.core.compose import forward_to_agent
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
 from postroom.core.lifecycle import State, Vanished
-from postroom.core.rewrite import forward_to_agent
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site

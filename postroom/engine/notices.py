@@ -6,7 +6,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from postroom.core.rewrite import notice
+from postroom.core.compose import notice
 from postroom.engine.site import Site
 from postroom.store.models import Interaction, Mailbox, Outgoing
 

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 
 from postroom.core import autoreply
 from postroom.core.approval import at_reply, read_mail_decision
+from postroom.core.compose import UnsafeHeaderValue, reply_to_customer
 from postroom.core.correlation import (
     candidate_tokens,
     mint_token,
@@ -29,10 +30,10 @@ from postroom.core.correlation import (
     verify_token,
 )
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
-from postroom.core.rewrite import UnsafeHeaderValue, reply_to_customer
+from postroom.engine.autoresponse import reply_target
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
-from postroom.engine.reception import advance_cursor, reply_target
+from postroom.engine.reception import advance_cursor
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse

@@ -27,11 +27,11 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime
-from html.parser import HTMLParser
 from typing import Literal, get_args
 
 from imapclient import IMAPClient
 
+from postroom.core.htmltext import html_to_text
 from postroom.sim._net import EHLO_NAME, bare_address, has_8bit, tls_context
 
 log = logging.getLogger("postroom.sim.agents")
@@ -126,42 +126,6 @@ def _clock(dt: datetime) -> str:
     return f"{hour}:{dt.minute:02d} {'AM' if dt.hour < 12 else 'PM'}"
 
 
-class _TextFromHTML(HTMLParser):
-    _BLOCK = frozenset(
-        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote", "table", "ul", "ol"}
-    )
-    _SKIP = frozenset({"style", "script", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag in self._BLOCK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCK and tag != "br":
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(re.sub(r"[ \t\r\n]+", " ", data).replace("\xa0", " "))
-
-
-def _html_to_text(markup: str) -> str:
-    parser = _TextFromHTML()
-    parser.feed(markup)
-    parser.close()
-    lines = [line.strip() for line in "".join(parser.out).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
-
-
 def original_text(msg: EmailMessage) -> str:
     """The text a mail client shows (and so quotes) for a message: its plain body,
     else its HTML body as text. Trailing spaces and surrounding blank lines removed."""
@@ -179,7 +143,7 @@ def original_text(msg: EmailMessage) -> str:
     if isinstance(content, bytes):
         content = content.decode("utf-8", "replace")
     if part.get_content_subtype() == "html":
-        content = _html_to_text(content)
+        content = html_to_text(content)
     lines = [line.rstrip() for line in content.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip("\n")
 

@@ -12,13 +12,10 @@ with its status. GET /api/me feeds the agent bar, GET /api/console the superviso
 
 import email
 import email.policy
-import html
-import re
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-import nh3
 from django.conf import settings
 from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
@@ -32,6 +29,7 @@ from ninja.security import HttpBearer
 from ninja.security.apikey import APIKeyCookie
 from ninja.utils import check_csrf
 
+from postroom.core.htmltext import html_to_text
 from postroom.core.lifecycle import WITH_AGENT, State
 from postroom.store import agents as agent_state
 from postroom.store import commands
@@ -518,16 +516,6 @@ def desk_dict(agent: Agent, now: datetime | None = None) -> dict[str, Any]:
         "current": [desk_item(ix, now) for ix in held if ix.status != State.ROUTED.value],
         "replied": [desk_item(ix, now) for ix in replied],
     }
-
-
-_BLOCK_END = re.compile(r"(?i)<br\s*/?>|</(p|div|li|tr|h[1-6]|blockquote)\s*>")
-
-
-def html_to_text(markup: str) -> str:
-    """Readable text of an HTML body: tags dropped (script/style with their content)."""
-    marked = _BLOCK_END.sub(lambda m: m.group(0) + "\n", markup)
-    text = html.unescape(nh3.clean(marked, tags=set()))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 def reply_text(raw: bytes | memoryview) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""postroom.core.rewrite: the messages Postroom sends, built from the ones it received."""
+"""postroom.core.compose: the messages Postroom sends, built from the ones it received."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from email.message import EmailMessage, Message
 import pytest
 
 from postroom.core import correlation as corr
-from postroom.core.rewrite import (
-    POLICY,
+from postroom.core.compose import (
     UnsafeHeaderValue,
     auto_response,
     forward_to_agent,
     notice,
     reply_to_customer,
 )
+from postroom.core.headers import POLICY
 from postroom.mail.message import parse
 from tests.unit.conftest import corpus_files, parsed
 
