@@ -213,6 +213,30 @@ def _text_part(
     return part
 
 
+def _reply_all(
+    fwd: EmailMessage, targets: list[tuple[str, str]], agent_addr: str, style: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(To, Cc) of a Reply All: ``targets`` plus everyone else the mail names, the agent
+    left out, each address once (compared ignoring case)."""
+    seen = {agent_addr.lower()}
+    to: list[tuple[str, str]] = []
+    cc: list[tuple[str, str]] = []
+
+    def add(into: list[tuple[str, str]], entries: list[tuple[str, str]]) -> None:
+        for name, addr in entries:
+            if addr.lower() not in seen:
+                seen.add(addr.lower())
+                into.append((name, addr))
+
+    add(to, targets)
+    if style in ("thunderbird", "apple"):
+        add(to, _addresses(fwd, "From"))
+    if style == "outlook":
+        add(to, _addresses(fwd, "To"))
+    add(cc, _addresses(fwd, "To") + _addresses(fwd, "Cc"))
+    return to, cc
+
+
 # --------------------------------------------------------------------------------------
 # compose_reply
 # --------------------------------------------------------------------------------------
@@ -228,10 +252,15 @@ def compose_reply(
     date: datetime | None = None,
     top_post: bool | None = None,
     rng: random.Random | None = None,
+    reply_all: bool = False,
 ) -> EmailMessage:
-    """The reply an agent's mail client sends when the agent hits "Reply" on ``forwarded``.
+    """The reply an agent's mail client sends when the agent hits "Reply" on ``forwarded``
+    (or "Reply All", with ``reply_all``).
 
     * To: the forwarded mail's Reply-To (else its From), as every client does.
+    * Reply All adds everyone else the mail names, except the agent: Thunderbird and Apple
+      Mail also put the From in To when it differs from Reply-To, Outlook puts the
+      original To in To, and every client puts the rest of the original To and Cc in Cc.
     * Subject: "Re: " + subject ("RE: " for Outlook), an existing "Re:" kept; any tag
       such as "[PR:...]" stays in place.
     * In-Reply-To: the forwarded Message-ID. References: its References (or its single
@@ -265,7 +294,11 @@ def compose_reply(
 
     # Where it goes and what it answers.
     targets = _addresses(fwd, "Reply-To") or _addresses(fwd, "From")
+    copies: list[tuple[str, str]] = []
+    if reply_all:
+        targets, copies = _reply_all(fwd, targets, agent_addr, style)
     to = ", ".join(_format_addr(n, a) for n, a in targets)
+    cc = ", ".join(_format_addr(n, a) for n, a in copies)
     parent_ids = _msg_ids(_header(fwd, "Message-ID"))
     parent_id = parent_ids[0] if parent_ids else ""
     refs = _msg_ids(_header(fwd, "References"))
@@ -300,6 +333,7 @@ def compose_reply(
             ("Subject", subject),
             ("Content-Language", "en-US"),
             ("To", to),
+            ("Cc", cc),
             ("References", " ".join(refs)),
             ("From", sender),
             ("In-Reply-To", parent_id),
@@ -330,6 +364,7 @@ def compose_reply(
             ("Message-Id", f"<{mid}@{domain}>"),
             ("References", " ".join(refs)),
             ("To", to),
+            ("Cc", cc),
             ("X-Mailer", "Apple Mail (2.3826.400.131.1.6)"),
         ]
 
@@ -375,6 +410,7 @@ def compose_reply(
             ("Message-ID", f"<CA{token}@{domain}>"),
             ("Subject", subject),
             ("To", to),
+            ("Cc", cc),
             (_CONTENT, ""),
         ]
 
@@ -433,6 +469,7 @@ def compose_reply(
         headers = [
             ("From", sender),
             ("To", to),
+            ("Cc", cc),
             ("In-Reply-To", parent_id),
             ("Subject", subject),
             ("Date", date_header),
