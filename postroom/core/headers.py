@@ -34,6 +34,7 @@ __all__ = [
     "decode_text",
     "decode_words",
     "first_msg_id",
+    "foreign_reply_to",
     "header_text",
     "msg_ids",
     "raw_header_values",
@@ -404,3 +405,13 @@ def first_msg_id(msg: Message, name: str) -> str | None:
 def references(msg: Message) -> list[str]:
     """Every msg-id of every References header, in order, once each."""
     return msg_ids(" ".join(raw_header_values(msg, "References")))
+
+
+def foreign_reply_to(sender: str, reply_to: str) -> bool:
+    """True when answers would go to another domain than the writer's (a hijack sign):
+    neither domain is the other or a subdomain of it."""
+    a = sender.rpartition("@")[2].strip().lower().rstrip(".")
+    b = reply_to.rpartition("@")[2].strip().lower().rstrip(".")
+    if not a or not b:
+        return False
+    return not (a == b or a.endswith("." + b) or b.endswith("." + a))
