@@ -259,6 +259,15 @@ def may_see_approval(user: Any, approval: Approval) -> bool:
     return bool(address) and address.lower() in {str(a).lower() for a in approval.approvers or []}
 
 
+def _writers(approval: Approval) -> set[str]:
+    """Who wrote the held reply: the agent it was held for and the reply's sender."""
+    ix = approval.interaction
+    found = {approval.reply.sender.lower()} if approval.reply_id and approval.reply.sender else set()
+    if ix.agent_id is not None:
+        found.add(ix.agent.address.lower())
+    return found
+
+
 def decide_approval(
     approval: Approval,
     *,
@@ -272,9 +281,10 @@ def decide_approval(
     """Record an approver's decision on a held reply: "approve", "edit" (approve with
     `text` instead of the agent's wording) or "reject" (with a `reason`).
 
-    Only a listed approver or staff. The first decision wins: a compare-and-set on
-    state=pending, so a second one (from the web or by mail) gets 409. The interaction is
-    not changed here; the engine acts on the decision.
+    Only a listed approver or staff, and never the reply's writer (403), whatever else
+    they are. The first decision wins: a compare-and-set on state=pending, so a second
+    one (from the web or by mail) gets 409. The interaction is not changed here; the
+    engine acts on the decision.
     """
     if decision not in DECISIONS:
         raise CommandError(f"Unknown decision {decision!r}: approve, edit or reject")
@@ -286,9 +296,11 @@ def decide_approval(
         raise CommandError("A rejection needs a reason")
     if not isinstance(by_user, str) and getattr(by_user, "pk", None) is None:
         raise CommandError("Log in first", 401)
+    decided_by = approver_address(by_user) or _actor(by_user)
+    if decided_by.lower() in _writers(approval):
+        raise CommandError("The writer of a reply may not decide its approval", 403)
     if not may_see_approval(by_user, approval):
         raise CommandError("Only a listed approver or staff may decide this approval", 403)
-    decided_by = approver_address(by_user) or _actor(by_user)
     state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
     changes = {
         "state": state,

@@ -126,7 +126,6 @@ def test_a_forged_authenticated_sender_header_counts_for_nothing(center) -> None
 
 def test_a_leaked_token_in_a_quoted_block_goes_nowhere(center) -> None:
     forward = delivered(center)
-    address = token_address(forward)
     # Outlook quotes the whole forward, header block and subject tag included.
     reply = compose_reply(forward, agent_addr=center.address("alice"), agent_name="Alice", style="outlook", text="Your parcel ships today.")
     center.submit(reply, "alice")
@@ -140,6 +139,7 @@ def test_a_leaked_token_in_a_quoted_block_goes_nowhere(center) -> None:
     # Someone who learnt the token anyway (here: the forward's) quotes it back, From Alice.
     write_in(center, mail(center, subject="Second question"), 2)
     run(center)
+    center.wait_for("alice", 2)
     second = [f for f in forwards(center, "alice") if "Second question" in str(f["Subject"])][0]
     leaked = token_address(second)
     attack = outsider_mail(center, to=leaked, forward=None, text=f"As agreed:\n\n> Reply to {leaked}\n> {second['Subject']}\n")
@@ -208,21 +208,18 @@ def test_the_forward_shows_where_the_answer_goes(center) -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_reply_and_reply_all_reach_the_customer_only_through_postroom(make_center, style: str) -> None:
-    center = make_center()
+def test_reply_and_reply_all_reach_the_customer_only_through_postroom(center, style: str) -> None:
     ready(center, "alice")
-    write_in(center, mail(center, subject="First", Cc=center.address("stranger")), 1)
-    write_in(center, mail(center, subject="Second"), 2)
-    run(center)
-    copies = center.wait_for("alice", 2)
     carol, stranger = center.address("carol"), center.address("stranger")
-    for forward in copies:
+    for n, reply_all in enumerate((False, True), 1):
+        write_in(center, mail(center, subject=f"Question {n}", Cc=stranger), n)
+        run(center)
+        center.wait_for("alice", n)
+        forward = [f for f in forwards(center, "alice") if f"Question {n}" in str(f["Subject"])][0]
         heads = " ".join(str(forward[h] or "") for h in ("From", "To", "Cc", "Reply-To", "Sender")).lower()
         assert carol not in heads and stranger not in heads, heads
-        text = body_text(forward)
-        assert carol in text  # the agent still sees who wrote
-    for forward, reply_all in zip(sorted(copies, key=lambda m: str(m["Subject"])), (False, True), strict=True):
-        reply = compose_reply(forward, agent_addr=center.address("alice"), agent_name="Alice", style=style, text=f"Answer, reply_all={reply_all}", reply_all=reply_all)
+        assert carol in body_text(forward)  # the agent still sees who wrote
+        reply = compose_reply(forward, agent_addr=center.address("alice"), agent_name="Alice", style=style, text=f"Answer {n}", reply_all=reply_all)
         center.submit(reply, "alice")
         run(center, outbound=1)
     mails = center.messages("carol")
