@@ -176,6 +176,23 @@ def test_an_agents_refused_reply_is_noticed_without_the_original(center) -> None
     assert len(customer_replies(center)) == 1
 
 
+def test_refusal_notices_are_rate_limited_per_recipient(center) -> None:
+    from dataclasses import replace
+
+    center.engine.site = replace(center.engine.site, refusal_notices_per_hour=1)
+    for n in range(2):
+        stray = EmailMessage()
+        stray["From"] = center.address("alice")
+        stray["To"] = center.address("outbound")
+        stray["Subject"] = f"Stray {n}"
+        stray.set_content("no token")
+        center.submit(stray, "alice")
+        run(center, outbound=1)
+    assert len(center.wait_for("dead", 2)) == 2
+    assert [str(m["Subject"]) for m in notices(center, "alice")] == ["Not delivered: Stray 0"]
+    assert JournalEvent.objects.filter(kind="notice_suppressed").count() == 1
+
+
 # -- auto-responses as a spam cannon (issue 8 #6) ------------------------------------------
 
 
@@ -303,6 +320,8 @@ def test_a_late_answer_to_an_earlier_round_decides_nothing(center) -> None:
     second = Approval.objects.order_by("id").last()
     assert second.state == Approval.PENDING
     assert OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, reason__contains="earlier approval round").exists()
+    assert any("earlier approval round" in e.detail["reason"] for e in JournalEvent.objects.filter(kind="dead_boxed"))
+    assert any("not acted on" in str(m["Subject"]) for m in notices(center, "sam"))
 
 
 def test_a_writer_may_not_approve_their_own_reply(center) -> None:
@@ -324,3 +343,4 @@ def test_a_writer_may_not_approve_their_own_reply(center) -> None:
     run(center, outbound=1)
     assert customer_replies(center) == []
     assert Approval.objects.get().state == Approval.PENDING
+    dead_boxed(center, "not waiting for a reply")
