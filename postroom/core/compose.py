@@ -22,11 +22,9 @@ pass through is copied with those characters replaced by spaces.
 from __future__ import annotations
 
 import copy
-import html
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -35,22 +33,21 @@ from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses
 
 from postroom.core.correlation import find_tokens_in_text, strip_subject_tag, strip_tokens
+from postroom.core.headerblock import ForwardFacts, add_header_block
 from postroom.core.headers import (
     CONTROL_RE,
     POLICY,
     SPLITLINES_EXTRA,
     address_list,
-    charset_hint,
     clean_text,
-    decode_text,
     decode_words,
     first_msg_id,
-    foreign_reply_to,
     header_text,
     raw_header_values,
     references,
     unfold,
 )
+from postroom.core.mimetext import part_text, set_text, text_body
 
 __all__ = [
     "UnsafeHeaderValue",
@@ -216,7 +213,7 @@ def forward_to_agent(
     policy: From is ``"Carol Customer via Example Support" <outbound+TOKEN@…>``, the same
     address as Reply-To.  Who wrote, to whom, when, and where an answer will go (with a
     warning when Reply-To is in another domain than From) is shown in a header block at
-    the top of the body (``_header_block``).  The Message-ID carries the token too,
+    the top of the body (``core.headerblock``).  The Message-ID carries the token too,
     because agents' clients drop X- headers.  ``X-Auto-Response-Suppress`` asks
     Exchange/Outlook not to answer it with an out-of-office (MS-OXCMAIL §2.2.3.2.14).
     """
@@ -230,7 +227,7 @@ def forward_to_agent(
     original_mid = first_msg_id(original, "Message-ID")
     refs = [*references(original), original_mid]
     subject = header_text(original, "Subject") or ""
-    facts = _ForwardFacts.of(original)
+    facts = ForwardFacts.of(original)
 
     def keep(name: str, _value: str) -> bool:
         if name in _FORWARD_DROP or name.startswith(_FORWARD_DROP_PREFIXES):
@@ -238,7 +235,7 @@ def forward_to_agent(
         return not (name.startswith("list-") and name not in _FORWARD_KEEP_LIST)
 
     new = _copy(original, keep)
-    _add_header_block(new, facts)
+    add_header_block(new, facts)
     new["From"] = Address(
         display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
         addr_spec=reply.addr_spec,
@@ -254,222 +251,6 @@ def forward_to_agent(
     new["X-Postroom-Box"] = box.addr_spec
     new["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     return new
-
-
-# Bidirectional-text controls would let a display name re-order the header block.
-_BIDI_RE = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_MAX_SHOWN = 20  # addresses per line of the header block
-
-
-@dataclass(frozen=True)
-class _ForwardFacts:
-    """What the header block shows, read tolerantly from the customer's header."""
-
-    sender: tuple[str, str] | None  # (display name, address) of From
-    to: tuple[tuple[str, str], ...]
-    cc: tuple[tuple[str, str], ...]
-    reply_to: tuple[str, str] | None
-    date: str
-    subject: str
-
-    @classmethod
-    def of(cls, msg: Message) -> _ForwardFacts:
-        def pairs(name: str) -> tuple[tuple[str, str], ...]:
-            return tuple(p for v in raw_header_values(msg, name) for p in address_list(v, charset_hint(msg)))
-
-        senders, replies = pairs("From"), pairs("Reply-To")
-        return cls(
-            sender=senders[0] if senders else None,
-            to=pairs("To"),
-            cc=pairs("Cc"),
-            reply_to=replies[0] if replies else None,
-            date=header_text(msg, "Date") or "",
-            subject=header_text(msg, "Subject") or "",
-        )
-
-    @property
-    def answer_to(self) -> str | None:
-        """Where Postroom sends the answer: Reply-To, else From (as reception stores it)."""
-        if self.reply_to is not None:
-            return self.reply_to[1]
-        return self.sender[1] if self.sender else None
-
-    def writer_name(self) -> str:
-        """The writer's name for our From: never an address ("@" is spelt out)."""
-        name, addr = self.sender or self.reply_to or ("", "")
-        return _plain(name or addr or "Customer").replace("@", " at ")
-
-    def lines(self) -> list[tuple[str, str, bool]]:
-        """(label, value, is a warning) rows of the header block."""
-        rows: list[tuple[str, str, bool]] = []
-        if self.sender is not None:
-            rows.append(("From", _shown([self.sender]), False))
-        if self.to:
-            rows.append(("To", _shown(self.to), False))
-        if self.cc:
-            rows.append(("Cc", _shown(self.cc), False))
-        if self.date:
-            rows.append(("Date", _plain(self.date), False))
-        rows.append(("Subject", _plain(self.subject) or "(no subject)", False))
-        answer = self.answer_to
-        if answer is not None:
-            via = " (the mail's Reply-To)" if self.reply_to is not None and self.sender is not None and answer != self.sender[1] else ""
-            rows.append(("Your answer goes to", f"{answer}{via}", False))
-            if self.sender is not None and foreign_reply_to(self.sender[1], answer):
-                rows.append(("WARNING", f"{answer} is in another domain than the sender's address {self.sender[1]}", True))
-        return rows
-
-
-def _plain(text: str) -> str:
-    return _BIDI_RE.sub("", clean_text(text))[:300]
-
-
-def _shown(pairs: Iterable[tuple[str, str]]) -> str:
-    items = list(pairs)
-    shown = [f"{_plain(n)} <{a}>" if n else a for n, a in items[:_MAX_SHOWN]]
-    more = len(items) - _MAX_SHOWN
-    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
-
-
-_BLOCK_TITLE = "Customer mail, forwarded by Postroom"
-
-
-def _block_text(facts: _ForwardFacts) -> str:
-    rows = [f"---------- {_BLOCK_TITLE} ----------"]
-    rows += [f"{label}: {value}" for label, value, _warn in facts.lines()]
-    return "\n".join(rows) + "\n\n"
-
-
-def _block_html(facts: _ForwardFacts) -> str:
-    warning = ' style="color:#b00020;font-weight:bold"'
-    rows = "".join(
-        f"<div{warning if warn else ''}><b>{html.escape(label)}:</b> {html.escape(value)}</div>"
-        for label, value, warn in facts.lines()
-    )
-    return (
-        '<div style="border:1px solid #ccc;padding:6px 8px;margin:0 0 12px;'
-        'font:13px/1.4 sans-serif;color:#333">'
-        f'<div style="color:#666">{html.escape(_BLOCK_TITLE)}</div>{rows}</div>'
-    )
-
-
-_BODY_TAG_RE = re.compile(r"<body\b[^>]*>", re.I)
-_META_CHARSET_RE = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([A-Za-z0-9_.:-]+)", re.I)
-# Bodies whose bytes must not change (a signature covers them) or that we cannot read.
-_OPAQUE = frozenset(
-    {"multipart/signed", "multipart/encrypted", "application/pkcs7-mime", "application/x-pkcs7-mime"}
-)
-
-
-def _add_header_block(msg: EmailMessage, facts: _ForwardFacts) -> None:
-    """Put the header block at the top of the body: into each alternative of the text
-    the agent reads (plain and HTML), or, where the body must stay byte for byte as it is
-    (signed, encrypted) or has no text, in a text part of its own before it."""
-    parts = _readable_parts(msg) if msg.get_content_type() not in _OPAQUE else None
-    if parts:
-        try:
-            for part in parts:
-                text = _part_text(part)
-                if part.get_content_subtype() == "html":
-                    match = _BODY_TAG_RE.search(text)
-                    at = match.end() if match else 0
-                    text = _META_CHARSET_RE.sub(r"\g<1>utf-8", text[:at]) + _block_html(facts) + text[at:]
-                else:
-                    text = _block_text(facts) + text
-                _set_text(part, text)
-            return
-        except (LookupError, ValueError, TypeError, AttributeError):  # a part we cannot rewrite
-            pass
-    if msg.get_content_type() == "multipart/mixed" and isinstance(msg.get_payload(), list):
-        # No text to put it in (an image alone, an unreadable alternative): the block
-        # becomes the first part, the body the mixed parts after it (RFC 2046 §5.1.3).
-        msg.get_payload().insert(0, _text_part(_block_text(facts)))
-        return
-    _wrap_with_text(msg, _block_text(facts))
-
-
-def _readable_parts(part: Message) -> list[EmailMessage] | None:
-    """The text/plain and text/html parts an agent's client shows as the body, or None
-    when the body is something else (then the block goes in a part of its own)."""
-    ctype = part.get_content_type()
-    if ctype in _OPAQUE:
-        return None
-    if not part.is_multipart():
-        if ctype in ("text/plain", "text/html") and part.get_content_disposition() != "attachment":
-            return [part] if isinstance(part, EmailMessage) else None
-        return None
-    children = [p for p in part.get_payload() if isinstance(p, Message)] if isinstance(part.get_payload(), list) else []
-    if not children:
-        return None
-    if ctype == "multipart/alternative":
-        found = [r for child in children if (r := _readable_parts(child))]
-        return [p for r in found for p in r] or None
-    if ctype.startswith("message/"):
-        return None
-    # multipart/mixed, /related and the like: the body is the first part (RFC 2046 §5.1.3).
-    return _readable_parts(children[0])
-
-
-def _part_text(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        raise ValueError("no payload")
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001 - an unparseable parameter list
-        charset = None
-    return decode_text(payload, charset)[0]
-
-
-_KEEP_ON_REWRITE = ("content-disposition", "content-id", "content-description", "content-language", "content-location", "content-base")
-
-
-def _set_text(part: EmailMessage, text: str) -> None:
-    """Replace a text part's content with ``text`` as UTF-8, keeping what describes the
-    part (subtype, disposition, file name, Content-ID, format=flowed and other parameters)."""
-    subtype = part.get_content_subtype()
-    kept = [(k, v) for k, v in part.raw_items() if k.lower() in _KEEP_ON_REWRITE]
-    # Content-Type parameters other than the charset (name, format=flowed, delsp...).
-    params = [(k, v) for k, v in (part.get_params() or [])[1:] if k.lower() != "charset" and isinstance(v, str)]
-    top_level_mime = "MIME-Version" in part
-    ascii_ok = text.isascii() and all(len(line) <= 998 for line in text.splitlines())
-    part.set_content(text, subtype=subtype, charset="utf-8", cte="7bit" if ascii_ok else "quoted-printable")
-    if not top_level_mime:
-        del part["MIME-Version"]  # set_content adds it even to an inner part
-    for name in {k for k, _ in kept}:
-        del part[name]
-    for name, value in kept:
-        part.set_raw(name, value)
-    for name, value in params:
-        part.set_param(name, value)
-
-
-def _text_part(text: str) -> EmailMessage:
-    part = EmailMessage(policy=POLICY)
-    _text_body(part, text)
-    del part["MIME-Version"]
-    return part
-
-
-def _wrap_with_text(msg: EmailMessage, text: str) -> None:
-    """Make ``msg`` multipart/mixed: a text part with ``text``, then the body as it was."""
-    inner = EmailMessage(policy=POLICY)
-    for name, value in msg.raw_items():
-        if name.lower().startswith("content-"):
-            inner.set_raw(name, value)
-    if not any(k.lower() == "content-type" for k in inner):
-        inner.set_raw("Content-Type", "text/plain; charset=us-ascii")
-    inner.set_payload(msg.get_payload())
-    inner.preamble, inner.epilogue = msg.preamble, msg.epilogue
-    for name in {k for k, _ in msg.raw_items() if k.lower().startswith("content-")}:
-        del msg[name]
-    msg.set_payload(None)
-    msg.preamble = msg.epilogue = None
-    msg.set_type("multipart/mixed")
-    msg.set_boundary("=_postroom_" + uuid.uuid4().hex)
-    msg.set_payload([_text_part(text), inner])
-    if "MIME-Version" not in msg:
-        msg["MIME-Version"] = "1.0"
 
 
 def reply_to_customer(
@@ -558,12 +339,12 @@ def _scrub_tokens(msg: EmailMessage, *, replacement: str) -> None:
         if part.is_multipart() or part.get_content_maintype() != "text" or not isinstance(part, EmailMessage):
             continue
         try:
-            text = _part_text(part)
+            text = part_text(part)
         except (ValueError, LookupError):
             continue
         cleaned = strip_tokens(text, replacement=replacement)
         if cleaned != text:
-            _set_text(part, cleaned)
+            set_text(part, cleaned)
 
 
 def with_text(reply: EmailMessage, text: str) -> EmailMessage:
@@ -581,7 +362,7 @@ def with_text(reply: EmailMessage, text: str) -> EmailMessage:
     ]
     mime_version = new.get("MIME-Version")
     new.clear_content()
-    _text_body(new, text.replace("\r\n", "\n"))
+    text_body(new, text.replace("\r\n", "\n"))
     for part in attachments:
         if not new.is_multipart():
             new.make_mixed()
@@ -599,12 +380,6 @@ _MAX_CUSTOMER_WORDS = 100
 def _fill(template: str, values: dict[str, str]) -> str:
     """``{name}``-style substitution that leaves unknown placeholders (and stray braces) as is."""
     return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-
-
-def _text_body(msg: EmailMessage, text: str) -> None:
-    # 7bit when it is, else quoted-printable: no 8BITMIME dependency (RFC 6152) on the way out.
-    ascii_ok = text.isascii() and all(len(line) <= 998 for line in text.splitlines())
-    msg.set_content(text, charset="utf-8", cte="7bit" if ascii_ok else "quoted-printable")
 
 
 def auto_response(
@@ -666,7 +441,7 @@ def auto_response(
         _set_ids(new, "References", [*references(original), original_mid])
     new["Auto-Submitted"] = "auto-replied"
     new["X-Auto-Response-Suppress"] = "All"
-    _text_body(new, _fill(text, values))
+    text_body(new, _fill(text, values))
     return new
 
 
@@ -707,7 +482,7 @@ def notice(
         new["References"] = parent
     new["Auto-Submitted"] = "auto-generated"
     new["X-Auto-Response-Suppress"] = "All"
-    _text_body(new, text)
+    text_body(new, text)
     if attach is not None:
         new.add_attachment(_copy(attach))
     return new
