@@ -271,6 +271,8 @@ def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: Parse
             ),
             interaction=ix,
             attach=reply,
+            # From = Reply-To: a "Reply All" then writes to the one address, once.
+            from_address=reply_address(outbound.address, token),
             reply_to=reply_address(outbound.address, token),
         )
 

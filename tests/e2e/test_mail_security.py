@@ -282,6 +282,16 @@ def test_approve_with_a_signature_sends_the_agents_text(center) -> None:
     assert "Draft answer" in text and "APPROVE" not in text and "Head of Support" not in text
 
 
+def test_an_approver_answering_with_reply_all_decides_once(center) -> None:
+    request = held(center)
+    answer = compose_reply(request, agent_addr=center.address("sam"), agent_name="Sam", style="thunderbird", text="APPROVE", reply_all=True)
+    center.submit(answer, "sam")
+    run(center, outbound=1)
+    assert len(customer_replies(center)) == 1
+    assert OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD).count() == 0
+    assert not [m for m in notices(center, "sam") if "not acted on" in str(m["Subject"])]
+
+
 def test_approved_thanks_is_not_understood_and_sends_nothing(center) -> None:
     request = held(center)
     decide(center, request, "Approved, thanks")
