@@ -340,7 +340,7 @@ def _scrub_tokens(msg: EmailMessage, *, replacement: str) -> None:
             continue
         try:
             text = part_text(part)
-        except (ValueError, LookupError):
+        except Exception:  # noqa: BLE001 - a part no client can read carries no readable token
             continue
         cleaned = strip_tokens(text, replacement=replacement)
         if cleaned != text:

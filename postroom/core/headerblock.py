@@ -135,6 +135,14 @@ def _block_html(facts: ForwardFacts) -> str:
 _BODY_TAG_RE = re.compile(r"<body\b[^>]*>", re.I)
 _META_CHARSET_RE = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([A-Za-z0-9_.:-]+)", re.I)
 
+def _with_block(part: Message, text: str, facts: ForwardFacts) -> str:
+    if part.get_content_subtype() == "html":
+        match = _BODY_TAG_RE.search(text)
+        at = match.end() if match else 0
+        return _META_CHARSET_RE.sub(r"\g<1>utf-8", text[:at]) + _block_html(facts) + text[at:]
+    return _block_text(facts) + text
+
+
 def add_header_block(msg: EmailMessage, facts: ForwardFacts) -> None:
     """Put the header block at the top of the body: into each alternative of the text
     the agent reads (plain and HTML), or, where the body must stay byte for byte as it is
@@ -142,18 +150,15 @@ def add_header_block(msg: EmailMessage, facts: ForwardFacts) -> None:
     parts = readable_parts(msg) if msg.get_content_type() not in OPAQUE else None
     if parts:
         try:
-            for part in parts:
-                text = part_text(part)
-                if part.get_content_subtype() == "html":
-                    match = _BODY_TAG_RE.search(text)
-                    at = match.end() if match else 0
-                    text = _META_CHARSET_RE.sub(r"\g<1>utf-8", text[:at]) + _block_html(facts) + text[at:]
-                else:
-                    text = _block_text(facts) + text
+            # Every new text first, then the writes: a part that cannot be read leaves
+            # the body untouched and the block goes in a part of its own.
+            texts = [_with_block(part, part_text(part), facts) for part in parts]
+        except Exception:  # noqa: BLE001 - hostile MIME: any failure means "not readable"
+            texts = []
+        if texts:
+            for part, text in zip(parts, texts, strict=True):
                 set_text(part, text)
             return
-        except (LookupError, ValueError, TypeError, AttributeError):  # a part we cannot rewrite
-            pass
     if msg.get_content_type() == "multipart/mixed" and isinstance(msg.get_payload(), list):
         # No text to put it in (an image alone, an unreadable alternative): the block
         # becomes the first part, the body the mixed parts after it (RFC 2046 §5.1.3).
