@@ -132,8 +132,10 @@ def _block_html(facts: ForwardFacts) -> str:
     )
 
 
-_BODY_TAG_RE = re.compile(r"<body\b[^>]*>", re.I)
-_META_CHARSET_RE = re.compile(r"(<meta\b[^>]*?charset\s*=\s*[\"']?)([A-Za-z0-9_.:-]+)", re.I)
+# Bounded, and unable to run past the next tag: hostile HTML ("<body<body<body...") must
+# cost linear time.
+_BODY_TAG_RE = re.compile(r"<body\b[^<>]{0,2000}>", re.I)
+_META_CHARSET_RE = re.compile(r"(<meta\b[^<>]{0,1000}?charset\s*=\s*[\"']?)([A-Za-z0-9_.:-]+)", re.I)
 
 def _with_block(part: Message, text: str, facts: ForwardFacts) -> str:
     if part.get_content_subtype() == "html":

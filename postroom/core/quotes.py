@@ -72,12 +72,12 @@ def _starts_quote(lines: list[str], i: int) -> bool:
         if _HEADER_FROM.match(line):
             return bool(following) and _HEADER_NEXT.match(following[0]) is not None
         return bool(following) and _HEADER_FROM.match(following[0]) is not None
-    if _ATTRIBUTION_START.match(stripped):
+    if len(stripped) < 1000 and _ATTRIBUTION_START.match(stripped):  # attributions are short
         joined = stripped
         for extra in lines[i + 1 : i + 3]:
             if _ATTRIBUTION_END.search(joined):
                 break
-            joined += " " + extra.strip()
+            joined += " " + extra.strip()[:1000]
         return _ATTRIBUTION_END.search(joined) is not None and len(joined) < 400
     return False
 

@@ -25,3 +25,21 @@ def test_entities_are_decoded_and_self_closing_breaks_end_lines() -> None:
 def test_broken_markup_never_raises() -> None:
     for markup in ("<p", "</div></div>", "<![CDATA[x", "<a href='", "\x00<b>x"):
         assert isinstance(html_to_text(markup), str)
+
+
+def test_a_lone_angle_bracket_is_text() -> None:
+    assert html_to_text("<p>1 < 2 and 3 > 2</p>") == "1 < 2 and 3 > 2"
+
+
+def test_comments_and_doctypes_are_not_text() -> None:
+    assert html_to_text("<!DOCTYPE html><!-- hidden <p>x</p> --><p>shown</p><!-- unclosed") == "shown"
+
+
+def test_skipped_elements_end_at_their_own_end_tag() -> None:
+    assert html_to_text("<style>p{}</style>a<script>if (a<b) {}</script>b<title>t</title>") == "ab"
+
+
+def test_hostile_markup_is_read_in_one_pass() -> None:
+    # The stdlib HTMLParser re-scans the rest for every unclosable "<" (quadratic); the
+    # result here is only the text, but the input is the kind that stalled a parse.
+    assert html_to_text("<p<a" * 2000).startswith("<p<a<p<a")
