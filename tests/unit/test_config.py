@@ -589,3 +589,17 @@ def test_auto_response_limit(tmp_path: Path) -> None:
     assert (config.auto_response.max_per_address, config.auto_response.window_seconds) == (0, 3600)
     doc["auto_response"] = {"max_per_address": -1}
     assert [e.path for e in errors_of(tmp_path, doc)] == ["auto_response.max_per_address"]
+
+
+def test_switching_the_sender_check_off_warns_at_every_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from postroom.engine.site import site_from_config
+
+    doc = base()
+    with caplog.at_level("WARNING"):
+        site = site_from_config(load_config(write(tmp_path, doc), environ={}))
+    assert site.sender_auth.required and "required = false" not in caplog.text
+    doc["sender_auth"] = {"required": False}
+    with caplog.at_level("WARNING"):
+        site = site_from_config(load_config(write(tmp_path, doc), environ={}))
+    assert not site.sender_auth.required
+    assert "required = false" in caplog.text and "From header alone" in caplog.text
