@@ -41,6 +41,12 @@ class Site:
     unassigned_queue: str = "unassigned"
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     priority_policy: PriorityPolicy = default_policy
+    # Health and alerts (TOML [health]).
+    alert_interval: timedelta = timedelta(hours=1)
+    sync_alert_after: timedelta = timedelta(minutes=5)
+    reconcile_interval: timedelta = timedelta(minutes=5)
+    withdrawal_attempts: int = 8
+    lease_seconds: float = 60.0
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(

@@ -916,3 +916,9 @@ def reject(request: HttpRequest, approval_id: int, payload: RejectIn):
         now=timezone.now(),
     )
     return approval_dict(approval)
+
+
+# Alerts, box health and the quarantine (mailboxes branch): a router of its own.
+from postroom.web.operations import router as operations_router  # noqa: E402
+
+api.add_router("/", operations_router)
