@@ -13,30 +13,38 @@ from collections.abc import Callable
 from datetime import datetime
 from email.utils import make_msgid
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
 
 from postroom.core import autoreply
+from postroom.core.alerts import AlertKind
 from postroom.core.approval import at_reception
 from postroom.core.lifecycle import Discarded
 from postroom.core.priority import PriorityInput, importance
 from postroom.core.rewrite import UnsafeHeaderValue, auto_response
 from postroom.core.rules import evaluate
+from postroom.engine import quarantine as held
+from postroom.engine.alerts import raise_alert
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
 from postroom.mail.facts import facts_from_mail
-from postroom.mail.imap import FetchedMessage, ImapSession
+from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import contacts, journal
 from postroom.store.models import Agent, Interaction, Mailbox, Outgoing, Quarantined
+from postroom.store.quarantine import released_before
 from postroom.store.rulebook import active_rules
 from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_FOLDER = "Postroom-Quarantine"
+QUARANTINE_FOLDER = held.QUARANTINE_FOLDER
 BATCH = 50
+# Errors that say nothing about the message: the database or the server is away for a
+# moment. The message is left where it is (cursor not moved) and looked at again after
+# the watcher's backoff, never quarantined as "internal error" (issue 7, window 6).
+TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable)
 
 DEFAULT_AUTO_RESPONSE = (
     "Dear {name},\n\n"
@@ -69,6 +77,7 @@ def ingest(
 ) -> int:
     """Run `take` on every message beyond the cursor; returns how many were looked at."""
     sync_cursor(box, session)
+    held.tend(box, session, site, now())
     uids = session.new_uids(box.last_uid)
     for start in range(0, len(uids), BATCH):
         batch = uids[start : start + BATCH]
@@ -81,6 +90,8 @@ def ingest(
                 continue
             try:
                 take(box, session, message, site, now())
+            except TRANSIENT:
+                raise
             except Exception:
                 # One bad message never stops the box (B-7): quarantine it with the reason.
                 log.exception("%s uid %s: could not be taken", box.address, uid)
@@ -93,7 +104,8 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         with transaction.atomic():
             advance_cursor(box, message.uid)
         return
-    if message.size > site.max_message_bytes:
+    if message.truncated or message.size > site.max_message_bytes:
+        # Only the header was fetched: never take that for the mail (window 3).
         quarantine(box, session, message, f"message of {message.size} bytes is over the limit of {site.max_message_bytes}", now)
         return
     try:
@@ -101,11 +113,14 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     except UnreadableMessage as exc:
         quarantine(box, session, message, f"unreadable: {exc}", now)
         return
-    if autoreply.is_own(mail.msg, site.message_id_domain):
+    verdict = autoreply.classify(mail.msg)
+    # A person released it from quarantine: it is customer mail, whatever it looks like
+    # (it is still never answered automatically unless it looks human).
+    released = released_before(box.pk, mail.message_id or "")
+    if autoreply.is_own(mail.msg, site.message_id_domain) and not released:
         quarantine(box, session, message, "our own mail came back (loop)", now)
         return
-    verdict = autoreply.classify(mail.msg)
-    if verdict.kind in ("bounce", "loop"):
+    if verdict.kind in ("bounce", "loop") and not released:
         quarantine(box, session, message, f"{verdict.kind}: {verdict.reason}", now)
         return
     customer = mail.from_addr or (mail.reply_to[0] if mail.reply_to else None)
@@ -299,18 +314,41 @@ def reference(ix: Interaction) -> str:
 
 
 def quarantine(box: Mailbox, session: ImapSession, message: FetchedMessage, reason: str, now: datetime) -> None:
-    """Record why, then move the message aside on the server. Never deletes it."""
+    """Record why, raise the alert, then move the message aside on the server. Never
+    deletes it. A failed move is retried at the box's next passes (engine/quarantine.py)."""
     log.warning("%s uid %s quarantined: %s", box.address, message.uid, reason)
     with transaction.atomic():
-        _, created = Quarantined.objects.get_or_create(
+        row, created = Quarantined.objects.get_or_create(
             mailbox=box,
             uidvalidity=session.uidvalidity,
             uid=message.uid,
-            defaults={"folder": QUARANTINE_FOLDER, "reason": reason[:1000], "size": message.size},
+            defaults={
+                "folder": box.folder,
+                "reason": reason[:1000],
+                "size": message.size,
+                "message_id": message_id_of(message.raw),
+                "internaldate": message.internaldate,
+            },
         )
         if created:
             journal.record("quarantined", now, mailbox=box, uid=message.uid, reason=reason)
+            waiting = Quarantined.objects.filter(mailbox=box, released_at=None).count()
+            raise_alert(
+                AlertKind.QUARANTINED,
+                box.address,
+                f"{waiting} message(s) in quarantine in {box.address}; the latest, uid {message.uid}: {reason}",
+                now,
+            )
         advance_cursor(box, message.uid)
-    # After the commit: a crash before the move leaves the message in place and the
-    # row already written, so the next look finds the row and only moves it again.
-    session.move([message.uid], QUARANTINE_FOLDER)
+    # After the commit: a crash before the move leaves the message in place and the row
+    # says "not moved", so the next pass moves it.
+    if row.moved_at is None:
+        held.move_aside([row], session, now)
+
+
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID of bytes that may not parse as a mail at all ("" when none)."""
+    try:
+        return (parse(raw).message_id or "")[:998]
+    except UnreadableMessage:
+        return ""
