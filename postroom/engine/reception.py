@@ -19,7 +19,8 @@ from django.db.models import Q
 from postroom.core import autoreply
 from postroom.core.alerts import AlertKind
 from postroom.core.approval import at_reception
-from postroom.core.lifecycle import Discarded
+from postroom.core.dedupe import dedupe_key
+from postroom.core.lifecycle import Discarded, State
 from postroom.core.priority import PriorityInput, importance
 from postroom.core.rewrite import UnsafeHeaderValue, auto_response
 from postroom.core.rules import evaluate
@@ -130,10 +131,17 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     try:
         with transaction.atomic():
             create_interaction(box, session, message, mail, customer, verdict, site, now)
-        checkpoint("received")
     except IntegrityError:
-        # Another worker took the same (mailbox, UIDVALIDITY, UID) first.
-        log.info("%s uid %s: already taken", box.address, message.uid)
+        # Another watcher took this mail first, under this UID or as the same mail in
+        # another box (the unique indexes waited for its commit): look again, now it is
+        # a duplicate whose copy is recorded (issue 7, window 4).
+        log.info("%s uid %s: taken by another watcher at the same moment", box.address, message.uid)
+        with transaction.atomic():
+            if Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
+                advance_cursor(box, message.uid)
+            else:
+                create_interaction(box, session, message, mail, customer, verdict, site, now)
+    checkpoint("received")
 
 
 def create_interaction(
@@ -146,18 +154,14 @@ def create_interaction(
     site: Site,
     now: datetime,
 ) -> Interaction | None:
-    # Plain read first (nearly always empty); lock only the rare duplicate we update.
+    # Plain read first (nearly always empty); lock only the rare duplicate we update. The
+    # unique index on dedupe_key is what makes this check safe under concurrency.
+    key = dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject)
     first = None
-    if mail.message_id and Interaction.objects.filter(message_id=mail.message_id).exists():
-        first = Interaction.objects.select_for_update(of=("self",)).filter(message_id=mail.message_id).order_by("id").first()
+    if key and Interaction.objects.filter(dedupe_key=key).exists():
+        first = Interaction.objects.select_for_update(of=("self",)).get(dedupe_key=key)
     if first is not None:
-        # The same mail again: re-delivered, a new UIDVALIDITY, or one mail sent to two
-        # of our boxes (B-3). One interaction, one auto-response; the copy is remembered
-        # so it leaves the server with the original.
-        copy = [box.pk, session.uidvalidity, message.uid]
-        if (first.mailbox_id, first.uidvalidity, first.uid) != tuple(copy) and copy not in first.copies:
-            Interaction.objects.filter(pk=first.pk).update(copies=[*first.copies, copy])
-        journal.record("duplicate_ignored", now, interaction=first, mailbox=box, uid=message.uid, message_id=mail.message_id)
+        take_copy(first, box, session, message, mail, now)
         advance_cursor(box, message.uid)
         return None
     facts = facts_from_mail(mail)
@@ -189,6 +193,7 @@ def create_interaction(
         uidvalidity=session.uidvalidity,
         uid=message.uid,
         message_id=mail.message_id or "",
+        dedupe_key=key,
         references=list(mail.references),
         to_addr=", ".join(mail.to),
         reply_to=mail.reply_to[0] if mail.reply_to else "",
@@ -233,6 +238,27 @@ def create_interaction(
         journal.record("queued", now, interaction=ix, priority=ix.priority, queue=ix.queue)
     advance_cursor(box, message.uid)
     return ix
+
+
+def take_copy(first: Interaction, box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, now: datetime) -> None:
+    """The same mail again: one mail sent to two of our boxes (B-3), a re-delivery, or the
+    box rebuilt under a new UIDVALIDITY. One interaction, one auto-response; the copy is
+    remembered so it leaves the server with the original (or at once, if the interaction
+    is already closed)."""
+    here = [box.pk, session.uidvalidity, message.uid]
+    if first.mailbox_id == box.pk and first.uidvalidity != session.uidvalidity and first.state is not State.CLOSED:
+        # The original itself, under the rebuilt box's new UID (issue 7, window 7).
+        Interaction.objects.filter(pk=first.pk).update(uidvalidity=session.uidvalidity, uid=message.uid)
+        journal.record("rebound", now, interaction=first, mailbox=box, uid=message.uid, was=[first.uidvalidity, first.uid])
+        return
+    if (first.mailbox_id, first.uidvalidity, first.uid) == tuple(here):
+        return
+    # A copy of this box seen under an older UIDVALIDITY is this one now.
+    copies = [c for c in first.copies or () if not (c[0] == box.pk and c[1] != session.uidvalidity)]
+    if here not in copies:
+        copies.append(here)
+    Interaction.objects.filter(pk=first.pk).update(copies=copies, copies_pending=first.state is State.CLOSED)
+    journal.record("duplicate_ignored", now, interaction=first, mailbox=box, uid=message.uid, message_id=mail.message_id)
 
 
 def follow_up_of(mail: ParsedMail, customer: str, box: Mailbox) -> Interaction | None:
