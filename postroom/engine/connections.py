@@ -45,13 +45,16 @@ class Sessions:
         self._open: dict[int, ImapSession] = {}
         self._trouble: dict[int, _Trouble] = {}
 
-    def get(self, box: Mailbox) -> ImapSession:
+    def get(self, box: Mailbox, *, ingesting: bool = False) -> ImapSession:
+        """The box's open session; `ingesting`: for taking new mail, which is what re-binds
+        after a UIDVALIDITY change (everything else waits for that)."""
         trouble = self._trouble.get(box.pk)
         if trouble is not None and time.monotonic() < trouble.retry_at:
             raise BoxBackingOff(f"{box.address} backing off after {trouble.failures} failure(s): {trouble.error}")
         try:
             session = self._session(box)
-            self._check_uidvalidity(box, session)
+            if not ingesting:
+                self._check_uidvalidity(box, session)
         except MailboxUnavailable as exc:
             self.failed(box, exc)
             raise

@@ -15,6 +15,7 @@ from email.utils import make_msgid
 
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from postroom.core import autoreply
 from postroom.core.alerts import AlertKind
@@ -33,7 +34,14 @@ from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import contacts, journal
-from postroom.store.models import Agent, Interaction, Mailbox, Outgoing, Quarantined
+from postroom.store.models import (
+    Agent,
+    Interaction,
+    Mailbox,
+    OutboundMessage,
+    Outgoing,
+    Quarantined,
+)
 from postroom.store.quarantine import released_before
 from postroom.store.rulebook import active_rules
 from postroom.store.transitions import apply
@@ -54,14 +62,75 @@ DEFAULT_AUTO_RESPONSE = (
 )
 
 
-def sync_cursor(box: Mailbox, session: ImapSession) -> None:
-    """A new UIDVALIDITY means every UID is new: start over (Message-IDs stop doubles)."""
+def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None) -> None:
+    """A new UIDVALIDITY (the box was rebuilt or restored) means every UID is new: what is
+    in progress is re-bound to the new UIDs, then the box is read again from the start
+    (the dedupe key stops doubles), all in one transaction."""
     if box.uidvalidity != session.uidvalidity:
-        if box.uidvalidity is not None:
-            log.warning("%s: UIDVALIDITY changed %s → %s", box.address, box.uidvalidity, session.uidvalidity)
-        box.uidvalidity = session.uidvalidity
-        box.last_uid = 0
-        Mailbox.objects.filter(pk=box.pk).update(uidvalidity=box.uidvalidity, last_uid=0)
+        with transaction.atomic():
+            if box.uidvalidity is not None:
+                log.warning("%s: UIDVALIDITY changed %s → %s", box.address, box.uidvalidity, session.uidvalidity)
+                rebind(box, session, box.uidvalidity, now or timezone.now())
+            box.uidvalidity = session.uidvalidity
+            box.last_uid = 0
+            Mailbox.objects.filter(pk=box.pk).update(uidvalidity=box.uidvalidity, last_uid=0)
+
+
+def rebind(box: Mailbox, session: ImapSession, old: int, now: datetime) -> None:
+    """Re-bind what the database holds under the box's `old` UIDVALIDITY to the same
+    messages' new UIDs, found by Message-ID (and the dedupe digest): live interactions and
+    their copies, pending quarantine moves, outbound ledger rows not yet cleared (issue 7,
+    window 7). A message without a Message-ID cannot be found again; it is read as new."""
+    new = session.uidvalidity
+    by_key: dict[str, list[int]] = {}
+    by_id: dict[str, list[int]] = {}
+    for uid, header in sorted(session.headers(session.all_uids()).items()):
+        try:
+            mail = parse(header + b"\r\n")
+        except UnreadableMessage:
+            continue
+        if mail.message_id:
+            by_id.setdefault(mail.message_id, []).append(uid)
+            by_key.setdefault(dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject), []).append(uid)
+
+    def take(key: str, message_id: str) -> int | None:
+        found = by_key.get(key) if key else None
+        found = found or by_id.get(message_id)
+        return found.pop(0) if found else None
+
+    rebound = 0
+    live = Interaction.objects.exclude(status=State.CLOSED)
+    for ix in live.filter(mailbox=box, uidvalidity=old):
+        uid = take(ix.dedupe_key, ix.message_id)
+        if uid is not None:
+            Interaction.objects.filter(pk=ix.pk).update(uidvalidity=new, uid=uid)
+            journal.record("rebound", now, interaction=ix, mailbox=box, uid=uid, was=[old, ix.uid])
+            rebound += 1
+    for ix in Interaction.objects.exclude(copies=[]).filter(Q(copies_pending=True) | ~Q(status=State.CLOSED)):
+        copies = []
+        for copy in ix.copies:
+            if copy[0] == box.pk and copy[1] == old:
+                uid = take(ix.dedupe_key, ix.message_id)
+                if uid is None:
+                    continue
+                copy = [box.pk, new, uid]
+            copies.append(copy)
+        if copies != ix.copies:
+            Interaction.objects.filter(pk=ix.pk).update(copies=copies)
+    for row in Quarantined.objects.filter(mailbox=box, uidvalidity=old, moved_at=None, released_at=None):
+        uid = take("", row.message_id)
+        if uid is not None:
+            Quarantined.objects.filter(pk=row.pk).update(uidvalidity=new, uid=uid)
+        else:
+            Quarantined.objects.filter(pk=row.pk).update(
+                released_at=now, release_result="the box was rebuilt (new UIDVALIDITY): read again as new mail"
+            )
+    for ledger in OutboundMessage.objects.filter(mailbox=box, uidvalidity=old, removed_at=None):
+        uid = take("", ledger.message_id)
+        if uid is not None:
+            OutboundMessage.objects.filter(pk=ledger.pk).update(uidvalidity=new, uid=uid)
+            rebound += 1
+    journal.record("uidvalidity_changed", now, mailbox=box, old=old, new=new, rebound=rebound)
 
 
 def advance_cursor(box: Mailbox, uid: int) -> None:
@@ -77,7 +146,7 @@ def ingest(
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
 ) -> int:
     """Run `take` on every message beyond the cursor; returns how many were looked at."""
-    sync_cursor(box, session)
+    sync_cursor(box, session, now())
     held.tend(box, session, site, now())
     uids = session.new_uids(box.last_uid)
     for start in range(0, len(uids), BATCH):
@@ -251,7 +320,7 @@ def take_copy(first: Interaction, box: Mailbox, session: ImapSession, message: F
         Interaction.objects.filter(pk=first.pk).update(uidvalidity=session.uidvalidity, uid=message.uid)
         journal.record("rebound", now, interaction=first, mailbox=box, uid=message.uid, was=[first.uidvalidity, first.uid])
         return
-    if (first.mailbox_id, first.uidvalidity, first.uid) == tuple(here):
+    if (first.mailbox_id, first.uidvalidity, first.uid) == tuple(here) or here in (first.copies or ()):
         return
     # A copy of this box seen under an older UIDVALIDITY is this one now.
     copies = [c for c in first.copies or () if not (c[0] == box.pk and c[1] != session.uidvalidity)]

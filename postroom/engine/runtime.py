@@ -120,7 +120,7 @@ class Engine:
             sessions.forgive()
             for box in watched_boxes():
                 try:
-                    took += self.ingest_box(box, sessions.get(box))
+                    took += self.ingest_box(box, sessions.get(box, ingesting=True))
                 except reception.TRANSIENT as exc:
                     log.warning("%s: %s", box.address, exc)
                     sessions.failed(box, exc)

@@ -51,3 +51,39 @@ def auto_responses(center, who: str = "carol") -> list[EmailMessage]:
 
 def notices(center, who: str) -> list[EmailMessage]:
     return [m for m in center.messages(who) if m["Auto-Submitted"] == "auto-generated"]
+
+
+def rebuild(center, who: str, folder: str = "INBOX") -> tuple[int, int]:
+    """Rebuild `who`'s folder as a restore from backup does: the same messages, each
+    under a new UID, under a new UIDVALIDITY. Returns (old, new) UIDVALIDITY."""
+    import subprocess
+    from pathlib import Path
+
+    conf = Path(center.stack.state_dir) / "dovecot" / "dovecot.conf"
+    user = center.address(who)
+
+    def doveadm(*args: str) -> str:
+        done = subprocess.run(["doveadm", "-c", str(conf), *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=True)
+        return done.stdout
+
+    client = center.imap(who)
+    try:
+        old = client.select_folder(folder)
+        uids = client.search(["ALL"])
+        saved = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"]) if uids else {}
+        if uids:
+            client.delete_messages(uids)
+            client.expunge()
+        client.unselect_folder()
+        uidvalidity = int(old[b"UIDVALIDITY"])
+        doveadm(
+            "mailbox", "update", "-u", user, "--uid-validity", str(uidvalidity + 1000),
+            "--min-next-uid", str(int(old[b"UIDNEXT"]) + 100), folder,
+        )
+        for uid in sorted(saved, reverse=True):  # another order too: UIDs say nothing
+            client.append(folder, saved[uid][b"BODY[]"], (), saved[uid][b"INTERNALDATE"])
+        new = int(client.select_folder(folder, readonly=True)[b"UIDVALIDITY"])
+    finally:
+        client.logout()
+    assert new != uidvalidity
+    return uidvalidity, new
