@@ -98,6 +98,12 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         unassigned_queue=routing.unassigned_queue,
         approval=config.approval.as_policy(),
         priority_policy=config.priority.policy or default_policy,
+        max_message_bytes=server.max_message_bytes,
+        alert_interval=timedelta(seconds=config.health.alert_mail_interval_seconds),
+        sync_alert_after=timedelta(seconds=config.health.sync_alert_after_seconds),
+        reconcile_interval=timedelta(seconds=config.health.reconcile_interval_seconds),
+        withdrawal_attempts=config.health.withdrawal_attempts,
+        lease_seconds=float(config.health.engine_lease_seconds),
     )
 
 

@@ -124,6 +124,7 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
         "login": box.login,
         "password": box.password,
         "folder": box.folder,
+        "archive_folder": box.archive_folder,
     }
     if isinstance(box, IncomingBox):
         values |= {

@@ -12,7 +12,16 @@ import pytest
 
 from postroom.core.lifecycle import State
 from postroom.store.models import Interaction, JournalEvent, Mailbox
-from tests.e2e.boxes import auto_responses, customer_replies, mail, notices, rebuild, reply_as, run, write_in
+from tests.e2e.boxes import (
+    auto_responses,
+    customer_replies,
+    mail,
+    notices,
+    rebuild,
+    reply_as,
+    run,
+    write_in,
+)
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
 
