@@ -852,6 +852,10 @@ class _Parser:
         reconcile = t.duration("reconcile_interval", 300)
         attempts = t.integer("withdrawal_attempts", 8, lo=1, hi=100)
         lease = t.duration("engine_lease", 60)
+        if sync_after is not None and sync_after < 30:
+            # A quiet box is looked at every 10 s (Site.idle_timeout): less would cry wolf.
+            t.error("sync_alert_after", f"must be at least 30 seconds, got {sync_after}")
+            sync_after = None
         if lease is not None and lease < 15:
             t.error("engine_lease", f"must be at least 15 seconds, got {lease}")
             lease = None

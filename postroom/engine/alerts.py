@@ -26,7 +26,6 @@ def raise_alert(kind: AlertKind, key: str, message: str, now: datetime) -> Alert
     """Open the alert `kind`/`key`, or count one more occurrence of the open one."""
     kind = AlertKind(kind)
     key = key[:300]
-    log.warning("alert %s %s: %s", kind.value, key, message)
     for _ in range(2):
         with transaction.atomic():
             alert = Alert.objects.select_for_update().filter(kind=kind, key=key, cleared_at=None).first()
@@ -35,10 +34,12 @@ def raise_alert(kind: AlertKind, key: str, message: str, now: datetime) -> Alert
                     count=F("count") + 1, message=message, last_raised_at=now, pending_notice=True
                 )
                 alert.refresh_from_db()
+                log.debug("alert %s %s again (%d): %s", kind.value, key, alert.count, message)
                 return alert
             # A key that was cleared and raised again keeps its last mail time, so a
             # flapping box is not mailed about on every flap.
             previous = Alert.objects.filter(kind=kind, key=key).order_by("-raised_at", "-id").first()
+            log.warning("alert %s %s: %s", kind.value, key, message)
             try:
                 with transaction.atomic():
                     return Alert.objects.create(

@@ -44,12 +44,13 @@ def test_everything_given(tmp_path: Path) -> None:
 
 def test_bad_values_name_their_key(tmp_path: Path) -> None:
     doc = base()
-    doc["health"] = {"sync_alert_after": "soon", "withdrawal_attempts": 0, "engine_lease": "5s", "alert_every": "1h"}
+    doc["health"] = {"sync_alert_after": "10s", "reconcile_interval": "soon", "withdrawal_attempts": 0, "engine_lease": "5s", "alert_every": "1h"}
     doc["dead_box"]["archive_folder"] = "X"  # the dead box keeps what it gets
     doc["server"]["max_message_bytes"] = 100
     paths = {e.path for e in errors_of(tmp_path, doc)}
     assert paths == {
         "health.sync_alert_after",
+        "health.reconcile_interval",
         "health.withdrawal_attempts",
         "health.engine_lease",
         "health.alert_every",
