@@ -51,13 +51,9 @@ class Sessions:
         trouble = self._trouble.get(box.pk)
         if trouble is not None and time.monotonic() < trouble.retry_at:
             raise BoxBackingOff(f"{box.address} backing off after {trouble.failures} failure(s): {trouble.error}")
-        try:
-            session = self._session(box)
-            if not ingesting:
-                self._check_uidvalidity(box, session)
-        except MailboxUnavailable as exc:
-            self.failed(box, exc)
-            raise
+        session = self._session(box)
+        if not ingesting:
+            self._check_uidvalidity(box, session)
         return session
 
     def _session(self, box: Mailbox) -> ImapSession:
@@ -87,7 +83,11 @@ class Sessions:
             )
 
     def failed(self, box: Mailbox, exc: Exception) -> None:
-        """Count a failure of `box`: it is left alone until its backoff has passed."""
+        """Count a failure of `box`: it is left alone until its backoff has passed. (A
+        refusal because it is backing off already is not a new failure: counting it would
+        push the next try back for ever.)"""
+        if isinstance(exc, BoxBackingOff):
+            return
         previous = self._trouble.get(box.pk)
         failures = (previous.failures if previous else 0) + 1
         wait = delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=random.random())
@@ -95,8 +95,7 @@ class Sessions:
         session = self._open.get(box.pk)
         if session is not None:
             session.close()
-        if not isinstance(exc, BoxBackingOff):
-            log.warning("%s: %s; next try in %.0f s", box.address, exc, wait)
+        log.warning("%s: %s; next try in %.0f s", box.address, exc, wait)
 
     def succeeded(self, box: Mailbox) -> None:
         self._trouble.pop(box.pk, None)
@@ -111,8 +110,7 @@ class Sessions:
         try:
             yield
         except MailboxUnavailable as exc:
-            if not isinstance(exc, BoxBackingOff):
-                self.failed(box, exc)
+            self.failed(box, exc)
         else:
             self.succeeded(box)
 

@@ -163,8 +163,6 @@ class Engine:
                 lease.release(self._lease)
             except Exception:  # the database may be gone; the lease then simply expires
                 log.warning("could not release the engine lease", exc_info=True)
-            finally:
-                connection.close()
             self._lease = None
 
     def close(self) -> None:
