@@ -22,25 +22,23 @@ from postroom.store.models import BoxHealth, Mailbox
 log = logging.getLogger(__name__)
 
 
-def _row(box_pk: int) -> BoxHealth:
-    return BoxHealth.objects.get_or_create(mailbox_id=box_pk)[0]
-
-
 def synced(box: Mailbox, now: datetime, *, backlog: int | None = None, messages: int | None = None) -> None:
-    _row(box.pk)
     values: dict[str, object] = {"last_sync_at": now, "failures": 0}
     if backlog is not None:
         values["backlog"] = backlog
     if messages is not None:
         values["messages"] = messages
-    BoxHealth.objects.filter(mailbox_id=box.pk).update(**values)
+    _update(box.pk, **values)
 
 
 def failed(box_pk: int, error: str, now: datetime) -> None:
-    _row(box_pk)
-    BoxHealth.objects.filter(mailbox_id=box_pk).update(
-        last_error=error[:500], last_error_at=now, failures=F("failures") + 1
-    )
+    _update(box_pk, last_error=error[:500], last_error_at=now, failures=F("failures") + 1)
+
+
+def _update(box_pk: int, **values: object) -> None:
+    if not BoxHealth.objects.filter(mailbox_id=box_pk).update(**values):
+        BoxHealth.objects.get_or_create(mailbox_id=box_pk)
+        BoxHealth.objects.filter(mailbox_id=box_pk).update(**values)
 
 
 def watchdog(site: Site, now: datetime, since: datetime) -> None:

@@ -184,14 +184,12 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         quarantine(box, session, message, f"unreadable: {exc}", now)
         return
     verdict = autoreply.classify(mail.msg)
+    own = autoreply.is_own(mail.msg, site.message_id_domain)
     # A person released it from quarantine: it is customer mail, whatever it looks like
     # (it is still never answered automatically unless it looks human).
-    released = released_before(box.pk, mail.message_id or "")
-    if autoreply.is_own(mail.msg, site.message_id_domain) and not released:
-        quarantine(box, session, message, "our own mail came back (loop)", now)
-        return
-    if verdict.kind in ("bounce", "loop") and not released:
-        quarantine(box, session, message, f"{verdict.kind}: {verdict.reason}", now)
+    if (own or verdict.kind in ("bounce", "loop")) and not released_before(box.pk, mail.message_id or ""):
+        reason = "our own mail came back (loop)" if own else f"{verdict.kind}: {verdict.reason}"
+        quarantine(box, session, message, reason, now)
         return
     customer = mail.from_addr or (mail.reply_to[0] if mail.reply_to else None)
     if not customer:
