@@ -7,7 +7,6 @@ the TOML file by `postroom load`; nothing here describes the contact center itse
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -66,22 +65,12 @@ def sqlite_database(path: Path) -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
-        # Tests get a file of their own too, not Django's in-memory shared-cache database:
-        # that one locks whole tables at once instead of waiting (busy_timeout), so tests
-        # that run the engine's threads would fail where a real engine waits. One file
-        # per process (pytest-django adds the xdist worker's suffix), on tmpfs if there is one.
-        "TEST": {"NAME": str(_test_db_dir() / f"postroom-test-{os.getpid()}.sqlite3")},
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         },
     }
-
-
-def _test_db_dir() -> Path:
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
 
 
 DATABASES = {

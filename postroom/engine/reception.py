@@ -29,6 +29,7 @@ from postroom.engine import quarantine as held
 from postroom.engine.alerts import raise_alert
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
+from postroom.engine.rebind import rebind
 from postroom.engine.site import Site
 from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
@@ -38,7 +39,6 @@ from postroom.store.models import (
     Agent,
     Interaction,
     Mailbox,
-    OutboundMessage,
     Outgoing,
     Quarantined,
 )
@@ -74,63 +74,6 @@ def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None)
             box.uidvalidity = session.uidvalidity
             box.last_uid = 0
             Mailbox.objects.filter(pk=box.pk).update(uidvalidity=box.uidvalidity, last_uid=0)
-
-
-def rebind(box: Mailbox, session: ImapSession, old: int, now: datetime) -> None:
-    """Re-bind what the database holds under the box's `old` UIDVALIDITY to the same
-    messages' new UIDs, found by Message-ID (and the dedupe digest): live interactions and
-    their copies, pending quarantine moves, outbound ledger rows not yet cleared (issue 7,
-    window 7). A message without a Message-ID cannot be found again; it is read as new."""
-    new = session.uidvalidity
-    by_key: dict[str, list[int]] = {}
-    by_id: dict[str, list[int]] = {}
-    for uid, header in sorted(session.headers(session.all_uids()).items()):
-        try:
-            mail = parse(header + b"\r\n")
-        except UnreadableMessage:
-            continue
-        if mail.message_id:
-            by_id.setdefault(mail.message_id, []).append(uid)
-            by_key.setdefault(dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject), []).append(uid)
-
-    def take(key: str, message_id: str) -> int | None:
-        found = by_key.get(key) if key else None
-        found = found or by_id.get(message_id)
-        return found.pop(0) if found else None
-
-    rebound = 0
-    live = Interaction.objects.exclude(status=State.CLOSED)
-    for ix in live.filter(mailbox=box, uidvalidity=old):
-        uid = take(ix.dedupe_key, ix.message_id)
-        if uid is not None:
-            Interaction.objects.filter(pk=ix.pk).update(uidvalidity=new, uid=uid)
-            journal.record("rebound", now, interaction=ix, mailbox=box, uid=uid, was=[old, ix.uid])
-            rebound += 1
-    for ix in Interaction.objects.exclude(copies=[]).filter(Q(copies_pending=True) | ~Q(status=State.CLOSED)):
-        copies = []
-        for copy in ix.copies:
-            if copy[0] == box.pk and copy[1] == old:
-                uid = take(ix.dedupe_key, ix.message_id)
-                if uid is None:
-                    continue
-                copy = [box.pk, new, uid]
-            copies.append(copy)
-        if copies != ix.copies:
-            Interaction.objects.filter(pk=ix.pk).update(copies=copies)
-    for row in Quarantined.objects.filter(mailbox=box, uidvalidity=old, moved_at=None, released_at=None):
-        uid = take("", row.message_id)
-        if uid is not None:
-            Quarantined.objects.filter(pk=row.pk).update(uidvalidity=new, uid=uid)
-        else:
-            Quarantined.objects.filter(pk=row.pk).update(
-                released_at=now, release_result="the box was rebuilt (new UIDVALIDITY): read again as new mail"
-            )
-    for ledger in OutboundMessage.objects.filter(mailbox=box, uidvalidity=old, removed_at=None):
-        uid = take("", ledger.message_id)
-        if uid is not None:
-            OutboundMessage.objects.filter(pk=ledger.pk).update(uidvalidity=new, uid=uid)
-            rebound += 1
-    journal.record("uidvalidity_changed", now, mailbox=box, old=old, new=new, rebound=rebound)
 
 
 def advance_cursor(box: Mailbox, uid: int) -> None:
