@@ -29,7 +29,15 @@ from django.utils import timezone
 
 from postroom.core.lifecycle import State
 from postroom.store import agents as agent_state
-from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, WrapUpCode
+from postroom.store.models import (
+    Agent,
+    Approval,
+    Interaction,
+    Mailbox,
+    OutboundMessage,
+    Quarantined,
+    WrapUpCode,
+)
 from postroom.store.permissions import Role
 from postroom.web.api import api
 
@@ -102,6 +110,11 @@ def world() -> dict[str, Any]:
         requested_at=timezone.now(),
     )
 
+    # Quarantined mail is the supervisors' to see and release (its reason may name a customer).
+    held_mail = Quarantined.objects.create(
+        mailbox=mailbox, uidvalidity=1, uid=99, folder="Postroom-Quarantine", reason="unreadable", moved_at=timezone.now()
+    )
+
     def person(name: str, role: Role, who: Agent | None, related: bool, approver: bool) -> Person:
         client = Client()
         token = None
@@ -125,6 +138,7 @@ def world() -> dict[str, Any]:
             "guid": str(routed.guid),
             "address": alice.address,
             "approval_id": str(approval.pk),
+            "row_id": str(held_mail.pk),
             "name": "swagger-ui.css",
             "asset_name": "base.css",
         },
