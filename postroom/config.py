@@ -42,6 +42,8 @@ __all__ = [
     "CustomerConfig",
     "DevstackConfig",
     "IncomingBox",
+    "JournalBox",
+    "OutboxConfig",
     "PriorityConfig",
     "RoutingConfig",
     "ServerConfig",
@@ -160,6 +162,32 @@ class IncomingBox(Box):
     # Shorter no-reply times for urgent mail: (min_priority, seconds), ascending.
     no_reply_bands: tuple[tuple[int, int], ...] = ()
     trash_folder: str = "Trash"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JournalBox(Box):
+    """[journal]: every mail Postroom sends is also sent here, in the same SMTP transaction,
+    so that an unknown outcome can be settled (docs/decisions/0007)."""
+
+    # Copies older than this are expunged by the engine.
+    retention_seconds: int = 7 * 86400
+    # How long after a possible 250 the copy is certainly in the box (local delivery).
+    grace_seconds: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxConfig:
+    """[outbox]: how mail leaves."""
+
+    max_attempts: int = 12
+    # The budget of one SMTP transaction, connection included (and of one journal search).
+    send_timeout_seconds: int = 60
+    # How long one engine holds a row it is sending; at least twice send_timeout.
+    lease_seconds: int = 300
+    # MAIL FROM of automatic mail (auto-responses, notices): "null" is the empty reverse
+    # path of RFC 3834 §3.3; "box" the address it is written from, for relays that refuse
+    # a null sender from an authenticated client (Microsoft 365).
+    automatic_envelope_from: str = "null"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,11 +317,13 @@ class Config:
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     wrapup_codes: tuple[WrapUpCodeConfig, ...] = DEFAULT_WRAPUP_CODES
     priority: PriorityConfig = field(default_factory=PriorityConfig)
+    journal: JournalBox | None = None
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
-        """Every box Postroom logs into: the incoming boxes, then outbound, then dead."""
-        return (*self.incoming, self.outbound, self.dead_box)
+        """Every box Postroom logs into: the incoming boxes, then outbound, dead, journal."""
+        return (*self.incoming, self.outbound, self.dead_box, *((self.journal,) if self.journal else ()))
 
     def agent(self, address: str) -> AgentConfig | None:
         address = address.lower()
@@ -677,6 +707,10 @@ class _Parser:
         wrapup_codes = self.wrapup_codes(top)
         priority_table = top.table("priority", required=False)
         priority = self.priority(priority_table) if priority_table else PriorityConfig()
+        journal_table = top.table("journal", required=False)
+        journal = self.journal(journal_table) if journal_table else None
+        outbox_table = top.table("outbox", required=False)
+        outbox = self.outbox(outbox_table) if outbox_table else OutboxConfig()
         top.done()
 
         self.check_duplicates()
@@ -691,7 +725,7 @@ class _Parser:
         if self.errors:
             return None
         assert node_id and secret and server_fields and outbound and dead
-        assert routing and approval and wrapup_codes is not None and priority
+        assert routing and approval and wrapup_codes is not None and priority and outbox
         # One truth for "probationary": the agent's own key or the [approval] list.
         probation = set(approval.probation)
         agents = [
@@ -722,6 +756,8 @@ class _Parser:
             approval=approval,
             wrapup_codes=wrapup_codes,
             priority=priority,
+            journal=journal,
+            outbox=outbox,
         )
 
     def secret(self, top: _Table) -> bytes | None:
@@ -1089,6 +1125,37 @@ class _Parser:
             follow_up_wait_seconds=wait or 0,
             no_reply_priority_raise=raise_by,
             unassigned_queue=unassigned.strip(),
+        )
+
+    def journal(self, t: _Table) -> JournalBox | None:
+        fields = self._box_fields(t)
+        retention = t.duration("retention", 7 * 86400)
+        grace = t.duration("grace", 60)
+        t.done()
+        if retention is not None and retention < 86400:
+            # Copies must outlive every row they may settle; expiry works in whole days.
+            t.error("retention", f"must be at least one day, got {_show(t.data['retention'])}")
+            retention = None
+        if fields is None or retention is None or grace is None:
+            return None
+        return JournalBox(**fields, retention_seconds=retention, grace_seconds=grace)
+
+    def outbox(self, t: _Table) -> OutboxConfig | None:
+        max_attempts = t.integer("max_attempts", 12, lo=1, hi=1000)
+        timeout = t.duration("send_timeout", 60)
+        lease = t.duration("lease", 300)
+        sender = t.choice("automatic_envelope_from", ("null", "box"), "null")
+        t.done()
+        if timeout is not None and lease is not None and lease < 2 * timeout:
+            t.error("lease", f"must be at least twice send_timeout ({2 * timeout} s), got {lease} s")
+            lease = None
+        if None in (max_attempts, timeout, lease, sender):
+            return None
+        return OutboxConfig(
+            max_attempts=max_attempts,
+            send_timeout_seconds=timeout,
+            lease_seconds=lease,
+            automatic_envelope_from=sender,
         )
 
     def approval(self, t: _Table) -> ApprovalConfig | None:

@@ -51,6 +51,8 @@ class OutboxState(enum.StrEnum):
 FINAL: Final = frozenset({OutboxState.SENT, OutboxState.DEAD, OutboxState.CANCELLED})
 # States whose row is claimed once `due` has come.
 DUE_STATES: Final = (OutboxState.PENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN)
+# States of a row on its way: not settled yet.
+IN_FLIGHT: Final = (OutboxState.PENDING, OutboxState.SENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN)
 # States a row can be cancelled from: not in anyone's hands, not settled.
 CANCELLABLE: Final = (OutboxState.PENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -32,6 +32,7 @@ from postroom.engine import (
 from postroom.engine.connections import Sessions
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
+from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import Mailbox
 
@@ -50,6 +51,13 @@ class Engine:
         self._sessions: Sessions | None = None
         self._sender: SmtpSender | None = None
         self.desk = routing.RoutingDesk(site)
+        # The sending side (engine/outbox.py): this process's claimant name, its session
+        # on the journal box, when that box's old copies were last expunged.
+        self.claimant = outbox.claimant(site.node_id)
+        self._journal: JournalBox | None = None
+        self._journal_expired_at: datetime | None = None
+        if site.journal is None:
+            log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
@@ -63,7 +71,8 @@ class Engine:
         did = approvals.act(self.site, self.now()) or did
         did = self.desk.route(self.now()) or did
         did = delivery.deliver(self.site, sessions, self.now()) or did
-        did = outbox.send(sender, self.now()) or did
+        did = outbox.send(self.site, sender, self._journal_for_worker(), self.claimant, self.now) or did
+        self._expire_journal()
         did = cleanup.clean(sessions, self.now()) or did
         did = withdrawals.withdraw(self.site, self.now()) or did
         return did
@@ -89,6 +98,23 @@ class Engine:
             self._sender = SmtpSender(self.site.smtp)
         return self._sender
 
+    def _journal_for_worker(self) -> JournalBox | None:
+        if self._journal is None and self.site.journal is not None:
+            self._journal = JournalBox(self.site.journal.account)  # opened on first use
+        return self._journal
+
+    def _expire_journal(self) -> None:
+        """About once an hour: expunge journal copies past their retention."""
+        box, now = self._journal_for_worker(), self.now()
+        if box is None or (self._journal_expired_at and now - self._journal_expired_at < timedelta(hours=1)):
+            return
+        self._journal_expired_at = now
+        try:
+            outbox.expire_copies(self.site, box, now)
+        except MailboxUnavailable as exc:
+            log.warning("journal box: expiry failed: %s", exc)
+            box.close()
+
     # -- the threads ----------------------------------------------------------------
     def start(self) -> None:
         self.stopping.clear()
@@ -108,6 +134,8 @@ class Engine:
             self._sessions.close()
         if self._sender is not None:
             self._sender.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def _spawn(self, name: str, target: Callable[[], None], key: int | None = None) -> None:
         thread = threading.Thread(target=self._guarded(target), name=f"postroom-{name}", daemon=True)

@@ -11,9 +11,19 @@ from datetime import timedelta
 
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
+from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
+
+
+@dataclass(frozen=True)
+class Journal:
+    """The journal box ([journal]): its address, how to read it, how long copies stay."""
+
+    address: str
+    account: ImapAccount
+    retention: timedelta
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,15 @@ class Site:
     unassigned_queue: str = "unassigned"
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     priority_policy: PriorityPolicy = default_policy
+    # Sending ([outbox], [journal]; docs/decisions/0007).
+    outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
+    journal: Journal | None = None
+    # MAIL FROM of auto-responses and notices: "" (RFC 3834 null path) or "box".
+    automatic_envelope_from: str = "null"
+
+    def automatic_sender(self, box_address: str) -> str:
+        """The envelope sender of automatic mail written from `box_address`."""
+        return box_address if self.automatic_envelope_from == "box" else ""
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -79,6 +98,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
             login=server.smtp_login,
             password=server.smtp_password,
             cafile=cafile,
+            timeout=float(config.outbox.send_timeout_seconds),
         ),
         cafile=cafile,
         idle=server.idle,
@@ -92,7 +112,33 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         unassigned_queue=routing.unassigned_queue,
         approval=config.approval.as_policy(),
         priority_policy=config.priority.policy or default_policy,
+        outbox=OutboxPolicy(
+            max_attempts=config.outbox.max_attempts,
+            lease=timedelta(seconds=config.outbox.lease_seconds),
+            grace=timedelta(seconds=config.journal.grace_seconds if config.journal else 0),
+        ),
+        journal=journal_of(config, cafile),
+        automatic_envelope_from=config.outbox.automatic_envelope_from,
     )
+
+
+def journal_of(config: Config, cafile: str | None) -> Journal | None:
+    box = config.journal
+    if box is None:
+        return None
+    server = config.server
+    account = ImapAccount(
+        host=server.imap_host,
+        port=server.imap_port,
+        tls=server.imap_tls,
+        login=box.login,
+        password=box.password,
+        folder=box.folder,
+        cafile=cafile,
+        # Each search runs under an outbox lease: bounded like an SMTP transaction.
+        timeout=float(config.outbox.send_timeout_seconds),
+    )
+    return Journal(address=box.address, account=account, retention=timedelta(seconds=box.retention_seconds))
 
 
 def seconds(value: int | None) -> timedelta | None:

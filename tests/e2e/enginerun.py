@@ -29,6 +29,7 @@ ROLES = {
     "support": "example.test",
     "outbound": "example.test",
     "dead": "example.test",
+    "journal": "example.test",
     "alice": "example.test",
     "bob": "example.test",
     "sam": "example.test",
