@@ -916,3 +916,10 @@ def reject(request: HttpRequest, approval_id: int, payload: RejectIn):
         now=timezone.now(),
     )
     return approval_dict(approval)
+
+
+# --- replies the mail server refused for good (own module, own router) ---------------------
+
+from postroom.web.failed_replies import router as failed_replies_router  # noqa: E402
+
+api.add_router("/failed-replies", failed_replies_router)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -301,3 +302,26 @@ def test_one_auto_response_and_one_reply_whatever_the_smtp_server_does(center, p
     assert copies(center, proxy, "carol", auto.message_id) == 1
     assert copies(center, proxy, "carol", reply.message_id) == 1
     assert len(center.messages("carol")) == 2
+
+
+# -- automatic mail: Date, and an envelope sender relays accept ------------------------------
+
+
+def test_automatic_mail_is_dated_and_has_a_null_envelope_sender_by_default(make_center) -> None:
+    center = make_center('\n[[rules]]\nname = "copy"\nactions = [{{ action = "forward_copy", value = "{sam}" }}]\n')
+    write_in(center)
+    center.engine.run_until_idle()
+    for kind in (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE):
+        built = message_from_bytes(bytes(row(kind).raw), policy=policy.default)
+        assert built["Date"] is not None, f"the {kind} Postroom built has no Date"
+        assert row(kind).envelope_from == ""
+    (auto,) = center.wait_for("carol", 1)
+    assert auto["Return-Path"] == "<>"
+
+
+def test_the_envelope_sender_of_automatic_mail_can_be_the_box(make_center) -> None:
+    center = make_center('\n[outbox]\nautomatic_envelope_from = "box"\n')
+    write_in(center)
+    center.engine.run_until_idle()
+    (auto,) = center.wait_for("carol", 1)
+    assert auto["Return-Path"] == f"<{center.address('support')}>"

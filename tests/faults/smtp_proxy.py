@@ -84,6 +84,7 @@ class Transaction:
     message_id: str = ""
     fault: Fault | None = None
     upstream_reply: str = ""  # what Postfix answered to the final dot ("" if never sent)
+    client: str = ""  # the client's address:port (one per connection)
 
 
 class SmtpFaultProxy:
@@ -195,7 +196,7 @@ class SmtpFaultProxy:
                             break
                         conn.to_up(conn.client_line())
                 elif verb == b"MAIL":
-                    txn = Transaction(mail_from=_address(line))
+                    txn = Transaction(mail_from=_address(line), client="{}:{}".format(*conn.client.getpeername()[:2]))
                     conn.to_up(line)
                     conn.relay_reply()
                 elif verb == b"RCPT" and txn is not None:
@@ -335,7 +336,8 @@ def _address(line: bytes) -> str:
 
 
 def _message_id(body: bytes) -> str:
-    for raw in body.split(b"\r\n"):
+    for raw in body.split(b"\n"):  # bare LF too: smtplib passes bytes on as they are
+        raw = raw.rstrip(b"\r")
         if not raw:
             break  # end of the header
         if raw.lower().startswith(b"message-id:"):
