@@ -160,6 +160,7 @@ def send_one(row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | No
     if not fence.write(held):
         return
 
+    checkpoint(f"sending-{row.kind}")  # claimed and counted; nothing of it sent yet
     journal_address = site.journal.address if site.journal else None
     outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw), journal=journal_address, deadline=deadline)
     checkpoint(f"sent-{row.kind}")

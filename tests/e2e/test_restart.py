@@ -36,6 +36,9 @@ CHECKPOINTS = [
     "sent-forward",
     "sent-reply",
     "sent-notice",
+    # Claimed under a lease, then killed before a byte was sent: once the lease is over,
+    # the journal box shows nothing, and the reply is sent (once).
+    "sending-reply",
     "reply-accepted",
     "reply-committed",
     "cleanup-reply-removed",

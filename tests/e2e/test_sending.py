@@ -325,3 +325,50 @@ def test_the_envelope_sender_of_automatic_mail_can_be_the_box(make_center) -> No
     center.engine.run_until_idle()
     (auto,) = center.wait_for("carol", 1)
     assert auto["Return-Path"] == f"<{center.address('support')}>"
+
+
+# -- the journal box -----------------------------------------------------------------------
+
+
+def test_an_unknown_outcome_waits_while_the_journal_box_cannot_be_read(center, proxy) -> None:
+    """Never resent blindly: with the journal box unreadable the row stays unknown and an
+    alert is raised; once it can be read, the copy there settles the row as sent."""
+    site = center.engine.site
+    good = site.journal
+    broken = replace(good, account=replace(good.account, password="wrong"))
+    center.engine = Engine(replace(site, journal=broken), now=center.clock)
+    carol = center.address("carol")
+    proxy.add(Rule(Fault.DROP_AFTER_DOT, match=lambda rcpts, data: carol in rcpts and is_auto(data)))
+    write_in(center)
+    settle(center, lambda: JournalEvent.objects.filter(kind="alert", detail__alert="journal_box_unavailable").exists())
+    auto = row(Outgoing.AUTO_RESPONSE)
+    assert auto.state == Outgoing.UNKNOWN and auto.attempts == 1
+    center.engine.close()
+    center.engine = Engine(replace(site, journal=good), now=center.clock)
+    settle(center, lambda: row(Outgoing.AUTO_RESPONSE).state == Outgoing.SENT, clock_step={"minutes": 1})
+    assert row(Outgoing.AUTO_RESPONSE).attempts == 1
+    assert interaction().auto_response_sent_at is not None
+    assert copies(center, proxy, "carol", auto.message_id) == 1
+
+
+def test_journal_copies_past_their_retention_are_expunged(center) -> None:
+    from datetime import timedelta
+
+    from postroom.engine.outbox import expire_copies
+    from postroom.mail.journalbox import JournalBox
+
+    site = center.engine.site
+    now = center.clock()
+    old, recent = mail(center, "old"), mail(center, "recent")
+    center.append("journal", recent.as_bytes())
+    box = JournalBox(site.journal.account)
+    try:
+        box.open()
+        # Arrived (INTERNALDATE) two days before the retention ran out.
+        box.client.append("INBOX", old.as_bytes(), (), now - site.journal.retention - timedelta(days=2))
+        assert box.holds(old["Message-ID"]) and box.holds(recent["Message-ID"])
+        assert expire_copies(site, box, now) == 1
+        assert not box.holds(old["Message-ID"]) and box.holds(recent["Message-ID"])
+    finally:
+        box.close()
+    assert [m["Subject"] for m in center.messages("journal")] == ["recent"]
