@@ -271,6 +271,23 @@ def make_deployment(
     return Deployment(center=center, tmp=tmp, config=config, db=Database(tmp))
 
 
+def accepted_by_postfix(stack: DevStack, message_id: str) -> int:
+    """How many SMTP transactions carrying `message_id` Postfix accepted (queued), read from
+    its own log: a queue file whose header had that Message-ID (cleanup) and that went
+    into the queue (qmgr "queue active"; an aborted DATA never gets there). This is how
+    many copies can arrive, so a test can wait for exactly that many and then count."""
+    text = stack.postfix_log.read_text(errors="replace") if stack.postfix_log.exists() else ""
+    with_id, queued = set(), set()
+    for line in text.splitlines():
+        _, _, rest = line.partition("]: ")
+        queue_id, _, what = rest.partition(": ")
+        if what == f"message-id={message_id}":
+            with_id.add(queue_id)
+        elif what.endswith("(queue active)"):
+            queued.add(queue_id)
+    return len(with_id & queued)
+
+
 def wait_until(
     what: str,
     done: Callable[[], bool],
