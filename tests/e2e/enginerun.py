@@ -226,7 +226,7 @@ class Deployment:
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
         found = self.rows(sql, params)
-        return found[0][0] if found else None
+        return next(iter(dict(found[0]).values())) if found else None
 
     def interactions(self) -> list[Any]:
         return self.rows("SELECT * FROM store_interaction ORDER BY id")
