@@ -53,6 +53,7 @@ from postroom.core.outbox import (
 from postroom.core.rewrite import POLICY
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
+from postroom.engine.replies import approvers_for
 from postroom.engine.site import Site
 from postroom.mail.imap import MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
@@ -291,8 +292,6 @@ def on_dead(row: Outgoing, site: Site, reason: str, now: datetime) -> None:
 def tell_reply_failed(ix: Interaction, row: Outgoing, reason: str, site: Site, now: datetime) -> None:
     """The agent and the supervisors learn that the customer has nothing (fig. 9 with the
     mail server saying no), and where to act on it."""
-    from postroom.engine.replies import approvers_for
-
     agent: Agent | None = ix.agent
     people = ([agent.address] if agent else []) + (approvers_for(agent) if agent else [])
     attach = message_from_bytes(bytes(row.raw), policy=POLICY)
