@@ -27,7 +27,7 @@ test: install
 	@echo "== the database-facing tests again on PostgreSQL =="
 	$(PY) -m postroom.devstack.postgres start --state $(PG_STATE) --port $(PG_PORT) >/dev/null
 	DATABASE_URL=postgres://postgres@127.0.0.1:$(PG_PORT)/postroom \
-	  $(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "not browser" --ignore=tests/e2e/test_restart.py tests/integration tests/e2e; \
+	  $(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "not browser" tests/integration tests/e2e; \
 	  status=$$?; $(PY) -m postroom.devstack.postgres destroy --state $(PG_STATE) --port $(PG_PORT); exit $$status
 
 # Figures in bench/results.{json,md,png}; about 10 minutes. Not part of `make test`.

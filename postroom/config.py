@@ -47,6 +47,8 @@ __all__ = [
     "DevstackConfig",
     "HealthConfig",
     "IncomingBox",
+    "JournalBox",
+    "OutboxConfig",
     "PriorityConfig",
     "RoutingConfig",
     "SenderAuthConfig",
@@ -176,6 +178,32 @@ class IncomingBox(Box):
     trash_folder: str = "Trash"
     # The templates may use {name} and {subject}, the sender's own words (off: they may not).
     auto_response_customer_text: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class JournalBox(Box):
+    """[journal]: every mail Postroom sends is also sent here, in the same SMTP transaction,
+    so that an unknown outcome can be settled (docs/decisions/0007)."""
+
+    # Copies older than this are expunged by the engine.
+    retention_seconds: int = 7 * 86400
+    # How long after a possible 250 the copy is certainly in the box (local delivery).
+    grace_seconds: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxConfig:
+    """[outbox]: how mail leaves."""
+
+    max_attempts: int = 12
+    # The budget of one SMTP transaction, connection included (and of one journal search).
+    send_timeout_seconds: int = 60
+    # How long one engine holds a row it is sending; at least twice send_timeout.
+    lease_seconds: int = 300
+    # MAIL FROM of automatic mail (auto-responses, notices): "null" is the empty reverse
+    # path of RFC 3834 §3.3; "box" the address it is written from, for relays that refuse
+    # a null sender from an authenticated client (Microsoft 365).
+    automatic_envelope_from: str = "null"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,11 +386,13 @@ class Config:
     sender_auth: SenderAuthConfig = field(default_factory=SenderAuthConfig)
     auto_response: AutoResponseConfig = field(default_factory=AutoResponseConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    journal: JournalBox | None = None
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
-        """Every box Postroom logs into: the incoming boxes, then outbound, then dead."""
-        return (*self.incoming, self.outbound, self.dead_box)
+        """Every box Postroom logs into: the incoming boxes, then outbound, dead, journal."""
+        return (*self.incoming, self.outbound, self.dead_box, *((self.journal,) if self.journal else ()))
 
     def agent(self, address: str) -> AgentConfig | None:
         address = address.lower()
@@ -771,6 +801,10 @@ class _Parser:
         auto_response = self.auto_response(auto_response_table) if auto_response_table else AutoResponseConfig()
         health_table = top.table("health", required=False)
         health = self.health(health_table) if health_table else HealthConfig()
+        journal_table = top.table("journal", required=False)
+        journal = self.journal(journal_table) if journal_table else None
+        outbox_table = top.table("outbox", required=False)
+        outbox = self.outbox(outbox_table) if outbox_table else OutboxConfig()
         top.done()
 
         self.check_duplicates()
@@ -786,7 +820,7 @@ class _Parser:
             return None
         assert node_id and secrets and server_fields and outbound and dead
         assert routing and approval and wrapup_codes is not None and priority and health
-        assert sender_auth and auto_response
+        assert sender_auth and auto_response and outbox
         # One truth for "probationary": the agent's own key or the [approval] list.
         probation = set(approval.probation)
         agents = [
@@ -820,6 +854,8 @@ class _Parser:
             sender_auth=sender_auth,
             auto_response=auto_response,
             health=health,
+            journal=journal,
+            outbox=outbox,
         )
 
     def secrets(self, top: _Table) -> tuple[bytes, ...] | None:
@@ -1321,6 +1357,37 @@ class _Parser:
             follow_up_wait_seconds=wait or 0,
             no_reply_priority_raise=raise_by,
             unassigned_queue=unassigned.strip(),
+        )
+
+    def journal(self, t: _Table) -> JournalBox | None:
+        fields = self._box_fields(t)
+        retention = t.duration("retention", 7 * 86400)
+        grace = t.duration("grace", 60)
+        t.done()
+        if retention is not None and retention < 86400:
+            # Copies must outlive every row they may settle; expiry works in whole days.
+            t.error("retention", f"must be at least one day, got {_show(t.data['retention'])}")
+            retention = None
+        if fields is None or retention is None or grace is None:
+            return None
+        return JournalBox(**fields, retention_seconds=retention, grace_seconds=grace)
+
+    def outbox(self, t: _Table) -> OutboxConfig | None:
+        max_attempts = t.integer("max_attempts", 12, lo=1, hi=1000)
+        timeout = t.duration("send_timeout", 60)
+        lease = t.duration("lease", 300)
+        sender = t.choice("automatic_envelope_from", ("null", "box"), "null")
+        t.done()
+        if timeout is not None and lease is not None and lease < 2 * timeout:
+            t.error("lease", f"must be at least twice send_timeout ({2 * timeout} s), got {lease} s")
+            lease = None
+        if None in (max_attempts, timeout, lease, sender):
+            return None
+        return OutboxConfig(
+            max_attempts=max_attempts,
+            send_timeout_seconds=timeout,
+            lease_seconds=lease,
+            automatic_envelope_from=sender,
         )
 
     def approval(self, t: _Table) -> ApprovalConfig | None:

@@ -25,6 +25,9 @@ class AlertKind(StrEnum):
     SEND_FAILED = "send_failed"
     # A message a size limit kept us from reading whole (key: box:uidvalidity:uid).
     OVERSIZE = "oversize"
+    # The journal box cannot be read, so unknown send outcomes cannot be settled (key: its
+    # address); those mails wait, neither resent nor dropped.
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
 
 
 def notice_due(*, pending: bool, notified_at: datetime | None, now: datetime, interval: timedelta) -> bool:

@@ -34,6 +34,10 @@ class State(enum.StrEnum):
     REPLYING = "replying"
     # fig. 9 518: the reply left; the mailboxes still hold the original and the reply.
     REPLIED = "replied"
+    # The reply was refused for good (5xx) or ran out of attempts: the customer has
+    # nothing. The agent and supervisors are told; a supervisor resends it, edits it and
+    # sends that, or ends the interaction with a wrap-up code.
+    REPLY_FAILED = "reply_failed"
     # Ended without a reply (hang-up with a wrap-up code, or deleted by a rule); the
     # original still has to be cleared from the incoming box.
     ENDED = "ended"
@@ -125,6 +129,20 @@ class ReplySent(Event):
 
 
 @dataclass(frozen=True)
+class ReplyFailed(Event):
+    """The reply will not leave by itself: refused for good, or out of attempts."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReplyRetried(Event):
+    """A supervisor sends the failed reply again, as it was or with new text."""
+
+    edited: bool = False
+
+
+@dataclass(frozen=True)
 class HungUp(Event):
     """The agent ended the interaction without a reply, with a wrap-up code."""
 
@@ -174,6 +192,9 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.AWAITING_APPROVAL, Rejected): State.DELIVERED,
     (State.AWAITING_APPROVAL, RejectedToQueue): State.QUEUED,
     (State.REPLYING, ReplySent): State.REPLIED,
+    (State.REPLYING, ReplyFailed): State.REPLY_FAILED,
+    (State.REPLY_FAILED, ReplyRetried): State.REPLYING,
+    (State.REPLY_FAILED, HungUp): State.ENDED,
     (State.ROUTED, HungUp): State.ENDED,
     (State.ANSWERED, HungUp): State.ENDED,
     (State.DELIVERED, HungUp): State.ENDED,

@@ -74,13 +74,16 @@ def queue_auto_response(
         subject_template=box.auto_response_subject or DEFAULT_AUTO_RESPONSE_SUBJECT,
         reference=reference(ix),
         customer_text=box.auto_response_customer_text,
+        date=now,
     )
     # The key makes a second auto-response for this interaction impossible (fig. 5 310).
     Outgoing.objects.create(
         key=f"auto_response:{ix.guid}",
         kind=Outgoing.AUTO_RESPONSE,
         interaction=ix,
-        envelope_from="",  # RFC 3834 §3.3: null return path, so bounces cannot loop
+        # RFC 3834 §3.3: a null return path by default, so bounces cannot loop; or the
+        # box's address where the relay refuses a null sender ([outbox]).
+        envelope_from=site.automatic_sender(box.address),
         recipients=[reply_target(ix)],
         message_id=message_id,
         raw=msg.as_bytes(),

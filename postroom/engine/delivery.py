@@ -12,11 +12,12 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 
 from postroom.core.compose import forward_to_agent
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
 from postroom.core.lifecycle import State, Vanished
+from postroom.core.outbox import IN_FLIGHT
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
@@ -32,14 +33,17 @@ def outbound_box() -> Mailbox:
 
 
 def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
-    """Build the forward for every answered interaction that has none pending."""
+    """Build the forward for every answered interaction whose current round has none on
+    its way (a forward of an earlier round or agent does not count: see engine/outbox.py)."""
+    on_its_way = Outgoing.objects.filter(
+        Q(delivery=OuterRef("deliveries"), agent=OuterRef("agent")) | Q(delivery__isnull=True),
+        kind=Outgoing.FORWARD,
+        interaction=OuterRef("pk"),
+        state__in=[s.value for s in IN_FLIGHT],
+    )
     waiting = (
         Interaction.objects.filter(status=State.ANSWERED)
-        .exclude(
-            pk__in=Outgoing.objects.filter(kind=Outgoing.FORWARD, state=Outgoing.PENDING).values(
-                "interaction_id"
-            )
-        )
+        .exclude(Exists(on_its_way))
         .select_related("mailbox", "agent")
         .order_by("-priority", "arrival_time")[:50]
     )
@@ -95,6 +99,8 @@ def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime
             key=f"forward:{ix.guid}:{seq}",
             kind=Outgoing.FORWARD,
             interaction=ix,
+            delivery=seq,
+            agent=ix.agent,
             envelope_from=outbound.address,
             recipients=[ix.agent.address],
             message_id=message_id,

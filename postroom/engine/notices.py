@@ -39,6 +39,7 @@ def queue_notice(
         message_id=message_id,
         in_reply_to=in_reply_to,
         attach=attach,
+        date=now,
     )
     if reply_to:
         msg["Reply-To"] = reply_to
@@ -46,7 +47,8 @@ def queue_notice(
         key=key,
         kind=Outgoing.NOTICE,
         interaction=interaction,
-        envelope_from="",  # RFC 3834: automatic mail has a null return path
+        # RFC 3834 §3.3: a null return path by default; [outbox] automatic_envelope_from.
+        envelope_from=site.automatic_sender(outbound.address),
         recipients=[to],
         message_id=message_id,
         raw=msg.as_bytes(),

@@ -1,73 +1,247 @@
-"""The outbox worker: sends prepared mail, then records what that means.
+"""The outbox step: claim each due row, send it (or settle it), record what that means.
 
-A row is marked as being attempted (attempts + 1, by CAS) before the SMTP transaction and
-marked sent in the same DB transaction as its consequence (auto-response flag, delivered,
-replied). A crash between the server's 250 and that commit leaves the row pending with
-attempts > 0: it is sent again with the same Message-ID, so a duplicate is at most one and
-recognisable (docs/decisions/0002-outbox-at-least-once-same-message-id.md).
+Exactly once per row (docs/decisions/0007-exactly-once-sending.md), with the decisions in
+`postroom.core.outbox` and every write a compare-and-set:
+
+* a row is claimed with a lease (`claimed_by`, `lease_until`); nobody else claims it while
+  the lease is live, and every SMTP transaction under it ends before half of it is over;
+* its SMTP transaction carries the journal box as one more envelope recipient, so the
+  server's 250 covers the journal copy too;
+* the outcome is written, fenced by the claim, in the same transaction as its consequence
+  (auto-response sent, delivered, replied, reply failed ...);
+* a row whose outcome is unknown (no answer after the final dot, or a claimant that died
+  holding it) is looked up in the journal box after the grace period: found, it is sent
+  and its consequence applied; not found, it is sent again;
+* attempts are capped: a reply past its cap or refused for good goes to `reply_failed`
+  where a supervisor acts on it; other mail goes dead with an alert.
+
+A forward belongs to its delivery round and agent: only the current round's forward may
+complete or fail the delivery; a stale one is cancelled before sending, and one that was
+sent anyway is withdrawn from the agent's mailbox.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from datetime import datetime, timedelta
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 
-from postroom.core.lifecycle import Delivered, DeliveryFailed, ReplySent, State
+from postroom.core.alerts import AlertKind
+from postroom.core.headers import POLICY
+from postroom.core.lifecycle import Delivered, DeliveryFailed, ReplyFailed, ReplySent, State
+from postroom.core.outbox import (
+    DUE_STATES,
+    Claim,
+    OutboxState,
+    Row,
+    after_check,
+    after_send,
+    before_send,
+    check_failed,
+    claim,
+    due_for,
+    expired_before,
+)
+from postroom.engine.alerts import raise_alert
 from postroom.engine.faults import checkpoint
-from postroom.mail.smtp import Result, SmtpOutcome, SmtpSender
+from postroom.engine.notices import queue_notice
+from postroom.engine.replies import approvers_for
+from postroom.engine.site import Site
+from postroom.mail.imap import MailboxUnavailable
+from postroom.mail.journalbox import JournalBox
+from postroom.mail.smtp import SmtpSender
 from postroom.store import journal
-from postroom.store.models import Interaction, Outgoing
+from postroom.store.models import Agent, Interaction, Outgoing, Withdrawal
 from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 12
+Clock = Callable[[], datetime]
 
 
-def backoff(attempts: int) -> timedelta:
-    """5 s, 10 s, 20 s ... capped at an hour."""
-    return timedelta(seconds=min(3600, 5 * 2 ** max(0, attempts - 1)))
+def claimant(node_id: str) -> str:
+    """This process's name in `claimed_by`: the node and a token of its own, so two
+    engines of one node (or one restarted) never take each other's claims for theirs."""
+    return f"{node_id}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def send(sender: SmtpSender, now: datetime, limit: int = 50) -> bool:
-    rows = list(
-        Outgoing.objects.filter(state=Outgoing.PENDING, next_attempt_at__lte=now).order_by(
-            "next_attempt_at", "id"
-        )[:limit]
+def due(now: datetime, site: Site) -> Q:
+    """The rows `core.outbox.due_for` would claim at `now`, as a query."""
+    return Q(state__in=list(DUE_STATES), next_attempt_at__lte=now) | Q(
+        state=OutboxState.SENDING, lease_until__lte=expired_before(now, site.outbox)
     )
+
+
+def send(
+    site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
+) -> bool:
+    """Send (or settle) up to `limit` due rows; True if there were any."""
+    rows = list(Outgoing.objects.filter(due(clock(), site)).order_by("next_attempt_at", "id")[:limit])
     for row in rows:
-        send_one(row, sender, now)
+        send_one(row, site, sender, box, holder, clock)
     return bool(rows)
 
 
-def send_one(row: Outgoing, sender: SmtpSender, now: datetime) -> None:
-    claimed = Outgoing.objects.filter(pk=row.pk, state=Outgoing.PENDING, attempts=row.attempts).update(
-        attempts=F("attempts") + 1
+def snapshot(row: Outgoing) -> Row:
+    return Row(
+        state=row.outbox_state,
+        attempts=row.attempts,
+        due=row.next_attempt_at,
+        lease_until=row.lease_until,
+        holder=row.claimed_by,
     )
-    if claimed != 1:
+
+
+def send_one(row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock) -> None:
+    policy = site.outbox
+    now = clock()
+    seen = snapshot(row)
+    kind = due_for(seen, now, policy)
+    if kind is None:
         return
-    row.attempts += 1
-    outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw))
-    checkpoint(f"sent-{row.kind}")
-    with transaction.atomic():
-        if outcome.sent:
-            Outgoing.objects.filter(pk=row.pk).update(state=Outgoing.SENT, sent_at=now, last_error=outcome.detail)
-            on_sent(row, now)
-        elif outcome.result is Result.TEMPORARY and row.attempts < MAX_ATTEMPTS:
-            Outgoing.objects.filter(pk=row.pk).update(
-                next_attempt_at=now + backoff(row.attempts), last_error=outcome.detail[:2000]
+    held = claim(seen, now, holder, policy)
+    won = Outgoing.objects.filter(
+        pk=row.pk,
+        state=row.state,
+        attempts=row.attempts,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
+        next_attempt_at=row.next_attempt_at,
+    ).update(state=held.state, claimed_by=holder, lease_until=held.lease_until)
+    if won != 1:
+        return  # another engine took it first
+    # Every SMTP byte under this claim is written before half the lease is over; the
+    # other half absorbs clock skew between engines (docs/decisions/0007).
+    deadline = time.monotonic() + policy.lease.total_seconds() / 2
+    fence = Fence(row.pk, holder, held.lease_until)
+
+    if kind is Claim.CHECK:
+        try:
+            found = box.holds(row.message_id) if box is not None else False
+        except MailboxUnavailable as exc:
+            box.close()  # type: ignore[union-attr]
+            with transaction.atomic():
+                fence.write(check_failed(held, clock(), policy), last_error=f"journal box: {exc}"[:2000])
+                alert("journal_box_unavailable", clock(), interaction=row.interaction, error=str(exc)[:500])
+            return
+        held = after_check(held, found)
+        with transaction.atomic():
+            if found:
+                if fence.write(held, sent_at=clock()):
+                    journal.record("unknown_settled", clock(), interaction=row.interaction, message_id=row.message_id, found=True)
+                    on_sent(row, site, clock())
+                return
+            journal.record(
+                "unknown_settled", clock(), interaction=row.interaction, message_id=row.message_id, found=False,
+                journal_box=box is not None,
             )
-            journal.record("send_deferred", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
-        else:
-            Outgoing.objects.filter(pk=row.pk).update(state=Outgoing.DEAD, last_error=outcome.detail[:2000])
-            on_dead(row, outcome, now)
+
+    if row.kind == Outgoing.FORWARD and not forward_wanted(row):
+        # Its round ended (transfer, no reply, hang-up ...) while it waited: not sent.
+        with transaction.atomic():
+            if fence.write(replace(held, state=OutboxState.CANCELLED, holder="", lease_until=None)):
+                # Unknown and no journal box to ask: a copy may be in the agent's mailbox.
+                stale_forward(row, clock(), possibly_sent=kind is Claim.CHECK and box is None)
+        return
+
+    held = before_send(held, policy)
+    if held.state is OutboxState.DEAD:
+        with transaction.atomic():
+            if fence.write(held):
+                on_dead(row, site, f"no attempts left after {row.attempts}", clock())
+        return
+    if not fence.write(held):
+        return
+
+    checkpoint(f"sending-{row.kind}")  # claimed and counted; nothing of it sent yet
+    journal_address = site.journal.address if site.journal else None
+    outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw), journal=journal_address, deadline=deadline)
+    checkpoint(f"sent-{row.kind}")
+    now = clock()
+    settled = after_send(held, outcome.result, now, policy)
+    with transaction.atomic():
+        if not fence.write(settled, last_error=outcome.detail[:2000], sent_at=now if outcome.sent else None):
+            log.error("outgoing %s: the claim was lost while sending (%s)", row.key, outcome.result)
+            return
+        match settled.state:
+            case OutboxState.SENT:
+                on_sent(row, site, now)
+            case OutboxState.DEAD:
+                on_dead(row, site, outcome.detail, now)
+            case OutboxState.UNKNOWN:
+                log.warning("outgoing %s: outcome unknown (%s); settled from the journal box", row.key, outcome.detail)
+                journal.record("send_unknown", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
+            case _:
+                journal.record("send_deferred", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
 
 
-def on_sent(row: Outgoing, now: datetime) -> None:
+class Fence:
+    """Writes to a claimed row, only while the claim is still ours."""
+
+    def __init__(self, pk: int, holder: str, lease_until: datetime | None) -> None:
+        self.pk, self.holder, self.lease_until = pk, holder, lease_until
+
+    def write(self, new: Row, **extra: Any) -> bool:
+        changes: dict[str, Any] = {
+            "state": new.state.value,
+            "attempts": new.attempts,
+            "claimed_by": new.holder,
+            "lease_until": new.lease_until,
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+        if new.due is not None:
+            changes["next_attempt_at"] = new.due
+        updated = Outgoing.objects.filter(
+            pk=self.pk, state=OutboxState.SENDING, claimed_by=self.holder, lease_until=self.lease_until
+        ).update(**changes)
+        if updated == 1 and new.state is OutboxState.SENDING:
+            self.lease_until = new.lease_until
+        return updated == 1
+
+
+# -- consequences ----------------------------------------------------------------------------
+
+
+def locked_interaction(row: Outgoing) -> Interaction | None:
+    if row.interaction_id is None:
+        return None
+    return Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=row.interaction_id)
+
+
+def current_forward(row: Outgoing, ix: Interaction) -> bool:
+    """The forward of the interaction's current delivery round and agent (rows from before
+    forwards were bound to a round have no round: taken as current)."""
+    if row.delivery is None:
+        return True
+    return row.delivery == ix.deliveries and row.agent_id == ix.agent_id
+
+
+def forward_wanted(row: Outgoing) -> bool:
+    ix = Interaction.objects.filter(pk=row.interaction_id).only("status", "deliveries", "agent_id").first()
+    return ix is not None and ix.state is State.ANSWERED and current_forward(row, ix)
+
+
+def stale_forward(row: Outgoing, now: datetime, *, possibly_sent: bool) -> None:
+    """A forward of a delivery round that is over: journaled, and where a copy may be in
+    the agent's mailbox, taken back out (the agent no longer holds that round)."""
+    journal.record("stale_forward", now, interaction=row.interaction, message_id=row.message_id, sent=possibly_sent)
+    if possibly_sent and row.agent_id is not None:
+        Withdrawal.objects.create(
+            interaction_id=row.interaction_id, agent_id=row.agent_id, message_id=row.message_id, reason="stale_forward"
+        )
+
+
+def on_sent(row: Outgoing, site: Site, now: datetime) -> None:
     # Locked (PostgreSQL) / serialised (SQLite IMMEDIATE) so the state we decide on is the
     # state we write over: a failed CAS here would roll back the SENT mark.
     ix = locked_interaction(row)
@@ -78,12 +252,15 @@ def on_sent(row: Outgoing, now: datetime) -> None:
         Interaction.objects.filter(pk=ix.pk).update(auto_response_sent_at=now)
         journal.record("auto_responded", now, interaction=ix, message_id=row.message_id)
     elif row.kind == Outgoing.FORWARD:
-        if ix.state is State.ANSWERED:
+        if not current_forward(row, ix):
+            stale_forward(row, now, possibly_sent=True)
+        elif ix.state is State.ANSWERED:
             apply(ix, Delivered(), now, message_id=row.message_id)
         else:
+            # A fast agent replied before this 250 was recorded (answered → replying).
             journal.record("delivered", now, interaction=ix, message_id=row.message_id, late=True)
     elif row.kind == Outgoing.REPLY:
-        # Guarded: an exception here would roll back the SENT mark and send it twice.
+        # Guarded: an exception here would roll back the SENT mark.
         if ix.state is State.REPLYING:
             apply(ix, ReplySent(), now, message_id=row.message_id)
         else:
@@ -92,16 +269,75 @@ def on_sent(row: Outgoing, now: datetime) -> None:
         journal.record("notice_sent", now, interaction=ix, message_id=row.message_id, to=row.recipients)
 
 
-def on_dead(row: Outgoing, outcome: SmtpOutcome, now: datetime) -> None:
-    log.error("outgoing %s (%s) failed for good: %s", row.key, row.kind, outcome.detail)
+def on_dead(row: Outgoing, site: Site, reason: str, now: datetime) -> None:
+    log.error("outgoing %s (%s) failed for good: %s", row.key, row.kind, reason)
     ix = locked_interaction(row)
-    journal.record("send_failed", now, interaction=ix, mail=row.kind, error=outcome.detail[:500])
-    if ix is not None and row.kind == Outgoing.FORWARD and ix.state is State.ANSWERED:
-        with contextlib.suppress(StaleInteraction):
-            apply(ix, DeliveryFailed(reason=outcome.detail[:200]), now)
+    journal.record("send_failed", now, interaction=ix, mail=row.kind, error=reason[:500])
+    if ix is None:
+        alert("notice_failed", now, key=row.key, to=row.recipients, error=reason[:500])
+    elif row.kind == Outgoing.FORWARD:
+        if current_forward(row, ix) and ix.state is State.ANSWERED:
+            try:
+                apply(ix, DeliveryFailed(reason=reason[:200]), now)
+            except StaleInteraction:
+                log.info("interaction %s changed while its forward failed", ix.guid)
+        alert("forward_failed", now, interaction=ix, key=row.key, to=row.recipients, error=reason[:500])
+    elif row.kind == Outgoing.REPLY:
+        if ix.state is State.REPLYING:
+            apply(ix, ReplyFailed(reason=reason[:200]), now, message_id=row.message_id)
+            tell_reply_failed(ix, row, reason, site, now)
+        alert("reply_failed", now, interaction=ix, key=row.key, to=row.recipients, error=reason[:500])
+    else:
+        alert(f"{row.kind}_failed", now, interaction=ix, key=row.key, to=row.recipients, error=reason[:500])
 
 
-def locked_interaction(row: Outgoing) -> Interaction | None:
-    if row.interaction_id is None:
-        return None
-    return Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=row.interaction_id)
+def tell_reply_failed(ix: Interaction, row: Outgoing, reason: str, site: Site, now: datetime) -> None:
+    """The agent and the supervisors learn that the customer has nothing (fig. 9 with the
+    mail server saying no), and where to act on it."""
+    agent: Agent | None = ix.agent
+    people = ([agent.address] if agent else []) + (approvers_for(agent) if agent else [])
+    attach = message_from_bytes(bytes(row.raw), policy=POLICY)
+    for to in dict.fromkeys(people):
+        queue_notice(
+            site,
+            now,
+            key=f"notice:reply_failed:{ix.guid}:{ix.version}:{to}",
+            to=to,
+            subject=f"Reply not sent: {ix.subject}",
+            text=(
+                f"Postroom could not send the reply to {ix.customer}; the customer has not received it.\n\n"
+                f"Reason: {reason}\n\n"
+                "A supervisor can resend it, edit it and send that, or end the interaction with a "
+                "wrap-up code, in the supervisor console. The reply is attached.\n"
+            ),
+            interaction=ix,
+            attach=attach if isinstance(attach, EmailMessage) else None,
+        )
+
+
+def alert(kind: str, now: datetime, *, interaction: Interaction | None = None, **detail: Any) -> None:
+    """Something people must act on: a journal event, an error in the log, and an alert on
+    the console, mailed to the supervisors (engine/alerts.py)."""
+    log.error("alert %s: %s", kind, detail)
+    journal.record("alert", now, interaction=interaction, alert=kind, **detail)
+    what = kind.replace("_", " ")
+    if kind == "journal_box_unavailable":
+        message = f"{what}: mails whose outcome is unknown wait until it can be read ({detail.get('error', '')})"
+        raise_alert(AlertKind.JOURNAL_UNAVAILABLE, "journal", message, now)
+        return
+    about = f" (interaction {interaction.guid})" if interaction is not None else ""
+    message = f"{what}{about}: to {', '.join(detail.get('to') or [])}: {detail.get('error', '')}"
+    raise_alert(AlertKind.SEND_FAILED, str(detail.get("key") or kind), message, now)
+
+
+# -- the journal box's retention --------------------------------------------------------------
+
+
+def expire_copies(site: Site, box: JournalBox, now: datetime) -> int:
+    """Expunge journal copies past their retention, in bulk (SEARCH BEFORE, chunked STORE
+    and EXPUNGE); the engine runs this about once an hour."""
+    assert site.journal is not None
+    removed = box.expunge_before((now - site.journal.retention).date())
+    if removed:
+        log.info("journal box: %d copies past retention expunged", removed)
+    return removed

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
@@ -46,6 +46,7 @@ from postroom.engine import (
 from postroom.engine.connections import Sessions
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
+from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import Mailbox
 
@@ -71,6 +72,13 @@ class Engine:
         self._lease: lease.Lease | None = None
         self._started_at = timezone.now()
         self.desk = routing.RoutingDesk(site)
+        # The sending side (engine/outbox.py): this process's claimant name, its session
+        # on the journal box, when that box's old copies were last expunged.
+        self.claimant = outbox.claimant(site.node_id)
+        self._journal: JournalBox | None = None
+        self._journal_expired_at: datetime | None = None
+        if site.journal is None:
+            log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
@@ -84,7 +92,8 @@ class Engine:
             ("approvals", lambda: approvals.act(site, now())),
             ("routing", lambda: self.desk.route(now())),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
-            ("outbox", lambda: outbox.send(self._sender_for_worker(), now())),
+            ("outbox", lambda: outbox.send(site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, now)),
+            ("journal expiry", self._expire_journal),
             ("cleanup", lambda: cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
             ("alerts", lambda: alerts.notify(site, now())),
@@ -142,6 +151,24 @@ class Engine:
             self._sender = SmtpSender(self.site.smtp)
         return self._sender
 
+    def _journal_for_worker(self) -> JournalBox | None:
+        if self._journal is None and self.site.journal is not None:
+            self._journal = JournalBox(self.site.journal.account)  # opened on first use
+        return self._journal
+
+    def _expire_journal(self) -> bool:
+        """About once an hour: expunge journal copies past their retention."""
+        box, now = self._journal_for_worker(), self.now()
+        if box is None or (self._journal_expired_at and now - self._journal_expired_at < timedelta(hours=1)):
+            return False
+        self._journal_expired_at = now
+        try:
+            outbox.expire_copies(self.site, box, now)
+        except MailboxUnavailable as exc:
+            log.warning("journal box: expiry failed: %s", exc)
+            box.close()
+        return False
+
     # -- the threads ----------------------------------------------------------------
     def start(self) -> None:
         """Take the engine lease (LeaseHeld if another engine has it), then the threads."""
@@ -171,6 +198,8 @@ class Engine:
             self._sessions.close()
         if self._sender is not None:
             self._sender.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def _spawn(self, name: str, target: Callable[[], None], key: int | None = None) -> None:
         thread = threading.Thread(target=self._guarded(target), name=f"postroom-{name}", daemon=True)

@@ -14,12 +14,22 @@ from datetime import timedelta
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
 from postroom.core.keys import KeyRing
+from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.core.senderauth import SenderAuthPolicy
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Journal:
+    """The journal box ([journal]): its address, how to read it, how long copies stay."""
+
+    address: str
+    account: ImapAccount
+    retention: timedelta
 
 
 @dataclass(frozen=True)
@@ -64,11 +74,20 @@ class Site:
     reconcile_interval: timedelta = timedelta(minutes=5)
     withdrawal_attempts: int = 8
     lease_seconds: float = 60.0
+    # Sending ([outbox], [journal]; docs/decisions/0007).
+    outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
+    journal: Journal | None = None
+    # MAIL FROM of auto-responses and notices: "" (RFC 3834 null path) or "box".
+    automatic_envelope_from: str = "null"
 
     def password_for(self, address: str) -> str:
         """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
         the configuration gives none."""
         return self.passwords.get(address.lower(), "")
+
+    def automatic_sender(self, box_address: str) -> str:
+        """The envelope sender of automatic mail written from `box_address`."""
+        return box_address if self.automatic_envelope_from == "box" else ""
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -113,6 +132,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
             login=server.smtp_login,
             password=server.smtp_password,
             cafile=cafile,
+            timeout=float(config.outbox.send_timeout_seconds),
         ),
         cafile=cafile,
         idle=server.idle,
@@ -136,7 +156,33 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         reconcile_interval=timedelta(seconds=config.health.reconcile_interval_seconds),
         withdrawal_attempts=config.health.withdrawal_attempts,
         lease_seconds=float(config.health.engine_lease_seconds),
+        outbox=OutboxPolicy(
+            max_attempts=config.outbox.max_attempts,
+            lease=timedelta(seconds=config.outbox.lease_seconds),
+            grace=timedelta(seconds=config.journal.grace_seconds if config.journal else 0),
+        ),
+        journal=journal_of(config, cafile),
+        automatic_envelope_from=config.outbox.automatic_envelope_from,
     )
+
+
+def journal_of(config: Config, cafile: str | None) -> Journal | None:
+    box = config.journal
+    if box is None:
+        return None
+    server = config.server
+    account = ImapAccount(
+        host=server.imap_host,
+        port=server.imap_port,
+        tls=server.imap_tls,
+        login=box.login,
+        password=box.password,
+        folder=box.folder,
+        cafile=cafile,
+        # Each search runs under an outbox lease: bounded like an SMTP transaction.
+        timeout=float(config.outbox.send_timeout_seconds),
+    )
+    return Journal(address=box.address, account=account, retention=timedelta(seconds=box.retention_seconds))
 
 
 def seconds(value: int | None) -> timedelta | None:

@@ -1,22 +1,39 @@
-"""SMTP adapter on smtplib: send one prepared message, report the outcome as data.
+"""SMTP adapter on smtplib: one prepared message, one transaction, its outcome as data.
 
-Expected protocol outcomes (4xx, 5xx, a dropped connection) are values, never exceptions,
-so the outbox can decide retry or dead without guessing (Mailman's split of temporary and
-permanent failures).
+Three kinds of outcome (`postroom.core.outbox.Result`), never exceptions: sent (250 to
+the final dot), not sent (no connection, MAIL/RCPT/DATA refused, 4xx/5xx to the message:
+temporary or permanent), and unknown: the final dot was written and the reply never came
+(connection dropped, timed out, garbled), so the server may have queued it. What a broken
+connection means depends on how far the transaction got (`Phase`), which is why the
+transaction is driven step by step here rather than through `sendmail()`.
+
+An unknown outcome is never retried here. A reused session that turns out dead before
+the server holds anything of the message (its idle timeout) is retried once on a fresh
+connection. The whole transaction, connection and TLS included, runs against one
+deadline (the account's `timeout`, or the caller's, whichever is earlier), so that it
+ends well inside the outbox lease that covers it.
+
+With `journal`, the journal box is one more envelope recipient of the same transaction
+(RCPT only, never a header, so the customer never sees it): a 250 then means its copy is
+queued too. If the journal box is refused, the transaction is abandoned as temporary
+rather than sent without the copy that would settle an unknown outcome later.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
-import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from postroom.core.outbox import Phase, Result, after_failure, classify_codes, may_retry_fresh
 from postroom.mail.imap import tls_context
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Result", "SmtpAccount", "SmtpOutcome", "SmtpSender"]
 
 
 @dataclass(frozen=True)
@@ -27,13 +44,8 @@ class SmtpAccount:
     login: str = ""
     password: str = field(default="", repr=False)
     cafile: str | None = None
+    # The budget of one whole transaction (connect to the reply to the final dot).
     timeout: float = 30.0
-
-
-class Result(StrEnum):
-    SENT = "sent"
-    TEMPORARY = "temporary"  # try again later: 4xx, connection trouble
-    PERMANENT = "permanent"  # 5xx for every recipient: retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -46,68 +58,133 @@ class SmtpOutcome:
         return self.result is Result.SENT
 
 
+class _Broken(Exception):
+    """The connection failed at `phase`; the session is unusable."""
+
+    def __init__(self, phase: Phase, detail: str) -> None:
+        super().__init__(detail)
+        self.phase = phase
+        self.detail = detail
+
+
 class SmtpSender:
-    """Keeps one authenticated session open across sends; reconnects when it drops."""
+    """Keeps one authenticated session open across sends; reconnects when it drops.
+    Not thread-safe: one worker uses one sender."""
 
     def __init__(self, account: SmtpAccount) -> None:
         self.account = account
         self._smtp: smtplib.SMTP | None = None
 
-    def _connect(self) -> smtplib.SMTP:
+    def send(
+        self,
+        envelope_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        *,
+        journal: str | None = None,
+        deadline: float | None = None,
+    ) -> SmtpOutcome:
+        """Send `raw` to `recipients` (plus `journal`), all within `deadline` (a
+        `time.monotonic()` value) if given."""
+        own = time.monotonic() + self.account.timeout
+        deadline = own if deadline is None else min(deadline, own)
+        for attempt in (1, 2):
+            reused = self._smtp is not None
+            try:
+                return self._transaction(envelope_from, list(recipients), raw, journal, deadline)
+            except _Broken as exc:
+                # Never reuse a session whose state we do not know.
+                self.close()
+                if attempt == 1 and may_retry_fresh(exc.phase, reused):
+                    log.info("SMTP session was dead (%s); one fresh connection", exc.detail)
+                    continue
+                return SmtpOutcome(after_failure(exc.phase), exc.detail)
+        raise AssertionError("unreachable")
+
+    def _transaction(
+        self, envelope_from: str, recipients: list[str], raw: bytes, journal: str | None, deadline: float
+    ) -> SmtpOutcome:
+        phase = Phase.CONNECT
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect(deadline)
+            smtp = self._smtp
+            phase = Phase.ENVELOPE
+            _budget(smtp, deadline)
+            code, resp = smtp.mail(envelope_from)
+            if code != 250:
+                return self._refused([code], f"MAIL FROM: {code} {_text(resp)}")
+            refused: dict[str, tuple[int, str]] = {}
+            for rcpt in recipients:
+                _budget(smtp, deadline)
+                code, resp = smtp.rcpt(rcpt)
+                if code not in (250, 251):
+                    refused[rcpt] = (code, _text(resp))
+            if len(refused) == len(recipients):
+                return self._refused([c for c, _ in refused.values()], f"RCPT TO: {refused}")
+            if journal:
+                _budget(smtp, deadline)
+                code, resp = smtp.rcpt(journal)
+                if code not in (250, 251):
+                    # Without its journal copy an unknown outcome could not be settled:
+                    # not worth the risk. Temporary: the journal box is ours to fix.
+                    self._reset()
+                    return SmtpOutcome(Result.TEMPORARY, f"the journal box was refused: {code} {_text(resp)}")
+            _budget(smtp, deadline)
+            code, resp = smtp.docmd("DATA")
+            if code != 354:
+                return self._refused([code], f"DATA: {code} {_text(resp)}")
+            phase = Phase.BODY
+            _budget(smtp, deadline)
+            smtp.send(_wire(raw))
+            phase = Phase.FINAL_DOT
+            smtp.send(b".\r\n")
+            code, resp = smtp.getreply()
+        except Exception as exc:  # noqa: BLE001 - any failure: its phase says what it means
+            raise _Broken(phase, f"{type(exc).__name__} at {phase.name.lower()}: {exc}") from exc
+        result = classify_codes([code], after_dot=True)
+        detail = f"{code} {_text(resp)}"
+        if result is Result.SENT and refused:
+            detail += f"; refused by some: {refused}"
+        if result is Result.UNKNOWN:
+            self.close()  # a reply we cannot read leaves the session in an unknown state
+        return SmtpOutcome(result, detail[:2000])
+
+    def _connect(self, deadline: float) -> smtplib.SMTP:
         a = self.account
         ctx = tls_context(a.cafile)
         smtp: smtplib.SMTP
+        timeout = _remaining(deadline)
         if a.tls == "tls":
-            smtp = smtplib.SMTP_SSL(a.host, a.port, timeout=a.timeout, context=ctx)
+            smtp = smtplib.SMTP_SSL(a.host, a.port, timeout=timeout, context=ctx)
         else:
-            smtp = smtplib.SMTP(a.host, a.port, timeout=a.timeout)
+            smtp = smtplib.SMTP(a.host, a.port, timeout=timeout)
         try:
+            _budget(smtp, deadline)
             smtp.ehlo()
             if a.tls == "starttls":
                 # starttls() raises if the server does not offer it: never send in clear
                 # text when encryption was configured.
+                _budget(smtp, deadline)
                 smtp.starttls(context=ctx)
                 smtp.ehlo()
             if a.login:
+                _budget(smtp, deadline)
                 smtp.login(a.login, a.password)
         except BaseException:
             smtp.close()
             raise
         return smtp
 
-    def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> SmtpOutcome:
-        for attempt in (1, 2):
-            try:
-                if self._smtp is None:
-                    self._smtp = self._connect()
-                refused = self._smtp.sendmail(envelope_from, list(recipients), raw)
-            except smtplib.SMTPServerDisconnected as exc:
-                # A reused session may have been closed by the server's idle timeout;
-                # one fresh connection is worth a try before calling it temporary.
-                self.close()
-                if attempt == 1:
-                    continue
-                return SmtpOutcome(Result.TEMPORARY, f"disconnected: {exc}")
-            except smtplib.SMTPRecipientsRefused as exc:
-                self._reset()
-                return classify_codes([code for code, _ in exc.recipients.values()], str(exc.recipients))
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                return classify_codes([exc.smtp_code], f"{exc.smtp_code} {exc.smtp_error!r}")
-            except (OSError, ssl.SSLError, smtplib.SMTPException) as exc:
-                self.close()
-                return SmtpOutcome(Result.TEMPORARY, f"{type(exc).__name__}: {exc}")
-            if refused:
-                # Some recipients took it: the message left; report who refused.
-                return SmtpOutcome(Result.SENT, f"refused by some: {refused}")
-            return SmtpOutcome(Result.SENT)
-        raise AssertionError("unreachable")
+    def _refused(self, codes: list[int], detail: str) -> SmtpOutcome:
+        self._reset()
+        return SmtpOutcome(classify_codes(codes), detail[:2000])
 
     def _reset(self) -> None:
         try:
             if self._smtp is not None:
                 self._smtp.rset()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a session that cannot RSET is closed
             self.close()
 
     def close(self) -> None:
@@ -115,13 +192,37 @@ class SmtpSender:
         if smtp is None:
             return
         try:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(2.0)
             smtp.quit()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the connection may already be dead
             smtp.close()
 
 
-def classify_codes(codes: Sequence[int], detail: str) -> SmtpOutcome:
-    """5xx for every recipient is permanent; anything else is worth retrying."""
-    if codes and all(500 <= c < 600 for c in codes):
-        return SmtpOutcome(Result.PERMANENT, detail)
-    return SmtpOutcome(Result.TEMPORARY, detail)
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the SMTP time budget is spent")
+    return left
+
+
+def _budget(smtp: smtplib.SMTP, deadline: float) -> None:
+    """Bound the next socket operation by what is left of the transaction's budget."""
+    left = _remaining(deadline)
+    if smtp.sock is not None:
+        smtp.sock.settimeout(left)
+
+
+_BARE_EOL = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _wire(raw: bytes) -> bytes:
+    """The message as DATA carries it, without the final dot: CRLF line ends and
+    dot-stuffing (RFC 5321 §2.3.8, §4.5.2), ending in CRLF."""
+    data = _LEADING_DOT.sub(b"..", _BARE_EOL.sub(b"\r\n", raw))
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _text(resp: bytes | str) -> str:
+    return resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)

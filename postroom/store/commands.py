@@ -14,13 +14,16 @@ tells the agent about the rejection, and applies the transition when it does.
 from __future__ import annotations
 
 from datetime import datetime
+from email import message_from_bytes
 from typing import Any
 
 from django.db import transaction
 
-from postroom.core.lifecycle import HungUp, IllegalTransition, State, Transferred
+from postroom.core.headers import POLICY
+from postroom.core.lifecycle import HungUp, IllegalTransition, ReplyRetried, State, Transferred
+from postroom.core.outbox import OutboxState
 from postroom.store import audit, journal
-from postroom.store.models import Agent, Approval, Interaction, Mailbox, Rule, WrapUpCode
+from postroom.store.models import Agent, Approval, Interaction, Mailbox, Outgoing, Rule, WrapUpCode
 from postroom.store.permissions import (
     Principal,
     Role,
@@ -33,8 +36,11 @@ from postroom.store.transitions import StaleInteraction, apply
 __all__ = [
     "CommandError",
     "decide_approval",
+    "edit_reply",
+    "end_failed_reply",
     "hang_up",
     "known_queues",
+    "resend_reply",
     "set_resolution",
     "transfer",
 ]
@@ -301,3 +307,73 @@ def decide_approval(
             **({"reason": reason} if decision == "reject" else {}),
         )
     return approval
+
+
+# --- a reply the mail server refused for good (reply_failed) ----------------------------
+# The customer has nothing (docs/decisions/0007: a dead row never left), so sending it
+# again cannot double it. Supervisors and staff decide: send it as it was, send it with
+# new text, or end the interaction with a wrap-up code.
+
+
+def _require_supervisor(user: Any, ix: Interaction, doing: str) -> Principal:
+    who = principal(user)
+    if not who.is_authenticated:
+        raise CommandError("Log in first", 401)
+    if not (who.at_least(Role.SUPERVISOR) and may_handle(who, ix)):
+        raise CommandError(
+            f"Only the interaction's supervisor or an administrator may {doing} a failed reply", 403
+        )
+    return who
+
+
+def resend_reply(ix: Interaction, *, by_user: Any, now: datetime, text: str | None = None) -> Interaction:
+    """Send a failed reply again: as it was, or with `text` as its whole body (the
+    headers, threading and Message-ID stay; attachments do not)."""
+    who = _require_supervisor(by_user, ix, "resend" if text is None else "edit")
+    with transaction.atomic():
+        reply = Outgoing.objects.select_for_update().filter(interaction=ix, kind=Outgoing.REPLY).first()
+        _apply(ix, ReplyRetried(edited=text is not None), now, by=_actor(by_user), edited=text is not None)
+        if reply is None or reply.state != OutboxState.DEAD:
+            raise CommandError(f"Interaction {ix.guid} has no failed reply to send", 409)
+        changes: dict[str, Any] = {
+            "state": OutboxState.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_by": "",
+            "lease_until": None,
+        }
+        if text is not None:
+            changes["raw"] = _with_text(bytes(reply.raw), text)
+        Outgoing.objects.filter(pk=reply.pk, state=OutboxState.DEAD).update(**changes)
+        audit.record("reply_edited" if text is not None else "reply_resent", actor=who.name, target=str(ix.guid), at=now)
+    return ix
+
+
+def edit_reply(ix: Interaction, *, by_user: Any, text: str, now: datetime) -> Interaction:
+    """Replace a failed reply's text, then send it."""
+    text = (text or "").strip()
+    if not text:
+        raise CommandError("The edited reply needs its new text")
+    return resend_reply(ix, by_user=by_user, now=now, text=text)
+
+
+def end_failed_reply(ix: Interaction, *, by_user: Any, code: str, now: datetime) -> Interaction:
+    """End an interaction whose reply failed, without a reply, with a wrap-up code."""
+    who = _require_supervisor(by_user, ix, "end")
+    if ix.state is not State.REPLY_FAILED:
+        raise CommandError(f"Interaction {ix.guid} is {ix.status}, not reply_failed", 409)
+    wrapup = _wrapup_code(code)
+    with transaction.atomic():
+        _apply(ix, HungUp(wrapup.code), now, by=_actor(by_user), code=wrapup.code, reply="failed")
+        Interaction.objects.filter(pk=ix.pk).update(wrapup_code=wrapup.code)
+        ix.wrapup_code = wrapup.code
+        audit.record("failed_reply_ended", actor=who.name, target=str(ix.guid), at=now, code=wrapup.code)
+    return ix
+
+
+def _with_text(raw: bytes, text: str) -> bytes:
+    msg = message_from_bytes(raw, policy=POLICY)
+    for name in ("Content-Type", "Content-Transfer-Encoding", "MIME-Version"):
+        del msg[name]
+    msg.set_content(text.replace("\r\n", "\n"))  # type: ignore[attr-defined]
+    return msg.as_bytes()

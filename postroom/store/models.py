@@ -14,6 +14,7 @@ from django.db import models
 
 from postroom.core.alerts import AlertKind
 from postroom.core.lifecycle import State
+from postroom.core.outbox import OutboxState
 
 
 class Mailbox(models.Model):
@@ -258,7 +259,13 @@ class Interaction(models.Model):
 
 
 class Outgoing(models.Model):
-    """The transactional outbox: a mail is built and keyed before it may leave."""
+    """The transactional outbox: a mail is built and keyed before it may leave.
+
+    `state` follows `postroom.core.outbox` (docs/decisions/0007): a row is claimed by one
+    engine at a time (`claimed_by`, `lease_until`), sent to its recipients and to the
+    journal box in one SMTP transaction, and a row whose outcome is unknown is settled
+    from the journal box before anything is sent again.
+    """
 
     AUTO_RESPONSE = "auto_response"
     FORWARD = "forward"
@@ -266,10 +273,14 @@ class Outgoing(models.Model):
     NOTICE = "notice"
     KINDS = [(k, k) for k in (AUTO_RESPONSE, FORWARD, REPLY, NOTICE)]
 
-    PENDING = "pending"
-    SENT = "sent"
-    DEAD = "dead"
-    STATES = [(s, s) for s in (PENDING, SENT, DEAD)]
+    PENDING = OutboxState.PENDING
+    SENDING = OutboxState.SENDING
+    SENT = OutboxState.SENT
+    RETRY_WAIT = OutboxState.RETRY_WAIT
+    UNKNOWN = OutboxState.UNKNOWN
+    DEAD = OutboxState.DEAD
+    CANCELLED = OutboxState.CANCELLED
+    STATES = [(s.value, s.value) for s in OutboxState]
 
     key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=KINDS)
@@ -280,15 +291,27 @@ class Outgoing(models.Model):
     recipients = models.JSONField()
     message_id = models.CharField(max_length=998)
     raw = models.BinaryField()
-    state = models.CharField(max_length=8, choices=STATES, default=PENDING)
+    state = models.CharField(max_length=10, choices=STATES, default=OutboxState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # When a pending/retry_wait row is sent, or an unknown one checked in the journal box.
     next_attempt_at = models.DateTimeField()
+    # The claim: "node:process-token" of the engine holding the row, and until when.
+    claimed_by = models.CharField(max_length=120, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # A forward belongs to one delivery round (Interaction.deliveries) and one agent: only
+    # the current round's forward completes (or fails) the delivery.
+    delivery = models.PositiveIntegerField(null=True, blank=True)
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    @property
+    def outbox_state(self) -> OutboxState:
+        return OutboxState(self.state)
 
 
 class OutboundMessage(models.Model):

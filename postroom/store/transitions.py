@@ -12,7 +12,8 @@ from typing import Any
 
 from django.db.models import F
 
-from postroom.core.lifecycle import Event, Snapshot, Timing, decide
+from postroom.core.lifecycle import Event, Snapshot, State, Timing, decide
+from postroom.core.outbox import CANCELLABLE, OutboxState
 from postroom.store import journal
 from postroom.store.models import Agent, Interaction, Outgoing, Withdrawal
 
@@ -56,6 +57,7 @@ def apply(
     Call inside a transaction; `ix` is updated in place and returned.
     """
     previous_agent = ix.agent if ix.agent_id else None
+    previous_state = ix.state
     snap = Snapshot(
         state=ix.state, agent=previous_agent.address if previous_agent else None, priority=ix.priority
     )
@@ -89,10 +91,27 @@ def apply(
     ix.version += 1
     if decision.priority != snap.priority:
         detail.setdefault("priority", decision.priority)
+    if previous_state is State.ANSWERED and decision.state in (State.QUEUED, State.ENDED, State.CLOSED):
+        cancel_forwards(ix, previous_agent if decision.released else None, decision.journal)
     if decision.released and previous_agent is not None:
         withdraw_forward(ix, previous_agent, decision.journal)
     journal.record(decision.journal, now, interaction=ix, agent=agent or previous_agent, **detail)
     return ix
+
+
+def cancel_forwards(ix: Interaction, released: Agent | None, reason: str) -> None:
+    """The delivery round ended before its forward was recorded sent (docs/decisions/0007):
+    a forward still waiting is cancelled, in the same transaction as the change, so it can
+    neither reach the agent nor complete a later round's delivery. One in an SMTP
+    transaction right now cannot be cancelled; the outbox finds it stale when it records
+    the outcome. One whose outcome is unknown may be in the agent's mailbox already: taken
+    back out if the agent was released."""
+    waiting = Outgoing.objects.filter(interaction=ix, kind=Outgoing.FORWARD, state__in=[s.value for s in CANCELLABLE])
+    maybe_sent = list(waiting.filter(state=OutboxState.UNKNOWN).values_list("message_id", flat=True))
+    waiting.update(state=OutboxState.CANCELLED, claimed_by="", lease_until=None)
+    if released is not None:
+        for message_id in maybe_sent:
+            Withdrawal.objects.create(interaction=ix, agent=released, message_id=message_id, reason=reason)
 
 
 def withdraw_forward(ix: Interaction, agent: Agent, reason: str) -> None:

@@ -62,6 +62,12 @@ password = "{outbound_pw}"
 address = "{dead}"
 password = "{dead_pw}"
 
+[journal]
+address = "{journal}"
+password = "{journal_pw}"
+# The dev stack delivers a journal copy within ~20 ms of the 250 (docs/decisions/0007).
+grace = "2s"
+
 [[agents]]
 name = "Alice Agent"
 address = "{alice}"
@@ -191,6 +197,7 @@ def make_center(
             "sales": new_user("sales"),
             "outbound": new_user("outbound"),
             "dead": new_user("dead"),
+            "journal": new_user("journal"),
             "alice": new_user("alice"),
             "bob": new_user("bob"),
             "sam": new_user("sam"),

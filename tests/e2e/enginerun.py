@@ -1,16 +1,20 @@
 """The engine as the operator runs it: `postroom load`, `postroom agent ready` and
-`postroom engine` in subprocesses, on a SQLite file of their own, against the test's
+`postroom engine` in subprocesses, on a database of their own, against the test's
 mailboxes on the session's Dovecot + Postfix.
 
-The test process never opens that database through Django (no pytest-django DB): it reads
-it with the stdlib `sqlite3`, read-only, so whatever it sees is what the engine committed.
-Mailboxes are read with the e2e `Center` helper, which needs only the stack and the users.
+The database is a SQLite file of the deployment's own, or, when DATABASE_URL names a
+PostgreSQL server (the second pass of `make test`), a fresh database created on that
+server for the deployment and dropped afterwards. The test process never opens it through
+Django (no pytest-django DB): it reads it with the stdlib `sqlite3` (read-only) or a plain
+psycopg connection, so whatever it sees is what the engine committed. Mailboxes are read
+with the e2e `Center` helper, which needs only the stack and the users.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from postroom.devstack import DevStack
 from tests.e2e.conftest import CONFIG, Center
@@ -29,6 +34,7 @@ ROLES = {
     "support": "example.test",
     "outbound": "example.test",
     "dead": "example.test",
+    "journal": "example.test",
     "alice": "example.test",
     "bob": "example.test",
     "sam": "example.test",
@@ -36,8 +42,65 @@ ROLES = {
 }
 
 
+# Short claims, so that a row left `sending` by a killed engine is taken over in seconds
+# (docs/decisions/0007); a real site keeps the defaults (60 s, 5 min).
+OUTBOX = '\n[outbox]\nsend_timeout = "4s"\nlease = "10s"\n'
+
+
 class EngineFailed(AssertionError):
     pass
+
+
+class Database:
+    """Where a deployment keeps its data: a SQLite file, or its own PostgreSQL database."""
+
+    def __init__(self, tmp: Path) -> None:
+        server = os.environ.get("DATABASE_URL", "")
+        self.postgres = server.startswith(("postgres://", "postgresql://"))
+        self.sqlite = tmp / "postroom.sqlite3"
+        self.created = False
+        if self.postgres:
+            parts = urlsplit(server)
+            self.name = f"postroom_dep_{secrets.token_hex(6)}"
+            self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
+            self.admin_url = urlunsplit(parts._replace(path="/postgres"))
+        else:
+            self.url = f"sqlite:///{self.sqlite}"
+
+    def create(self) -> None:
+        if self.postgres and not self.created:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+            self.created = True
+
+    def drop(self) -> None:
+        if self.postgres and self.created:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            self.created = False
+
+    def rows(self, sql: str, params: tuple = ()) -> list[Any]:
+        """Rows as mappings (column name → value); `?` placeholders on both engines."""
+        if self.postgres:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            if not self.created:
+                return []
+            with psycopg.connect(self.url, row_factory=dict_row) as conn:
+                return conn.execute(sql.replace("?", "%s"), params).fetchall()
+        if not self.sqlite.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.sqlite}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
 
 
 @dataclass
@@ -93,14 +156,14 @@ class Deployment:
     center: Center  # mailboxes: messages(), wait_for(), send(), submit()
     tmp: Path
     config: Path
-    db: Path
+    db: Database
     engines: list[EngineProcess] = field(default_factory=list)
 
     # -- processes ------------------------------------------------------------------
     def env(self, crash_at: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "POSTROOM_CRASH_AT"}
         env.update(
-            DATABASE_URL=f"sqlite:///{self.db}",
+            DATABASE_URL=self.db.url,
             POSTROOM_STATE_DIR=str(self.tmp),
             DJANGO_SETTINGS_MODULE="postroom.settings",
             POSTROOM_LOG_LEVEL="INFO",
@@ -111,6 +174,7 @@ class Deployment:
         return env
 
     def cli(self, *args: str, timeout: float = 60.0) -> str:
+        self.db.create()
         done = subprocess.run(
             [sys.executable, "-m", "postroom.cli", *args],
             cwd=self.tmp,
@@ -131,6 +195,7 @@ class Deployment:
         self.cli("agent", "ready", self.center.address(who))
 
     def start_engine(self, crash_at: str | None = None) -> EngineProcess:
+        self.db.create()
         log = self.tmp / f"engine-{len(self.engines)}{'-' + crash_at if crash_at else ''}.log"
         out = log.open("wb")
         proc = subprocess.Popen(
@@ -146,36 +211,31 @@ class Deployment:
         return engine
 
     def cleanup(self) -> None:
-        """Stop any engine still running (only the ones this deployment started)."""
+        """Stop any engine still running (only the ones this deployment started), then
+        drop the deployment's PostgreSQL database, if it has one."""
         for engine in self.engines:
             if engine.poll() is None:
                 with contextlib.suppress(Exception):
                     engine.stop(signal.SIGKILL, timeout=10)
             engine.close()
+        self.db.drop()
 
     # -- the database, read-only ----------------------------------------------------
-    def rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        if not self.db.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+    def rows(self, sql: str, params: tuple = ()) -> list[Any]:
+        return self.db.rows(sql, params)
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
         found = self.rows(sql, params)
-        return found[0][0] if found else None
+        return next(iter(dict(found[0]).values())) if found else None
 
-    def interactions(self) -> list[sqlite3.Row]:
+    def interactions(self) -> list[Any]:
         return self.rows("SELECT * FROM store_interaction ORDER BY id")
 
     def statuses(self) -> list[str]:
         return [r["status"] for r in self.interactions()]
 
-    def outgoing(self) -> list[sqlite3.Row]:
-        return self.rows("SELECT id, key, kind, state, attempts, message_id FROM store_outgoing ORDER BY id")
+    def outgoing(self) -> list[Any]:
+        return self.rows("SELECT id, key, kind, state, attempts, message_id, claimed_by, lease_until, next_attempt_at, last_error FROM store_outgoing ORDER BY id")
 
     def journal_kinds(self) -> list[str]:
         return [r["kind"] for r in self.rows("SELECT kind FROM store_journalevent ORDER BY id")]
@@ -188,12 +248,14 @@ def make_deployment(
     *,
     alice_auto: bool = True,
     extra: Callable[[dict[str, Any]], str] = lambda values: "",
+    smtp_port: int | None = None,
 ) -> Deployment:
-    """Fresh mailboxes, a configuration from the e2e template (+ `extra(values)` TOML)."""
+    """Fresh mailboxes, a configuration from the e2e template (+ `extra(values)` TOML,
+    + short outbox leases); `smtp_port` to send through something other than Postfix."""
     users = {role: new_user(role, domain) for role, domain in ROLES.items()}
     values: dict[str, Any] = {
         "imap_port": stack.imap_port,
-        "submission_port": stack.submission_port,
+        "submission_port": smtp_port or stack.submission_port,
         "cafile": stack.cafile,
         "alice_skills": '["support"]',
         "bob_skills": '["support"]',
@@ -203,10 +265,27 @@ def make_deployment(
         **{f"{k}_pw": v[1] for k, v in users.items()},
     }
     config = tmp / "postroom.toml"
-    config.write_text(CONFIG.format(**values) + extra(values))
+    config.write_text(CONFIG.format(**values) + OUTBOX + extra(values))
     # Center wants a Config and an in-process Engine; the mailbox helpers use neither.
     center = Center(stack=stack, config=None, engine=None, users=users, path=config)  # type: ignore[arg-type]
-    return Deployment(center=center, tmp=tmp, config=config, db=tmp / "postroom.sqlite3")
+    return Deployment(center=center, tmp=tmp, config=config, db=Database(tmp))
+
+
+def accepted_by_postfix(stack: DevStack, message_id: str) -> int:
+    """How many SMTP transactions carrying `message_id` Postfix accepted (queued), read from
+    its own log: a queue file whose header had that Message-ID (cleanup) and that went
+    into the queue (qmgr "queue active"; an aborted DATA never gets there). This is how
+    many copies can arrive, so a test can wait for exactly that many and then count."""
+    text = stack.postfix_log.read_text(errors="replace") if stack.postfix_log.exists() else ""
+    with_id, queued = set(), set()
+    for line in text.splitlines():
+        _, _, rest = line.partition("]: ")
+        queue_id, _, what = rest.partition(": ")
+        if what == f"message-id={message_id}":
+            with_id.add(queue_id)
+        elif what.endswith("(queue active)"):
+            queued.add(queue_id)
+    return len(with_id & queued)
 
 
 def wait_until(

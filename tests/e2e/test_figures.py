@@ -263,7 +263,7 @@ def test_fig7_delivery_waits_for_smtp_and_retries(center) -> None:
     ix = Interaction.objects.get()
     assert ix.state is State.ANSWERED
     pending = Outgoing.objects.get(kind=Outgoing.FORWARD)
-    assert pending.state == Outgoing.PENDING and pending.attempts >= 1 and pending.last_error
+    assert pending.state == Outgoing.RETRY_WAIT and pending.attempts >= 1 and pending.last_error
     # SMTP is back; the retry time comes.
     center.engine._sender = good
     center.clock.advance(minutes=5)

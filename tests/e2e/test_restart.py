@@ -1,16 +1,17 @@
 """Kill the engine at any instant, start it again: nothing lost, nothing doubled.
 
 The engine runs as the operator runs it, `postroom engine CONFIG` in a subprocess with a
-SQLite file of its own; `POSTROOM_CRASH_AT=<checkpoint>` makes it `os._exit(137)` there,
-exactly like SIGKILL at that instant. It is then started again without the variable and
-the interaction is carried to its end. The verdict is read where people would look: the
-real IMAP mailboxes of the customer, the agent and the contact center, plus the engine's
-database (stdlib `sqlite3`, read-only).
+database of its own (a SQLite file, or a fresh PostgreSQL database in the PostgreSQL pass);
+`POSTROOM_CRASH_AT=<checkpoint>` makes it `os._exit(137)` there, exactly like SIGKILL at
+that instant. It is then started again without the variable and the interaction is carried
+to its end. The verdict is read where people would look: the real IMAP mailboxes of the
+customer, the agent and the contact center, plus the engine's database, read-only.
 
-The one duplicate SMTP allows (docs/decisions/0002): a crash between the server's 250 and
-the commit that marks the row sent (the `sent-<kind>` checkpoints) sends the same bytes
-again, with the same Message-ID. Exactly that case, and only that case, may show a second
-copy to anyone; the tests assert which copies are doubled at which checkpoint.
+No checkpoint may double anything (docs/decisions/0007). The `sent-<kind>` checkpoints are
+the hard ones: the server has said 250 and the engine dies before committing it. The row
+is left `sending` under the dead engine's lease; once the lease (10 s here) and the journal
+grace have passed, the restarted engine finds the copy in the journal box and records the
+row as sent, with its consequence, instead of sending it again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from postroom.sim.agents import compose_reply
-from tests.e2e.enginerun import Deployment, make_deployment, wait_until
+from tests.e2e.enginerun import Deployment, accepted_by_postfix, make_deployment, wait_until
 
 pytestmark = pytest.mark.mailstack
 
@@ -35,14 +36,17 @@ CHECKPOINTS = [
     "sent-forward",
     "sent-reply",
     "sent-notice",
+    # Claimed under a lease, then killed before a byte was sent: once the lease is over,
+    # the journal box shows nothing, and the reply is sent (once).
+    "sending-reply",
     "reply-accepted",
     "reply-committed",
     "cleanup-reply-removed",
     "cleanup-original-removed",
 ]
-# Which outgoing kind a crash at a checkpoint may send twice (same Message-ID): only a
-# crash between the 250 and the commit.
-MAY_DOUBLE = {f"sent-{kind}": kind for kind in ("auto_response", "forward", "reply", "notice")}
+# Which outgoing kind a crash at a checkpoint may send twice: none, at any checkpoint
+# (it was every `sent-<kind>` under docs/decisions/0002, at-least-once).
+MAY_DOUBLE: dict[str, str] = {}
 REPLY_TEXT = "Hello Carol, your kettle left our warehouse this morning. Regards, Alice"
 
 
@@ -99,11 +103,9 @@ class AgentAtHerDesk:
 
 
 def copies_by_message_id(mails: list[EmailMessage], kind: str, expected_id: str) -> int:
-    """How many copies beyond the first: all must carry the outbox row's Message-ID, and
-    there may be at most one extra."""
+    """How many copies beyond the first: all must carry the outbox row's Message-ID."""
     ids = [str(m["Message-ID"]).strip() for m in mails]
     assert ids, f"no {kind} arrived"
-    assert len(ids) <= 2, f"{kind} arrived {len(ids)} times: {ids}"
     assert set(ids) == {expected_id}, f"{kind} copies differ in Message-ID: {ids} (outbox row: {expected_id})"
     return len(ids) - 1
 
@@ -142,7 +144,15 @@ def test_killed_at_any_checkpoint_one_auto_response_and_one_reply(deployment, ch
         dep.ready("bob")
 
     engine = dep.start_engine()
-    wait_until("the interaction to close", lambda: dep.statuses() == ["closed"], timeout=60, engine=engine, step=alice)
+    # Closed, and every row settled: a notice left `sending` by the crash is settled once
+    # the dead engine's lease has run out, whatever the interaction does meanwhile.
+    wait_until(
+        "the interaction to close and the outbox to settle",
+        lambda: dep.statuses() == ["closed"] and {r["state"] for r in dep.outgoing()} == {"sent"},
+        timeout=60,
+        engine=engine,
+        step=alice,
+    )
     assert engine.stop(signal.SIGTERM) == 0, engine.tail()
     assert alice.sent is not None
 
@@ -153,9 +163,10 @@ def test_killed_at_any_checkpoint_one_auto_response_and_one_reply(deployment, ch
     assert ix["agent_id"] == dep.scalar("SELECT id FROM store_agent WHERE address = ?", (center.address("alice"),))
     outgoing = {row["kind"]: row for row in dep.outgoing()}
     assert sorted(r["kind"] for r in dep.outgoing()) == ["auto_response", "forward", "notice", "reply"]
-    assert {r["state"] for r in outgoing.values()} == {"sent"}
-    resent = {kind for kind, row in outgoing.items() if row["attempts"] > 1}
-    assert all(row["attempts"] <= 2 for row in outgoing.values()), [dict(r) for r in outgoing.values()]
+    assert {r["state"] for r in outgoing.values()} == {"sent"}, [dict(r) for r in dep.outgoing()]
+    # A row may be tried again after a transaction that certainly failed (a slow machine:
+    # the SMTP budget is 4 s here), never after one that may have delivered.
+    assert all(row["attempts"] <= 3 for row in outgoing.values()), [dict(r) for r in outgoing.values()]
     ledger = dep.rows("SELECT outcome, removed_at FROM store_outboundmessage")
     assert [r["outcome"] for r in ledger] == ["accepted"] and ledger[0]["removed_at"]
     kinds = dep.journal_kinds()
@@ -163,11 +174,14 @@ def test_killed_at_any_checkpoint_one_auto_response_and_one_reply(deployment, ch
         assert kinds.count(kind) == 1, (kind, kinds)
 
     # -- the mailboxes ----------------------------------------------------------------
-    # Delivery into them is asynchronous: wait for every SMTP transaction the outbox made.
-    attempts = {kind: row["attempts"] for kind, row in outgoing.items()}
-    carol = center.wait_for("carol", attempts["auto_response"] + attempts["reply"])
-    forwards = center.wait_for("alice", attempts["forward"])
-    notices = center.wait_for("sam", attempts["notice"])
+    # Delivery into them is asynchronous: wait for every copy Postfix accepted (its log
+    # says how many; a transaction killed before its final dot left none), then count.
+    ids = {kind: row["message_id"] for kind, row in outgoing.items()}
+    wait_until("Postfix to log every mail", lambda: all(accepted_by_postfix(center.stack, i) for i in ids.values()), timeout=30)
+    accepted = {kind: accepted_by_postfix(center.stack, i) for kind, i in ids.items()}
+    carol = center.wait_for("carol", accepted["auto_response"] + accepted["reply"])
+    forwards = center.wait_for("alice", accepted["forward"])
+    notices = center.wait_for("sam", accepted["notice"])
     auto = [m for m in carol if m["Auto-Submitted"] == "auto-replied"]
     replies = [m for m in carol if m["Auto-Submitted"] is None]
     assert len(auto) + len(replies) == len(carol)
@@ -178,10 +192,8 @@ def test_killed_at_any_checkpoint_one_auto_response_and_one_reply(deployment, ch
         "notice": copies_by_message_id(notices, "copy notice", outgoing["notice"]["message_id"]),
     }
     print(f"{checkpoint}: duplicates {doubled}")
-    # The one-duplicate window of docs/decisions/0002, and nothing else.
     expected = {kind: int(MAY_DOUBLE.get(checkpoint) == kind) for kind in doubled}
     assert doubled == expected
-    assert resent == {k for k, n in expected.items() if n}
 
     reply = replies[0]
     assert REPLY_TEXT in reply.get_body(("plain",)).get_content()

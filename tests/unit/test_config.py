@@ -474,7 +474,7 @@ def test_repr_hides_every_secret(tmp_path: Path) -> None:
 def test_mail_users_of_the_demo_are_every_box_agent_and_customer() -> None:
     users = dict(mail_users(load_config(EXAMPLES / "demo.toml", environ={})))
     assert sorted(users) == sorted(
-        [f"{n}@example.test" for n in ("support", "sales", "outbound", "dead")]
+        [f"{n}@example.test" for n in ("support", "sales", "outbound", "dead", "journal")]
         + [f"{n}@example.test" for n in ("alice", "bob", "chloe", "dan", "sam")]
         + [f"{n}@customer.test" for n in ("carol", "erin", "frank")]
     )

@@ -29,7 +29,9 @@ from postroom.core.lifecycle import (
     Rejected,
     RejectedToQueue,
     ReplyAccepted,
+    ReplyFailed,
     ReplyHeld,
+    ReplyRetried,
     ReplySent,
     Routed,
     Snapshot,
@@ -59,6 +61,8 @@ EVENTS: list[Event] = [
     Rejected(reason="tone"),
     RejectedToQueue(reason="wrong"),
     ReplySent(),
+    ReplyFailed(reason="550 no such user"),
+    ReplyRetried(),
     HungUp(code="spam"),
     Transferred(agent="bob@example.test"),
     Discarded(rule="spam"),
@@ -133,6 +137,15 @@ def test_the_happy_path_stamps_each_time() -> None:
     assert stamps == ["routed_at", "answered_at", "delivered_at", "replied_at", "closed_at"]
 
 
+def test_a_failed_reply_waits_for_a_supervisor_then_goes_out_or_ends() -> None:
+    failed = decide(Snapshot(State.REPLYING, "a@example.test"), ReplyFailed("550"), NOW, TIMING)
+    assert failed.state is State.REPLY_FAILED and failed.agent == "a@example.test" and failed.outcome is None
+    again = decide(Snapshot(State.REPLY_FAILED, "a@example.test"), ReplyRetried(edited=True), NOW, TIMING)
+    assert again.state is State.REPLYING and again.journal == "reply_retried"
+    ended = decide(Snapshot(State.REPLY_FAILED, "a@example.test"), HungUp("spam"), NOW, TIMING)
+    assert ended.state is State.ENDED and ended.outcome == "wrapped_up" and ended.stamps == ("ended_at",)
+
+
 def test_the_diagram_is_generated_from_the_table() -> None:
     text = mermaid()
     for (source, event), target in TRANSITIONS.items():
@@ -170,7 +183,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def an_agent_holds_exactly_the_agent_states(self) -> None:
-        if self.snap.state in WITH_AGENT or self.snap.state in (State.REPLYING, State.REPLIED):
+        if self.snap.state in WITH_AGENT or self.snap.state in (State.REPLYING, State.REPLIED, State.REPLY_FAILED):
             assert self.snap.agent is not None
         if self.snap.state is State.QUEUED:
             assert self.snap.agent is None

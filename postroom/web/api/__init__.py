@@ -27,7 +27,15 @@ from ninja.openapi.docs import Swagger
 from postroom.store.agents import user_for_token
 from postroom.store.commands import CommandError
 from postroom.store.permissions import Role, principal
-from postroom.web.api import agents, approvals, desk, interactions, operations, status
+from postroom.web.api import (
+    agents,
+    approvals,
+    desk,
+    failed_replies,
+    interactions,
+    operations,
+    status,
+)
 from postroom.web.api.auth import bearer, session
 from postroom.web.api.router import Router
 
@@ -79,7 +87,7 @@ api = NinjaAPI(
     default_router=Router(),
 )
 
-for module in (status, agents, interactions, desk, approvals, operations):
+for module in (status, agents, interactions, desk, approvals, operations, failed_replies):
     api.add_router("", module.router)
 
 
