@@ -42,6 +42,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigInvalid",
+    "ClusterConfig",
     "ContactConfig",
     "CustomerConfig",
     "DevstackConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "mail_users",
     "parse_config",
     "parse_duration",
+    "valid_node_id",
 ]
 
 TLS_MODES = ("tls", "starttls", "none")
@@ -259,9 +261,18 @@ class HealthConfig:
     reconcile_interval_seconds: int = 300
     # Attempts to withdraw a forwarded copy before giving up with an alert.
     withdrawal_attempts: int = 8
-    # The engine's lease on the database: renewed every third of it; a second engine may
-    # take over once it has expired.
-    engine_lease_seconds: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """[cluster]: this node among the nodes sharing one database (docs/redundancy.md)."""
+
+    # "primary": takes its share of the mailboxes; "secondary": stands by while a primary
+    # is live and takes everything over when none is.
+    role: str = "primary"
+    # The node's lease on the database, renewed every second: another node takes over
+    # this node's mailboxes once it has run out (failover within about this plus 2 s).
+    node_lease_seconds: int = 6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +399,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     journal: JournalBox | None = None
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
@@ -439,6 +451,10 @@ def parse_config(
     parser = _Parser(base_dir, os.environ if environ is None else environ)
     config = parser.config(data, source)
     return (config if not parser.errors else None), parser.errors
+
+
+def valid_node_id(node_id: str) -> bool:
+    return bool(_NODE_ID.fullmatch(node_id))
 
 
 def mail_users(config: Config) -> list[tuple[str, str]]:
@@ -805,6 +821,8 @@ class _Parser:
         journal = self.journal(journal_table) if journal_table else None
         outbox_table = top.table("outbox", required=False)
         outbox = self.outbox(outbox_table) if outbox_table else OutboxConfig()
+        cluster_table = top.table("cluster", required=False)
+        cluster = self.cluster(cluster_table) if cluster_table else ClusterConfig()
         top.done()
 
         self.check_duplicates()
@@ -820,7 +838,7 @@ class _Parser:
             return None
         assert node_id and secrets and server_fields and outbound and dead
         assert routing and approval and wrapup_codes is not None and priority and health
-        assert sender_auth and auto_response and outbox
+        assert sender_auth and auto_response and outbox and cluster
         # One truth for "probationary": the agent's own key or the [approval] list.
         probation = set(approval.probation)
         agents = [
@@ -856,6 +874,7 @@ class _Parser:
             health=health,
             journal=journal,
             outbox=outbox,
+            cluster=cluster,
         )
 
     def secrets(self, top: _Table) -> tuple[bytes, ...] | None:
@@ -1045,24 +1064,33 @@ class _Parser:
         sync_after = t.duration("sync_alert_after", 300)
         reconcile = t.duration("reconcile_interval", 300)
         attempts = t.integer("withdrawal_attempts", 8, lo=1, hi=100)
-        lease = t.duration("engine_lease", 60)
+        if t.has("engine_lease"):
+            t.used.add("engine_lease")
+            t.error("engine_lease", "moved: the node's lease is [cluster] node_lease now (docs/redundancy.md)")
         if sync_after is not None and sync_after < 30:
             # A quiet box is looked at every 10 s (Site.idle_timeout): less would cry wolf.
             t.error("sync_alert_after", f"must be at least 30 seconds, got {sync_after}")
             sync_after = None
-        if lease is not None and lease < 15:
-            t.error("engine_lease", f"must be at least 15 seconds, got {lease}")
-            lease = None
         t.done()
-        if None in (interval, sync_after, reconcile, attempts, lease):
+        if None in (interval, sync_after, reconcile, attempts):
             return None
         return HealthConfig(
             alert_mail_interval_seconds=interval,
             sync_alert_after_seconds=sync_after,
             reconcile_interval_seconds=reconcile,
             withdrawal_attempts=attempts,
-            engine_lease_seconds=lease,
         )
+
+    def cluster(self, t: _Table) -> ClusterConfig | None:
+        role = t.choice("role", ("primary", "secondary"), "primary")
+        lease = t.duration("node_lease", 6)
+        if lease is not None and not 2 <= lease <= 300:
+            t.error("node_lease", f"must be between 2 seconds and 5 minutes, got {lease} s")
+            lease = None
+        t.done()
+        if role is None or lease is None:
+            return None
+        return ClusterConfig(role=role, node_lease_seconds=lease)
 
     def incoming(self, t: _Table) -> IncomingBox | None:
         fields = self._box_fields(t)

@@ -22,6 +22,7 @@ from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
 from postroom.mail.message import UnreadableMessage, parse
+from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -45,13 +46,18 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
         Interaction.objects.filter(status=State.ANSWERED)
         .exclude(Exists(on_its_way))
         .select_related("mailbox", "agent")
-        .order_by("-priority", "arrival_time")[:50]
+        .order_by("-priority", "arrival_time")
     )
     did = False
-    for ix in waiting:
-        # An unreachable box holds up its own interactions only (issue 7, window 10).
-        with sessions.isolated(ix.mailbox):
-            did = build_forward(ix, site, sessions, now) or did
+    for pk in locking.due(waiting, 50):
+        # Every node runs this step: the interaction is locked while its forward is
+        # built (another node skips it) and the build is a compare-and-set anyway.
+        with locking.claimed(waiting, pk) as ix:
+            if ix is None:
+                continue
+            # An unreachable box holds up its own interactions only (issue 7, window 10).
+            with sessions.isolated(ix.mailbox):
+                did = build_forward(ix, site, sessions, now) or did
     return did
 
 
