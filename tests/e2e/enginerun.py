@@ -1,9 +1,10 @@
 """The engine as the operator runs it: `postroom load`, `postroom agent ready` and
-`postroom engine` in subprocesses, on a SQLite file of their own, against the test's
-mailboxes on the session's Dovecot + Postfix.
+`postroom engine` in subprocesses, on a database of their own (a SQLite file, or a fresh
+PostgreSQL database when DATABASE_URL names a PostgreSQL server: `databases.py`), against
+the test's mailboxes on the session's Dovecot + Postfix.
 
 The test process never opens that database through Django (no pytest-django DB): it reads
-it with the stdlib `sqlite3`, read-only, so whatever it sees is what the engine committed.
+it with plain SQL, so whatever it sees is what the engine committed.
 Mailboxes are read with the e2e `Center` helper, which needs only the stack and the users.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ from typing import Any
 
 from postroom.devstack import DevStack
 from tests.e2e.conftest import CONFIG, Center
+from tests.e2e.databases import Database, Row, fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = {
@@ -93,14 +94,14 @@ class Deployment:
     center: Center  # mailboxes: messages(), wait_for(), send(), submit()
     tmp: Path
     config: Path
-    db: Path
+    database: Database
     engines: list[EngineProcess] = field(default_factory=list)
 
     # -- processes ------------------------------------------------------------------
     def env(self, crash_at: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "POSTROOM_CRASH_AT"}
         env.update(
-            DATABASE_URL=f"sqlite:///{self.db}",
+            DATABASE_URL=self.database.url,
             POSTROOM_STATE_DIR=str(self.tmp),
             DJANGO_SETTINGS_MODULE="postroom.settings",
             POSTROOM_LOG_LEVEL="INFO",
@@ -152,29 +153,22 @@ class Deployment:
                 with contextlib.suppress(Exception):
                     engine.stop(signal.SIGKILL, timeout=10)
             engine.close()
+        self.database.drop()
 
     # -- the database, read-only ----------------------------------------------------
-    def rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        if not self.db.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+    def rows(self, sql: str, params: tuple = ()) -> list[Row]:
+        return self.database.rows(sql, params)
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
-        found = self.rows(sql, params)
-        return found[0][0] if found else None
+        return self.database.scalar(sql, params)
 
-    def interactions(self) -> list[sqlite3.Row]:
+    def interactions(self) -> list[Row]:
         return self.rows("SELECT * FROM store_interaction ORDER BY id")
 
     def statuses(self) -> list[str]:
         return [r["status"] for r in self.interactions()]
 
-    def outgoing(self) -> list[sqlite3.Row]:
+    def outgoing(self) -> list[Row]:
         return self.rows("SELECT id, key, kind, state, attempts, message_id FROM store_outgoing ORDER BY id")
 
     def journal_kinds(self) -> list[str]:
@@ -206,7 +200,7 @@ def make_deployment(
     config.write_text(CONFIG.format(**values) + extra(values))
     # Center wants a Config and an in-process Engine; the mailbox helpers use neither.
     center = Center(stack=stack, config=None, engine=None, users=users, path=config)  # type: ignore[arg-type]
-    return Deployment(center=center, tmp=tmp, config=config, db=tmp / "postroom.sqlite3")
+    return Deployment(center=center, tmp=tmp, config=config, database=fresh_database(tmp))
 
 
 def wait_until(
