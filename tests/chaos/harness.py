@@ -32,6 +32,7 @@ No Django here: bench/chaos.py runs the same thing outside pytest.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -77,7 +78,7 @@ CHECKPOINTS = (
 FINISHED_OUTGOING = ("sent", "dead", "cancelled")
 KEPT_LOGS = REPO / "var" / "chaos-logs"
 
-CONFIG = """\
+SERVER = """\
 node_id = "chaos"
 secret = "chaos-secret-of-enough-length-0123456789"
 
@@ -92,18 +93,6 @@ cafile = "{cafile}"
 idle = true
 poll_interval = "1s"
 
-[[incoming]]
-address = "{support}"
-name = "Example Support"
-password = "{support_pw}"
-skills = ["support"]
-
-[[incoming]]
-address = "{sales}"
-name = "Example Sales"
-password = "{sales_pw}"
-skills = ["sales"]
-
 [outbound]
 address = "{outbound}"
 password = "{outbound_pw}"
@@ -113,11 +102,19 @@ address = "{dead}"
 password = "{dead_pw}"
 """
 
+INCOMING = """
+[[incoming]]
+address = "{address}"
+name = "Example {skill}"
+password = "{password}"
+skills = ["{skill}"]
+"""
+
 AGENT = """
 [[agents]]
-name = "{name}"
+name = "Agent {name}"
 address = "{address}"
-skills = ["support", "sales"]
+skills = {skills}
 auto_answer = true
 capacity = {capacity}
 password = "{password}"
@@ -426,6 +423,18 @@ class Site:
         )
 
 
+def wait_for(what: str, done: Callable[[], bool], *, timeout: float, engine: Engine | None = None) -> None:
+    """Poll `done()` until it holds; fail with the engine's log tail on timeout or if the
+    engine exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if engine is not None and engine.poll() is not None:
+            raise AssertionError(f"engine exited {engine.poll()} while waiting for {what}\n{engine.tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{engine.tail() if engine else ''}")
+        time.sleep(0.25)
+
+
 def _ids(ids: list[str]) -> str:
     """How many, and whether copies share one Message-ID (a re-send) or not."""
     if len(ids) < 2:
@@ -441,6 +450,43 @@ def _msgid(value: object) -> str:
 # -- one run -------------------------------------------------------------------------------
 
 
+def build_site(
+    stack: DevStack,
+    new_user: Callable[..., tuple[str, str]],
+    workdir: Path,
+    database: Database,
+    *,
+    boxes: tuple[str, ...] = ("support", "sales"),
+    agents: int = len(STYLES),
+    capacity: int = 1,
+    extra: str = "",
+) -> Site:
+    """Fresh mailboxes on the stack (roles: the `boxes`, outbound, dead, agent0 ...), a
+    configuration naming them, with `extra` TOML appended; nothing loaded yet."""
+    users = {role: new_user(role) for role in (*boxes, "outbound", "dead")}
+    users.update({f"agent{i}": new_user(f"agent{i}") for i in range(agents)})
+    text = SERVER.format(
+        imap_port=stack.imap_port,
+        submission_port=stack.submission_port,
+        cafile=stack.cafile,
+        outbound=users["outbound"][0],
+        outbound_pw=users["outbound"][1],
+        dead=users["dead"][0],
+        dead_pw=users["dead"][1],
+    )
+    text += "".join(INCOMING.format(address=users[b][0], password=users[b][1], skill=b) for b in boxes)
+    text += "".join(
+        AGENT.format(
+            name=STYLES[i % len(STYLES)].title(), address=users[f"agent{i}"][0], password=users[f"agent{i}"][1],
+            skills=json.dumps(list(boxes)), capacity=capacity,
+        )
+        for i in range(agents)
+    )
+    config = workdir / "postroom.toml"
+    config.write_text(text + extra)
+    return Site(stack=stack, workdir=workdir, config=config, database=database, users=users)
+
+
 class ChaosRun:
     def __init__(
         self,
@@ -453,24 +499,10 @@ class ChaosRun:
     ) -> None:
         self.plan = plan
         self.say = say
-        roles = {role: new_user(role) for role in ("support", "sales", "outbound", "dead")}
-        self.agents = [new_user(f"agent{i}") for i in range(len(STYLES))]
+        self.site = build_site(stack, new_user, workdir, database, capacity=plan.capacity)
+        self.agents = [self.site.users[f"agent{i}"] for i in range(len(STYLES))]
         self.customers = new_customers(stack, plan.customers)
-        values = {
-            "imap_port": stack.imap_port,
-            "submission_port": stack.submission_port,
-            "cafile": stack.cafile,
-            **{k: v[0] for k, v in roles.items()},
-            **{f"{k}_pw": v[1] for k, v in roles.items()},
-        }
-        text = CONFIG.format(**values) + "".join(
-            AGENT.format(name=f"Agent {STYLES[i].title()}", address=a, password=pw, capacity=plan.capacity)
-            for i, (a, pw) in enumerate(self.agents)
-        )
-        config = workdir / "postroom.toml"
-        config.write_text(text)
-        users = {**roles, **{a: (a, pw) for a, pw in [*self.agents, *self.customers]}}
-        self.site = Site(stack=stack, workdir=workdir, config=config, database=database, users=users)
+        self.site.users.update({a: (a, pw) for a, pw in [*self.agents, *self.customers]})
         self.verdict = Verdict(plan=plan, database=database.kind, workdir=workdir)
 
     # -- the run ---------------------------------------------------------------------
