@@ -416,11 +416,15 @@ class Site:
                 client.logout()
 
     def mail_queue_empty(self) -> bool:
-        """Postfix holds nothing it has accepted and not yet delivered."""
-        queue = self.stack.postfix_log.parent / "queue"
-        return not any(
-            p.is_file() for sub in ("maildrop", "incoming", "active", "deferred", "hold") for p in (queue / sub).rglob("*")
-        )
+        return mail_queue_empty(self.stack)
+
+
+def mail_queue_empty(stack: DevStack) -> bool:
+    """Postfix holds nothing it has accepted and not yet delivered."""
+    queue = stack.postfix_log.parent / "queue"
+    return not any(
+        p.is_file() for sub in ("maildrop", "incoming", "active", "deferred", "hold") for p in (queue / sub).rglob("*")
+    )
 
 
 def wait_for(what: str, done: Callable[[], bool], *, timeout: float, engine: Engine | None = None) -> None:
@@ -460,14 +464,17 @@ def build_site(
     agents: int = len(STYLES),
     capacity: int = 1,
     extra: str = "",
+    imap_port: int | None = None,
+    smtp_port: int | None = None,
 ) -> Site:
     """Fresh mailboxes on the stack (roles: the `boxes`, outbound, dead, agent0 ...), a
-    configuration naming them, with `extra` TOML appended; nothing loaded yet."""
+    configuration naming them, with `extra` TOML appended; nothing loaded yet. The engine
+    talks to `imap_port`/`smtp_port` (a proxy in front of the stack) when given."""
     users = {role: new_user(role) for role in (*boxes, "outbound", "dead")}
     users.update({f"agent{i}": new_user(f"agent{i}") for i in range(agents)})
     text = SERVER.format(
-        imap_port=stack.imap_port,
-        submission_port=stack.submission_port,
+        imap_port=imap_port or stack.imap_port,
+        submission_port=smtp_port or stack.submission_port,
         cafile=stack.cafile,
         outbound=users["outbound"][0],
         outbound_pw=users["outbound"][1],
