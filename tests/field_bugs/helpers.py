@@ -3,6 +3,8 @@ counting what a mailbox holds, and an engine pointed at a proxy."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -55,6 +57,17 @@ def auto_responses(center: Center, who: str = "carol") -> list[EmailMessage]:
 
 def replies(center: Center, who: str = "carol") -> list[EmailMessage]:
     return [m for m in center.messages(who) if not m["Auto-Submitted"]]
+
+
+def run_until(center: Center, what: str, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Run the engine's steps until `done()` holds (mail arrives asynchronously); fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        center.engine.run_until_idle()
+        if done():
+            return
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.1)
 
 
 def through(
