@@ -27,6 +27,7 @@ class TcpProxy:
         self.hold_after_dot = 0.0  # SMTP: seconds the answer to the end of DATA is held back
         self.cut_on: bytes | None = None  # drop the connection when the server sends this (once)
         self.refusing = False  # down: new connections are closed at once
+        self.refused = 0  # connections closed at once while down
         # What went through: one bytearray of client bytes per connection (plaintext only).
         self.sent: list[bytearray] = []
         self._lock = threading.Lock()
@@ -74,6 +75,7 @@ class TcpProxy:
             except OSError:
                 return
             if self.refusing:
+                self.refused += 1
                 _close(client)
                 continue
             try:

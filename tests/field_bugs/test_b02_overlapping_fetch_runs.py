@@ -22,7 +22,7 @@ from tests.field_bugs.helpers import AgentAtHerDesk, mail_to_support
 
 pytestmark = pytest.mark.mailstack
 
-MAILS = 2
+MAILS = 3
 
 
 @pytest.mark.xfail(
@@ -40,10 +40,11 @@ def test_b02_two_engines_on_one_database_one_owner_nothing_doubled(mailstack, ne
         dep.load()
         dep.ready("alice")
         first = dep.start_engine()
-        wait_until("the first engine to watch", lambda: first.log_has("watching"), timeout=60, engine=first)
-        second = dep.start_engine()
-        sent = [mail_to_support(dep, f"Order #{n} missing") for n in range(MAILS)]
         alice = AgentAtHerDesk(dep)
+        sent = [mail_to_support(dep, "Order #0 missing")]
+        wait_until("the first engine to answer", lambda: dep.statuses() == ["closed"], timeout=60, engine=first, step=alice)
+        second = dep.start_engine()
+        sent += [mail_to_support(dep, f"Order #{n} missing") for n in range(1, MAILS)]
         wait_until(
             "every interaction to close",
             lambda: dep.statuses() == ["closed"] * MAILS and mail_queue_empty(mailstack),
