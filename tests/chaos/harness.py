@@ -466,12 +466,13 @@ def build_site(
     extra: str = "",
     imap_port: int | None = None,
     smtp_port: int | None = None,
+    domain: str = "example.test",
 ) -> Site:
     """Fresh mailboxes on the stack (roles: the `boxes`, outbound, dead, agent0 ...), a
     configuration naming them, with `extra` TOML appended; nothing loaded yet. The engine
     talks to `imap_port`/`smtp_port` (a proxy in front of the stack) when given."""
-    users = {role: new_user(role) for role in (*boxes, "outbound", "dead")}
-    users.update({f"agent{i}": new_user(f"agent{i}") for i in range(agents)})
+    users = {role: new_user(role, domain) for role in (*boxes, "outbound", "dead")}
+    users.update({f"agent{i}": new_user(f"agent{i}", domain) for i in range(agents)})
     text = SERVER.format(
         imap_port=imap_port or stack.imap_port,
         submission_port=smtp_port or stack.submission_port,
