@@ -108,6 +108,7 @@ address = "{address}"
 name = "Example {skill}"
 password = "{password}"
 skills = ["{skill}"]
+auto_response = {auto_response}
 """
 
 AGENT = """
@@ -467,6 +468,7 @@ def build_site(
     imap_port: int | None = None,
     smtp_port: int | None = None,
     domain: str = "example.test",
+    auto_response: bool = True,
 ) -> Site:
     """Fresh mailboxes on the stack (roles: the `boxes`, outbound, dead, agent0 ...), a
     configuration naming them, with `extra` TOML appended; nothing loaded yet. The engine
@@ -482,7 +484,10 @@ def build_site(
         dead=users["dead"][0],
         dead_pw=users["dead"][1],
     )
-    text += "".join(INCOMING.format(address=users[b][0], password=users[b][1], skill=b) for b in boxes)
+    text += "".join(
+        INCOMING.format(address=users[b][0], password=users[b][1], skill=b, auto_response=str(auto_response).lower())
+        for b in boxes
+    )
     text += "".join(
         AGENT.format(
             name=STYLES[i % len(STYLES)].title(), address=users[f"agent{i}"][0], password=users[f"agent{i}"][1],
