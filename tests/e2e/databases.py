@@ -71,7 +71,7 @@ def fresh_database(tmp: Path, prefix: str = "e2e") -> Database:
     """A new, empty database for one deployment, of the kind DATABASE_URL names."""
     base = os.environ.get("DATABASE_URL", "")
     if urlparse(base).scheme not in ("postgres", "postgresql"):
-        path = tmp / "postroom.sqlite3"
+        path = tmp / f"{prefix}.sqlite3"
         return Database(url=f"sqlite:///{path}", sqlite_path=path)
     import psycopg
 
