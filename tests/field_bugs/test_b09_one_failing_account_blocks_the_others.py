@@ -55,7 +55,7 @@ def test_b09_a_box_that_cannot_log_in_does_not_hold_up_the_other_four(mailstack,
         wait_for(
             "the four healthy boxes' mail to be acknowledged and forwarded",
             lambda: sum(1 for h in site.headers("customer") if h["Auto-Submitted"]) >= 4 and site.count("agent0") >= 4,
-            timeout=45,
+            timeout=25,
             engine=engine,
         )
         assert engine.poll() is None

@@ -23,8 +23,10 @@ pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
 
 
 def raw(center, subject: bytes, body: bytes = b"Hello.\r\n", headers: bytes = b"", n: int = 0) -> bytes:
+    # A sender of its own each (an address the stack refuses: the auto-response is made,
+    # and dies at RCPT): no per-address cap can hide a mail that was not acknowledged.
     return (
-        b"From: Carol Customer <" + center.address("carol").encode() + b">\r\n"
+        b"From: Customer <customer" + str(n).encode() + b"@example.org>\r\n"
         b"To: " + center.address("support").encode() + b"\r\n"
         b"Subject: " + subject + b"\r\n"
         b"Message-ID: <b18-" + str(n).encode() + b"@customer.test>\r\n"
@@ -35,7 +37,7 @@ def raw(center, subject: bytes, body: bytes = b"Hello.\r\n", headers: bytes = b"
 def test_b18_one_batch_of_broken_encodings_every_mail_taken_and_delivered(center) -> None:
     center.ready("alice")
     japanese = (FIXTURES / "inbound" / "mikelmail-multi_charset-japanese_iso_2022.eml").read_bytes()
-    japanese = japanese.replace(b"\r\n\r\n", b"\r\nFrom: " + center.address("carol").encode() + b"\r\nMessage-ID: <b18-jp@customer.test>\r\n\r\n", 1)
+    japanese = japanese.replace(b"\r\n\r\n", b"\r\nMessage-ID: <b18-jp@customer.test>\r\n\r\n", 1)
     batch = [
         raw(center, b"Preis 5 \xb5g zu hoch", n=1),  # an undeclared 8-bit byte (0xb5)
         raw(center, b"Invoice attached", n=2, headers=(

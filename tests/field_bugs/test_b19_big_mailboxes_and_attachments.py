@@ -5,7 +5,7 @@ memory limit; a 6 GB inbox stopped after about 200 mails.
 
 Postroom reads a box in bounded UID batches, fetches only the header of a mail over its
 size limit (25 MB) and quarantines it with the reason rather than skipping it, and keeps
-its memory flat. Shown with the engine as in production facing a backlog of 600
+its memory flat. Shown with the engine as in production facing a backlog of 300
 mails, a 30 MB mail and a mail with 200 attachments, all there before it starts; and
 (branch mailboxes) the supervisors told about the oversize mail.
 """
@@ -25,7 +25,7 @@ from tests.field_bugs.helpers import customer_mail, run_until
 
 pytestmark = pytest.mark.mailstack
 
-BACKLOG = 600
+BACKLOG = 300
 
 
 def mail(to: str, subject: str) -> EmailMessage:
