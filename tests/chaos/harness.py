@@ -144,8 +144,8 @@ class Plan:
     mails_per_s: float = 4.0
     uptime_s: tuple[float, float] = (0.5, 5.0)
     downtime_s: tuple[float, float] = (0.0, 1.0)
-    aim_timeout_s: float = 8.0
-    settle_timeout_s: float = 180.0
+    aim_timeout_s: float = 15.0
+    settle_timeout_s: float = 300.0
     checkpoints: tuple[str, ...] = CHECKPOINTS
 
     def schedule(self) -> list[Kill]:
