@@ -401,10 +401,19 @@ class Site:
             client.select_folder("INBOX", readonly=True)
             uids = client.search(criteria)
             item = f"BODY.PEEK[HEADER.FIELDS ({fields})]"
-            data = client.fetch(uids, [item]) if uids else {}
             key = item.replace(".PEEK", "").encode()
+            found: dict[int, bytes] = {}
+            for _ in range(3):
+                # A flag another client sets meanwhile comes as an unsolicited FETCH of the
+                # flags alone, filed under the same UID: ask again for what is missing.
+                wanted = [u for u in uids if u not in found]
+                if not wanted:
+                    break
+                for uid, data in client.fetch(wanted, [item]).items():
+                    if key in data:
+                        found[uid] = data[key]
             parser = BytesHeaderParser(policy=policy.default)
-            return [parser.parsebytes(data[u][key]) for u in sorted(data)]  # type: ignore[misc]
+            return [parser.parsebytes(found[u]) for u in sorted(found)]  # type: ignore[misc]
         finally:
             with contextlib.suppress(Exception):
                 client.logout()
