@@ -54,6 +54,21 @@ class Database:
             except psycopg.errors.UndefinedTable:
                 return []
 
+    def execute(self, sql: str, params: tuple = ()) -> None:
+        """Write behind the engine's back (a test playing a restore or an operator's slip)."""
+        if self.sqlite_path is not None:
+            conn = sqlite3.connect(self.sqlite_path, timeout=30)
+            try:
+                with conn:
+                    conn.execute(sql, params)
+            finally:
+                conn.close()
+            return
+        import psycopg
+
+        with psycopg.connect(_libpq(self.url), autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), params)
+
     def scalar(self, sql: str, params: tuple = ()) -> Any:
         found = self.rows(sql, params)
         return next(iter(found[0].values())) if found else None
