@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 Row = dict[str, Any]
 
@@ -55,19 +55,7 @@ class Database:
                 return []
 
     def execute(self, sql: str, params: tuple = ()) -> None:
-        """Write behind the engine's back (a test playing a restore or an operator's slip)."""
-        if self.sqlite_path is not None:
-            conn = sqlite3.connect(self.sqlite_path, timeout=30)
-            try:
-                with conn:
-                    conn.execute(sql, params)
-            finally:
-                conn.close()
-            return
-        import psycopg
-
-        with psycopg.connect(_libpq(self.url), autocommit=True) as conn:
-            conn.execute(sql.replace("?", "%s"), params)
+        execute(self.url, sql, params)
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
         found = self.rows(sql, params)
@@ -95,6 +83,24 @@ def fresh_database(tmp: Path, prefix: str = "e2e") -> Database:
         conn.execute(f'CREATE DATABASE "{name}"')
     parsed = urlparse(base)
     return Database(url=urlunparse(parsed._replace(path=f"/{name}")), server_url=base, name=name)
+
+
+def execute(url: str, sql: str, params: tuple = ()) -> None:
+    """Write to the database at DATABASE_URL `url` behind the engine's back (a test playing
+    a restore or an operator's slip); `?` placeholders."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        conn = sqlite3.connect(unquote(parsed.path), timeout=30)
+        try:
+            with conn:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute(sql.replace("?", "%s"), params)
 
 
 def _libpq(url: str) -> str:

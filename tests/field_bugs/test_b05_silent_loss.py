@@ -18,6 +18,7 @@ import pytest
 
 from postroom.store.models import Interaction, Quarantined
 from tests.chaos.corpus import QUARANTINE_FOLDER
+from tests.e2e.databases import execute
 from tests.e2e.enginerun import make_deployment, wait_until
 from tests.field_bugs.helpers import auto_responses, customer_mail, mail_to_support, run_until, send
 
@@ -71,7 +72,8 @@ def test_b05_mail_the_ledger_cannot_account_for_alerts_the_supervisors(mailstack
         assert engine.stop(signal.SIGTERM) == 0
         # A cursor that ran ahead of the ledger (a lost commit, a half-restored database):
         # the next mail's UID is below it, so nothing will ever take it.
-        dep.database.execute("UPDATE store_mailbox SET last_uid = last_uid + 5 WHERE address = ?", (dep.center.address("support"),))
+        execute(dep.env()["DATABASE_URL"], "UPDATE store_mailbox SET last_uid = last_uid + 5 WHERE address = ?",
+                (dep.center.address("support"),))
         mail_to_support(dep, "Never taken")
         engine = dep.start_engine()
         wait_until(
