@@ -25,7 +25,7 @@ from tests.chaos.mime import UNIQUE, Fuzzed, hostile_mail
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
 
-EXAMPLES = int(os.environ.get("POSTROOM_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("POSTROOM_FUZZ_EXAMPLES", "120"))
 
 
 def count(center, folder: str) -> int:
