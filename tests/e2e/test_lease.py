@@ -38,7 +38,7 @@ def test_a_node_id_runs_once_and_a_killed_node_is_replaced_at_once(deployment) -
     wait_until("the second process to give up", lambda: second.poll() is not None, timeout=30)
     assert second.poll() == 3, second.tail()
     assert "node 'test-node' is already running" in second.tail()
-    if not dep.db.postgres:
+    if dep.db.kind != "postgres":
         other = dep.start_engine(node_id="other-node")
         wait_until("the other node to give up", lambda: other.poll() is not None, timeout=30)
         assert other.poll() == 3, other.tail()
