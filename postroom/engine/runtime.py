@@ -94,6 +94,8 @@ class Engine:
         self.desk = routing.RoutingDesk(site)
         # Held while routing, and by the supervisor while it gives the router lease back.
         self._route_lock = threading.Lock()
+        # The router lease's token the desk was built under (a new one: a fresh desk).
+        self._desk_token: int | None = None
         # The sending side (engine/outbox.py): this process's claimant name, its session
         # on the journal box, when that box's old copies were last expunged.
         self.claimant = outbox.claimant(site.node_id)
@@ -157,7 +159,15 @@ class Engine:
 
     def _route(self) -> bool:
         with self._route_lock:
-            return self.is_router() and self.desk.route(self.now())
+            if not self.is_router():
+                return False
+            token = self.membership.held.get(ROUTER) if self.membership else None
+            if token != self._desk_token:
+                # The router lease is ours under a new token: whatever this desk knew is
+                # from before another node routed; start from the tables (decision 0030).
+                self.desk = routing.RoutingDesk(self.site)
+                self._desk_token = token
+            return self.desk.route(self.now())
 
     def run_until_idle(self, rounds: int = 50) -> None:
         """Take all mail now in the boxes and work until nothing is left to do (tests).
