@@ -251,7 +251,7 @@ class DevstackConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class HealthConfig:
-    """[health]: alerts, the sync watchdog, reconciliation, retries, the engine lease."""
+    """[health]: alerts, the sync watchdog, reconciliation, retries."""
 
     # Supervisors are mailed about one alert at most once per this time.
     alert_mail_interval_seconds: int = 3600

@@ -161,3 +161,29 @@ def test_leases_are_shared_out_and_a_dead_nodes_taken_over() -> None:
     expire("node-a")
     held = settle()
     assert set(held.values()) == {"node-c"}
+
+
+@postgres_only
+def test_a_commit_anywhere_wakes_a_listening_node() -> None:
+    """LISTEN/NOTIFY: an insert into the journal (any node, the web) wakes the workers."""
+    import threading
+
+    from postroom.engine.listener import listen
+    from postroom.store.models import JournalEvent
+
+    wake, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=listen, args=(wake, stop), daemon=True)
+    thread.start()
+    try:
+        # Until the listener has said LISTEN, a notification may go unheard: say it again.
+        for _ in range(100):
+            JournalEvent.objects.create(at=timezone.now(), kind="probe", detail={})
+            if wake.wait(0.1):
+                break
+        assert wake.is_set()
+        wake.clear()
+        JournalEvent.objects.create(at=timezone.now(), kind="probe", detail={})
+        assert wake.wait(10.0)
+    finally:
+        stop.set()
+        thread.join(5)
