@@ -343,10 +343,12 @@ class Engine:
         @contextlib.contextmanager
         def after_watcher() -> Iterator[None]:
             yield
-            # The watcher sees the box is no longer held at its next look; its writes
-            # about the box are fenced by the lease token meanwhile.
+            # The watcher sees the box is no longer held within a second (its IDLE wait
+            # looks every second) and stops; whatever it still writes about the box is
+            # refused by the lease token meanwhile (decision 0031). Waited for briefly
+            # only: the supervisor must not miss its own heartbeat for it.
             if thread is not None:
-                thread.join(30.0)
+                thread.join(self.site.heartbeat)
 
         return after_watcher()
 

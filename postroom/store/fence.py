@@ -82,13 +82,17 @@ def store_tables(cursor: Any) -> list[str]:
     return sorted(row[0] for row in cursor.fetchall())
 
 
+def _with_trigger(cursor: Any, name: str) -> set[str]:
+    cursor.execute(
+        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = %s AND NOT t.tgisinternal",
+        [name],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
 def missing(cursor: Any) -> list[str]:
     """Store tables without the fence trigger (PostgreSQL)."""
-    cursor.execute(
-        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE t.tgname = 'postroom_fence' AND NOT t.tgisinternal"
-    )
-    fenced = {row[0] for row in cursor.fetchall()}
+    fenced = _with_trigger(cursor, "postroom_fence")
     return [t for t in store_tables(cursor) if t not in fenced and t not in UNFENCED]
 
 
@@ -104,7 +108,10 @@ def install(cursor: Any) -> list[str]:
             f'CREATE OR REPLACE TRIGGER postroom_fence BEFORE INSERT OR UPDATE OR DELETE ON "{table}" '
             "FOR EACH STATEMENT EXECUTE FUNCTION postroom_fence()"
         )
-    for table in WAKE_TABLES:
+    # Only where missing: a trigger is created under a table lock, which a node starting
+    # beside busy nodes should not wait for.
+    waking = _with_trigger(cursor, "postroom_wake")
+    for table in (t for t in WAKE_TABLES if t not in waking):
         cursor.execute(
             f'CREATE OR REPLACE TRIGGER postroom_wake AFTER INSERT ON "{table}" '
             "FOR EACH STATEMENT EXECUTE FUNCTION postroom_wake()"

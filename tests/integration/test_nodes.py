@@ -187,3 +187,37 @@ def test_a_commit_anywhere_wakes_a_listening_node() -> None:
     finally:
         stop.set()
         thread.join(5)
+
+
+@postgres_only
+def test_the_router_takes_in_an_event_that_commits_after_a_later_one() -> None:
+    """Ids are handed out at the insert and seen at the commit: an agent going Ready in a
+    transaction that commits after another writer's later event is still taken in."""
+    from postroom.core.keys import KeyRing
+    from postroom.engine.routing import RoutingDesk
+    from postroom.engine.site import Site
+    from postroom.mail.smtp import SmtpAccount
+    from postroom.store.models import Agent, JournalEvent
+
+    site = Site(
+        node_id="n", keys=KeyRing.from_secrets([b"x" * 32]), imap_host="127.0.0.1", imap_port=1, imap_tls="none",
+        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
+    )
+    agent = Agent.objects.create(name="Alice", address="alice@example.test", skills=["support"])
+    desk = RoutingDesk(site)
+    desk.sync(timezone.now())
+    slow = psycopg.connect(conninfo(settings.DATABASES["default"]))  # a transaction of its own
+    try:
+        slow.execute("UPDATE store_agent SET ready = true, state_changed_at = now() WHERE id = %s", [agent.pk])
+        slow.execute(
+            "INSERT INTO store_journalevent (at, kind, agent_id, detail) VALUES (now(), 'agent_ready', %s, '{}')",
+            [agent.pk],
+        )
+        JournalEvent.objects.create(at=timezone.now(), kind="probe", detail={})  # a later id, committed first
+        desk.sync(timezone.now())
+        assert not desk.router.agent(agent.address).ready
+        slow.commit()
+    finally:
+        slow.close()
+    desk.sync(timezone.now())
+    assert desk.router.agent(agent.address).ready
