@@ -148,9 +148,16 @@ def test_two_primaries_share_the_boxes_and_answer_everyone_once(nodes_run: Nodes
 
     run.run_with(steer)
     run.assert_exactly_once()
-    # Both took mail (each from its own box), and every interaction was taken by one.
-    by_node = run.site.database.rows("SELECT node_id, COUNT(*) AS n FROM store_interaction GROUP BY node_id")
-    assert {r["node_id"] for r in by_node} == {"node-a", "node-b"}, [dict(r) for r in by_node]
+    # Each interaction was taken by the node holding its box's lease: node-b, which joined
+    # second, only from its own share; node-a held every box until then. The two share
+    # the three boxes: one holds two, the other one.
+    rows = run.site.database.rows(
+        "SELECT i.node_id AS taker, l.node_id AS holder FROM store_interaction i "
+        "JOIN store_lease l ON l.name = 'mailbox:' || i.mailbox_id"
+    )
+    assert len(rows) == PLAN.customers and all(r["taker"] in (r["holder"], "node-a") for r in rows), [dict(r) for r in rows]
+    held = run.site.database.rows("SELECT node_id, COUNT(*) AS n FROM store_lease WHERE name LIKE 'mailbox:%%' GROUP BY node_id")
+    assert sorted(r["n"] for r in held) == [1, 2], [dict(r) for r in held]
 
 
 def test_the_secondary_takes_every_box_within_10_s_of_the_primarys_sigkill(nodes_run: NodesRun) -> None:
