@@ -511,11 +511,6 @@ def build_site(
     if _knows("journal"):
         users["journal"] = new_user("journal", domain)
         text += f'\n[journal]\naddress = "{users["journal"][0]}"\npassword = "{users["journal"][1]}"\ngrace = "2s"\n'
-    # A row left `sending` by a kill waits out its claim before it is settled from the
-    # journal box: the default 300 s claim equals the settle timeout, so a kill mid-send
-    # late in the schedule could never settle in time. Short, as in tests/e2e.
-    if _knows("outbox"):
-        text += '\n[outbox]\nsend_timeout = "4s"\nlease = "10s"\n'
     if _knows("sender_auth"):
         text += f'\n[sender_auth]\nservers = ["{stack.hostname}"]\n'
     config = workdir / "postroom.toml"
