@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from postroom.core.cluster import Mode, Peer, Plan, Role, plan
 from postroom.store import fence
-from postroom.store.models import Lease, Node
+from postroom.store.models import Lease, Node, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,10 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
                 Node.objects.filter(node_id=node_id).update(**values)
         except IntegrityError as exc:
             raise NodeRefused(f"node {node_id!r} was registered by another process at the same moment") from exc
-    if replaced is not None and shared():
-        end_sessions(node_id, replaced.epoch)
+    if replaced is not None:
+        if shared():
+            end_sessions(node_id, replaced.epoch)
+        end_claims_of_dead(replaced)
     ticket = Ticket(node_id, role, epoch, lease, me, pid)
     # Connections opened from now on carry the ticket (one already open does not: the
     # engine opens its working threads' connections afresh).
@@ -204,6 +206,23 @@ def forget() -> None:
     _current = None
 
 
+def end_claims_of_dead(row: Node) -> int:
+    """End the outbox claims of a node's process known to be dead (this host, its pid
+    gone), instead of waiting out their lease ([outbox] lease, 5 minutes by default):
+    nobody can still be sending under them, and each row is then settled as any claim
+    that ended is, from the journal box after its grace (decision 0007). Only that
+    process's claims (`outbox.claimant`: node:pid:token): other nodes' stay theirs. A
+    process that may be alive (another host, or paused) is waited out."""
+    if row.hostname != socket.gethostname() or _pid_alive(row.pid):
+        return 0
+    ended = Outgoing.objects.filter(
+        state=Outgoing.SENDING, claimed_by__startswith=f"{row.node_id}:{row.pid}:", lease_until__gt=Now()
+    ).update(lease_until=Now())
+    if ended:
+        log.warning("ended %d outbox claims of node %s pid %s, which is gone: settled from the journal box", ended, row.node_id, row.pid)
+    return ended
+
+
 def end_sessions(node_id: str, epoch: int) -> int:
     """End the database sessions of one incarnation of a node (PostgreSQL): its open
     transactions roll back and let go of their locks, whatever state its process is in
@@ -236,6 +255,7 @@ def fence_out(victim: str, epoch: int) -> bool:
             return False
         Node.objects.filter(pk=row.pk).update(epoch=F("epoch") + 1)
     log.warning("node %s fenced out (epoch %d → %d): its lease ran out", victim, epoch, epoch + 1)
+    end_claims_of_dead(row)
     return True
 
 

@@ -39,10 +39,11 @@ pytestmark = [
     ),
 ]
 
-# A short node lease, so that a test waits seconds, not minutes, for a failover (the
-# harness gives the outbox claims a short lease too: a row left `sending` by a dead node
-# is settled from the journal box once it has run out).
-CLUSTER = '\n[cluster]\nnode_lease = "4s"\n'
+# A short node lease, so that a test waits seconds, not minutes, for a failover; short
+# outbox claims too: a row a frozen node left `sending` is settled from the journal box
+# only once its claim has run out (that node may be alive: decision 0007). A killed
+# node's claims end at once (its pid is gone: engine/nodes.py, end_claims_of_dead).
+CLUSTER = '\n[cluster]\nnode_lease = "4s"\n\n[outbox]\nsend_timeout = "4s"\nlease = "10s"\n'
 # About 16 s of customers writing: the kill and the takeover fall while mail still comes.
 # The boxes the nodes share out: the two incoming boxes and the outbound box.
 WATCHED = 3
