@@ -215,9 +215,10 @@ def end_claims_of_dead(row: Node) -> int:
     process that may be alive (another host, or paused) is waited out."""
     if row.hostname != socket.gethostname() or _pid_alive(row.pid):
         return 0
+    now = timezone.now()
     ended = Outgoing.objects.filter(
-        state=Outgoing.SENDING, claimed_by__startswith=f"{row.node_id}:{row.pid}:", lease_until__gt=Now()
-    ).update(lease_until=Now())
+        state=Outgoing.SENDING, claimed_by__startswith=f"{row.node_id}:{row.pid}:", lease_until__gt=now
+    ).update(lease_until=now)
     if ended:
         log.warning("ended %d outbox claims of node %s pid %s, which is gone: settled from the journal box", ended, row.node_id, row.pid)
     return ended
