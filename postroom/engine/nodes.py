@@ -122,6 +122,10 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
     replaced: Node | None = None
     with transaction.atomic():
         row = with_liveness().select_for_update(of=("self",)).filter(node_id=node_id).first()
+        # The process this one replaces, known dead (this host, its pid gone), whether or
+        # not its lease has run out yet: its outbox claims end at once (below).
+        if row is not None and row.hostname == me and row.pid != pid and not _pid_alive(row.pid):
+            replaced = row
         if row is not None and row.live and (row.hostname, row.pid) != (me, pid):
             if row.hostname != me or _pid_alive(row.pid):
                 raise NodeRefused(
@@ -130,7 +134,6 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
                     "node id, or start it once that lease has expired)"
                 )
             log.warning("node %s: pid %s on this host is gone; taking over at once", node_id, row.pid)
-            replaced = row
         if not shared():
             other = with_liveness().exclude(node_id=node_id).filter(live=True).first()
             if other is not None:
@@ -161,7 +164,7 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
         except IntegrityError as exc:
             raise NodeRefused(f"node {node_id!r} was registered by another process at the same moment") from exc
     if replaced is not None:
-        if shared():
+        if shared() and replaced.live:
             end_sessions(node_id, replaced.epoch)
         end_claims_of_dead(replaced)
     ticket = Ticket(node_id, role, epoch, lease, me, pid)

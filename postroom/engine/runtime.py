@@ -282,8 +282,12 @@ class Engine:
             try:
                 close_old_connections()
                 if self._fenced.is_set():
+                    # A write of ours was refused: the heartbeat says why (fenced out by
+                    # another node, or our node id taken over by another process, which
+                    # ends this one) and raises Fenced, unless our lease is in fact live.
                     self._fenced.clear()
-                    raise nodes.Fenced("a write of this node was refused by the database")
+                    if membership.ticket is not None:
+                        nodes.heartbeat(membership.ticket, membership.detail())
                 if membership.ticket is None:
                     membership.join()  # after a stand-down: a new epoch
                     connection.close()  # the next one carries the new epoch
