@@ -118,7 +118,7 @@ def build_message(ix, agent, form: ReplyForm, now) -> EmailMessage:
 
 @require_http_methods(["GET", "POST"])
 @never_cache
-@page(Role.AGENT)
+@page(Role.AGENT, handles=True)
 def reply(request: HttpRequest, guid: UUID) -> HttpResponse:
     ix = interaction_or_403(
         request, guid, may_handle,

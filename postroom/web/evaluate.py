@@ -20,7 +20,7 @@ from postroom.web.views import nav
 
 @require_http_methods(["GET", "POST"])
 @never_cache
-@page(Role.SUPERVISOR)
+@page(Role.SUPERVISOR, handles=True)
 def evaluate(request: HttpRequest, guid: UUID) -> HttpResponse:
     ix = interaction_or_403(
         request, guid, may_evaluate,
