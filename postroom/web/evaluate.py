@@ -37,6 +37,7 @@ def evaluate(request: HttpRequest, guid: UUID) -> HttpResponse:
         comments = {line["code"]: line.get("comment", "") for line in mine.scores}
     comment = mine.comment if mine else ""
     if request.method == "POST":
+        values = {}  # what was posted, only: a score left out or out of range is missing
         for c in form:
             score = an_int(request.POST.get(f"score-{c.code}"), 0, c.max_score)
             if score is not None:
