@@ -11,12 +11,15 @@ of the reply (when it is queued): `InteractionText`. One small interface over tw
 
 People type words; the query is reduced to word tokens (`terms`), each matched as a
 prefix, all required. No query syntax reaches either engine, so no input can make it fail.
+Text and query are folded the same way before either engine sees them (lower case, no
+diacritics: "Zürich" is found as "zurich"), so both engines answer alike.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from typing import Any
 
 from django.db import connection
@@ -40,9 +43,15 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 FTS_COLUMNS = ("subject", "customer_text", "reply_text")
 
 
+def fold(text: str) -> str:
+    """Lower case without diacritics (NFKD, combining marks dropped)."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
 def terms(query: str) -> list[str]:
-    """The words of a query, lower-cased, each once, at most MAX_TERMS."""
-    found = dict.fromkeys(w.lower() for w in _WORD.findall(query or "") if w.strip("_"))
+    """The words of a query, folded, each once, at most MAX_TERMS."""
+    found = dict.fromkeys(w for w in _WORD.findall(fold(query)) if w.strip("_"))
     return list(found)[:MAX_TERMS]
 
 
@@ -57,7 +66,7 @@ def tsquery(words: list[str]) -> str:
 
 
 def _excerpt(text: str) -> str:
-    return (text or "").replace("\x00", "")[:EXCERPT_CHARS]
+    return fold((text or "").replace("\x00", "")[:EXCERPT_CHARS])
 
 
 def keep_customer_text(ix: Interaction, text: str) -> None:
