@@ -220,7 +220,7 @@ def agent_desk(request: HttpRequest) -> HttpResponse:
     return render_page(
         request,
         "postroom/agent.html",
-        {"agent": agent, "desk": desk_dict(agent), "choices": choices},
+        {"agent": agent, "desk": desk_dict(agent, who=principal_of(request)), "choices": choices},
     )
 
 

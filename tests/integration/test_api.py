@@ -221,7 +221,8 @@ def test_agent_list_and_detail(client):
     assert detail["auto_answer"] is True
     assert detail["skills"] == ["billing", "de"]
     assert detail["current"] == [
-        {"guid": str(mine.guid), "subject": mine.subject, "status": "delivered"}
+        {"guid": str(mine.guid), "subject": mine.subject, "status": "delivered",
+         "no_reply_due_at": None, "seconds_left": None}
     ]
     missing = client.get("/api/agents/nobody@example.test", **bearer(alice))
     assert missing.status_code == 404
