@@ -11,20 +11,23 @@ of the reply (when it is queued): `InteractionText`. One small interface over tw
 
 People type words; the query is reduced to word tokens (`terms`), each matched as a
 prefix, all required. No query syntax reaches either engine, so no input can make it fail.
-Text and query are folded the same way before either engine sees them (lower case, no
-diacritics: "Zürich" is found as "zurich"), so both engines answer alike.
+Case and the common Latin diacritics are folded on both engines ("Zürich" is found as
+"zurich"): FTS5's unicode61 tokenizer does it on SQLite; on PostgreSQL the indexed
+expression is ``translate(lower(col), FOLD_FROM, FOLD_TO)``, and the query's words get
+the same mapping in Python. The kept text itself stays as written (the composer quotes
+it when the mail server cannot be asked).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Func, Q, QuerySet, TextField, Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Lower
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
@@ -43,10 +46,29 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 FTS_COLUMNS = ("subject", "customer_text", "reply_text")
 
 
+# The letters folded on PostgreSQL (and in queries): Latin letters with diacritics → base.
+# Migration 0005 holds a copy for its index; tests check that the two are the same.
+FOLD_FROM = "àáâãäåāăąçćčďđèéêëēėęěìíîïīįıłñńňòóôõöøōőŕřśšşťùúûüūůűųýÿźżž"
+FOLD_TO = "aaaaaaaaacccddeeeeeeeeiiiiiiilnnnoooooooorrssstuuuuuuuuyyzzz"
+_FOLD = str.maketrans(FOLD_FROM, FOLD_TO)
+
+
 def fold(text: str) -> str:
-    """Lower case without diacritics (NFKD, combining marks dropped)."""
-    decomposed = unicodedata.normalize("NFKD", text or "")
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    """Lower case, common Latin diacritics removed (as the PostgreSQL index does)."""
+    return (text or "").lower().translate(_FOLD)
+
+
+def search_vector():
+    """The document PostgreSQL indexes and searches: the same expression in both places."""
+    from django.contrib.postgres.search import SearchVector
+
+    def folded(column: str) -> Func:
+        return Func(
+            Lower(F(column)), Value(FOLD_FROM), Value(FOLD_TO), function="translate",
+            output_field=TextField(),
+        )
+
+    return SearchVector(*(folded(c) for c in FTS_COLUMNS), config="simple")
 
 
 def terms(query: str) -> list[str]:
@@ -66,7 +88,7 @@ def tsquery(words: list[str]) -> str:
 
 
 def _excerpt(text: str) -> str:
-    return fold((text or "").replace("\x00", "")[:EXCERPT_CHARS])
+    return (text or "").replace("\x00", "")[:EXCERPT_CHARS]
 
 
 def keep_customer_text(ix: Interaction, text: str) -> None:
@@ -113,12 +135,10 @@ def matching(qs: QuerySet[Interaction], query: str) -> QuerySet[Interaction]:
         )
         return qs.filter(pk__in=ids)
     if vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery, SearchVector
+        from django.contrib.postgres.search import SearchQuery
 
         found = (
-            InteractionText.objects.annotate(
-                document=SearchVector(*FTS_COLUMNS, config="simple")
-            )
+            InteractionText.objects.annotate(document=search_vector())
             .filter(document=SearchQuery(tsquery(words), search_type="raw", config="simple"))
             .values("interaction_id")
         )

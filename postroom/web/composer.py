@@ -29,7 +29,7 @@ from postroom.store.commands import CommandError
 from postroom.store.permissions import Role, may_handle
 from postroom.store.webreply import accept_web_reply
 from postroom.web.access import page, principal_of
-from postroom.web.mailcopies import customer_copy
+from postroom.web.mailcopies import customer_copy, customer_excerpt
 from postroom.web.pages import interaction_or_403
 from postroom.web.views import nav
 
@@ -134,6 +134,7 @@ def reply(request: HttpRequest, guid: UUID) -> HttpResponse:
             original = readable(copy.raw).text
         except UnreadableMessage:
             original = ""
+    original = original or customer_excerpt(ix)
     error, status = "", 200
     if request.method == "POST":
         form = ReplyForm(request.POST, request.FILES)

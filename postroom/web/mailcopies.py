@@ -22,9 +22,9 @@ from django.conf import settings
 from postroom.config import Config, ConfigInvalid, load_config
 from postroom.mail.imap import ImapAccount
 from postroom.mail.lookup import fetch_message
-from postroom.store.models import Interaction, Outgoing
+from postroom.store.models import Interaction, InteractionText, Outgoing
 
-__all__ = ["Copy", "customer_copy"]
+__all__ = ["Copy", "customer_copy", "customer_excerpt"]
 
 # Where the engine may have filed the mail once the interaction is over (the mailboxes
 # engineer's archive folder; the box's trash for discarded mail).
@@ -124,3 +124,10 @@ def customer_copy(ix: Interaction) -> Copy | None:
             while len(_cache) > CACHE_ENTRIES:
                 _cache.popitem(last=False)
     return copy
+
+
+def customer_excerpt(ix: Interaction) -> str:
+    """The start of the customer's text as kept for search (decision 0023): what is left
+    to quote when neither the server nor a forward has the mail."""
+    found = InteractionText.objects.filter(interaction=ix).values_list("customer_text", flat=True)
+    return found.first() or ""

@@ -29,7 +29,7 @@ from postroom.store.finder import history
 from postroom.store.models import Approval, Interaction, JournalEvent, OutboundMessage, Outgoing
 from postroom.store.permissions import Role, may_evaluate, may_handle
 from postroom.web.access import page, principal_of
-from postroom.web.mailcopies import customer_copy
+from postroom.web.mailcopies import customer_copy, customer_excerpt
 from postroom.web.pages import interaction_or_403
 from postroom.web.sanitize import clean_mail_html, frame_document, frame_policy
 from postroom.web.views import nav
@@ -118,6 +118,13 @@ def entries(ix: Interaction) -> list[Entry]:
         actor=ix.customer, source=copy.source if copy else "",
     )
     found.append(_message(customer, copy.raw if copy else None))
+    if copy is None and (excerpt := customer_excerpt(ix)):
+        customer.note = ""
+        customer.source = "the text kept for search (the mail itself is no longer on the server)"
+        customer.sender = f"{ix.customer_name} <{ix.customer}>" if ix.customer_name else ix.customer
+        customer.to = ix.to_addr
+        customer.subject = ix.subject
+        customer.text = excerpt
     for row in Outgoing.objects.filter(interaction=ix).order_by("created_at", "id"):
         title = KIND_LABELS.get(row.kind, row.kind)
         if row.kind in (Outgoing.FORWARD, Outgoing.NOTICE):

@@ -89,7 +89,7 @@ def test_split_page_gives_the_next_cursor_only_when_there_is_more() -> None:
 
 def test_queries_become_word_prefixes_whatever_is_typed() -> None:
     assert terms('Refund "parcel" OR NOT (x*) AND') == ["refund", "parcel", "or", "not", "x", "and"]
-    assert terms("Grüße, Straße! ÉCOLE") == ["gruße", "straße", "ecole"]
+    assert terms("Grüße, Straße! ÉCOLE Łódź") == ["gruße", "straße", "ecole", "lodz"]
     assert terms("  ") == [] and terms("\"*'():-^") == []
     assert fts5_query(["refund", "parcel"]) == '"refund"* AND "parcel"*'
     assert tsquery(["refund", "parcel"]) == "'refund':* & 'parcel':*"
@@ -131,3 +131,13 @@ def test_remote_images_only_when_asked_and_the_frame_policy_agrees() -> None:
         assert "script-src 'none'" in policy and "default-src 'none'" in policy
         assert "sandbox allow-popups" in policy and "allow-scripts" not in policy
         assert "frame-ancestors 'self'" in policy
+
+
+def test_the_migration_folds_as_the_search_does() -> None:
+    import importlib
+
+    from postroom.store import search
+
+    migration = importlib.import_module("postroom.store.migrations.0005_workspace")
+    assert (migration.FOLD_FROM, migration.FOLD_TO) == (search.FOLD_FROM, search.FOLD_TO)
+    assert len(search.FOLD_FROM) == len(search.FOLD_TO)

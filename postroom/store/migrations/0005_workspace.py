@@ -32,13 +32,24 @@ SQLITE_DROP = [
     "DROP TABLE IF EXISTS store_interactiontext_fts",
 ]
 PG_INDEX = "store_itext_search"
+# A copy of postroom.store.search.FOLD_FROM / FOLD_TO (a test keeps them equal).
+FOLD_FROM = "àáâãäåāăąçćčďđèéêëēėęěìíîïīįıłñńňòóôõöøōőŕřśšşťùúûüūůűųýÿźżž"
+FOLD_TO = "aaaaaaaaacccddeeeeeeeeiiiiiiilnnnoooooooorrssstuuuuuuuuyyzzz"
 
 
 def _pg_index():
     from django.contrib.postgres.indexes import GinIndex
     from django.contrib.postgres.search import SearchVector
+    from django.db.models import F, Func, TextField, Value
+    from django.db.models.functions import Lower
 
-    return GinIndex(SearchVector(*FTS_COLUMNS, config="simple"), name=PG_INDEX)
+    def folded(column):
+        return Func(
+            Lower(F(column)), Value(FOLD_FROM), Value(FOLD_TO), function="translate",
+            output_field=TextField(),
+        )
+
+    return GinIndex(SearchVector(*(folded(c) for c in FTS_COLUMNS), config="simple"), name=PG_INDEX)
 
 
 def add_search_index(apps, schema_editor):
