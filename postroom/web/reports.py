@@ -11,6 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -79,7 +80,7 @@ def reports_page(request: HttpRequest) -> HttpResponse:
             "nav": nav(who),
             "query": query,
             "report": report,
-            "tables": list(report.tables.values()),
+            "tables": [_shown(t) for t in report.tables.values()],
             "charts": _chart_inputs(report),
             "params": params.urlencode(),
             "within_text": request.GET.get("within", ""),
@@ -89,6 +90,22 @@ def reports_page(request: HttpRequest) -> HttpResponse:
             },
         },
     )
+
+
+def _shown(table: reports.Table) -> dict[str, Any]:
+    """A table for the page: each cell with whether it is a number (right-aligned) and, for
+    an interaction's id, the link to its transcript."""
+    keys = [k for k, _ in table.columns]
+    rows = []
+    for row in table.rows:
+        cells = []
+        for key, value in zip(keys, row, strict=True):
+            link = reverse("transcript", args=[value]) if key == "guid" and value else None
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            cells.append({"value": value, "number": number, "link": link})
+        rows.append(cells)
+    return {"name": table.name, "title": table.title, "columns": table.columns, "note": table.note,
+            "rows": rows}
 
 
 def _cell(value: Any) -> Any:

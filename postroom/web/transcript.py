@@ -102,12 +102,19 @@ def _message(entry: Entry, raw: bytes | None) -> Entry:
     return entry
 
 
+# Journal kinds that are the agent's own doing (the event's agent did it); the others are
+# Postroom's (the event's agent is then only whom it concerned).
+AGENT_ACTS = frozenset({"answered", "reply_accepted", "reply_held", "hung_up", "resolution_set"})
+
+
 def _actor(event: JournalEvent) -> str:
     detail = event.detail if isinstance(event.detail, dict) else {}
     by = detail.get("by")
     if by:
         return str(by)
-    return event.agent.address if event.agent_id else "Postroom"
+    if event.kind in AGENT_ACTS and event.agent_id:
+        return event.agent.address
+    return "Postroom"
 
 
 def entries(ix: Interaction) -> list[Entry]:
@@ -155,9 +162,13 @@ def entries(ix: Interaction) -> list[Entry]:
         )
     for event in JournalEvent.objects.filter(interaction=ix).select_related("agent").order_by("at", "id"):
         detail = event.detail if isinstance(event.detail, dict) else {"value": event.detail}
+        detail = {k: v for k, v in detail.items() if k != "by"}
+        actor = _actor(event)
+        if event.agent_id and actor != event.agent.address:
+            detail = {"agent": event.agent.address, **detail}
         found.append(
-            Entry(at=event.at, kind="event", title=event.kind.replace("_", " "), actor=_actor(event),
-                  detail={k: v for k, v in detail.items() if k != "by"})
+            Entry(at=event.at, kind="event", title=event.kind.replace("_", " "), actor=actor,
+                  detail=detail)
         )
     found.sort(key=lambda e: (e.at, 0 if e.ref else 1))
     return found

@@ -19,7 +19,14 @@ from django.utils import timezone
 
 from postroom.core.lifecycle import State
 from postroom.store import commands
-from postroom.store.models import Agent, Evaluation, EvaluationCriterion, Interaction, JournalEvent, Outgoing
+from postroom.store.models import (
+    Agent,
+    Evaluation,
+    EvaluationCriterion,
+    Interaction,
+    JournalEvent,
+    Outgoing,
+)
 from tests.e2e.browser import axe_violations, needs_chromium, open_page, screenshot
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
