@@ -1356,12 +1356,15 @@ class _Parser:
         agents: list[AgentConfig | None],
         incoming: list[IncomingBox | None],
     ) -> None:
-        """Groups named once; members are agents of the file; boxes are incoming boxes."""
+        """Groups named once; members are agents of the file; boxes are incoming boxes.
+        (Not judged against a box or agent that had errors of its own: no false alarms.)"""
+        boxes_known = None not in incoming
+        agents_known = None not in agents
         addresses = {a.address for a in agents if a is not None}
         boxes = {b.address for b in incoming if b is not None}
         for i, agent in enumerate(agents):
             for j, box in enumerate(agent.boxes if agent else ()):
-                if box not in boxes:
+                if boxes_known and box not in boxes:
                     self.error(
                         f"agents[{i}].boxes[{j}]", f"{_show(box)} is not an incoming box in this file"
                     )
@@ -1377,12 +1380,12 @@ class _Parser:
             else:
                 seen[group.name.casefold()] = i
             for j, member in enumerate(group.members):
-                if member not in addresses:
+                if agents_known and member not in addresses:
                     self.error(
                         f"groups[{i}].members[{j}]", f"{_show(member)} is not an agent in this file"
                     )
             for j, box in enumerate(group.boxes):
-                if box not in boxes:
+                if boxes_known and box not in boxes:
                     self.error(
                         f"groups[{i}].boxes[{j}]", f"{_show(box)} is not an incoming box in this file"
                     )
