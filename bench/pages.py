@@ -60,8 +60,15 @@ def seed(n: int, open_n: int, agents_n: int, seed_value: int) -> dict:
 
     from postroom.core.lifecycle import State
     from postroom.store.models import (
-        Agent, AgentGroup, Evaluation, EvaluationCriterion, Interaction, InteractionText,
-        JournalEvent, Mailbox, Outgoing,
+        Agent,
+        AgentGroup,
+        Evaluation,
+        EvaluationCriterion,
+        Interaction,
+        InteractionText,
+        JournalEvent,
+        Mailbox,
+        Outgoing,
     )
 
     rnd = random.Random(seed_value)
@@ -112,7 +119,7 @@ def seed(n: int, open_n: int, agents_n: int, seed_value: int) -> dict:
     with transaction.atomic():
         Interaction.objects.bulk_create(rows, batch_size=2000)
     made = list(Interaction.objects.values_list("pk", "mailbox_id", "agent_id", "arrival_time", "status", "replied_at"))
-    for pk, box_id, agent_id, arrival, status, replied in made:
+    for pk, box_id, agent_id, arrival, _status, replied in made:
         texts.append(InteractionText(interaction_id=pk, subject="", customer_text=" ".join(rnd.choices(WORDS, k=60))))
         events.append(JournalEvent(at=arrival, kind="received", interaction_id=pk, mailbox_id=box_id))
         if agent_id:
