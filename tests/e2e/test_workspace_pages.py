@@ -291,3 +291,96 @@ def test_the_console_and_the_live_page_pass_axe(make_center, live_server):
         page.wait_for_selector("#queue")
         no_serious_violations(page, "live")
         assert page.errors == []
+
+
+def test_a_day_of_work_on_every_page(live_server, django_user_model):
+    """A center with a day's work behind it (no mail stack needed: the pages read the
+    database): every page drawn, axe-clean, and pictured (the README's screenshots)."""
+    import random
+    from datetime import timedelta
+
+    from postroom.store import search
+    from postroom.store.models import AgentGroup, Mailbox, WrapUpCode
+
+    rnd = random.Random(4)
+    now = timezone.now()
+    support = Mailbox.objects.create(address="support@example.com", login="s", display_name="Support")
+    sales = Mailbox.objects.create(address="sales@example.com", login="s2", display_name="Sales")
+    WrapUpCode.objects.create(code="resolved", label="Resolved")
+
+    def person(name: str, address: str, **kw) -> Agent:
+        user = django_user_model.objects.create_user(address, password=PASSWORD)
+        return Agent.objects.create(name=name, address=address, user=user, **kw)
+
+    sue = person("Sue Supervisor", "sue@example.com", is_supervisor=True, ready=True, skills=["support"])
+    team = [person(n, f"{n.split()[0].lower()}@example.com", skills=["support", "sales"], capacity=3,
+                   ready=n != "Dan Dorsey", state_changed_at=now - timedelta(minutes=rnd.randint(5, 90)))
+            for n in ("Alice Archer", "Bob Baker", "Chloe Chen", "Dan Dorsey")]
+    desk = AgentGroup.objects.create(name="Support desk")
+    desk.members.add(*team)
+    desk.boxes.add(support)
+    EvaluationCriterion.objects.create(code="accuracy", label="Accurate and complete", weight=3, position=1)
+    EvaluationCriterion.objects.create(code="tone", label="Tone and courtesy", weight=2, position=2)
+    subjects = ["Where is my order #4711?", "Invoice 1042 is wrong", "Refund for a broken kettle",
+                "Password reset does not arrive", "Change of delivery address", "Warranty claim: lid",
+                "Quote for 40 office chairs", "Cancel my subscription", "Parcel damaged in transit",
+                "Discount code not accepted"]
+    customers = [("Jane Doe", "jane@customer.example"), ("Max Mustermann", "max@kunde.example"),
+                 ("Richard Roe", "richard@customer.example"), ("Ann Smith", "ann@customer.example")]
+    made = []
+    for n in range(36):
+        box = support if n % 3 else sales
+        name, address = customers[n % len(customers)]
+        arrival = now - timedelta(hours=rnd.randint(1, 6 * 24), minutes=rnd.randint(0, 59))
+        if n < 8:
+            status, agent, arrival = State.QUEUED.value, None, now - timedelta(minutes=rnd.randint(2, 240))
+        elif n < 14:
+            status, agent, arrival = State.DELIVERED.value, team[n % 3], now - timedelta(minutes=rnd.randint(20, 200))
+        else:
+            status, agent = rnd.choice([State.CLOSED.value] * 4 + [State.ENDED.value]), team[n % 4]
+        ix = Interaction.objects.create(
+            node_id="n", mailbox=box, uidvalidity=1, uid=n + 1, message_id=f"<d{n}@customer.example>",
+            customer=address, customer_name=name, subject=subjects[n % len(subjects)], arrival_time=arrival,
+            priority=rnd.choice([0, 0, 5, 10, 50]), queue="support", status=status, agent=agent,
+            answered_at=arrival + timedelta(minutes=7) if agent else None,
+            no_reply_due_at=now + timedelta(minutes=rnd.randint(-10, 200)) if status == State.DELIVERED.value else None,
+        )
+        search.keep_customer_text(ix, f"Hello,\n\n{ix.subject.lower()}. Please help.\n\n{name}")
+        JournalEvent.objects.create(at=arrival, kind="received", interaction=ix, mailbox=box)
+        if agent:
+            JournalEvent.objects.create(at=arrival + timedelta(minutes=7), kind="answered", interaction=ix,
+                                        mailbox=box, agent=agent)
+        if status == State.CLOSED.value:
+            done = arrival + timedelta(minutes=rnd.randint(20, 400))
+            JournalEvent.objects.create(at=done - timedelta(minutes=2), kind="reply_accepted", interaction=ix,
+                                        mailbox=box, agent=agent)
+            JournalEvent.objects.create(at=done, kind="reply_sent", interaction=ix, mailbox=box, agent=agent)
+            if n % 4 == 0:
+                Evaluation.objects.create(interaction=ix, agent=agent, mailbox=box, evaluator=sue.address,
+                                          scores=[], score=rnd.choice([70.0, 85.0, 92.5, 100.0]),
+                                          created_at=done, updated_at=done)
+        if n % 7 == 0 and agent:
+            JournalEvent.objects.create(at=arrival + timedelta(minutes=90), kind="no_reply_expired",
+                                        interaction=ix, mailbox=box, agent=agent)
+        made.append(ix)
+    base = live_server.url
+    with open_page(height=1000) as page:
+        page.goto(base + "/accounts/login/")
+        for who, path, ready, name in (
+            ("alice@example.com", "/agent/", "#current tbody tr[data-guid]", "readme-agent-bar"),
+            ("sue@example.com", "/supervisor/", "#queues section.queue", "readme-console"),
+            ("sue@example.com", "/journal/?q=kettle", "#journal-table tbody tr", "readme-journal"),
+            ("sue@example.com", "/reports/", "#chart-trend", "readme-report"),
+            ("sue@example.com", f"/interactions/{made[20].guid}/transcript/", "#transcript", "readme-transcript"),
+            ("alice@example.com", "/journal/", "#journal-table tbody tr", "journal-agent"),
+        ):
+            page.context.clear_cookies()
+            page.goto(base + "/accounts/login/")
+            page.fill('input[name="username"]', who)
+            page.fill('input[name="password"]', PASSWORD)
+            page.click('#login-form button[type="submit"]')
+            page.goto(base + path)
+            page.wait_for_selector(ready)
+            page.wait_for_timeout(1200)  # one poll of the live pages
+            no_serious_violations(page, name)
+        assert page.errors == []
