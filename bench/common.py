@@ -259,6 +259,9 @@ password = "{support_pw}"
 skills = ["support"]
 auto_response = {auto_response}
 
+[sender_auth]
+servers = ["mail.example.test"]
+
 [outbound]
 address = "{outbound}"
 password = "{outbound_pw}"

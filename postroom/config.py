@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import ipaddress
 import json
 import os
 import re
@@ -25,7 +26,9 @@ from typing import Any
 
 from postroom.core import rules as core_rules
 from postroom.core.approval import ApprovalPolicy
+from postroom.core.keys import MIN_SECRET_BYTES
 from postroom.core.priority import PriorityPolicy, default_policy
+from postroom.core.senderauth import SenderAuthPolicy
 
 __all__ = [
     "AUTO_RESPONSE_FIELDS",
@@ -35,6 +38,7 @@ __all__ = [
     "DEFAULT_WRAPUP_CODES",
     "AgentConfig",
     "ApprovalConfig",
+    "AutoResponseConfig",
     "Box",
     "Config",
     "ConfigError",
@@ -47,6 +51,7 @@ __all__ = [
     "IncomingBox",
     "PriorityConfig",
     "RoutingConfig",
+    "SenderAuthConfig",
     "ServerConfig",
     "WrapUpCodeConfig",
     "check_config",
@@ -58,13 +63,15 @@ __all__ = [
 
 TLS_MODES = ("tls", "starttls", "none")
 # The placeholders the auto-response templates may use: exactly those that
-# postroom.core.rewrite.auto_response fills. It leaves any other {word} as written, so an
+# postroom.core.compose.auto_response fills. It leaves any other {word} as written, so an
 # unknown one here is a typo that would reach customers verbatim.
 AUTO_RESPONSE_FIELDS = ("name", "subject", "reference", "box")
+# The sender's own words: only with the box's auto_response_customer_text = true.
+CUSTOMER_FIELDS = ("name", "subject")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-DEFAULT_AUTO_RESPONSE_SUBJECT = "Re: {subject}"
+DEFAULT_AUTO_RESPONSE_SUBJECT = "Your message to {box} [{reference}]"
 DEFAULT_AUTO_RESPONSE_TEXT = (
-    "Dear {name},\n"
+    "Hello,\n"
     "\n"
     "thank you for your message. We have received it and will answer as soon as we can.\n"
     "Your reference is {reference}.\n"
@@ -72,7 +79,8 @@ DEFAULT_AUTO_RESPONSE_TEXT = (
     "Kind regards\n"
     "{box}\n"
 )
-MIN_SECRET_BYTES = 16
+# A host name in [sender_auth] servers: labels of letters, digits and hyphens.
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Deliberately plain: no quoted local parts, no IP literals, no display names. Anything
@@ -165,6 +173,8 @@ class IncomingBox(Box):
     trash_folder: str = "Trash"
     # The reports' service level: the share of this box's mail answered within this time.
     service_level_seconds: int = 4 * 3600
+    # The templates may use {name} and {subject}, the sender's own words (off: they may not).
+    auto_response_customer_text: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +307,34 @@ DEFAULT_EVALUATION_CRITERIA = (
 
 
 @dataclass(frozen=True, kw_only=True)
+class SenderAuthConfig:
+    """``[sender_auth]``: the evidence the site's mail server adds about who sent a mail."""
+
+    required: bool = True
+    servers: tuple[str, ...] = ()
+    exchange: bool = False
+    authserv_ids: tuple[str, ...] = ()
+
+    def as_policy(self) -> SenderAuthPolicy:
+        """The engine's view (``postroom.core.senderauth``)."""
+        return SenderAuthPolicy(
+            required=self.required,
+            servers=frozenset(self.servers),
+            exchange=self.exchange,
+            authserv_ids=frozenset(self.authserv_ids),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoResponseConfig:
+    """``[auto_response]``: how many auto-responses one address may get in a window."""
+
+    # 0: no limit.
+    max_per_address: int = 3
+    window_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True, kw_only=True)
 class WrapUpCodeConfig:
     code: str
     label: str
@@ -322,8 +360,9 @@ class PriorityConfig:
 class Config:
     source: Path | None
     node_id: str
-    # The correlation-token key, as bytes because it is only ever used as an HMAC key.
-    secret: bytes = field(repr=False)
+    # The site's secrets, newest first: the first mints tokens, every one verifies them
+    # (rotation). Keys are derived from them per purpose (postroom.core.keys).
+    secrets: tuple[bytes, ...] = field(repr=False)
     server: ServerConfig
     incoming: tuple[IncomingBox, ...]
     outbound: Box
@@ -339,6 +378,8 @@ class Config:
     priority: PriorityConfig = field(default_factory=PriorityConfig)
     groups: tuple[GroupConfig, ...] = ()
     evaluation_criteria: tuple[EvaluationCriterionConfig, ...] = DEFAULT_EVALUATION_CRITERIA
+    sender_auth: SenderAuthConfig = field(default_factory=SenderAuthConfig)
+    auto_response: AutoResponseConfig = field(default_factory=AutoResponseConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
@@ -407,6 +448,17 @@ def mail_users(config: Config) -> list[tuple[str, str]]:
         users.setdefault(customer.address, customer.password)
     users.setdefault(config.server.smtp_login, config.server.smtp_password)
     return list(users.items())
+
+
+def _loopback(host: str) -> bool:
+    """True for names and addresses that never leave the machine."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_duration(value: object) -> int | None:
@@ -710,7 +762,7 @@ class _Parser:
         if node_id is not None and not _NODE_ID.fullmatch(node_id):
             top.error("node_id", f"expected 1-64 of A-Z a-z 0-9 _ -, got {_show(node_id)}")
             node_id = None
-        secret = self.secret(top)
+        secrets = self.secrets(top)
         server_table = top.table("server", required=True)
         server_fields = self.server(server_table) if server_table else None
         incoming = [self.incoming(t) for t in top.array("incoming", required=True)]
@@ -738,6 +790,9 @@ class _Parser:
         priority = self.priority(priority_table) if priority_table else PriorityConfig()
         groups = [self.group(t) for t in top.array("groups", required=False)]
         criteria = self.evaluation_criteria(top)
+        sender_auth = self.sender_auth(top.table("sender_auth", required=False))
+        auto_response_table = top.table("auto_response", required=False)
+        auto_response = self.auto_response(auto_response_table) if auto_response_table else AutoResponseConfig()
         top.done()
 
         self.check_duplicates()
@@ -752,9 +807,10 @@ class _Parser:
 
         if self.errors:
             return None
-        assert node_id and secret and server_fields and outbound and dead
+        assert node_id and secrets and server_fields and outbound and dead
         assert routing and approval and wrapup_codes is not None and priority
         assert criteria is not None
+        assert sender_auth and auto_response
         # One truth for "probationary": the agent's own key or the [approval] list.
         probation = set(approval.probation)
         agents = [
@@ -771,7 +827,7 @@ class _Parser:
         return Config(
             source=source,
             node_id=node_id,
-            secret=secret,
+            secrets=secrets,
             server=server,
             incoming=tuple(b for b in incoming if b is not None),
             outbound=outbound,
@@ -787,20 +843,102 @@ class _Parser:
             priority=priority,
             groups=tuple(g for g in groups if g is not None),
             evaluation_criteria=criteria,
+            sender_auth=sender_auth,
+            auto_response=auto_response,
         )
 
-    def secret(self, top: _Table) -> bytes | None:
-        found = top.secret("secret", required=True)
-        if found is None:
-            return None
-        key, value = found
-        secret = value.encode("utf-8")
-        if len(secret) < MIN_SECRET_BYTES:
-            top.error(
-                key, f"the secret must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)}"
+    def secrets(self, top: _Table) -> tuple[bytes, ...] | None:
+        """``secret``: a string or an array of them, newest first; ``secret_env`` and
+        ``secret_file``: one secret per line. Each at least MIN_SECRET_BYTES bytes."""
+        value = top.data.get("secret")
+        paths: list[str]
+        if isinstance(value, list):
+            top.used.update(("secret", "secret_env", "secret_file"))
+            if any(k in top.data for k in ("secret_env", "secret_file")):
+                top.error("secret", "give only one of secret, secret_env, secret_file")
+                return None
+            if not value:
+                top.error("secret", "give at least one secret")
+                return None
+            items: list[str] = []
+            for i, item in enumerate(value):
+                if not isinstance(item, str) or not item:
+                    self.error(f"secret[{i}]", f"expected a non-empty string, got {_show(item)}")
+                    return None
+                items.append(item)
+            paths = [f"secret[{i}]" for i in range(len(items))]
+        else:
+            found = top.secret("secret", required=True)
+            if found is None:
+                return None
+            key, text = found
+            items = [text] if key == "secret" else [line.strip() for line in text.splitlines() if line.strip()]
+            if not items:
+                top.error(key, "the secret is empty")
+                return None
+            paths = [top.key_path(key)] * len(items)
+        ok = True
+        for n, (path, item) in enumerate(zip(paths, items, strict=True), 1):
+            size = len(item.encode("utf-8"))
+            if size < MIN_SECRET_BYTES:
+                which = f" (line {n})" if len(items) > 1 and not path.endswith("]") else ""
+                self.error(path, f"the secret must be at least {MIN_SECRET_BYTES} bytes, got {size}{which}")
+                ok = False
+        if len(set(items)) != len(items):
+            self.error(paths[0].split("[")[0], "the same secret is given twice")
+            ok = False
+        return tuple(item.encode("utf-8") for item in items) if ok else None
+
+    def sender_auth(self, t: _Table | None) -> SenderAuthConfig | None:
+        if t is None:
+            self.error(
+                "sender_auth",
+                "required: Postroom accepts agents' replies and approvers' decisions only when "
+                "the mail server vouches for the sender. Add a [sender_auth] table naming the "
+                "evidence your server adds (servers, exchange or authserv_ids), or with "
+                "required = false if it adds none",
             )
             return None
-        return secret
+        required = t.flag("required", True)
+        servers = self.hosts(t, "servers")
+        exchange = t.flag("exchange", False)
+        authserv_ids = self.hosts(t, "authserv_ids")
+        t.done()
+        if None in (required, servers, exchange, authserv_ids):
+            return None
+        assert servers is not None and authserv_ids is not None
+        if required and not (servers or exchange or authserv_ids):
+            self.error(
+                t.path,
+                "the check is on (required = true) but names no evidence: give servers "
+                "(the host names in the Received headers your server adds, with Postfix's "
+                "smtpd_sasl_authenticated_header = yes), exchange = true, or authserv_ids; "
+                "or set required = false if your server adds none",
+            )
+            return None
+        return SenderAuthConfig(
+            required=bool(required), servers=servers, exchange=bool(exchange), authserv_ids=authserv_ids
+        )
+
+    def hosts(self, t: _Table, key: str) -> tuple[str, ...] | None:
+        """An array of host names (lower-cased, trailing dot dropped)."""
+        value = self.strings(t, key, ())
+        if value is None:
+            return None
+        ok = True
+        for i, item in enumerate(value):
+            if not _HOST.fullmatch(item.rstrip(".")):
+                self.error(f"{t.key_path(key)}[{i}]", f"expected a host name like mail.example.com, got {_show(item)}")
+                ok = False
+        return tuple(dict.fromkeys(v.rstrip(".").lower() for v in value)) if ok else None
+
+    def auto_response(self, t: _Table) -> AutoResponseConfig | None:
+        limit = t.integer("max_per_address", 3, lo=0)
+        window = t.duration("window", 24 * 3600)
+        t.done()
+        if limit is None or window is None:
+            return None
+        return AutoResponseConfig(max_per_address=limit, window_seconds=window)
 
     def server(self, t: _Table) -> dict[str, Any] | None:
         """ServerConfig's fields; smtp_login/smtp_password stay None when not given."""
@@ -830,6 +968,13 @@ class _Parser:
                 cafile = str(path)
         idle = t.flag("idle", True)
         poll = t.duration("poll_interval", 30)
+        for host, tls, key in ((imap_host, imap_tls, "imap_tls"), (smtp_host, smtp_tls, "smtp_tls")):
+            if tls == "none" and host is not None and not _loopback(host):
+                t.error(
+                    key,
+                    f'"none" sends passwords and mail in clear text: only for a loopback host, '
+                    f'not {_show(host)} (use "tls" or "starttls")',
+                )
         t.done()
         values = (
             imap_host,
@@ -893,8 +1038,20 @@ class _Parser:
         bands = self.no_reply_bands(t, "no_reply_bands")
         trash = t.text("trash_folder", "Trash")
         service_level = t.duration("service_level", 4 * 3600)
+        customer_text = t.flag("auto_response_customer_text", False)
+        if customer_text is False:
+            for key, template in (("auto_response_subject", subject), ("auto_response_text", text)):
+                used = [f for f in _PLACEHOLDER.findall(template or "") if f in CUSTOMER_FIELDS]
+                if used:
+                    t.error(
+                        key,
+                        f"uses {{{used[0]}}}, the sender's own words: anyone who forges a From "
+                        "could make an auto-response carry them to any address. Leave it out, or "
+                        "set auto_response_customer_text = true",
+                    )
+                    subject = text = None
         t.done()
-        rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash)
+        rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash, customer_text)
         rest += (service_level,)
         if fields is None or any(v is None for v in rest):
             return None
@@ -909,6 +1066,7 @@ class _Parser:
             no_reply_bands=bands,
             trash_folder=trash,
             service_level_seconds=service_level,
+            auto_response_customer_text=customer_text,
         )
 
     def agent(self, t: _Table) -> AgentConfig | None:

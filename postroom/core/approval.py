@@ -7,6 +7,9 @@ interaction, fig. 3 APPROVAL); at reply time the agent can (probation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from postroom.core.quotes import own_text
 
 
 @dataclass(frozen=True)
@@ -50,42 +53,62 @@ def at_reply(policy: ApprovalPolicy, *, required_at_reception: bool, agent: str,
     return None
 
 
-# The words an approver may answer an approval request mail with (fig. 10 by mail).
-APPROVE_WORDS = ("approve", "approved", "ok", "yes")
-REJECT_WORDS = ("reject", "rejected", "no")
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    EDIT = "edit"
+
+
+# What an approval request mail tells the approver, and what a "not understood" notice
+# repeats: the only answers acted on.
+ACCEPTED_FORMS = (
+    "Answer with one of these on the first line of your mail:\n"
+    "  APPROVE            to send the reply as it is,\n"
+    "  REJECT <reason>    to send it back to the agent, with your reason,\n"
+    "  EDIT               followed by your own text on the next lines, to send your\n"
+    "                     text instead (the agent's attachments are kept).\n"
+    "Your signature and the quoted request below your answer are left out. Anything else\n"
+    "is not acted on: nothing is sent and you are told.\n"
+)
 
 
 @dataclass(frozen=True)
 class MailDecision:
-    decision: str  # "approve" | "reject" | "edit"
-    text: str = ""
+    """An approver's answer by mail: a decision, or ``problem`` saying why there is none."""
+
+    decision: Decision | None
+    text: str = ""  # the rejection reason, or the edited reply
+    problem: str = ""
 
 
-def read_mail_decision(body: str) -> MailDecision | None:
-    """An approver's answer by mail: the first non-empty line says APPROVE, or REJECT and
-    a reason (rest of the line and following lines); anything else above the quoted
-    request is taken as the edited reply text. None when there is nothing to act on."""
-    own: list[str] = []
-    for line in body.replace("\r\n", "\n").split("\n"):
-        if line.startswith(">") or _is_quote_header(line):
-            break
-        own.append(line)
-    text = "\n".join(own).strip()
-    if not text:
-        return None
-    first, _, rest = text.partition("\n")
-    word, _, tail = first.strip().partition(" ")
-    lowered = word.lower().strip(".:!,")
-    if lowered in APPROVE_WORDS and not tail.strip() and not rest.strip():
-        return MailDecision("approve")
-    if lowered in REJECT_WORDS:
-        reason = (tail.strip(" :-") + "\n" + rest).strip()
-        return MailDecision("reject", reason or "rejected by mail")
-    return MailDecision("edit", text)
+def read_mail_decision(body: str) -> MailDecision:
+    """The decision in an approver's answer: its first line (fig. 10 by mail).
 
-
-def _is_quote_header(line: str) -> bool:
-    stripped = line.strip()
-    return (stripped.startswith("On ") and stripped.endswith("wrote:")) or stripped.startswith(
-        ("-----Original Message-----", "From: ", "________________________________")
-    )
+    ``APPROVE`` alone; ``REJECT`` and a reason (the rest of the line and the lines below);
+    ``EDIT`` alone, the replacement text on the lines below.  Quotes and signatures are cut
+    first (``core.quotes``).  Anything else is not understood, whatever it seems to mean:
+    "Approved, thanks" or "ok" is not a decision, so that no answer is ever guessed at and
+    no approver's words reach a customer by accident.
+    """
+    own = own_text(body).strip("\n")
+    lines = own.split("\n")
+    first_at = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first_at is None:
+        return MailDecision(None, problem="the answer is empty (above the quoted request)")
+    first = lines[first_at].strip()
+    rest = "\n".join(lines[first_at + 1 :]).strip("\n")
+    word, _, tail = first.partition(" ")
+    command = word.rstrip(".!:").upper()
+    if command == "APPROVE" and not tail.strip() and word.upper() in ("APPROVE", "APPROVE.", "APPROVE!"):
+        return MailDecision(Decision.APPROVE)
+    if command == "REJECT" and word.upper() in ("REJECT", "REJECT:"):
+        reason = (tail.strip() + "\n" + rest).strip()
+        if not reason:
+            return MailDecision(None, problem="REJECT needs a reason, on the same line or below")
+        return MailDecision(Decision.REJECT, reason)
+    if command == "EDIT" and not tail.strip() and word.upper() in ("EDIT", "EDIT:"):
+        if not rest.strip():
+            return MailDecision(None, problem="EDIT needs the new reply text on the lines below it")
+        return MailDecision(Decision.EDIT, rest.rstrip() + "\n")
+    shown = first if len(first) <= 60 else first[:57] + "..."
+    return MailDecision(None, problem=f'the first line is "{shown}", not APPROVE, REJECT <reason> or EDIT')

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Literal
 
-from postroom.core.rewrite import address_list, header_text, msg_ids, raw_header_values
+from postroom.core.headers import address_list, header_text, msg_ids, raw_header_values
 
 __all__ = ["Kind", "Verdict", "classify", "is_own"]
 

@@ -6,8 +6,11 @@ Postroom forwards a customer's mail to an agent with ``Reply-To: outbound+TOKEN@
 token has to ride in places they *do* keep: the recipient address, In-Reply-To/References
 (RFC 5322 §3.6.4) and the subject.
 
-A token is ``base32(guid.bytes + HMAC-SHA256(secret, guid.bytes + agent)[:8])``, lowercase
-without padding: 39 characters of ``[a-z2-7]``.  Base32 survives MTAs that case-fold
+A token is ``base32(guid.bytes + HMAC-SHA256(key, guid.bytes + bound + agent)[:8])``,
+lowercase without padding: 39 characters of ``[a-z2-7]``.  The key is derived from the
+site's secrets per purpose (``core.keys``); ``bound`` ties a token to one round of
+something, such as one approval request, so that an answer to an earlier round cannot
+decide a later one.  Base32 survives MTAs that case-fold
 addresses (RFC 5321 §2.4 allows it for local parts) and fits a local part (RFC 5321 §4.5.3.1.1:
 64 octets).  The guid finds the interaction; the MAC, checked against the agent the mail was
 delivered to, proves the token was minted for that agent (field bug B-12: a stranger who
@@ -26,6 +29,7 @@ import hashlib
 import hmac
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -39,6 +43,7 @@ __all__ = [
     "parse_token",
     "reply_address",
     "strip_subject_tag",
+    "strip_tokens",
     "subject_tag",
     "token_from_address",
     "token_from_message_id",
@@ -65,15 +70,18 @@ class ParsedToken:
     mac: bytes
 
 
-def _mac(secret: bytes, guid: uuid.UUID, agent: str) -> bytes:
+def _mac(key: bytes, guid: uuid.UUID, agent: str, bound: bytes) -> bytes:
     # The agent is lowercased: domains are case-insensitive (RFC 5321 §2.4) and every
-    # mailbox we know treats local parts that way too.
-    digest = hmac.new(secret, guid.bytes + agent.lower().encode("utf-8"), hashlib.sha256)
-    return digest.digest()[:_MAC_BYTES]
+    # mailbox we know treats local parts that way too.  ``bound`` is length-prefixed so
+    # that no (bound, agent) pair can be spelt as another.
+    if len(bound) > 0xFFFF:
+        raise ValueError("bound is too long")
+    message = guid.bytes + len(bound).to_bytes(2, "big") + bound + agent.lower().encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def mint_token(secret: bytes, guid: uuid.UUID, agent: str) -> str:
-    raw = guid.bytes + _mac(secret, guid, agent)
+def mint_token(key: bytes, guid: uuid.UUID, agent: str, *, bound: bytes = b"") -> str:
+    raw = guid.bytes + _mac(key, guid, agent, bound)
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 
@@ -95,11 +103,18 @@ def parse_token(token: str) -> ParsedToken | None:
     return ParsedToken(guid=uuid.UUID(bytes=raw[:_GUID_BYTES]), mac=raw[_GUID_BYTES:])
 
 
-def verify_token(secret: bytes, token: str, agent: str) -> bool:
+def verify_token(keys: bytes | Sequence[bytes], token: str, agent: str, *, bound: bytes = b"") -> bool:
+    """True if ``token`` was minted for ``agent`` (and ``bound``) under any of ``keys``
+    (one key, or a key ring's keys for one purpose: the old ones verify during rotation)."""
     parsed = parse_token(token)
     if parsed is None:
         return False
-    return hmac.compare_digest(parsed.mac, _mac(secret, parsed.guid, agent))
+    ring = (keys,) if isinstance(keys, bytes) else tuple(keys)
+    # Every key is tried, so the time taken does not tell which one matched.
+    found = False
+    for key in ring:
+        found |= hmac.compare_digest(parsed.mac, _mac(key, parsed.guid, agent, bound))
+    return found
 
 
 def _split_address(address: str) -> tuple[str, str] | None:
@@ -219,3 +234,52 @@ def candidate_tokens(
 def find_tokens_in_text(text: str) -> list[str]:
     """Every valid token appearing anywhere in ``text`` (used to scrub outgoing headers)."""
     return [t for t in re.findall(_TOKEN_IN_TEXT, text.lower()) if parse_token(t) is not None]
+
+
+# An address whose local part ends in "+TOKEN" (ours: outbound+TOKEN@; RFC 5233), a Message-ID
+# of a forward (<TOKEN.N@domain>), a subject tag, and any token left after those.  Every
+# pattern is anchored on the token itself and bounded, so a 150 KB line without spaces
+# costs linear time (an unanchored "[local-part chars]*\+" was quadratic on it).
+_PLUS_TOKEN_RE = re.compile(rf"\+({_TOKEN_CHARS}{{{TOKEN_LENGTH}}})@", re.I)
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!#$%&'*/=?^_`{|}~-")
+_DOMAIN_RE = re.compile(r"[A-Za-z0-9.-]{0,253}[A-Za-z0-9]")
+_LOCAL_PART_MAX = 64  # RFC 5321 §4.5.3.1.1
+_TAG_RE = re.compile(rf"[ \t]?\[PR:({_TOKEN_CHARS}{{{TOKEN_LENGTH}}})\]", re.I)
+_TOKEN_MID_RE = re.compile(rf"<?\b({_TOKEN_CHARS}{{{TOKEN_LENGTH}}})\.\d{{1,9}}@[A-Za-z0-9.-]{{0,253}}[A-Za-z0-9]>?", re.I)
+_BARE_TOKEN_RE = re.compile(_TOKEN_IN_TEXT, re.I)
+
+
+def _replace_plus_addresses(text: str, replacement: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _PLUS_TOKEN_RE.finditer(text):
+        if m.start() < pos or parse_token(m.group(1)) is None:
+            continue
+        start = m.start()
+        while start > pos and m.start() - start < _LOCAL_PART_MAX and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        domain = _DOMAIN_RE.match(text, m.end())
+        end = domain.end() if domain else m.end()
+        out.append(text[pos:start])
+        out.append(replacement)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def strip_tokens(text: str, *, replacement: str) -> str:
+    """``text`` with every correlation token taken out, for mail that leaves the centre.
+
+    Agents' replies quote the forward they answer (attribution lines, Outlook's header
+    block): ``outbound+TOKEN@domain`` becomes ``replacement`` (the box's own address),
+    a forward's Message-ID and a subject tag disappear, and so does any other token.
+    Text without a valid token comes back unchanged.
+    """
+
+    def gone(m: re.Match[str]) -> str:
+        return "" if parse_token(m.group(1)) is not None else m.group(0)
+
+    text = _replace_plus_addresses(text, replacement)
+    text = _TAG_RE.sub(gone, text)
+    text = _TOKEN_MID_RE.sub(gone, text)
+    return _BARE_TOKEN_RE.sub(lambda m: "" if parse_token(m.group(0)) else m.group(0), text)

@@ -80,7 +80,7 @@ ACTIONS: Final = (
 # Actions a rule may give once, whose first setter in the chain wins.
 SET_ONCE: Final = ("queue", "agent", "set_priority", "auto_response", "delete")
 AUTO_RESPONSE_OFF: Final = "off"
-# The placeholders core.rewrite.auto_response fills; anything else would reach the
+# The placeholders core.compose.auto_response fills; anything else would reach the
 # customer as written (the same list as postroom.config.AUTO_RESPONSE_FIELDS).
 TEMPLATE_FIELDS: Final = ("name", "subject", "reference", "box")
 # 100 KB of text: enough for any real rule, small enough that a slow pattern stays bounded.

@@ -343,6 +343,9 @@ smtpd_tls_auth_only = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {lay.auth_socket}
 smtpd_sasl_auth_enable = no
+# Postroom accepts an agent's reply only when the server vouches for the sender: the
+# authenticated login goes into the Received header this server adds (decision 0014).
+smtpd_sasl_authenticated_header = yes
 """
 
 

@@ -1,8 +1,8 @@
 """Acting on approval decisions (fig. 10 570-574), whether made on the web or by mail.
 
-Approved: the held reply (or the approver's edited version) is queued for the customer
-under the interaction's one reply key, and the agent gets a copy of what was sent if it
-was edited. Rejected: the reply goes to the dead box, the agent is told why, and the
+Approved: the held reply (or the approver's edited version: their text, the agent's
+attachments, no token) is queued for the customer under the interaction's one reply key,
+and the agent gets a copy of what was sent if it was edited. Rejected: the reply goes to the dead box, the agent is told why, and the
 interaction goes back to them (or to the queue, where policy says so).
 """
 
@@ -16,10 +16,12 @@ from email.utils import make_msgid
 
 from django.db import transaction
 
+from postroom.core.compose import with_text
+from postroom.core.correlation import strip_tokens
+from postroom.core.headers import POLICY
 from postroom.core.lifecycle import Approved, Rejected, RejectedToQueue, State
-from postroom.core.rewrite import POLICY
+from postroom.engine.autoresponse import reply_target
 from postroom.engine.notices import queue_notice
-from postroom.engine.reception import reply_target
 from postroom.engine.site import Site
 from postroom.store.models import Approval, Interaction, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
@@ -48,19 +50,17 @@ def act(site: Site, now: datetime) -> bool:
     return bool(decided)
 
 
-def edited(raw: bytes, text: str) -> EmailMessage:
-    """The held reply with its body replaced by the approver's text (headers kept)."""
+def edited(raw: bytes, text: str, box_address: str) -> EmailMessage:
+    """The held reply with the approver's text instead of the agent's words: header and
+    attachments kept, and no correlation token in it (an approver may paste one)."""
     msg = message_from_bytes(raw, policy=POLICY)
     assert isinstance(msg, EmailMessage)
-    for name in ("Content-Type", "Content-Transfer-Encoding", "MIME-Version"):
-        del msg[name]
-    msg.set_content(text.replace("\r\n", "\n"))
-    return msg
+    return with_text(msg, strip_tokens(text, replacement=box_address))
 
 
 def send_approved(ix: Interaction, approval: Approval, site: Site, now: datetime) -> None:
     if approval.edited_text:
-        msg = edited(bytes(approval.raw), approval.edited_text)
+        msg = edited(bytes(approval.raw), approval.edited_text, ix.mailbox.address)
         raw = msg.as_bytes()
         message_id = str(msg["Message-ID"] or make_msgid("re", domain=site.message_id_domain))
     else:

@@ -14,9 +14,9 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import F
 
+from postroom.core.compose import forward_to_agent
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
 from postroom.core.lifecycle import State, Vanished
-from postroom.core.rewrite import forward_to_agent
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
@@ -69,7 +69,7 @@ def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime
         log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
         return False
     outbound = outbound_box()
-    token = mint_token(site.secret, ix.guid, ix.agent.address)
+    token = mint_token(site.keys.token_key, ix.guid, ix.agent.address)
     seq = ix.deliveries + 1
     message_id = forward_message_id(token, seq, site.message_id_domain)
     msg = forward_to_agent(
@@ -81,6 +81,7 @@ def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime
         tag=subject_tag(token),
         guid=ix.guid,
         box_address=ix.mailbox.address,
+        box_name=ix.mailbox.display_name or None,
     )
     with transaction.atomic():
         updated = Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(

@@ -6,7 +6,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from postroom.core.rewrite import notice
+from postroom.core.compose import notice
 from postroom.engine.site import Site
 from postroom.store.models import Interaction, Mailbox, Outgoing
 
@@ -23,6 +23,7 @@ def queue_notice(
     in_reply_to: str | None = None,
     attach: EmailMessage | None = None,
     reply_to: str | None = None,
+    from_address: str | None = None,
 ) -> Outgoing:
     """Queue a notice under `key`: the same key twice is one notice (get_or_create)."""
     existing = Outgoing.objects.filter(key=key).first()
@@ -31,7 +32,7 @@ def queue_notice(
     outbound = Mailbox.objects.get(kind=Mailbox.OUTBOUND)
     message_id = make_msgid("notice", domain=site.message_id_domain)
     msg = notice(
-        from_address=outbound.address,
+        from_address=from_address or outbound.address,
         to=to,
         subject=subject,
         text=text,

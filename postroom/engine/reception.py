@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from email.utils import make_msgid
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from postroom.core import autoreply
 from postroom.core.approval import at_reception
+from postroom.core.compose import UnsafeHeaderValue
 from postroom.core.lifecycle import Discarded
 from postroom.core.priority import PriorityInput, importance
-from postroom.core.rewrite import UnsafeHeaderValue, auto_response
 from postroom.core.rules import evaluate
+from postroom.engine.autoresponse import auto_response_skip_reason, queue_auto_response
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 
 QUARANTINE_FOLDER = "Postroom-Quarantine"
 BATCH = 50
-
-DEFAULT_AUTO_RESPONSE = (
-    "Dear {name},\n\n"
-    "Thank you for writing to us. We have received your message \"{subject}\" and one of "
-    "our team will answer it soon.\n\nYour reference: {reference}\n\n{box}\n"
-)
-
 
 def sync_cursor(box: Mailbox, session: ImapSession) -> None:
     """A new UIDVALIDITY means every UID is new: start over (Message-IDs stop doubles)."""
@@ -201,7 +194,7 @@ def create_interaction(
         journal.record("rules", now, interaction=ix, **rules.as_record())
     if approval_reason:
         journal.record("approval_required", now, interaction=ix, reason=approval_reason)
-    skip = auto_response_skip_reason(box, verdict, rules.auto_response)
+    skip = auto_response_skip_reason(box, verdict, rules.auto_response, ix=ix, site=site, now=now)
     if skip:
         ix.auto_response_skipped = skip
         ix.save(update_fields=["auto_response_skipped"])
@@ -249,54 +242,6 @@ def queue_copy(ix: Interaction, mail: ParsedMail, address: str, site: Site, now:
         interaction=ix,
         attach=mail.msg,
     )
-
-
-def auto_response_skip_reason(box: Mailbox, verdict: autoreply.Verdict, rule_template: str | None = None) -> str:
-    if rule_template == "off":
-        return "auto-response off by a routing rule"
-    if not box.auto_response and not rule_template:
-        return "auto-response off for this box"
-    if verdict.kind != "human":
-        # RFC 3834 §2: never answer automatic mail or list traffic automatically.
-        return f"not answered automatically: {verdict.kind} ({verdict.reason})"
-    return ""
-
-
-def queue_auto_response(
-    ix: Interaction, box: Mailbox, mail: ParsedMail, site: Site, now: datetime, template: str | None = None
-) -> None:
-    message_id = make_msgid("ar", domain=site.message_id_domain)
-    msg = auto_response(
-        mail.msg,
-        box_address=box.address,
-        box_name=box.display_name or None,
-        customer=reply_target(ix),
-        text=template or box.auto_response_text or DEFAULT_AUTO_RESPONSE,
-        message_id=message_id,
-        subject_template=box.auto_response_subject or "Re: {subject}",
-        reference=reference(ix),
-    )
-    # The key makes a second auto-response for this interaction impossible (fig. 5 310).
-    Outgoing.objects.create(
-        key=f"auto_response:{ix.guid}",
-        kind=Outgoing.AUTO_RESPONSE,
-        interaction=ix,
-        envelope_from="",  # RFC 3834 §3.3: null return path, so bounces cannot loop
-        recipients=[reply_target(ix)],
-        message_id=message_id,
-        raw=msg.as_bytes(),
-        next_attempt_at=now,
-    )
-
-
-def reply_target(ix: Interaction) -> str:
-    """Where answers to the customer go: their Reply-To, else their From."""
-    return ix.reply_to or ix.customer
-
-
-def reference(ix: Interaction) -> str:
-    """A short reference the customer can quote (not a credential: correlation uses MACs)."""
-    return ix.guid.hex[:10].upper()
 
 
 def quarantine(box: Mailbox, session: ImapSession, message: FetchedMessage, reason: str, now: datetime) -> None:

@@ -1,25 +1,29 @@
 """Reply handling (figs. 9 and 10): mail arriving in the outbound box.
 
 Every message there gets one ledger row. A reply is accepted only when it carries a
-correlation token whose MAC verifies for the agent the interaction was delivered to, it
-comes From that agent, and the interaction still waits for a reply; then the rewritten
-reply is queued under the key `reply:<guid>`, which exists at most once per interaction.
-Anything else goes to the dead box. Strangers get no notice (no backscatter, and no way
-for an outsider to make Postroom send anything); a known agent whose reply is refused is
-told why.
+correlation token whose MAC verifies for the agent the interaction was delivered to, the
+site's mail server vouches that it comes from that agent (``core.senderauth``: a From
+header alone proves nothing, decision 0014), and the interaction still waits for a reply;
+then the rewritten reply, with every token taken out of it, is queued under the key
+`reply:<guid>`, which exists at most once per interaction. An approver's answer to an
+approval request is read the same way, its token bound to that one approval round.
+Anything else goes to the dead box. Only senders the mail server vouches for are told why
+(subject and reason, never the mail itself, at most a few an hour): an outsider writing
+as an agent gets Postroom to send nothing at all.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 from django.db import IntegrityError, transaction
 
 from postroom.core import autoreply
-from postroom.core.approval import at_reply, read_mail_decision
+from postroom.core.approval import ACCEPTED_FORMS, Decision, at_reply, read_mail_decision
+from postroom.core.compose import UnsafeHeaderValue, reply_to_customer
 from postroom.core.correlation import (
     candidate_tokens,
     mint_token,
@@ -29,10 +33,11 @@ from postroom.core.correlation import (
     verify_token,
 )
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
-from postroom.core.rewrite import UnsafeHeaderValue, reply_to_customer
+from postroom.core.senderauth import vouch
+from postroom.engine.autoresponse import reply_target
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
-from postroom.engine.reception import advance_cursor, reply_target
+from postroom.engine.reception import advance_cursor
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
@@ -45,11 +50,24 @@ log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, interaction: Interaction | None = None, notify: tuple[str, ...] = ()) -> None:
+    """Mail in the outbound box that is not acted on: `reason` for the ledger and journal,
+    `notify` the people to tell (only ever senders the mail server vouched for)."""
+
+    def __init__(
+        self,
+        reason: str,
+        interaction: Interaction | None = None,
+        notify: tuple[str, ...] = (),
+        *,
+        notice_subject: str | None = None,
+        notice_text: str = "",
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.interaction = interaction
         self.notify = notify
+        self.notice_subject = notice_subject
+        self.notice_text = notice_text
 
 
 def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
@@ -68,7 +86,7 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         refuse(box, session, message, mail, refusal, site, now)
         return
     if isinstance(ix, ApprovalMail):
-        take_decision(box, session, message, mail, ix, now)
+        take_decision(box, session, message, mail, ix, site, now)
         return
     try:
         with transaction.atomic():
@@ -82,10 +100,17 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         refuse(box, session, message, mail, Refused("the interaction already has a reply", ix, (mail.from_addr or "",)), site, now)
 
 
-def approval_secret(site: Site) -> bytes:
-    # A separate key, so a token from an approval request can never pass as an agent's
-    # reply token and the other way round.
-    return site.secret + b"/approval"
+def approval_bound(approval: Approval) -> bytes:
+    """What an approval token is bound to: one approval round (decision 0013)."""
+    return f"approval:{approval.pk}".encode()
+
+
+def approval_answered(ix: Interaction, token: str, sender: str, site: Site) -> Approval | None:
+    """The approval round of `ix` whose request to `sender` carried `token`, if any."""
+    for approval in ix.approvals.order_by("-pk"):
+        if verify_token(site.keys.approval, token, sender, bound=approval_bound(approval)):
+            return approval
+    return None
 
 
 def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalMail:
@@ -96,7 +121,17 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
         # An agent's out-of-office or a bounce must never reach the customer as a reply.
         raise Refused(f"{verdict.kind}: {verdict.reason}")
     sender = (mail.from_addr or "").lower()
-    known_agent = Agent.objects.filter(address__iexact=sender).exists()
+    agent = Agent.objects.filter(address__iexact=sender).first() if sender else None
+    vouched = vouch(
+        mail.msg, site.sender_auth, sender=sender or None, logins=(agent.mailbox_login,) if agent else ()
+    )
+    # Whom a refusal is told to: an agent the mail server vouches for. Anyone else gets no
+    # reaction at all (no backscatter, no way to make Postroom write to an agent).
+    known_agent = agent is not None and vouched.ok
+
+    def tell(*who: str) -> tuple[str, ...]:
+        return who if known_agent else ()
+
     candidates = candidate_tokens(
         recipients=[*mail.delivered_to, *mail.to, *mail.cc],
         outbound=box.address,
@@ -113,43 +148,43 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
         ix = Interaction.objects.select_related("agent", "mailbox").filter(guid=parsed.guid).first()
         if ix is None:
             continue
-        if verify_token(approval_secret(site), token, sender):
-            return ApprovalMail(ix)
-        if ix.agent is not None and verify_token(site.secret, token, ix.agent.address):
+        approval = approval_answered(ix, token, sender, site) if sender else None
+        if approval is not None:
+            if not vouched.ok:
+                raise Refused(vouched.how, ix)
+            return ApprovalMail(ix, approval)
+        if ix.agent is not None and verify_token(site.keys.token, token, ix.agent.address):
             found = ix
             break
-        if any(verify_token(site.secret, token, a) for a in ix.excluded_agents or ()):
+        if any(verify_token(site.keys.token, token, a) for a in ix.excluded_agents or ()):
             former = ix  # a token we gave an agent who no longer holds it
+    if not vouched.ok:
+        # Forged or unauthenticated: whatever the token, nothing is sent and nobody told.
+        raise Refused(vouched.how, found or former)
     if found is None and former is not None:
         # fig. 8/9: the interaction was taken from this agent (no reply in time, transfer):
         # the late reply goes to the dead box and the agent is told.
-        raise Refused(
-            "the interaction was reassigned before this reply arrived", former, (sender,) if known_agent else ()
-        )
+        raise Refused("the interaction was reassigned before this reply arrived", former, tell(sender))
     if found is None:
-        notify = (sender,) if known_agent else ()
-        raise Refused("no live interaction matches this mail", None, notify)
+        raise Refused("no live interaction matches this mail", None, tell(sender))
     if sender != found.agent.address.lower():
         raise Refused(
             f"sent by {sender or 'nobody'}, but the interaction is assigned to {found.agent.address}",
             found,
             # Another agent answering (fig. 10 558-560): tell them and the assigned agent.
-            # Someone outside the contact center gets no reaction at all: an outsider
-            # must not be able to make Postroom send mail, not even a notice.
-            (sender, found.agent.address) if known_agent else (),
+            tell(sender, found.agent.address),
         )
     if found.state not in AWAITING_REPLY:
-        raise Refused(
-            f"the interaction is {found.status}, not waiting for a reply", found, (sender,) if known_agent else ()
-        )
+        raise Refused(f"the interaction is {found.status}, not waiting for a reply", found, tell(sender))
     return found
 
 
 class ApprovalMail:
-    """An approver's answer by mail to an approval request."""
+    """An approver's answer by mail to the request of one approval round."""
 
-    def __init__(self, interaction: Interaction) -> None:
+    def __init__(self, interaction: Interaction, approval: Approval) -> None:
         self.interaction = interaction
+        self.approval = approval
 
 
 def accept(
@@ -168,6 +203,7 @@ def accept(
         original_references=list(ix.references or []),
         message_id=message_id,
         subject=ix.subject,
+        outbound=box.address,
     )
     row = OutboundMessage.objects.create(
         mailbox=box,
@@ -201,9 +237,11 @@ def accept(
 
 
 def approvers_for(agent: Agent) -> list[str]:
-    """The agent's supervisors (fig. 10 566), else every supervisor."""
+    """The agent's supervisors (fig. 10 566), else every supervisor; never the agent: a
+    writer may not approve their own reply."""
     named = [a.address for a in agent.supervisors.all()]
-    return named or list(Agent.objects.filter(is_supervisor=True).values_list("address", flat=True))
+    found = named or list(Agent.objects.filter(is_supervisor=True).values_list("address", flat=True))
+    return [a for a in found if a.lower() != agent.address.lower()]
 
 
 def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: ParsedMail, reason: str, site: Site, now: datetime) -> None:
@@ -213,9 +251,12 @@ def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: Parse
         interaction=ix, reply=row, raw=reply.as_bytes(), approvers=approvers, reason_held=reason, requested_at=now
     )
     apply(ix, ReplyHeld(), now, reason=reason, approvers=approvers)
+    if not approvers:
+        log.warning("interaction %s: a held reply and no approver but staff on the web", ix.guid)
     outbound = row.mailbox
     for approver in approvers:
-        token = mint_token(approval_secret(site), ix.guid, approver)
+        # Bound to this round: an answer to an earlier request cannot decide this one.
+        token = mint_token(site.keys.approval_key, ix.guid, approver, bound=approval_bound(approval))
         queue_notice(
             site,
             now,
@@ -225,51 +266,77 @@ def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: Parse
             text=(
                 f"{ix.agent.name} <{ix.agent.address}> wrote a reply that needs your approval "
                 f"({reason}). The reply is attached as the customer would receive it.\n\n"
-                "Answer this mail with:\n"
-                "  APPROVE                 to send it as it is,\n"
-                "  REJECT <reason>         to send it back to the agent,\n"
-                "  or your edited text     to send your version instead.\n\n"
-                "You can also decide in the supervisor console.\n"
+                + ACCEPTED_FORMS
+                + "\nYou can also decide in the supervisor console.\n"
             ),
             interaction=ix,
             attach=reply,
+            # From = Reply-To: a "Reply All" then writes to the one address, once.
+            from_address=reply_address(outbound.address, token),
             reply_to=reply_address(outbound.address, token),
         )
 
 
-def take_decision(box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, found: ApprovalMail, now: datetime) -> None:
+def take_decision(
+    box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, found: ApprovalMail, site: Site, now: datetime
+) -> None:
     """An approver answered an approval request by mail: record the decision; the approval
-    step acts on it exactly as on a decision made on the web."""
+    step acts on it exactly as on a decision made on the web. An answer that is not
+    understood, late, or not allowed goes to the dead box and the approver is told."""
     sender = (mail.from_addr or "").lower()
+    ix, approval = found.interaction, found.approval
     decision = read_mail_decision(mail.text)
+    problem = ""
+    if approval.state != Approval.PENDING:
+        if ix.approvals.filter(pk__gt=approval.pk).exists():
+            problem = "it answers an earlier approval round; the reply waiting now is a newer one"
+        else:
+            problem = f"the approval was already {approval.state} by {approval.decided_by or 'someone'}"
+    elif decision.decision is None:
+        problem = f"not understood: {decision.problem}"
+    understood = not problem.startswith("not understood")
     with transaction.atomic():
-        OutboundMessage.objects.create(
-            mailbox=box,
-            uidvalidity=session.uidvalidity,
-            uid=message.uid,
-            message_id=mail.message_id or "",
-            sender=sender,
-            subject=mail.subject[:998],
-            interaction=found.interaction,
-            outcome=OutboundMessage.DECISION,
-            reason=decision.decision if decision else "nothing to act on",
-        )
-        approval = found.interaction.approvals.filter(state=Approval.PENDING).first()
-        if approval is not None and decision is not None:
+        if not problem:
+            assert decision.decision is not None
             try:
                 decide_approval(
                     approval,
                     by_user=sender,
-                    decision=decision.decision,
-                    text=decision.text if decision.decision == "edit" else None,
-                    reason=decision.text if decision.decision == "reject" else None,
+                    decision=decision.decision.value,
+                    text=decision.text if decision.decision == Decision.EDIT else None,
+                    reason=decision.text if decision.decision == Decision.REJECT else None,
                     via="mail",
                     now=now,
                 )
             except CommandError as exc:
-                # Not an approver, decided already on the web, ...: logged, nothing sent.
-                journal.record("approval_mail_ignored", now, interaction=found.interaction, reason=str(exc), by=sender)
-        advance_cursor(box, message.uid)
+                # Not an approver, the writer, decided already on the web, ...
+                problem = exc.message
+        if not problem:
+            OutboundMessage.objects.create(
+                mailbox=box,
+                uidvalidity=session.uidvalidity,
+                uid=message.uid,
+                message_id=mail.message_id or "",
+                sender=sender,
+                subject=mail.subject[:998],
+                interaction=ix,
+                outcome=OutboundMessage.DECISION,
+                reason=decision.decision.value if decision.decision else "",
+            )
+            advance_cursor(box, message.uid)
+            return
+    journal.record("approval_mail_ignored", now, interaction=ix, reason=problem, by=sender, approval=approval.pk)
+    refusal = Refused(
+        f"approval answer {problem}",
+        ix,
+        (sender,),
+        notice_subject=f"Approval answer {'not acted on' if understood else 'not understood'}: {mail.subject}",
+        notice_text=(
+            f"Postroom did not act on your answer to the approval request.\n\nReason: {problem}\n\n"
+            f"Nothing was sent to the customer.\n\n{ACCEPTED_FORMS}"
+        ),
+    )
+    refuse(box, session, message, mail, refusal, site, now)
 
 
 def refuse(
@@ -303,7 +370,7 @@ def refuse(
                 now,
                 interaction=refusal.interaction,
                 mailbox=box,
-                reason=refusal.reason,
+                reason=refusal.reason[:500],
                 sender=(mail.from_addr if mail else "") or "",
             )
             for to in dict.fromkeys(refusal.notify):
@@ -311,21 +378,33 @@ def refuse(
         advance_cursor(box, message.uid)
 
 
+REFUSAL_NOTICE_PREFIX = "notice:dead:"
+
+
 def notify_refusal(
     to: str, refusal: Refused, mail: ParsedMail | None, row: OutboundMessage, site: Site, now: datetime
 ) -> None:
+    """Tell `to` why their mail was not acted on: the subject and the reason, never the mail
+    itself (it may be anyone's words), and at most `site.refusal_notices_per_hour` an hour."""
+    recent = Outgoing.objects.filter(
+        key__startswith=REFUSAL_NOTICE_PREFIX, key__endswith=f":{to}", created_at__gte=now - timedelta(hours=1)
+    ).count()
+    if recent >= site.refusal_notices_per_hour:
+        journal.record("notice_suppressed", now, interaction=refusal.interaction, to=to, reason="rate limit")
+        return
+    subject = mail.subject if mail else "(unreadable message)"
     queue_notice(
         site,
         now,
-        key=f"notice:dead:{row.pk}:{to}",
+        key=f"{REFUSAL_NOTICE_PREFIX}{row.pk}:{to}",
         to=to,
-        subject=f"Not delivered: {mail.subject if mail else '(unreadable message)'}",
-        text=(
-            "Postroom did not send this message to the customer.\n\n"
-            f"Reason: {refusal.reason}\n\n"
+        subject=refusal.notice_subject or f"Not delivered: {subject}",
+        text=refusal.notice_text
+        or (
+            "Postroom did not send your message to the customer.\n\n"
+            f"Subject: {subject}\nReason: {refusal.reason}\n\n"
             "The message was kept in the dead box. Ask your supervisor if you think this is wrong.\n"
         ),
         interaction=refusal.interaction,
         in_reply_to=mail.message_id if mail else None,
-        attach=mail.msg if mail else None,
     )

@@ -6,21 +6,27 @@ agents themselves come from the database so the admin can edit them while we run
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
+from postroom.core.keys import KeyRing
 from postroom.core.priority import PriorityPolicy, default_policy
+from postroom.core.senderauth import SenderAuthPolicy
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Site:
     node_id: str
-    secret: bytes = field(repr=False)
+    # Token keys derived from the configured secrets (decision 0013).
+    keys: KeyRing = field(repr=False)
     imap_host: str
     imap_port: int
     imap_tls: str
@@ -50,6 +56,13 @@ class Site:
         """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
         the configuration gives none."""
         return self.passwords.get(address.lower(), "")
+    # Who may make Postroom act on mail in the outbound box (decision 0014).
+    sender_auth: SenderAuthPolicy = field(default_factory=SenderAuthPolicy)
+    # At most this many auto-responses to one address within the window (0: no limit).
+    auto_response_limit: int = 3
+    auto_response_window: timedelta = timedelta(hours=24)
+    # At most this many "not delivered" notices to one person an hour.
+    refusal_notices_per_hour: int = 10
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -75,9 +88,15 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         cafile = devstack_cafile
     else:
         cafile = server.cafile
+    if not config.sender_auth.required:
+        log.warning(
+            "[sender_auth] required = false: replies and approval decisions in the outbound "
+            "box are trusted on their From header alone; anyone who can mail the outbound box "
+            "with a leaked token can make Postroom write to a customer (docs/configuration.md)"
+        )
     return Site(
         node_id=config.node_id,
-        secret=config.secret,
+        keys=KeyRing.from_secrets(config.secrets),
         imap_host=server.imap_host,
         imap_port=server.imap_port,
         imap_tls=server.imap_tls,
@@ -102,6 +121,9 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         approval=config.approval.as_policy(),
         priority_policy=config.priority.policy or default_policy,
         passwords=config.mail_passwords(),
+        sender_auth=config.sender_auth.as_policy(),
+        auto_response_limit=config.auto_response.max_per_address,
+        auto_response_window=timedelta(seconds=config.auto_response.window_seconds),
     )
 
 

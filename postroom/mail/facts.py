@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from postroom.core.rewrite import charset_hint, decode_words, raw_header_values
+from postroom.core.headers import charset_hint, decode_words, raw_header_values
 from postroom.core.rules import MAX_TEXT, MessageFacts
 from postroom.mail.message import ParsedMail
 

@@ -11,7 +11,7 @@ What real mail does that this copes with (all of it is in the test corpus): an m
 crash CPython 3.11's address parser, missing brackets around msg-ids, NUL bytes, damaged
 header blocks that CPython would file under the body.
 
-``ParsedMail.msg`` is parsed with ``core.rewrite.POLICY``: policy.default whose header
+``ParsedMail.msg`` is parsed with ``core.headers.POLICY``: policy.default whose header
 access never raises, so code further in may read ``msg["To"]`` without a try.
 """
 
@@ -24,10 +24,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
-from html import unescape
-from html.parser import HTMLParser
 
-from postroom.core.rewrite import (
+from postroom.core.headers import (
     POLICY,
     address_list,
     charset_hint,
@@ -36,6 +34,7 @@ from postroom.core.rewrite import (
     msg_ids,
     raw_header_values,
 )
+from postroom.core.htmltext import html_to_text
 
 __all__ = ["ParsedMail", "UnreadableMessage", "addresses", "parse"]
 
@@ -292,52 +291,10 @@ def _body_text(msg: EmailMessage, notes: list[str]) -> str:
     if note:
         notes.append(f"body charset {charset!r}: {note}")
     if part.get_content_subtype() == "html":
-        text = _html_to_text(text)
+        text = html_to_text(text)
     return _normalise_text(text)
 
 
 def _normalise_text(text: str) -> str:
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-
-
-class _TextExtractor(HTMLParser):
-    _BLOCK = frozenset(
-        {"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table",
-         "blockquote", "pre", "hr", "ul", "ol", "dl", "dt", "dd", "title"}
-    )
-    _SKIP = frozenset({"script", "style", "head"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BLOCK:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag in self._BLOCK:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.chunks.append(data)
-
-
-def _html_to_text(html: str) -> str:
-    """Crude HTML -> text: drop script/style/head, line breaks at block elements."""
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-        text = "".join(extractor.chunks)
-    except Exception:  # noqa: BLE001 - fall back to stripping anything tag-like
-        text = unescape(re.sub(r"<[^>]*>", " ", html))
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

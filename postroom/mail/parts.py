@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 
-from postroom.core.rewrite import decode_text, header_text
+from postroom.core.headers import decode_text, header_text
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 
 __all__ = ["Attachment", "Readable", "UnreadableMessage", "attachment", "readable"]

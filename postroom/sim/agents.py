@@ -27,11 +27,11 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime
-from html.parser import HTMLParser
 from typing import Literal, get_args
 
 from imapclient import IMAPClient
 
+from postroom.core.htmltext import html_to_text
 from postroom.sim._net import EHLO_NAME, bare_address, has_8bit, tls_context
 
 log = logging.getLogger("postroom.sim.agents")
@@ -126,42 +126,6 @@ def _clock(dt: datetime) -> str:
     return f"{hour}:{dt.minute:02d} {'AM' if dt.hour < 12 else 'PM'}"
 
 
-class _TextFromHTML(HTMLParser):
-    _BLOCK = frozenset(
-        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote", "table", "ul", "ol"}
-    )
-    _SKIP = frozenset({"style", "script", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag in self._BLOCK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCK and tag != "br":
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(re.sub(r"[ \t\r\n]+", " ", data).replace("\xa0", " "))
-
-
-def _html_to_text(markup: str) -> str:
-    parser = _TextFromHTML()
-    parser.feed(markup)
-    parser.close()
-    lines = [line.strip() for line in "".join(parser.out).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
-
-
 def original_text(msg: EmailMessage) -> str:
     """The text a mail client shows (and so quotes) for a message: its plain body,
     else its HTML body as text. Trailing spaces and surrounding blank lines removed."""
@@ -179,7 +143,7 @@ def original_text(msg: EmailMessage) -> str:
     if isinstance(content, bytes):
         content = content.decode("utf-8", "replace")
     if part.get_content_subtype() == "html":
-        content = _html_to_text(content)
+        content = html_to_text(content)
     lines = [line.rstrip() for line in content.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip("\n")
 
@@ -249,6 +213,30 @@ def _text_part(
     return part
 
 
+def _reply_all(
+    fwd: EmailMessage, targets: list[tuple[str, str]], agent_addr: str, style: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(To, Cc) of a Reply All: ``targets`` plus everyone else the mail names, the agent
+    left out, each address once (compared ignoring case)."""
+    seen = {agent_addr.lower()}
+    to: list[tuple[str, str]] = []
+    cc: list[tuple[str, str]] = []
+
+    def add(into: list[tuple[str, str]], entries: list[tuple[str, str]]) -> None:
+        for name, addr in entries:
+            if addr.lower() not in seen:
+                seen.add(addr.lower())
+                into.append((name, addr))
+
+    add(to, targets)
+    if style in ("thunderbird", "apple"):
+        add(to, _addresses(fwd, "From"))
+    if style == "outlook":
+        add(to, _addresses(fwd, "To"))
+    add(cc, _addresses(fwd, "To") + _addresses(fwd, "Cc"))
+    return to, cc
+
+
 # --------------------------------------------------------------------------------------
 # compose_reply
 # --------------------------------------------------------------------------------------
@@ -264,10 +252,15 @@ def compose_reply(
     date: datetime | None = None,
     top_post: bool | None = None,
     rng: random.Random | None = None,
+    reply_all: bool = False,
 ) -> EmailMessage:
-    """The reply an agent's mail client sends when the agent hits "Reply" on ``forwarded``.
+    """The reply an agent's mail client sends when the agent hits "Reply" on ``forwarded``
+    (or "Reply All", with ``reply_all``).
 
     * To: the forwarded mail's Reply-To (else its From), as every client does.
+    * Reply All adds everyone else the mail names, except the agent: Thunderbird and Apple
+      Mail also put the From in To when it differs from Reply-To, Outlook puts the
+      original To in To, and every client puts the rest of the original To and Cc in Cc.
     * Subject: "Re: " + subject ("RE: " for Outlook), an existing "Re:" kept; any tag
       such as "[PR:...]" stays in place.
     * In-Reply-To: the forwarded Message-ID. References: its References (or its single
@@ -301,7 +294,11 @@ def compose_reply(
 
     # Where it goes and what it answers.
     targets = _addresses(fwd, "Reply-To") or _addresses(fwd, "From")
+    copies: list[tuple[str, str]] = []
+    if reply_all:
+        targets, copies = _reply_all(fwd, targets, agent_addr, style)
     to = ", ".join(_format_addr(n, a) for n, a in targets)
+    cc = ", ".join(_format_addr(n, a) for n, a in copies)
     parent_ids = _msg_ids(_header(fwd, "Message-ID"))
     parent_id = parent_ids[0] if parent_ids else ""
     refs = _msg_ids(_header(fwd, "References"))
@@ -336,6 +333,7 @@ def compose_reply(
             ("Subject", subject),
             ("Content-Language", "en-US"),
             ("To", to),
+            ("Cc", cc),
             ("References", " ".join(refs)),
             ("From", sender),
             ("In-Reply-To", parent_id),
@@ -366,6 +364,7 @@ def compose_reply(
             ("Message-Id", f"<{mid}@{domain}>"),
             ("References", " ".join(refs)),
             ("To", to),
+            ("Cc", cc),
             ("X-Mailer", "Apple Mail (2.3826.400.131.1.6)"),
         ]
 
@@ -411,6 +410,7 @@ def compose_reply(
             ("Message-ID", f"<CA{token}@{domain}>"),
             ("Subject", subject),
             ("To", to),
+            ("Cc", cc),
             (_CONTENT, ""),
         ]
 
@@ -469,6 +469,7 @@ def compose_reply(
         headers = [
             ("From", sender),
             ("To", to),
+            ("Cc", cc),
             ("In-Reply-To", parent_id),
             ("Subject", subject),
             ("Date", date_header),

@@ -226,6 +226,15 @@ def transfer(
 # --- approvals ------------------------------------------------------------------------
 
 
+def _writers(approval: Approval) -> set[str]:
+    """Who wrote the held reply: the agent it was held for and the reply's sender."""
+    ix = approval.interaction
+    found = {approval.reply.sender.lower()} if approval.reply_id and approval.reply.sender else set()
+    if ix.agent_id is not None:
+        found.add(ix.agent.address.lower())
+    return found
+
+
 def decide_approval(
     approval: Approval,
     *,
@@ -239,9 +248,10 @@ def decide_approval(
     """Record an approver's decision on a held reply: "approve", "edit" (approve with
     `text` instead of the agent's wording) or "reject" (with a `reason`).
 
-    Only a listed approver or an administrator. The first decision wins: a compare-and-set on
-    state=pending, so a second one (from the web or by mail) gets 409. The interaction is
-    not changed here; the engine acts on the decision.
+    Only a listed approver or an administrator, and never the reply's writer (403),
+    whatever else they are. The first decision wins: a compare-and-set on state=pending,
+    so a second one (from the web or by mail) gets 409. The interaction is not changed
+    here; the engine acts on the decision.
     """
     if decision not in DECISIONS:
         raise CommandError(f"Unknown decision {decision!r}: approve, edit or reject")
@@ -257,6 +267,8 @@ def decide_approval(
     if decision == "reject" and not reason:
         raise CommandError("A rejection needs a reason")
     decided_by = who if isinstance(who, str) else who.name
+    if decided_by.lower() in _writers(approval):
+        raise CommandError("The writer of a reply may not decide its approval", 403)
     state = Approval.REJECTED if decision == "reject" else Approval.APPROVED
     changes = {
         "state": state,

@@ -153,6 +153,7 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
             "auto_response": box.auto_response,
             "auto_response_subject": box.auto_response_subject,
             "auto_response_text": box.auto_response_text,
+            "auto_response_customer_text": box.auto_response_customer_text,
             "no_reply_seconds": box.no_reply_seconds,
             "skills": list(box.skills),
             "default_priority": box.default_priority,

@@ -31,8 +31,11 @@ class Mailbox(models.Model):
     login = models.CharField(max_length=254)
     folder = models.CharField(max_length=200, default="INBOX")
     auto_response = models.BooleanField(default=True)
-    auto_response_subject = models.CharField(max_length=300, default="Re: {subject}")
+    auto_response_subject = models.CharField(max_length=300, default="Your message to {box} [{reference}]")
     auto_response_text = models.TextField(blank=True)
+    # The templates may echo {name} and {subject}, the sender's own words; off, they read
+    # "customer" and "your message" (a forged From must not choose what we send).
+    auto_response_customer_text = models.BooleanField(default=False)
     no_reply_seconds = models.PositiveIntegerField(default=4 * 3600)
     # Shorter no-reply times for urgent mail: [[min_priority, seconds], ...]; the band
     # with the highest min_priority not above the interaction's priority wins.
@@ -463,7 +466,7 @@ class InteractionText(models.Model):
     reply (kept when it is queued). Not the mail: that stays on the server (0001).
 
     Indexed by `postroom.store.search`: an FTS5 table kept by triggers on SQLite, a GIN
-    expression index on PostgreSQL (both made by migration 0005).
+    expression index on PostgreSQL (both made by migration 0006).
     """
 
     interaction = models.OneToOneField(

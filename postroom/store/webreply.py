@@ -5,7 +5,7 @@ either the reply queued under `reply:<guid>` (ReplyAccepted) or an approval (Rep
 A reply from the web composer does the same here, in the store, because the web may not
 import the engine: the same ledger row (for a message that never was in the box: UID
 -interaction id, UIDVALIDITY 0, already "removed"), the same rewrite
-(`core.rewrite.reply_to_customer`: From the box, threaded to the customer's mail), the same
+(`core.compose.reply_to_customer`: From the box, threaded to the customer's mail), the same
 key, so one interaction still gets one reply whichever way it was written, and the same
 approval decision (`core.approval.at_reply`). The outbox sends it and records ReplySent.
 
@@ -23,8 +23,8 @@ from email.utils import make_msgid
 from django.db import IntegrityError, transaction
 
 from postroom.core.approval import ApprovalPolicy, at_reply
+from postroom.core.compose import UnsafeHeaderValue, reply_to_customer
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
-from postroom.core.rewrite import UnsafeHeaderValue, reply_to_customer
 from postroom.store.commands import CommandError
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import apply

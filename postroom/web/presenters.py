@@ -236,8 +236,8 @@ def desk_dict(agent: Agent, now: datetime | None = None, who: Principal | None =
 
 def reply_text(raw: bytes | memoryview) -> tuple[str, str]:
     """(subject, text) of a held reply, for the approver to read (and edit)."""
-    # MIME and HTML-to-text belong to the mail layer, not the web: this is the parser's
-    # text for now. TODO(mailsec): switch to the one HTML-to-text module in core.
+    # MIME and HTML-to-text belong to the mail layer, not the web: the parser's text
+    # (HTML bodies through core.htmltext, the one converter).
     try:
         mail = parse(bytes(raw))
     except UnreadableMessage:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from postroom.core.headers import foreign_reply_to
 from postroom.store import commands
 from postroom.store.models import Agent, Approval, Interaction, WrapUpCode
 from postroom.store.permissions import Principal, Role, may_see
@@ -360,5 +361,8 @@ def interaction_page(request: HttpRequest, guid: UUID) -> HttpResponse:
             "approvals": approvals,
             "now": timezone.now(),
             "is_supervisor": who.at_least(Role.SUPERVISOR),
+            # Where the answer goes (Reply-To wins), flagged when not the sender's domain.
+            "answer_to": ix.reply_to or ix.customer,
+            "answer_elsewhere": bool(ix.reply_to) and foreign_reply_to(ix.customer, ix.reply_to),
         },
     )

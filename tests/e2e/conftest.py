@@ -30,7 +30,7 @@ from postroom.store.models import Agent
 
 CONFIG = """\
 node_id = "test-node"
-secret = "a-test-secret-of-enough-length"
+secret = "a-test-secret-of-enough-length-32b+"
 
 [server]
 imap_host = "127.0.0.1"
@@ -48,7 +48,11 @@ address = "{support}"
 name = "Example Support"
 password = "{support_pw}"
 skills = ["support"]
-auto_response_text = "Dear {{name}}, we got \\"{{subject}}\\". Reference {{reference}}. {{box}}"
+auto_response_text = "We got your mail. Reference {{reference}}. {{box}}"
+
+# The dev stack's Postfix writes the authenticated sender into its Received header.
+[sender_auth]
+servers = ["mail.example.test"]
 
 [outbound]
 address = "{outbound}"

@@ -416,7 +416,7 @@ def test_fig10_edited_by_mail_sends_the_edit(center) -> None:
     reply_as(center, "alice", "Draft answer")
     run(center, outbound=1)
     request = center.wait_for("sam", 1)[-1]
-    decision = compose_reply(request, agent_addr=center.address("sam"), agent_name="Sam", style="gmail", text="Dear customer, your parcel ships today.")
+    decision = compose_reply(request, agent_addr=center.address("sam"), agent_name="Sam", style="gmail", text="EDIT\nDear customer, your parcel ships today.")
     center.submit(decision, "sam")
     run(center, outbound=1)
     replies = customer_replies(center)

@@ -58,7 +58,10 @@ def test_a_customer_email_is_answered_once_end_to_end(center, style) -> None:
     reply_to = fwd["Reply-To"].addresses[0].addr_spec
     assert reply_to.startswith(center.address("outbound").split("@")[0] + "+")
     assert "two weeks ago" in fwd.get_body(("plain",)).get_content()
-    assert fwd["From"].addresses[0].addr_spec == center.address("carol")
+    # From is ours (DMARC-safe, no "Reply All" to the customer); who wrote is in the body.
+    assert fwd["From"].addresses[0].addr_spec == reply_to
+    assert "via Example Support" in fwd["From"].addresses[0].display_name
+    assert center.address("carol") in fwd.get_body(("plain",)).get_content()
 
     sent = answer_as_agent(center, "alice", style)
     assert not [h for h in sent if h.lower().startswith("x-postroom")]

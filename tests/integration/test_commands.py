@@ -380,6 +380,22 @@ def test_only_listed_approvers_or_staff_decide(desk):
     assert (approval.state, approval.decided_by) == ("approved", "ops")
 
 
+def test_a_writer_may_not_decide_their_own_reply_even_as_a_listed_approver_or_staff(desk):
+    mailbox, alice, bob, sue, sam = desk
+    ix = make_interaction(mailbox, status=State.DELIVERED, agent=sue)
+    approval = make_approval(ix, ["sue@example.test", "sam@example.test"])
+    sue.user.is_staff = True
+    sue.user.save()
+    for who in (sue.user, "sue@example.test", "SUE@example.test"):
+        for decision in ("approve", "reject", "edit"):
+            with pytest.raises(CommandError) as refused:
+                commands.decide_approval(approval, by_user=who, decision=decision, text="x", reason="y", now=timezone.now())
+            assert refused.value.status == 403 and "writer" in refused.value.message
+    approval.refresh_from_db()
+    assert approval.state == Approval.PENDING
+    commands.decide_approval(approval, by_user=sam.user, decision="approve", now=timezone.now())
+
+
 def test_edit_needs_text_and_reject_needs_a_reason(desk):
     mailbox, alice, _, sue, _ = desk
     approval = make_approval(
@@ -733,3 +749,16 @@ def test_page_permissions(client, desk):
     assert client.get("/supervisor/").status_code == 200
     assert client.get(f"/interactions/{ix.guid}/").status_code == 200
     assert client.get("/interactions/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_the_interaction_page_shows_where_the_answer_goes(client, desk):
+    mailbox, alice, _, sue, _ = desk
+    client.force_login(sue.user)
+    plain = make_interaction(mailbox, status=State.DELIVERED, agent=alice, customer="carol@customer.test")
+    page = client.get(f"/interactions/{plain.guid}/").content.decode()
+    assert "answer goes to carol@customer.test" in page and "another domain" not in page
+    hijack = make_interaction(
+        mailbox, status=State.DELIVERED, agent=alice, customer="carol@customer.test", reply_to="pay@elsewhere.test"
+    )
+    page = client.get(f"/interactions/{hijack.guid}/").content.decode()
+    assert "answer goes to pay@elsewhere.test (Reply-To in another domain than the sender's)" in page

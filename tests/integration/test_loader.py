@@ -63,7 +63,8 @@ def test_loading_the_demo_creates_every_mailbox_agent_and_login() -> None:
     assert support.login == "support@example.test"
     assert support.folder == "INBOX"
     assert support.auto_response is True
-    assert support.auto_response_subject == "Re: {subject}"
+    assert support.auto_response_subject == "Your message to {box} [{reference}]"
+    assert support.auto_response_customer_text is False
     assert "Your reference is {reference}." in support.auto_response_text
     assert support.no_reply_seconds == 3600
     assert support.skills == ["support"] and support.default_priority == 0

@@ -21,7 +21,7 @@ import pytest
 
 from postroom.core import correlation as corr
 from postroom.core.autoreply import Verdict, classify, is_own
-from postroom.core.rewrite import auto_response, forward_to_agent, notice, reply_to_customer
+from postroom.core.compose import auto_response, forward_to_agent, notice, reply_to_customer
 from postroom.mail.message import ParsedMail, parse
 from tests.unit.conftest import corpus_files, manifest, parsed
 

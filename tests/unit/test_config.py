@@ -29,8 +29,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def base() -> dict[str, Any]:
     return {
         "node_id": "node-1",
-        "secret": "0123456789abcdef",
+        "secret": "0123456789abcdef0123456789abcdef",
         "server": {"imap_host": "127.0.0.1", "smtp_host": "127.0.0.1"},
+        "sender_auth": {"servers": ["mail.example.test"]},
         "incoming": [
             {"address": "support@example.test", "password": "pw"},
             {"address": "sales@example.test", "password": "pw", "skills": ["sales"]},
@@ -129,11 +130,12 @@ def test_the_real_site_example_passes_once_its_env_vars_are_set() -> None:
     names = _env_names(tomllib.loads(raw))
     assert names, "the example should take its secrets from the environment"
     assert check_config(path, environ={}) != []
-    environ = {n: f"value-of-{n.lower()}" for n in names}
+    environ = {n: f"value-of-{n.lower()}-padded-to-32-bytes" for n in names}
     assert check_config(path, environ=environ) == []
     config = load_config(path, environ=environ)
     assert config.server.imap_tls == "tls" and config.server.cafile == "system"
-    assert config.secret == environ["POSTROOM_TOKEN_SECRET"].encode()
+    assert config.secrets == (environ["POSTROOM_TOKEN_SECRET"].encode(),)
+    assert config.sender_auth.required and config.sender_auth.servers == ("mail.example.com",)
 
 
 def _env_names(node: Any) -> list[str]:
@@ -180,7 +182,7 @@ BROKEN = [
     (_set("node_id", DEL), "node_id", "required"),
     (_set("node_id", "node 1!"), "node_id", "A-Z a-z 0-9 _ -"),
     (_set("node_id", "n" * 65), "node_id", "1-64"),
-    (_set("secret", "short"), "secret", "at least 16 bytes, got 5"),
+    (_set("secret", "short"), "secret", "at least 32 bytes, got 5"),
     (_set("secret", DEL), "secret", "give one of secret, secret_env, secret_file"),
     (_set("secret_env", "X"), "secret_env", "give only one of"),
     (_set("server", DEL), "server", "required"),
@@ -320,7 +322,8 @@ def test_defaults(tmp_path: Path) -> None:
     support = config.incoming[0]
     assert support.login == "support@example.test" and support.folder == "INBOX"
     assert support.skills == ("support",)  # the local part of the address
-    assert support.auto_response is True and support.auto_response_subject == "Re: {subject}"
+    assert support.auto_response is True and support.auto_response_subject == "Your message to {box} [{reference}]"
+    assert support.auto_response_customer_text is False
     assert "{reference}" in support.auto_response_text and "{box}" in support.auto_response_text
     assert support.no_reply_seconds == 4 * 3600 and support.default_priority == 0
     server = config.server
@@ -345,6 +348,7 @@ def test_defaults(tmp_path: Path) -> None:
 def test_stray_braces_in_a_template_are_text(tmp_path: Path) -> None:
     doc = base()
     doc["incoming"][0]["auto_response_text"] = "Hi {name} :-} { not a placeholder }"
+    doc["incoming"][0]["auto_response_customer_text"] = True
     assert errors_of(tmp_path, doc) == []
 
 
@@ -409,7 +413,7 @@ def test_secrets_from_env_and_files(tmp_path: Path) -> None:
     doc["agents"][0]["password_env"] = "ALICE_PW"
     environ = {"SUPPORT_PW": "support pw: with spaces ", "ALICE_PW": "alice-pw"}
     config = load_config(write(tmp_path, doc), environ=environ)
-    assert config.secret == b"a-file-secret-of-32-bytes-length"  # final newline dropped
+    assert config.secrets == (b"a-file-secret-of-32-bytes-length",)  # final newline dropped
     assert config.incoming[0].password == "support pw: with spaces "
     assert config.outbound.password == "out-pw-from-file"
     assert config.server.smtp_password == "out-pw-from-file"
@@ -425,8 +429,8 @@ def test_the_process_environment_is_the_default(
     path = write(tmp_path, doc)
     monkeypatch.delenv("POSTROOM_TEST_SECRET", raising=False)
     assert [e.path for e in check_config(path)] == ["secret_env"]
-    monkeypatch.setenv("POSTROOM_TEST_SECRET", "s" * 16)
-    assert load_config(path).secret == b"s" * 16
+    monkeypatch.setenv("POSTROOM_TEST_SECRET", "s" * 32)
+    assert load_config(path).secrets == (b"s" * 32,)
 
 
 def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
@@ -444,13 +448,13 @@ def test_a_short_secret_from_env_names_the_env_key(tmp_path: Path) -> None:
     doc["secret_env"] = "S"
     errors = errors_of(tmp_path, doc, environ={"S": "short"})
     assert [(e.path, e.message) for e in errors] == [
-        ("secret_env", "the secret must be at least 16 bytes, got 5")
+        ("secret_env", "the secret must be at least 32 bytes, got 5")
     ]
 
 
 def test_repr_hides_every_secret(tmp_path: Path) -> None:
     doc = base()
-    doc["secret"] = "TOPSECRET-token-key"
+    doc["secret"] = "TOPSECRET-token-key-of-32-bytes-len"
     doc["incoming"][0]["password"] = "TOPSECRET-support"
     doc["outbound"]["password"] = "TOPSECRET-outbound"
     doc["dead_box"]["password"] = "TOPSECRET-dead"
@@ -502,3 +506,100 @@ def test_mail_users_skip_agents_without_password_and_add_a_distinct_smtp_login(
 def test_mail_users_do_not_repeat_the_outbound_box_as_smtp_login(tmp_path: Path) -> None:
     users = mail_users(load_config(write(tmp_path, base()), environ={}))
     assert [a for a, _ in users].count("out@example.test") == 1
+
+
+# -- keys, transport and the sender check (issue 8) -------------------------------------------
+
+
+def test_several_secrets_rotate_newest_first(tmp_path: Path) -> None:
+    new, old = "n" * 32, "o" * 40
+    doc = base()
+    doc["secret"] = [new, old]
+    assert load_config(write(tmp_path, doc), environ={}).secrets == (new.encode(), old.encode())
+    del doc["secret"]
+    doc["secret_env"] = "S"
+    loaded = load_config(write(tmp_path, doc), environ={"S": f"{new}\n{old}\n"})
+    assert loaded.secrets == (new.encode(), old.encode())
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "path", "message"),
+    [
+        (["x" * 32, "short"], {}, "secret[1]", "at least 32 bytes, got 5"),
+        ([], {}, "secret", "at least one secret"),
+        (["x" * 32, "x" * 32], {}, "secret", "the same secret is given twice"),
+        (None, {"S": "x" * 32 + "\nshort"}, "secret_env", "at least 32 bytes, got 5 (line 2)"),
+    ],
+)
+def test_every_secret_is_checked(tmp_path: Path, value: Any, environ: dict[str, str], path: str, message: str) -> None:
+    doc = base()
+    if value is None:
+        del doc["secret"]
+        doc["secret_env"] = "S"
+    else:
+        doc["secret"] = value
+    errors = errors_of(tmp_path, doc, environ=environ)
+    assert [e.path for e in errors] == [path] and message in errors[0].message
+
+
+@pytest.mark.parametrize("key", ["imap_tls", "smtp_tls"])
+def test_no_tls_is_refused_for_a_host_that_is_not_loopback(tmp_path: Path, key: str) -> None:
+    doc = base()
+    doc["server"] |= {"imap_host": "mail.example.com", "smtp_host": "mail.example.com", key: "none"}
+    errors = errors_of(tmp_path, doc)
+    assert [e.path for e in errors] == [f"server.{key}"] and "clear text" in errors[0].message
+    for loopback in ("127.0.0.1", "127.0.0.53", "::1", "localhost", "[::1]"):
+        doc["server"] |= {"imap_host": loopback, "smtp_host": loopback}
+        assert errors_of(tmp_path, doc) == [], loopback
+
+
+def test_the_sender_check_is_on_by_default_and_needs_evidence(tmp_path: Path) -> None:
+    doc = base()
+    del doc["sender_auth"]
+    assert [e.path for e in errors_of(tmp_path, doc)] == ["sender_auth"]
+    doc["sender_auth"] = {}
+    errors = errors_of(tmp_path, doc)
+    assert [e.path for e in errors] == ["sender_auth"] and "names no evidence" in errors[0].message
+    doc["sender_auth"] = {"required": False}
+    config = load_config(write(tmp_path, doc), environ={})
+    assert config.sender_auth.as_policy().required is False
+    doc["sender_auth"] = {"servers": ["Mail.Example.COM."], "exchange": True, "authserv_ids": ["mx.example.com"]}
+    policy = load_config(write(tmp_path, doc), environ={}).sender_auth.as_policy()
+    assert policy.required and policy.servers == {"mail.example.com"} and policy.exchange
+    assert policy.authserv_ids == {"mx.example.com"}
+    doc["sender_auth"] = {"servers": ["not a host"]}
+    assert [e.path for e in errors_of(tmp_path, doc)] == ["sender_auth.servers[0]"]
+
+
+def test_customer_words_in_auto_responses_need_the_opt_in(tmp_path: Path) -> None:
+    doc = base()
+    doc["incoming"][0]["auto_response_subject"] = "Re: {subject}"
+    errors = errors_of(tmp_path, doc)
+    assert [e.path for e in errors] == ["incoming[0].auto_response_subject"]
+    assert "the sender's own words" in errors[0].message
+    doc["incoming"][0]["auto_response_customer_text"] = True
+    assert errors_of(tmp_path, doc) == []
+
+
+def test_auto_response_limit(tmp_path: Path) -> None:
+    doc = base()
+    assert load_config(write(tmp_path, doc), environ={}).auto_response.max_per_address == 3
+    doc["auto_response"] = {"max_per_address": 0, "window": "1h"}
+    config = load_config(write(tmp_path, doc), environ={})
+    assert (config.auto_response.max_per_address, config.auto_response.window_seconds) == (0, 3600)
+    doc["auto_response"] = {"max_per_address": -1}
+    assert [e.path for e in errors_of(tmp_path, doc)] == ["auto_response.max_per_address"]
+
+
+def test_switching_the_sender_check_off_warns_at_every_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from postroom.engine.site import site_from_config
+
+    doc = base()
+    with caplog.at_level("WARNING"):
+        site = site_from_config(load_config(write(tmp_path, doc), environ={}))
+    assert site.sender_auth.required and "required = false" not in caplog.text
+    doc["sender_auth"] = {"required": False}
+    with caplog.at_level("WARNING"):
+        site = site_from_config(load_config(write(tmp_path, doc), environ={}))
+    assert not site.sender_auth.required
+    assert "required = false" in caplog.text and "From header alone" in caplog.text

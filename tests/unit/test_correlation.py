@@ -18,6 +18,7 @@ from postroom.core.correlation import (
     parse_token,
     reply_address,
     strip_subject_tag,
+    strip_tokens,
     subject_tag,
     token_from_address,
     token_from_message_id,
@@ -249,3 +250,60 @@ def test_property_round_trip(secret: bytes, guid: uuid.UUID, agent: str) -> None
     assert token_from_address(reply_address(OUTBOUND, t), OUTBOUND) == t
     assert token_from_message_id(forward_message_id(t, 0, "pr.example.test")) == t
     assert token_from_subject(f"Re: {subject_tag(t)}") == t
+
+
+# -- binding a round, rotating keys --------------------------------------------------------
+
+
+def test_a_token_bound_to_one_round_does_not_verify_for_another() -> None:
+    first = mint_token(SECRET, GUID, AGENT, bound=b"approval:1")
+    assert verify_token(SECRET, first, AGENT, bound=b"approval:1")
+    assert not verify_token(SECRET, first, AGENT, bound=b"approval:2")
+    assert not verify_token(SECRET, first, AGENT)
+    assert first != mint_token(SECRET, GUID, AGENT, bound=b"approval:2")
+
+
+def test_any_key_of_a_ring_verifies() -> None:
+    old, new = b"o" * 32, b"n" * 32
+    minted_before = mint_token(old, GUID, AGENT)
+    assert verify_token((new, old), minted_before, AGENT)
+    assert not verify_token((new,), minted_before, AGENT)
+
+
+# -- nothing of a token leaves in a reply ---------------------------------------------------
+
+
+def test_strip_tokens_takes_out_every_form() -> None:
+    t = token()
+    tag = subject_tag(t)
+    text = (
+        f"On Mon, Carol via Support <{reply_address(OUTBOUND, t)}> wrote:\n"
+        f"> Subject: Where is my order? {tag}\n"
+        f"Message-ID: {forward_message_id(t, 3, 'postroom.example.test')}\n"
+        f'<a href="mailto:{reply_address(OUTBOUND, t)}">write</a> and {t.upper()} bare\n'
+    )
+    out = strip_tokens(text, replacement="support@example.test")
+    assert find_tokens_in_text(out) == []
+    assert "outbound+" not in out and "[PR:" not in out
+    assert "Carol via Support <support@example.test> wrote:" in out
+    assert 'href="mailto:support@example.test"' in out
+    assert "> Subject: Where is my order?\n" in out
+
+
+def test_strip_tokens_leaves_other_text_alone() -> None:
+    text = "Order a" * 3 + " user+tag@example.test <1234.5@host> [PR:short] " + "b" * 39 + " ok"
+    assert strip_tokens(text, replacement="x@example.test") == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.sampled_from(["plus", "tag", "mid", "bare"]))
+def test_property_no_token_survives_stripping(before: str, after: str, form: str) -> None:
+    t = token()
+    inner = {
+        "plus": reply_address(OUTBOUND, t),
+        "tag": subject_tag(t),
+        "mid": forward_message_id(t, 1, "postroom.example.test"),
+        "bare": t,
+    }[form]
+    out = strip_tokens(f"{before} {inner} {after}", replacement="support@example.test")
+    assert t not in out.lower()

@@ -426,3 +426,31 @@ def test_cli_specs() -> None:
     assert parse_agent("bob@example.test:p:w") == ("bob@example.test", "p:w", "thunderbird")
     assert parse_customer("a@customer.test:pw") == "a@customer.test"
     assert parse_customer("a@customer.test") == "a@customer.test"
+
+
+WITH_COPIES = FORWARDED.replace(
+    b"To: Alice Agent <alice@example.test>\r\n",
+    b"To: Alice Agent <alice@example.test>, Team <team@example.test>\r\n"
+    b"Cc: Boss <boss@example.test>, alice@example.test\r\n",
+)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_reply_all_adds_everyone_but_the_agent(style: str) -> None:
+    msg = _wire(_reply(style, WITH_COPIES, reply_all=True))
+    to = [a.addr_spec for a in msg["To"].addresses]
+    cc = [a.addr_spec for a in msg["Cc"].addresses] if msg["Cc"] else []
+    everyone = to + cc
+    assert to[0] == "outbound+t0k3n@example.test"
+    assert "alice@example.test" not in everyone
+    assert {"team@example.test", "boss@example.test"} <= set(everyone)
+    assert len(everyone) == len(set(everyone))
+    # Thunderbird and Apple Mail answer the From as well as the Reply-To.
+    assert ("support@example.test" in to) == (style in ("thunderbird", "apple"))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_plain_reply_has_no_cc(style: str) -> None:
+    msg = _wire(_reply(style, WITH_COPIES))
+    assert msg["Cc"] is None
+    assert [a.addr_spec for a in msg["To"].addresses] == ["outbound+t0k3n@example.test"]

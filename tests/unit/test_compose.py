@@ -1,7 +1,8 @@
-"""postroom.core.rewrite: the messages Postroom sends, built from the ones it received."""
+"""postroom.core.compose: the messages Postroom sends, built from the ones it received."""
 
 from __future__ import annotations
 
+import copy
 import email
 import uuid
 from datetime import UTC, datetime
@@ -11,14 +12,15 @@ from email.message import EmailMessage, Message
 import pytest
 
 from postroom.core import correlation as corr
-from postroom.core.rewrite import (
-    POLICY,
+from postroom.core.compose import (
     UnsafeHeaderValue,
     auto_response,
     forward_to_agent,
     notice,
     reply_to_customer,
+    with_text,
 )
+from postroom.core.headers import POLICY, address_list, decode_text
 from postroom.mail.message import parse
 from tests.unit.conftest import corpus_files, parsed
 
@@ -141,6 +143,7 @@ def forward(original: EmailMessage, **overrides: object) -> EmailMessage:
         "tag": corr.subject_tag(TOKEN),
         "guid": GUID,
         "box_address": BOX,
+        "box_name": "Example Support",
     }
     kwargs.update(overrides)
     return forward_to_agent(original, **kwargs)  # type: ignore[arg-type]
@@ -200,6 +203,40 @@ def names(msg: Message) -> set[str]:
     return {k.lower() for k in msg.keys()}
 
 
+def text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    return decode_text(payload if isinstance(payload, bytes) else b"", part.get_content_charset())[0].replace("\r\n", "\n")
+
+
+def same_content(out: Message, original: Message) -> bool:
+    """The forward shows what the customer sent: every leaf that is not a body text is
+    byte for byte the same; each body text (plain, HTML) is the original's with the
+    header block in front (or the block is a part of its own before the original body,
+    possibly inside its multipart/mixed)."""
+    # A multipart the parser could not split is a leaf; writing it out may add a newline.
+    got = [(c, n, d.rstrip(b"\n")) for c, n, d in leaves(out)]
+    want = [(c, n, d.rstrip(b"\n")) for c, n, d in leaves(original)]
+    if len(got) == len(want) + 1 and got[0][0] == "text/plain" and got[1:] == want:
+        return "Customer mail, forwarded by Postroom" in got[0][2].decode()  # a part of its own
+    if len(got) != len(want):
+        return False
+    texts = iter([p for p in out.walk() if not p.is_multipart()])
+    originals = iter([p for p in original.walk() if not p.is_multipart()])
+    for (ctype, name, data), (ctype0, name0, data0), part, part0 in zip(got, want, texts, originals, strict=True):
+        if (ctype, name) != (ctype0, name0):
+            return False
+        if data == data0:
+            continue
+        if ctype not in ("text/plain", "text/html"):
+            return False
+        new, old = text_of(part), text_of(part0)
+        if "Customer mail, forwarded by Postroom" not in new:
+            return False
+        if ctype == "text/plain" and not new.endswith(old.rstrip("\n")) and old.strip() not in new:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------------------
 # forward_to_agent
 # --------------------------------------------------------------------------------------
@@ -209,7 +246,6 @@ def test_forward_readdresses_to_the_agent_and_carries_the_token() -> None:
     out = reparse(forward(customer_mail()))
     assert str(out["To"]) == "Alice Agent <alice@agents.example.test>"
     assert str(out["Reply-To"]) == f"outbound+{TOKEN}@example.test"
-    assert str(out["Sender"]) == BOX
     assert str(out["Subject"]) == f"Wo ist mein Paket? [PR:{TOKEN}]"
     assert str(out["Message-ID"]) == FWD_ID
     assert str(out["References"]) == f"<root@customer.test> {OUTLOOK_ID} <carol-1@customer.test>"
@@ -219,11 +255,55 @@ def test_forward_readdresses_to_the_agent_and_carries_the_token() -> None:
     assert str(out["X-Auto-Response-Suppress"]) == "OOF, AutoReply"
 
 
-def test_forward_keeps_who_wrote_and_when() -> None:
+def test_forward_comes_from_us_in_the_form_mailing_lists_use() -> None:
     out = reparse(forward(customer_mail()))
-    assert str(out["From"]) == "Carol Müller <carol@customer.test>"
+    [sender] = out["From"].addresses
+    assert sender.display_name == "Carol Müller via Example Support"
+    assert sender.addr_spec == f"outbound+{TOKEN}@example.test"
+    assert "sender" not in names(out)
+    heads = " ".join(str(out[h] or "") for h in ("From", "To", "Cc", "Reply-To", "Sender")).lower()
+    assert "customer.test" not in heads
+
+
+def test_forward_from_never_spells_an_address_of_the_writer() -> None:
+    bare = parse(b"From: carol@customer.test\nTo: support@example.test\nSubject: s\n\nhi\n").msg
+    out = reparse(forward(bare, box_name=None))
+    assert out["From"].addresses[0].display_name == f"carol at customer.test via {BOX}"
+
+
+def test_forward_keeps_who_wrote_and_when_in_a_header_block() -> None:
+    out = reparse(forward(customer_mail()))
+    text = out.get_body(("plain",)).get_content()
+    block, _, body = text.partition("\n\n")
+    assert "From: Carol Müller <carol@customer.test>" in block
+    assert "To: Support <support@example.test>" in block
+    assert "Cc: boss@customer.test" in block
+    assert "Date: Mon, 2 Mar 2026 09:59:58 +0100" in block
+    assert "Subject: Wo ist mein Paket?" in block
+    assert "Your answer goes to: carol.private@customer.test (the mail's Reply-To)" in block
+    assert "WARNING" not in block  # the same domain
+    assert "secret@customer.test" not in text  # Bcc is never shown
+    assert body.startswith("Hallo, wo ist mein Paket?")
     assert str(out["Date"]) == "Mon, 02 Mar 2026 09:59:58 +0100"
     assert str(out["In-Reply-To"]) == "<older@customer.test>"
+
+
+def test_forward_warns_when_answers_would_go_to_another_domain() -> None:
+    hijack = CUSTOMER_MAIL.replace(b"Reply-To: carol.private@customer.test", b"Reply-To: Billing <pay@elsewhere.test>")
+    text = reparse(forward(parse(hijack).msg)).get_body(("plain",)).get_content()
+    assert "Your answer goes to: pay@elsewhere.test (the mail's Reply-To)" in text
+    assert "WARNING: pay@elsewhere.test is in another domain than the sender's address carol@customer.test" in text
+
+
+def test_the_header_block_is_text_however_hostile_the_names() -> None:
+    hostile = CUSTOMER_MAIL.replace(
+        b"From: =?utf-8?q?Carol_M=C3=BCller?= <carol@customer.test>",
+        b'From: "<script>alert(1)</script> \xe2\x80\xae" <carol@customer.test>',
+    ).replace(b"Content-Type: text/plain; charset=utf-8\r\n", b"Content-Type: text/html; charset=utf-8\r\n")
+    out = reparse(forward(parse(hostile).msg))
+    html = out.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "\u202e" not in html and "\u202e" not in str(out["From"])
 
 
 def test_forward_removes_trace_recipients_signatures_and_untrusted_plumbing() -> None:
@@ -237,11 +317,11 @@ def test_forward_removes_trace_recipients_signatures_and_untrusted_plumbing() ->
     assert len(out.get_all("Reply-To")) == 1
 
 
-def test_forward_keeps_the_body_and_attachments_identical() -> None:
+def test_forward_keeps_the_body_and_attachments_as_they_were() -> None:
     original = customer_mail()
     out = reparse(forward(original))
-    assert leaves(out) == leaves(original)
-    assert out.get_body(("plain",)).get_content() == original.get_body(("plain",)).get_content()
+    assert same_content(out, original)
+    assert out.get_body(("plain",)).get_content().rstrip().endswith(original.get_body(("plain",)).get_content().rstrip())
 
 
 def test_forward_does_not_rfc2047_encode_long_message_ids() -> None:
@@ -297,11 +377,7 @@ def test_forward_keeps_real_mail_readable_as_it_was(rel: str) -> None:
     before = original.as_bytes()
     out = reparse(forward(original))
     assert original.as_bytes() == before, "input mutated"
-    assert leaves(out) == leaves(original)
-    body_in, body_out = original.get_body(("plain", "html")), out.get_body(("plain", "html"))
-    assert (body_in is None) == (body_out is None)
-    if body_in is not None and body_out is not None:
-        assert leaves(body_out) == leaves(body_in)
+    assert same_content(out, original)
     assert [a.get_filename() for a in out.iter_attachments()] == [
         a.get_filename() for a in original.iter_attachments()
     ]
@@ -330,6 +406,14 @@ def test_every_inbound_corpus_mail_forwards_serialises_and_reparses() -> None:
             assert str(out["Message-ID"]) == FWD_ID
             assert out.get_all("Reply-To") == [f"outbound+{TOKEN}@example.test"]
             assert corr.token_from_subject(str(out["Subject"])) == TOKEN
+            # No address of the customer's (nor of anyone they copied) in the fields
+            # a "Reply All" reads; who wrote is in the header block instead.
+            heads = " ".join(str(out.get(h) or "") for h in ("From", "To", "Cc", "Reply-To", "Sender", "Mail-Followup-To"))
+            theirs = {a for h in ("From", "To", "Cc", "Reply-To") for v in original.get_all(h) or () for _n, a in address_list(str(v))}
+            assert not [a for a in theirs if a in heads.lower() and a != AGENT], heads
+            assert same_content(out, original), "content changed"
+            shown = "".join(text_of(p) for p in out.walk() if p.get_content_maintype() == "text")
+            assert "Customer mail, forwarded by Postroom" in shown
         except Exception as exc:  # noqa: BLE001 - collect, then report them all
             failures.append(f"{rel}: {exc!r}")
     assert not failures, "\n".join(failures)
@@ -434,6 +518,7 @@ def test_auto_response_is_an_rfc3834_reply() -> None:
     out = reparse(auto_response(
         customer_mail(), box_address=BOX, box_name="Example Support",
         customer="carol.private@customer.test", text="Thanks {name}!", message_id="<ar-1@pr.example.test>",
+        subject_template="Re: {subject}", customer_text=True,
     ))
     assert str(out["From"]) == f"Example Support <{BOX}>"
     assert str(out["To"]) == "carol.private@customer.test"
@@ -454,7 +539,7 @@ def test_auto_response_placeholders() -> None:
     out = reparse(auto_response(
         customer_mail(), box_address=BOX, box_name=None, customer="carol@customer.test", text=text,
         message_id="<ar-1@pr.example.test>", subject_template="[{reference}] {subject} {nope}",
-        reference="AB12",
+        reference="AB12", customer_text=True,
     ))
     body = out.get_content().rstrip("\n")
     assert body == (
@@ -470,9 +555,24 @@ def test_auto_response_name_falls_back_to_the_local_part_and_strips_our_tag() ->
     out = reparse(auto_response(
         original, box_address=BOX, box_name="Support", customer="dave@customer.test",
         text="Hi {name} / {box}", message_id="<ar-2@pr.example.test>",
+        subject_template="Re: {subject}", customer_text=True,
     ))
     assert out.get_content().strip() == "Hi dave / Support"
     assert str(out["Subject"]) == "Re: Re: help"
+
+
+def test_auto_response_carries_no_customer_words_unless_the_template_opts_in() -> None:
+    spam = CUSTOMER_MAIL.replace(b"=?utf-8?q?Wo_ist_mein_Paket=3F?=", b"CHEAP PILLS http://spam.test").replace(
+        b"=?utf-8?q?Carol_M=C3=BCller?=", b"Visit spam.test now"
+    )
+    out = reparse(auto_response(
+        parse(spam).msg, box_address=BOX, box_name="Support", customer="carol@customer.test",
+        text="Dear {name}, about {subject}: ref {reference}, {box}", message_id="<ar-3@pr.example.test>",
+        subject_template="Re: {subject} [{reference}]", reference="AB12",
+    ))
+    assert "spam.test" not in out.as_string() and "PILLS" not in out.as_string()
+    assert out.get_content().strip() == "Dear customer, about your message: ref AB12, Support"
+    assert str(out["Subject"]) == "Re: your message [AB12]"
 
 
 def test_notice_is_auto_generated_and_can_carry_the_offending_mail() -> None:
@@ -580,3 +680,162 @@ def test_messages_use_the_tolerant_policy_and_serialise_with_crlf_for_smtp() -> 
     wire = out.as_bytes(policy=POLICY.clone(linesep="\r\n"))
     assert b"\r\n\r\n" in wire and b"\n\n" not in wire.replace(b"\r\n", b"")
     assert isinstance(email.message_from_bytes(wire, policy=policy.default), EmailMessage)
+
+
+# --------------------------------------------------------------------------------------
+# The forward's header block over the MIME shapes customers send
+# --------------------------------------------------------------------------------------
+
+SIGNED = (
+    b"From: Carol <carol@customer.test>\r\nTo: support@example.test\r\nSubject: signed\r\n"
+    b"Message-ID: <s@customer.test>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/signed; micalg=pgp-sha256; protocol="application/pgp-signature"; boundary="sig"\r\n'
+    b"\r\n--sig\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nSigned words.\r\n"
+    b"--sig\r\nContent-Type: application/pgp-signature; name=signature.asc\r\n\r\n"
+    b"-----BEGIN PGP SIGNATURE-----\r\nabc\r\n-----END PGP SIGNATURE-----\r\n--sig--\r\n"
+)
+
+
+def test_a_signed_body_is_kept_byte_for_byte_after_the_block() -> None:
+    original = parse(SIGNED).msg
+    out = reparse(forward(original))
+    assert out.get_content_type() == "multipart/mixed"
+    block, signed = out.get_payload()
+    assert "Customer mail, forwarded by Postroom" in block.get_content()
+    assert signed.get_content_type() == "multipart/signed"
+    signed_part = signed.get_payload(0).as_bytes()
+    assert signed_part == original.get_payload(0).as_bytes()
+    assert b"Signed words." in signed_part
+
+
+def test_every_signed_corpus_mail_keeps_its_signed_entity() -> None:
+    rels = [r for r in corpus_files() if not r.startswith("malformed/")]
+    signed = []
+    for rel in rels:
+        try:
+            original = parsed(rel).msg
+        except Exception:  # noqa: BLE001 - refusals are test_message_parse's business
+            continue
+        if original.get_content_type() == "multipart/signed":
+            signed.append(rel)
+            out = reparse(forward(original))
+            inner = out.get_payload()[1]
+            assert inner.get_payload(0).as_bytes() == original.get_payload(0).as_bytes(), rel
+    if not rels:
+        pytest.skip("no corpus")
+    assert signed, "the corpus has signed mail"
+
+
+def test_alternative_parts_each_get_the_block_and_html_is_told_utf8() -> None:
+    raw = (
+        b"From: Carol <carol@customer.test>\r\nTo: support@example.test\r\nSubject: alt\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n"
+        b"--a\r\nContent-Type: text/plain; charset=iso-8859-1; format=flowed\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe \r\naus K=F6ln\r\n"
+        b"--a\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n"
+        b'<html><head><meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"></head>'
+        b"<body bgcolor=white><p>Gr\xfc\xdfe</p></body></html>\r\n--a--\r\n"
+    )
+    out = reparse(forward(parse(raw).msg))
+    plain, html = out.get_payload()
+    assert plain.get_param("format") == "flowed" and plain.get_content_charset() == "utf-8"
+    assert plain.get_content().startswith("---------- Customer mail, forwarded by Postroom")
+    assert "Grüße \naus Köln" in plain.get_content()
+    text = html.get_content()
+    assert "<body bgcolor=white><div" in text and "charset=utf-8" in text and "iso-8859-1" not in text
+    assert "<p>Grüße</p>" in text
+
+
+def test_html_only_mail_gets_the_block_inside_its_body() -> None:
+    raw = b"From: c@customer.test\r\nSubject: h\r\nContent-Type: text/html\r\n\r\n<p>Only HTML</p>\r\n"
+    out = reparse(forward(parse(raw).msg))
+    text = out.get_content()
+    assert out.get_content_type() == "text/html"
+    assert text.index("forwarded by Postroom") < text.index("<p>Only HTML</p>")
+
+
+def test_a_mail_with_no_text_gets_a_text_part_for_the_block() -> None:
+    raw = (
+        b"From: c@customer.test\r\nSubject: scan\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: application/pdf; name=scan.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
+    )
+    original = parse(raw).msg
+    out = reparse(forward(original))
+    block, pdf = out.get_payload()
+    assert "From: c@customer.test" in block.get_content()
+    assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "scan.pdf"
+    assert pdf.get_payload(decode=True) == original.get_payload(decode=True)
+
+
+# --------------------------------------------------------------------------------------
+# reply_to_customer takes every token out; with_text keeps the attachments
+# --------------------------------------------------------------------------------------
+
+
+def test_reply_takes_tokens_out_of_quoted_text_html_and_attached_mail() -> None:
+    fwd = forward(customer_mail())
+    msg = agent_reply()
+    body, png = msg.get_payload()
+    plain, html = body.get_payload()
+    address = corr.reply_address(OUTBOUND, TOKEN)
+    plain.set_content(f"Answer.\n\nOn Monday Carol via Support <{address}> wrote:\n> Subject: x [PR:{TOKEN}]\n")
+    html.set_content(f'<p>Answer</p><a href="mailto:{address}">{FWD_ID}</a>', subtype="html")
+    msg.add_attachment(fwd)  # the agent attached the forward itself
+    out = reply(msg)
+    data = out.as_bytes().decode("utf-8", "replace")
+    assert corr.find_tokens_in_text(data) == [] and "outbound+" not in data
+    again = reparse(out)
+    assert f"Carol via Support <{BOX}> wrote:" in again.get_body(("plain",)).get_content()
+    assert [p.get_content_type() for p in again.iter_attachments()] == ["image/png", "message/rfc822"]
+
+
+def test_with_text_replaces_the_words_and_keeps_attachments() -> None:
+    held = reply(agent_reply())
+    out = reparse(with_text(held, "Dear Carol,\nit ships today.\n"))
+    assert out.get_body(("plain", "html")).get_content() == "Dear Carol,\nit ships today.\n"
+    assert out.get_body(("html",)) is None
+    assert [(p.get_filename(), p.get_payload(decode=True)) for p in out.iter_attachments()] == [
+        ("tracking.png", b"\x89PNG\r\n\x1a\n")
+    ]
+    for name in ("From", "To", "Subject", "Message-ID", "In-Reply-To", "References"):
+        assert str(out[name]) == str(held[name]), name
+
+
+def test_with_text_of_a_plain_reply_stays_plain() -> None:
+    plain = parse(b"From: a@b.test\r\nTo: c@d.test\r\nSubject: s\r\nMessage-ID: <x@y>\r\n\r\nold\r\n").msg
+    out = reparse(with_text(plain, "new"))
+    assert out.get_content_type() == "text/plain" and out.get_content().strip() == "new"
+
+
+def test_every_corpus_reply_goes_out_with_no_token_left() -> None:
+    """Real replies, the plain ones given our tokens in a quote, come out token-free and
+    readable (hunnysoft-m0022's 150 KB line once took minutes in a quadratic pattern)."""
+    if not corpus_files("replies"):
+        pytest.skip("no corpus")
+    rels = corpus_files("replies") + ["inbound/hunnysoft-m0022.eml"]
+    address = corr.reply_address(OUTBOUND, TOKEN)
+    failures = []
+    for rel in rels:
+        try:
+            original = parsed(rel).msg
+        except Exception:  # noqa: BLE001 - refusals are test_message_parse's business
+            continue
+        if original.get_content_type() != "text/plain" or original.get_content_disposition() == "attachment":
+            seeded = original
+        else:
+            seeded = copy.deepcopy(original)
+            try:
+                seeded.set_content(f"Answer.\n\n> From: {address}\n> Subject: x [PR:{TOKEN}]\n" + text_of(original))
+            except Exception:  # noqa: BLE001 - a part we cannot rewrite: keep it as it is
+                seeded = original
+        try:
+            out = reply(seeded)
+            data = out.as_bytes()
+            reparse(out)
+            shown = "".join(text_of(p) for p in reparse(out).walk() if p.get_content_maintype() == "text")
+            assert TOKEN not in shown.lower() and TOKEN.encode() not in data.lower(), "token left"
+        except UnsafeHeaderValue:
+            continue
+        except Exception as exc:  # noqa: BLE001 - collect, then report them all
+            failures.append(f"{rel}: {exc!r}")
+    assert not failures, "\n".join(failures)

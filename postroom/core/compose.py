@@ -1,0 +1,488 @@
+"""Building the messages Postroom sends, from the messages it received.
+
+Pure functions over ``email.message.EmailMessage``.  Every builder returns a NEW message and
+never mutates its input.  Four builders:
+
+* ``forward_to_agent`` – the customer's mail, body untouched, readdressed to an agent, with
+  our Reply-To / Message-ID / subject tag carrying the correlation token.
+* ``reply_to_customer`` – the agent's reply, body untouched, made to come from the contact
+  centre and threaded to the customer's original; nothing of the agent's own mailbox or our
+  plumbing survives in the header.
+* ``auto_response`` – an RFC 3834 auto-reply to the customer.
+* ``notice`` – an auto-generated notice (dead box, no reply), optionally carrying a
+  message of ours as message/rfc822.
+
+Reading headers is ``core.headers``'s job.  One stdlib hazard (CPython 3.11) shapes the
+code here: the generator re-splits unparsed header values with ``str.splitlines()``, which
+also splits at ``\\x0b \\x0c \\x1c \\x1d \\x1e \\x85 \\u2028 \\u2029`` (CPython gh-117313).  A
+customer could smuggle a ``Reply-To:`` line into the copy we forward.  Every header we
+pass through is copied with those characters replaced by spaces.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import format_datetime, getaddresses
+
+from postroom.core.correlation import find_tokens_in_text, strip_subject_tag, strip_tokens
+from postroom.core.headerblock import ForwardFacts, add_header_block
+from postroom.core.headers import (
+    CONTROL_RE,
+    POLICY,
+    SPLITLINES_EXTRA,
+    address_list,
+    clean_text,
+    decode_words,
+    first_msg_id,
+    header_text,
+    raw_header_values,
+    references,
+    unfold,
+)
+from postroom.core.mimetext import part_text, set_text, text_body
+
+__all__ = [
+    "UnsafeHeaderValue",
+    "auto_response",
+    "forward_to_agent",
+    "notice",
+    "reply_to_customer",
+    "with_text",
+]
+
+class UnsafeHeaderValue(ValueError):
+    """A value for a header we write contains a line break or control character."""
+
+
+# Printable ASCII without "<", ">" or spaces.  Ids we mint must have the "@" of RFC 5322
+# §3.6.4; ids we echo back need not, because the other side matches them literally.
+_MSG_ID_RE = re.compile(r"^<[!-;=?-~]+@[!-;=?-~]+>$")
+_ECHO_ID_RE = re.compile(r"^<[!-;=?-~]+>$")
+
+_FORWARD_DROP = frozenset(
+    {
+        # Replaced below.  From and Reply-To become ours: an agent's "Reply All" must not
+        # reach the customer outside Postroom (issue 7 #13), and a From in the customer's
+        # domain fails DMARC at agent mailboxes hosted elsewhere.
+        "from", "to", "reply-to", "subject", "message-id", "references", "sender",
+        "x-auto-response-suppress",
+        # Recipients the agent must not see, or answer with "reply all".
+        "cc", "bcc", "mail-followup-to", "mail-reply-to",
+        # Trace of the first hop: not ours to resend (RFC 5321 §4.4).
+        "received", "return-path", "delivered-to", "x-original-to", "envelope-to",
+        "x-envelope-to", "authentication-results", "received-spf", "errors-to",
+        # Signatures that break (or would vouch for us) once we change the header.
+        "dkim-signature", "domainkey-signature", "x-google-dkim-signature",
+        # A read-receipt request would make the agent's client write to the customer
+        # directly (RFC 8098 §2.1).
+        "disposition-notification-to", "return-receipt-to", "x-confirm-reading-to",
+        # Mailbox-store artefacts; a stale Content-Length misleads mbox readers.
+        "content-length", "lines", "status", "x-status", "x-uid", "x-keywords",
+    }
+)
+_FORWARD_DROP_PREFIXES = ("arc-", "x-postroom-", "resent-", "x-mozilla-")
+# List-Post/-Unsubscribe etc. would let the agent's client write to the list as the agent.
+_FORWARD_KEEP_LIST = frozenset({"list-id"})
+
+# The agent's reply leaves our network: keep only what describes the content.
+_REPLY_KEEP = frozenset(
+    {
+        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+        "content-id", "content-description", "content-language", "content-location",
+        "content-base", "date", "importance", "priority", "x-priority", "sensitivity",
+        "accept-language",
+    }
+)
+# Removing these would corrupt the MIME structure, so they are never dropped for content.
+_STRUCTURAL = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+
+
+def _check(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise UnsafeHeaderValue(f"{what} must be a string")
+    if CONTROL_RE.search(value.replace("\t", " ")):
+        raise UnsafeHeaderValue(f"{what} contains a line break or control character")
+    return value
+
+
+def _mailbox(addr: str, name: str | None = None, *, what: str) -> Address:
+    _check(addr, what)
+    if name is not None:
+        _check(name, what + " display name")
+    addr = addr.strip()
+    local, at, domain = addr.rpartition("@")
+    if at and not domain.isascii():
+        # IDNA for the domain (RFC 5890); a non-ASCII local part needs SMTPUTF8 (RFC 6531),
+        # which Postroom does not speak, and is refused below.
+        try:
+            addr = f"{local}@{domain.encode('idna').decode('ascii')}"
+        except UnicodeError as exc:
+            raise UnsafeHeaderValue(f"{what} has an invalid domain: {addr!r}") from exc
+    try:
+        return Address(display_name=name or "", addr_spec=addr)
+    except (ValueError, IndexError, TypeError, MessageError) as exc:
+        raise UnsafeHeaderValue(f"{what} is not an ASCII addr-spec: {addr!r}") from exc
+
+
+def _mailboxes(value: str, *, what: str) -> list[Address]:
+    _check(value, what)
+    pairs = getaddresses([value])
+    if not pairs or any("@" not in a for _, a in pairs):
+        raise UnsafeHeaderValue(f"{what} is not an address list: {value!r}")
+    return [_mailbox(a, n or None, what=what) for n, a in pairs]
+
+
+def _check_msg_id(value: str, what: str) -> str:
+    _check(value, what)
+    if not _MSG_ID_RE.match(value.strip()):
+        raise UnsafeHeaderValue(f"{what} is not a <msg-id>: {value!r}")
+    return value.strip()
+
+
+def _sanitised(value: str) -> str:
+    if any(ch in value for ch in SPLITLINES_EXTRA):
+        value = "".join(" " if ch in SPLITLINES_EXTRA else ch for ch in value)
+    return value
+
+
+def _copy(msg: Message, keep: Callable[[str, str], bool] | None = None) -> EmailMessage:
+    """Deep copy under POLICY, keeping top-level headers for which ``keep(lower_name, value)``.
+
+    Every header of every part is re-stored with ``set_raw`` (written back exactly as it
+    came) after the ``splitlines`` characters are neutralised (see module docstring).
+    """
+    if isinstance(msg, EmailMessage):
+        new = copy.deepcopy(msg)
+    else:  # a compat32 Message: rebuild it as an EmailMessage from its own serialisation
+        new = BytesParser(policy=POLICY).parsebytes(msg.as_bytes())
+        assert isinstance(new, EmailMessage)
+    for index, part in enumerate(new.walk()):
+        part.policy = POLICY
+        items = list(part.raw_items())
+        for name in {k for k, _ in items}:
+            del part[name]
+        for name, value in items:
+            text = unfold(value) if isinstance(value, str) else str(value)
+            if index == 0 and keep is not None and not keep(name.lower(), text):
+                continue
+            # A header object (set by code, not parsed) folds itself from its parse tree.
+            part.set_raw(name, _sanitised(value) if isinstance(value, str) else value)
+    return new
+
+
+def _echo_ids(ids: Iterable[str | None]) -> list[str]:
+    """Ids fit to write back into In-Reply-To/References, in order, once each; others dropped."""
+    out: list[str] = []
+    for i in ids:
+        if isinstance(i, str) and _ECHO_ID_RE.match(i.strip()) and i.strip() not in out:
+            out.append(i.strip())
+    return out
+
+
+def _set_ids(msg: EmailMessage, name: str, ids: Iterable[str | None]) -> None:
+    echo = _echo_ids(ids)
+    if echo:
+        msg[name] = " ".join(echo)
+
+
+def forward_to_agent(
+    original: EmailMessage,
+    *,
+    agent: str,
+    agent_name: str | None,
+    reply_to: str,
+    message_id: str,
+    tag: str,
+    guid: uuid.UUID,
+    box_address: str,
+    box_name: str | None = None,
+) -> EmailMessage:
+    """The customer's mail readdressed to an agent, in the form mailing lists use for DMARC.
+
+    No customer address is left in From, To, Cc or Reply-To, so neither "Reply" nor
+    "Reply All" in the agent's client can write to the customer outside Postroom, and
+    agent mailboxes hosted elsewhere do not refuse the copy under the customer's DMARC
+    policy: From is ``"Carol Customer via Example Support" <outbound+TOKEN@…>``, the same
+    address as Reply-To.  Who wrote, to whom, when, and where an answer will go (with a
+    warning when Reply-To is in another domain than From) is shown in a header block at
+    the top of the body (``core.headerblock``).  The Message-ID carries the token too,
+    because agents' clients drop X- headers.  ``X-Auto-Response-Suppress`` asks
+    Exchange/Outlook not to answer it with an out-of-office (MS-OXCMAIL §2.2.3.2.14).
+    """
+    to = _mailbox(agent, agent_name, what="agent")
+    reply = _mailbox(reply_to, what="reply_to")
+    box = _mailbox(box_address, what="box_address")
+    if box_name is not None:
+        _check(box_name, "box_name")
+    mid = _check_msg_id(message_id, "message_id")
+    _check(tag, "tag")
+    original_mid = first_msg_id(original, "Message-ID")
+    refs = [*references(original), original_mid]
+    subject = header_text(original, "Subject") or ""
+    facts = ForwardFacts.of(original)
+
+    def keep(name: str, _value: str) -> bool:
+        if name in _FORWARD_DROP or name.startswith(_FORWARD_DROP_PREFIXES):
+            return False
+        return not (name.startswith("list-") and name not in _FORWARD_KEEP_LIST)
+
+    new = _copy(original, keep)
+    add_header_block(new, facts)
+    new["From"] = Address(
+        display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
+        addr_spec=reply.addr_spec,
+    )
+    new["To"] = to
+    new["Reply-To"] = reply
+    new["Subject"] = f"{subject} {tag}".strip()
+    new["Message-ID"] = mid
+    _set_ids(new, "References", refs)
+    new["X-Postroom-Interaction"] = str(guid)
+    for echo in _echo_ids([original_mid]):
+        new["X-Postroom-Original-Message-ID"] = echo
+    new["X-Postroom-Box"] = box.addr_spec
+    new["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+    return new
+
+
+def reply_to_customer(
+    agent_reply: EmailMessage,
+    *,
+    box_address: str,
+    box_name: str | None,
+    customer: str,
+    original_message_id: str | None,
+    original_references: list[str],
+    message_id: str,
+    subject: str | None,
+    outbound: str | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """The agent's reply as the customer must see it: from the box, threaded to their mail.
+
+    The body (text, HTML, attachments, quoting) is kept as written.  The header is rebuilt
+    from an allow-list (content description and Date) plus what we set, so nothing that
+    identifies the agent's mailbox or our plumbing leaks: Cc/Bcc, Sender, trace fields,
+    DKIM/ARC, X-Postroom-*, Thread-Index/Thread-Topic, read-receipt requests, X-Mailer...
+    Any kept header that mentions ``outbound`` or a token is dropped as well, and every
+    token is taken out of the text the agent quoted (``core.correlation.strip_tokens``):
+    a token in a customer's hands is half of a forged reply.
+
+    ``subject`` is the customer's original subject, used when the agent's is missing or
+    only our tag.  ``date`` is used when the agent's reply carries no Date (core reads no
+    clock).  In-Reply-To/References follow RFC 5322 §3.6.4.
+    """
+    sender = _mailbox(box_address, box_name, what="box_address")
+    to = _mailboxes(customer, what="customer")
+    mid = _check_msg_id(message_id, "message_id")
+    # Stored ids from the customer's mail: anything unfit to echo is dropped, not fatal.
+    parent = (_echo_ids([original_message_id]) or [None])[0]
+    refs = _echo_ids(original_references)
+    if subject is not None:
+        _check(subject, "subject")
+    outbound_l = outbound.strip().lower() if outbound else None
+    if outbound_l:
+        outbound_l = outbound_l.rpartition("@")[0] + "+"  # any plus-address of the box
+
+    def keep(name: str, value: str) -> bool:
+        if name not in _REPLY_KEEP:
+            return False
+        if name in _STRUCTURAL:
+            return True
+        low = value.lower()
+        if outbound_l and outbound_l in low:
+            return False
+        return not (find_tokens_in_text(low) or "[pr:" in low)
+
+    agent_subject = header_text(agent_reply, "Subject")
+    clean_subject = strip_subject_tag(agent_subject) if agent_subject else ""
+    if not clean_subject:
+        clean_subject = f"Re: {subject or ''}".strip()
+
+    new = _copy(agent_reply, keep)
+    _scrub_tokens(new, replacement=sender.addr_spec)
+    new["From"] = sender
+    new["Reply-To"] = Address(addr_spec=sender.addr_spec)
+    new["To"] = to
+    new["Subject"] = clean_subject
+    new["Message-ID"] = mid
+    if parent:
+        new["In-Reply-To"] = parent
+    _set_ids(new, "References", [*refs, parent])
+    if "Date" not in new and date is not None:
+        new["Date"] = format_datetime(date)
+    return new
+
+
+def _scrub_tokens(msg: EmailMessage, *, replacement: str) -> None:
+    """Take every correlation token out of the text parts of ``msg`` and out of the
+    header of any message enclosed in it (an agent may attach the forward itself)."""
+    for index, part in enumerate(msg.walk()):
+        items = list(part.raw_items())
+        shown = [decode_words(str(v)) for _k, v in items]
+        if index and any(find_tokens_in_text(text) for text in shown):
+            for name in {k for k, _ in items}:
+                del part[name]
+            for (name, value), text in zip(items, shown, strict=True):
+                if find_tokens_in_text(text):
+                    part[name] = clean_text(strip_tokens(text, replacement=replacement))
+                else:
+                    part.set_raw(name, value)
+        if part.is_multipart() or part.get_content_maintype() != "text" or not isinstance(part, EmailMessage):
+            continue
+        try:
+            text = part_text(part)
+        except Exception:  # noqa: BLE001 - a part no client can read carries no readable token
+            continue
+        cleaned = strip_tokens(text, replacement=replacement)
+        if cleaned != text:
+            set_text(part, cleaned)
+
+
+def with_text(reply: EmailMessage, text: str) -> EmailMessage:
+    """``reply`` with its words replaced by ``text`` (an approver's edit): the header and
+    the attachments are kept, the old text and HTML alternatives are gone."""
+    if not isinstance(text, str) or "\x00" in text:
+        raise UnsafeHeaderValue("text must be a string without NUL")
+    new = _copy(reply)
+    related = reply.get_content_type() == "multipart/related"
+    attachments = [
+        copy.deepcopy(part)
+        for part in reply.iter_attachments()
+        # Inline images of an HTML body that is no longer there are left out with it.
+        if not (related and part.get_content_disposition() != "attachment")
+    ]
+    mime_version = new.get("MIME-Version")
+    new.clear_content()
+    text_body(new, text.replace("\r\n", "\n"))
+    for part in attachments:
+        if not new.is_multipart():
+            new.make_mixed()
+        new.attach(part)
+    if mime_version is not None and "MIME-Version" not in new:
+        new["MIME-Version"] = mime_version
+    return new
+
+
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# How much of a customer's own name or subject an opted-in template may echo.
+_MAX_CUSTOMER_WORDS = 100
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """``{name}``-style substitution that leaves unknown placeholders (and stray braces) as is."""
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def auto_response(
+    original: EmailMessage,
+    *,
+    box_address: str,
+    box_name: str | None,
+    customer: str,
+    text: str,
+    message_id: str,
+    subject_template: str = "Re: {subject}",
+    reference: str | None = None,
+    date: datetime | None = None,
+    customer_text: bool = False,
+) -> EmailMessage:
+    """An RFC 3834 auto-reply to the customer, threaded to their mail.
+
+    Placeholders in ``text`` and ``subject_template``: ``{reference}`` (``reference`` or
+    empty), ``{box}`` (the box's name, else its address), and, only with
+    ``customer_text``, ``{name}`` (the customer's display name, else the writer's From
+    name, else the local part of their address) and ``{subject}`` (their subject, our tag
+    stripped).  Those two are the sender's own words: whoever forges a From can make an
+    auto-response carry them to anyone, so by default they read "customer" and "your
+    message".  Unknown placeholders are left as written; this never raises on a template.
+    ``Auto-Submitted: auto-replied`` (RFC 3834 §5) and ``X-Auto-Response-Suppress: All``
+    keep other responders quiet; no ``Precedence`` (RFC 3834 §3.1.8 says not to rely on it).
+    """
+    sender = _mailbox(box_address, box_name, what="box_address")
+    to = _mailbox(customer, what="customer")
+    mid = _check_msg_id(message_id, "message_id")
+    if not isinstance(text, str) or "\x00" in text:
+        raise UnsafeHeaderValue("text must be a string without NUL")
+    # The name that goes with the customer's address (From, or Reply-To when we answer
+    # there), else the writer's name from From, else the address's local part.
+    senders = [p for h in raw_header_values(original, "From") for p in address_list(h)]
+    replies = [p for h in raw_header_values(original, "Reply-To") for p in address_list(h)]
+    name = next((d for d, a in senders + replies if d and a == to.addr_spec.lower()), "")
+    name = name or next((d for d, _a in senders if d), "")
+    values = {
+        "name": (name or to.username)[:_MAX_CUSTOMER_WORDS] if customer_text else "customer",
+        "subject": strip_subject_tag(header_text(original, "Subject") or "")[:_MAX_CUSTOMER_WORDS]
+        if customer_text
+        else "your message",
+        "reference": reference or "",
+        "box": box_name or sender.addr_spec,
+    }
+    subject = clean_text(_fill(_check(subject_template, "subject_template"), values))
+    original_mid = (_echo_ids([first_msg_id(original, "Message-ID")]) or [None])[0]
+
+    new = EmailMessage(policy=POLICY)
+    new["From"] = sender
+    new["To"] = to
+    new["Subject"] = subject
+    new["Message-ID"] = mid
+    if date is not None:
+        new["Date"] = format_datetime(date)
+    if original_mid:
+        new["In-Reply-To"] = original_mid
+        _set_ids(new, "References", [*references(original), original_mid])
+    new["Auto-Submitted"] = "auto-replied"
+    new["X-Auto-Response-Suppress"] = "All"
+    text_body(new, _fill(text, values))
+    return new
+
+
+def notice(
+    *,
+    from_address: str,
+    to: str,
+    subject: str,
+    text: str,
+    message_id: str,
+    in_reply_to: str | None = None,
+    attach: EmailMessage | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """A plain auto-generated notice (RFC 3834 §5: ``Auto-Submitted: auto-generated``).
+
+    ``attach`` is added as a message/rfc822 part (RFC 2046 §5.2.1), copied with the same
+    header hygiene as a forward, so a hostile header cannot break out of it.
+    """
+    from_ = _mailboxes(from_address, what="from_address")
+    to_ = _mailboxes(to, what="to")
+    _check(subject, "subject")
+    mid = _check_msg_id(message_id, "message_id")
+    parent = _check(in_reply_to, "in_reply_to") if in_reply_to else None
+    parent = (_echo_ids([parent]) or [None])[0]
+    if not isinstance(text, str) or "\x00" in text:
+        raise UnsafeHeaderValue("text must be a string without NUL")
+
+    new = EmailMessage(policy=POLICY)
+    new["From"] = from_
+    new["To"] = to_
+    new["Subject"] = subject
+    new["Message-ID"] = mid
+    if date is not None:
+        new["Date"] = format_datetime(date)
+    if parent:
+        new["In-Reply-To"] = parent
+        new["References"] = parent
+    new["Auto-Submitted"] = "auto-generated"
+    new["X-Auto-Response-Suppress"] = "All"
+    text_body(new, text)
+    if attach is not None:
+        new.add_attachment(_copy(attach))
+    return new
