@@ -9,6 +9,8 @@
     postroom agent ready|not-ready ADDRESS
     postroom token ADDRESS [--days N] [--revoke]   issue (or revoke) an agent's API tokens
     postroom user set-password USERNAME           a web login's password
+    postroom quarantine list [--all]  messages held in quarantine, with their reasons
+    postroom quarantine release ID   give a quarantined message back to its box
     postroom rules test FILE         what the routing rules would do with a message
     postroom lifecycle               the state diagram, generated from the transition table
     postroom demo                    everything `make demo` shows
@@ -122,12 +124,24 @@ def start_web(listen: str) -> threading.Thread:
     return thread
 
 
-def wait_for_signal() -> None:
+def wait_for_signal(also: threading.Event | None = None) -> None:
+    """Until SIGINT/SIGTERM, or until `also` is set (the engine stopped itself)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set():
+    while not stop.is_set() and not (also is not None and also.is_set()):
         stop.wait(1.0)
+
+
+def start_engine_or_exit(config):
+    """The engine, started; exit status 3 when another engine holds the database."""
+    from postroom.engine.lease import LeaseHeld
+
+    try:
+        return start_engine(config)
+    except LeaseHeld as exc:
+        print(f"postroom: not starting: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 def prepare(config_path: str):
@@ -144,18 +158,21 @@ def prepare(config_path: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = prepare(args.config)
-    engine = start_engine(config)
+    engine = start_engine_or_exit(config)
     start_web(args.listen)
-    wait_for_signal()
+    wait_for_signal(engine.stopping)
     engine.stop()
-    return 0
+    return 1 if engine.failure else 0
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
     config = prepare(args.config)
-    engine = start_engine(config)
-    wait_for_signal()
+    engine = start_engine_or_exit(config)
+    wait_for_signal(engine.stopping)
     engine.stop()
+    if engine.failure:
+        print(f"postroom: engine stopped: {engine.failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -255,6 +272,31 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    setup_django()
+    from django.utils import timezone
+
+    from postroom.store import quarantine
+    from postroom.store.commands import CommandError
+
+    if args.action == "list":
+        for row in quarantine.held(include_released=args.all):
+            state = "released" if row.released_at else ("release requested" if row.release_requested_at else "held")
+            moved = "" if row.moved_at or row.released_at else " (not moved aside yet)"
+            print(f"{row.pk}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.mailbox.address}\tuid {row.uid}\t{state}{moved}\t{row.reason}")
+        return 0
+    if args.id is None:
+        print("quarantine release needs the ID shown by `postroom quarantine list`", file=sys.stderr)
+        return 2
+    try:
+        row = quarantine.request_release(args.id, f"cli:{os.environ.get('USER', '')}", timezone.now())
+    except CommandError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"{row.pk}: release requested; the engine moves it back into {row.mailbox.address} at its next pass")
+    return 0
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     setup_django()
     from postroom.rules_cli import main as rules_main
@@ -319,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rules", help="rules test MESSAGE_FILE: what the rules would do, sending nothing")
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_rules)
+
+    s = sub.add_parser("quarantine", help="list quarantined messages, or release one to be taken again")
+    s.add_argument("action", choices=["list", "release"])
+    s.add_argument("id", nargs="?", type=int)
+    s.add_argument("--all", action="store_true", help="list released messages too")
+    s.set_defaults(fn=cmd_quarantine)
 
     s = sub.add_parser("lifecycle", help="print the lifecycle state diagram (Mermaid), from the table")
     s.set_defaults(fn=cmd_lifecycle)

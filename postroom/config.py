@@ -48,6 +48,7 @@ __all__ = [
     "DevstackConfig",
     "EvaluationCriterionConfig",
     "GroupConfig",
+    "HealthConfig",
     "IncomingBox",
     "PriorityConfig",
     "RoutingConfig",
@@ -147,6 +148,9 @@ class ServerConfig:
     cafile: str
     idle: bool
     poll_seconds: int
+    # Larger mail is never read whole: quarantined when it comes in, refused (to the dead
+    # box, the agent told) when it is an agent's reply.
+    max_message_bytes: int = 25 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +162,8 @@ class Box:
     login: str
     password: str = field(repr=False)
     folder: str
+    # Where finished mail goes (incoming and outbound boxes): moved, never expunged.
+    archive_folder: str = "Postroom-Archive"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +225,23 @@ class CustomerConfig:
 @dataclass(frozen=True, kw_only=True)
 class DevstackConfig:
     base_port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthConfig:
+    """[health]: alerts, the sync watchdog, reconciliation, retries, the engine lease."""
+
+    # Supervisors are mailed about one alert at most once per this time.
+    alert_mail_interval_seconds: int = 3600
+    # A watched box not synced for this long raises a "box not synced" alert.
+    sync_alert_after_seconds: int = 300
+    # How often each box is compared with the ledger.
+    reconcile_interval_seconds: int = 300
+    # Attempts to withdraw a forwarded copy before giving up with an alert.
+    withdrawal_attempts: int = 8
+    # The engine's lease on the database: renewed every third of it; a second engine may
+    # take over once it has expired.
+    engine_lease_seconds: int = 60
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,6 +403,7 @@ class Config:
     evaluation_criteria: tuple[EvaluationCriterionConfig, ...] = DEFAULT_EVALUATION_CRITERIA
     sender_auth: SenderAuthConfig = field(default_factory=SenderAuthConfig)
     auto_response: AutoResponseConfig = field(default_factory=AutoResponseConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     @property
     def mailboxes(self) -> tuple[Box, ...]:
@@ -767,7 +791,7 @@ class _Parser:
         server_fields = self.server(server_table) if server_table else None
         incoming = [self.incoming(t) for t in top.array("incoming", required=True)]
         outbound_table = top.table("outbound", required=True)
-        outbound = self.box(outbound_table) if outbound_table else None
+        outbound = self.box(outbound_table, archive=True) if outbound_table else None
         if outbound is not None and "+" in outbound.address:
             # Replies come back to outbound+token@; a "+" already there would be ambiguous.
             self.error("outbound.address", "must not contain '+' (used for reply tokens)")
@@ -793,6 +817,8 @@ class _Parser:
         sender_auth = self.sender_auth(top.table("sender_auth", required=False))
         auto_response_table = top.table("auto_response", required=False)
         auto_response = self.auto_response(auto_response_table) if auto_response_table else AutoResponseConfig()
+        health_table = top.table("health", required=False)
+        health = self.health(health_table) if health_table else HealthConfig()
         top.done()
 
         self.check_duplicates()
@@ -808,7 +834,7 @@ class _Parser:
         if self.errors:
             return None
         assert node_id and secrets and server_fields and outbound and dead
-        assert routing and approval and wrapup_codes is not None and priority
+        assert routing and approval and wrapup_codes is not None and priority and health
         assert criteria is not None
         assert sender_auth and auto_response
         # One truth for "probationary": the agent's own key or the [approval] list.
@@ -845,6 +871,7 @@ class _Parser:
             evaluation_criteria=criteria,
             sender_auth=sender_auth,
             auto_response=auto_response,
+            health=health,
         )
 
     def secrets(self, top: _Table) -> tuple[bytes, ...] | None:
@@ -975,6 +1002,7 @@ class _Parser:
                     f'"none" sends passwords and mail in clear text: only for a loopback host, '
                     f'not {_show(host)} (use "tls" or "starttls")',
                 )
+        max_bytes = t.integer("max_message_bytes", 25 * 1024 * 1024, lo=64 * 1024)
         t.done()
         values = (
             imap_host,
@@ -986,6 +1014,7 @@ class _Parser:
             cafile,
             idle,
             poll,
+            max_bytes,
         )
         if any(v is None for v in values) or (smtp_login is not None and smtp_secret is None):
             return None
@@ -1001,6 +1030,7 @@ class _Parser:
             "cafile": cafile,
             "idle": idle,
             "poll_seconds": poll,
+            "max_message_bytes": max_bytes,
         }
 
     def _box_fields(self, t: _Table) -> dict[str, Any] | None:
@@ -1020,10 +1050,35 @@ class _Parser:
             "folder": folder,
         }
 
-    def box(self, t: _Table) -> Box | None:
+    def box(self, t: _Table, *, archive: bool = False) -> Box | None:
         fields = self._box_fields(t)
+        archive_folder = t.text("archive_folder", "Postroom-Archive") if archive else "Postroom-Archive"
         t.done()
-        return Box(**fields) if fields else None
+        return Box(**fields, archive_folder=archive_folder) if fields and archive_folder else None
+
+    def health(self, t: _Table) -> HealthConfig | None:
+        interval = t.duration("alert_mail_interval", 3600)
+        sync_after = t.duration("sync_alert_after", 300)
+        reconcile = t.duration("reconcile_interval", 300)
+        attempts = t.integer("withdrawal_attempts", 8, lo=1, hi=100)
+        lease = t.duration("engine_lease", 60)
+        if sync_after is not None and sync_after < 30:
+            # A quiet box is looked at every 10 s (Site.idle_timeout): less would cry wolf.
+            t.error("sync_alert_after", f"must be at least 30 seconds, got {sync_after}")
+            sync_after = None
+        if lease is not None and lease < 15:
+            t.error("engine_lease", f"must be at least 15 seconds, got {lease}")
+            lease = None
+        t.done()
+        if None in (interval, sync_after, reconcile, attempts, lease):
+            return None
+        return HealthConfig(
+            alert_mail_interval_seconds=interval,
+            sync_alert_after_seconds=sync_after,
+            reconcile_interval_seconds=reconcile,
+            withdrawal_attempts=attempts,
+            engine_lease_seconds=lease,
+        )
 
     def incoming(self, t: _Table) -> IncomingBox | None:
         fields = self._box_fields(t)
@@ -1050,8 +1105,9 @@ class _Parser:
                         "set auto_response_customer_text = true",
                     )
                     subject = text = None
+        archive = t.text("archive_folder", "Postroom-Archive")
         t.done()
-        rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash, customer_text)
+        rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash, customer_text, archive)
         rest += (service_level,)
         if fields is None or any(v is None for v in rest):
             return None
@@ -1067,6 +1123,7 @@ class _Parser:
             trash_folder=trash,
             service_level_seconds=service_level,
             auto_response_customer_text=customer_text,
+            archive_folder=archive,
         )
 
     def agent(self, t: _Table) -> AgentConfig | None:

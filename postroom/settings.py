@@ -164,14 +164,16 @@ def database_from_url(url: str) -> dict:
 def sqlite_database(path: Path) -> dict:
     # WAL lets the web process read while the engine writes; IMMEDIATE takes the write lock
     # at BEGIN so two writers queue on busy_timeout instead of failing with "database is
-    # locked" on lock upgrade mid-transaction.
+    # locked" on lock upgrade mid-transaction. synchronous=FULL: a commit is on disk before
+    # the engine acts on it (deletes, moves, sends); with NORMAL a power loss could undo
+    # commits that an IMAP move already relied on (docs/decisions/0012).
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         },
     }
 

@@ -15,10 +15,14 @@ import grp
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import smtplib
+import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -118,12 +122,39 @@ class DevStack:
                 self._stop_locked()
                 raise
 
-    def stop(self) -> None:
-        """Stop this instance (by the pids in its state dir) and wait until its ports are free."""
+    def stop(self, *, hold_ports: bool = False) -> None:
+        """Stop this instance (by the pids in its state dir) and wait until its ports are free.
+
+        Everything else stays: mail, users, configuration, certificate; `resume()` brings
+        the same instance back (an outage), `start()` a freshly configured one.
+        `hold_ports`: until `resume()`, this process keeps the ports, refusing every
+        connection as a stopped server does, so that no other stack on the machine takes
+        them meanwhile (and clients of ours reach a stranger's server)."""
         if not self.state_dir.is_dir():
             return
         with self._locked():
             self._stop_locked()
+            if hold_ports:
+                self._holder = _PortHolder(HOST, list(self.ports.values()))
+
+    def resume(self) -> None:
+        """Start a stopped instance again exactly as it was: same files, same certificate
+        (clients holding it keep verifying), same mail. A no-op when it runs."""
+        _preflight()
+        with self._locked():
+            holder, self._holder = getattr(self, "_holder", None), None
+            if holder is not None:
+                holder.release()
+            if self._running():
+                return
+            if not self._lay.dovecot_conf.is_file():
+                raise DevStackError(f"{self.state_dir} was never started; use start()")
+            self._stop_locked()  # leftovers of a half-dead instance
+            try:
+                self._launch()
+            except BaseException:
+                self._stop_locked()
+                raise
 
     def recorded_base_port(self) -> int | None:
         """The base port this state dir was last started with, if it ever was."""
@@ -185,6 +216,20 @@ class DevStack:
                     # serves it until the next one (see users.py).
                     time.sleep(1.05 - time.time() % 1)
             return list(wanted)
+
+    def kick(self, address: str) -> None:
+        """End every IMAP/POP3 session of a mailbox (`doveadm kick`), as an administrator
+        does after changing its password: Dovecot keeps logged-in sessions otherwise."""
+        done = subprocess.run(
+            ["doveadm", "-c", str(self._lay.dovecot_conf), "kick", users.normalize(address, self.domains)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        # Exit 68 (EX_NOUSER): nobody was logged in, which is fine.
+        if done.returncode not in (0, 68):
+            raise DevStackError(f"doveadm kick {address} failed ({done.returncode}): {done.stderr.strip()}")
 
     def users(self) -> list[str]:
         return sorted(users.read(self._lay.users_dir))
@@ -340,6 +385,40 @@ class DevStack:
             f"--- {p}\n{system.tail(p)}"
             for p in (lay.state_dir / "start.log", lay.postfix_log, lay.dovecot_log)
         )
+
+
+class _PortHolder:
+    """Listens on a stopped stack's ports and resets every connection at once: to clients
+    the server is down (connection reset), to other stacks the ports are taken."""
+
+    def __init__(self, host: str, ports: list[int]) -> None:
+        self._stop = threading.Event()
+        self._socks = []
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            sock.setblocking(False)
+            self._socks.append(sock)
+        self._thread = threading.Thread(target=self._refuse, name="devstack-outage", daemon=True)
+        self._thread.start()
+
+    def _refuse(self) -> None:
+        linger = struct.pack("ii", 1, 0)  # close with RST, as a port nobody listens on
+        while not self._stop.is_set():
+            ready, _, _ = select.select(self._socks, [], [], 0.2)
+            for sock in ready:
+                with contextlib.suppress(OSError):
+                    conn, _ = sock.accept()
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    conn.close()
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self._socks:
+            sock.close()
 
 
 @functools.cache

@@ -12,40 +12,61 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from postroom.core import autoreply
+from postroom.core.alerts import AlertKind
 from postroom.core.approval import at_reception
 from postroom.core.compose import UnsafeHeaderValue
-from postroom.core.lifecycle import Discarded
+from postroom.core.dedupe import dedupe_key
+from postroom.core.lifecycle import Discarded, State
 from postroom.core.priority import PriorityInput, importance
 from postroom.core.rules import evaluate
+from postroom.engine import quarantine as held
+from postroom.engine.alerts import raise_alert
 from postroom.engine.autoresponse import auto_response_skip_reason, queue_auto_response
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
+from postroom.engine.rebind import rebind
 from postroom.engine.site import Site
 from postroom.mail.facts import facts_from_mail
-from postroom.mail.imap import FetchedMessage, ImapSession
+from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import contacts, journal, search
-from postroom.store.models import Agent, Interaction, Mailbox, Outgoing, Quarantined
+from postroom.store.models import (
+    Agent,
+    Interaction,
+    Mailbox,
+    Outgoing,
+    Quarantined,
+)
+from postroom.store.quarantine import released_before
 from postroom.store.rulebook import active_rules
 from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_FOLDER = "Postroom-Quarantine"
+QUARANTINE_FOLDER = held.QUARANTINE_FOLDER
 BATCH = 50
+# Errors that say nothing about the message: the database or the server is away for a
+# moment. The message is left where it is (cursor not moved) and looked at again after
+# the watcher's backoff, never quarantined as "internal error" (issue 7, window 6).
+TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable)
 
-def sync_cursor(box: Mailbox, session: ImapSession) -> None:
-    """A new UIDVALIDITY means every UID is new: start over (Message-IDs stop doubles)."""
+def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None) -> None:
+    """A new UIDVALIDITY (the box was rebuilt or restored) means every UID is new: what is
+    in progress is re-bound to the new UIDs, then the box is read again from the start
+    (the dedupe key stops doubles), all in one transaction."""
     if box.uidvalidity != session.uidvalidity:
-        if box.uidvalidity is not None:
-            log.warning("%s: UIDVALIDITY changed %s → %s", box.address, box.uidvalidity, session.uidvalidity)
-        box.uidvalidity = session.uidvalidity
-        box.last_uid = 0
-        Mailbox.objects.filter(pk=box.pk).update(uidvalidity=box.uidvalidity, last_uid=0)
+        with transaction.atomic():
+            if box.uidvalidity is not None:
+                log.warning("%s: UIDVALIDITY changed %s → %s", box.address, box.uidvalidity, session.uidvalidity)
+                rebind(box, session, box.uidvalidity, now or timezone.now())
+            box.uidvalidity = session.uidvalidity
+            box.last_uid = 0
+            Mailbox.objects.filter(pk=box.pk).update(uidvalidity=box.uidvalidity, last_uid=0)
 
 
 def advance_cursor(box: Mailbox, uid: int) -> None:
@@ -61,7 +82,8 @@ def ingest(
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
 ) -> int:
     """Run `take` on every message beyond the cursor; returns how many were looked at."""
-    sync_cursor(box, session)
+    sync_cursor(box, session, now())
+    held.tend(box, session, site, now())
     uids = session.new_uids(box.last_uid)
     for start in range(0, len(uids), BATCH):
         batch = uids[start : start + BATCH]
@@ -74,6 +96,8 @@ def ingest(
                 continue
             try:
                 take(box, session, message, site, now())
+            except TRANSIENT:
+                raise
             except Exception:
                 # One bad message never stops the box (B-7): quarantine it with the reason.
                 log.exception("%s uid %s: could not be taken", box.address, uid)
@@ -86,7 +110,8 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         with transaction.atomic():
             advance_cursor(box, message.uid)
         return
-    if message.size > site.max_message_bytes:
+    if message.truncated or message.size > site.max_message_bytes:
+        # Only the header was fetched: never take that for the mail (window 3).
         quarantine(box, session, message, f"message of {message.size} bytes is over the limit of {site.max_message_bytes}", now)
         return
     try:
@@ -94,12 +119,13 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     except UnreadableMessage as exc:
         quarantine(box, session, message, f"unreadable: {exc}", now)
         return
-    if autoreply.is_own(mail.msg, site.message_id_domain):
-        quarantine(box, session, message, "our own mail came back (loop)", now)
-        return
     verdict = autoreply.classify(mail.msg)
-    if verdict.kind in ("bounce", "loop"):
-        quarantine(box, session, message, f"{verdict.kind}: {verdict.reason}", now)
+    own = autoreply.is_own(mail.msg, site.message_id_domain)
+    # A person released it from quarantine: it is customer mail, whatever it looks like
+    # (it is still never answered automatically unless it looks human).
+    if (own or verdict.kind in ("bounce", "loop")) and not released_before(box.pk, mail.message_id or ""):
+        reason = "our own mail came back (loop)" if own else f"{verdict.kind}: {verdict.reason}"
+        quarantine(box, session, message, reason, now)
         return
     customer = mail.from_addr or (mail.reply_to[0] if mail.reply_to else None)
     if not customer:
@@ -108,10 +134,17 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     try:
         with transaction.atomic():
             create_interaction(box, session, message, mail, customer, verdict, site, now)
-        checkpoint("received")
     except IntegrityError:
-        # Another worker took the same (mailbox, UIDVALIDITY, UID) first.
-        log.info("%s uid %s: already taken", box.address, message.uid)
+        # Another watcher took this mail first, under this UID or as the same mail in
+        # another box (the unique indexes waited for its commit): look again, now it is
+        # a duplicate whose copy is recorded (issue 7, window 4).
+        log.info("%s uid %s: taken by another watcher at the same moment", box.address, message.uid)
+        with transaction.atomic():
+            if Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
+                advance_cursor(box, message.uid)
+            else:
+                create_interaction(box, session, message, mail, customer, verdict, site, now)
+    checkpoint("received")
 
 
 def create_interaction(
@@ -124,18 +157,14 @@ def create_interaction(
     site: Site,
     now: datetime,
 ) -> Interaction | None:
-    # Plain read first (nearly always empty); lock only the rare duplicate we update.
+    # Plain read first (nearly always empty); lock only the rare duplicate we update. The
+    # unique index on dedupe_key is what makes this check safe under concurrency.
+    key = dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject)
     first = None
-    if mail.message_id and Interaction.objects.filter(message_id=mail.message_id).exists():
-        first = Interaction.objects.select_for_update(of=("self",)).filter(message_id=mail.message_id).order_by("id").first()
+    if key and Interaction.objects.filter(dedupe_key=key).exists():
+        first = Interaction.objects.select_for_update(of=("self",)).get(dedupe_key=key)
     if first is not None:
-        # The same mail again: re-delivered, a new UIDVALIDITY, or one mail sent to two
-        # of our boxes (B-3). One interaction, one auto-response; the copy is remembered
-        # so it leaves the server with the original.
-        copy = [box.pk, session.uidvalidity, message.uid]
-        if (first.mailbox_id, first.uidvalidity, first.uid) != tuple(copy) and copy not in first.copies:
-            Interaction.objects.filter(pk=first.pk).update(copies=[*first.copies, copy])
-        journal.record("duplicate_ignored", now, interaction=first, mailbox=box, uid=message.uid, message_id=mail.message_id)
+        take_copy(first, box, session, message, mail, now)
         advance_cursor(box, message.uid)
         return None
     facts = facts_from_mail(mail)
@@ -167,6 +196,7 @@ def create_interaction(
         uidvalidity=session.uidvalidity,
         uid=message.uid,
         message_id=mail.message_id or "",
+        dedupe_key=key,
         references=list(mail.references),
         to_addr=", ".join(mail.to),
         reply_to=mail.reply_to[0] if mail.reply_to else "",
@@ -214,6 +244,27 @@ def create_interaction(
     return ix
 
 
+def take_copy(first: Interaction, box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail, now: datetime) -> None:
+    """The same mail again: one mail sent to two of our boxes (B-3), a re-delivery, or the
+    box rebuilt under a new UIDVALIDITY. One interaction, one auto-response; the copy is
+    remembered so it leaves the server with the original (or at once, if the interaction
+    is already closed)."""
+    here = [box.pk, session.uidvalidity, message.uid]
+    if first.mailbox_id == box.pk and first.uidvalidity != session.uidvalidity and first.state is not State.CLOSED:
+        # The original itself, under the rebuilt box's new UID (issue 7, window 7).
+        Interaction.objects.filter(pk=first.pk).update(uidvalidity=session.uidvalidity, uid=message.uid)
+        journal.record("rebound", now, interaction=first, mailbox=box, uid=message.uid, was=[first.uidvalidity, first.uid])
+        return
+    if (first.mailbox_id, first.uidvalidity, first.uid) == tuple(here) or here in (first.copies or ()):
+        return
+    # A copy of this box seen under an older UIDVALIDITY is this one now.
+    copies = [c for c in first.copies or () if not (c[0] == box.pk and c[1] != session.uidvalidity)]
+    if here not in copies:
+        copies.append(here)
+    Interaction.objects.filter(pk=first.pk).update(copies=copies, copies_pending=first.state is State.CLOSED)
+    journal.record("duplicate_ignored", now, interaction=first, mailbox=box, uid=message.uid, message_id=mail.message_id)
+
+
 def follow_up_of(mail: ParsedMail, customer: str, box: Mailbox) -> Interaction | None:
     """The earlier interaction this mail continues: its References name our reply or the
     customer's earlier mail, and it comes from the same customer (no hijacking, B-12)."""
@@ -245,18 +296,41 @@ def queue_copy(ix: Interaction, mail: ParsedMail, address: str, site: Site, now:
 
 
 def quarantine(box: Mailbox, session: ImapSession, message: FetchedMessage, reason: str, now: datetime) -> None:
-    """Record why, then move the message aside on the server. Never deletes it."""
+    """Record why, raise the alert, then move the message aside on the server. Never
+    deletes it. A failed move is retried at the box's next passes (engine/quarantine.py)."""
     log.warning("%s uid %s quarantined: %s", box.address, message.uid, reason)
     with transaction.atomic():
-        _, created = Quarantined.objects.get_or_create(
+        row, created = Quarantined.objects.get_or_create(
             mailbox=box,
             uidvalidity=session.uidvalidity,
             uid=message.uid,
-            defaults={"folder": QUARANTINE_FOLDER, "reason": reason[:1000], "size": message.size},
+            defaults={
+                "folder": box.folder,
+                "reason": reason[:1000],
+                "size": message.size,
+                "message_id": message_id_of(message.raw),
+                "internaldate": message.internaldate,
+            },
         )
         if created:
             journal.record("quarantined", now, mailbox=box, uid=message.uid, reason=reason)
+            waiting = Quarantined.objects.filter(mailbox=box, released_at=None).count()
+            raise_alert(
+                AlertKind.QUARANTINED,
+                box.address,
+                f"{waiting} message(s) in quarantine in {box.address}; the latest, uid {message.uid}: {reason}",
+                now,
+            )
         advance_cursor(box, message.uid)
-    # After the commit: a crash before the move leaves the message in place and the
-    # row already written, so the next look finds the row and only moves it again.
-    session.move([message.uid], QUARANTINE_FOLDER)
+    # After the commit: a crash before the move leaves the message in place and the row
+    # says "not moved", so the next pass moves it.
+    if row.moved_at is None:
+        held.move_aside([row], session, now)
+
+
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID of bytes that may not parse as a mail at all ("" when none)."""
+    try:
+        return (parse(raw).message_id or "")[:998]
+    except UnreadableMessage:
+        return ""

@@ -76,6 +76,9 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
             advance_cursor(box, message.uid)
         return
     mail: ParsedMail | None = None
+    if message.truncated:
+        refuse_oversize(box, session, message, site, now)
+        return
     try:
         mail = parse(message.raw)
         ix = match(box, mail, site)
@@ -98,6 +101,32 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     except IntegrityError:
         # reply:<guid> already exists: a second reply to the same interaction.
         refuse(box, session, message, mail, Refused("the interaction already has a reply", ix, (mail.from_addr or "",)), site, now)
+
+
+def refuse_oversize(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
+    """Over max_message_bytes only the header was fetched: it must never pass for the
+    reply (issue 7, window 3). The whole message goes to the dead box (cleanup copies it
+    from the server) and the agent, if it is one, is told to send it smaller."""
+    try:
+        mail: ParsedMail | None = parse(message.raw)
+    except UnreadableMessage:
+        mail = None
+    interaction = None
+    notify: tuple[str, ...] = ()
+    sender = (mail.from_addr or "").lower() if mail else ""
+    try:
+        found = match(box, mail, site) if mail else None
+        if found is not None:
+            # match() only answers for a sender the mail server vouched for.
+            interaction = found if isinstance(found, Interaction) else found.interaction
+            notify = (sender,)
+    except Refused as refusal:
+        interaction, notify = refusal.interaction, refusal.notify
+    reason = (
+        f"the message is too large ({message.size} bytes; the limit is {site.max_message_bytes}): "
+        "send it again smaller, e.g. with a link instead of a large attachment"
+    )
+    refuse(box, session, message, mail, Refused(reason, interaction, notify), site, now)
 
 
 def approval_bound(approval: Approval) -> bytes:

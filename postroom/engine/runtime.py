@@ -1,29 +1,43 @@
 """The engine process: one watcher thread per mailbox, one worker thread for the rest.
 
 Watchers hold an IDLE connection each (polling where the server has no IDLE), take new
-mail into the database as soon as the server reports it, and wake the worker. The worker
-runs the step functions (route, deliver, send, clean) until none has work, then sleeps
-until woken or for a second, so changes made elsewhere (an agent going Ready in the web
-process) are seen quickly. Every step is a plain function; `run_until_idle()` drives them
-synchronously for tests.
+mail into the database as soon as the server reports it, reconcile their box with the
+ledger from time to time, and wake the worker. The worker runs the step functions (route,
+deliver, send, clean, ...) until none has work, then sleeps until woken or for a second,
+so changes made elsewhere (an agent going Ready in the web process) are seen quickly.
+
+Failures stay where they happen (issue 7, window 10; field bugs B-8, B-9): each worker
+step runs on its own, and inside the steps each box backs off alone (`Sessions`), so an
+unreachable box delays its own mail and nobody else's. A watcher whose box or database
+fails reconnects with exponential backoff and jitter, then drains what piled up. The
+supervisor thread keeps the watchers alive, renews the engine's lease and runs the health
+watchdog. Every step is a plain function; `run_until_idle()` drives them synchronously
+for tests.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
+from postroom.core.backoff import delay
 from postroom.engine import (
+    alerts,
     approvals,
     cleanup,
     delivery,
+    health,
+    lease,
     outbox,
     reception,
+    reconcile,
     replies,
     routing,
     timers,
@@ -38,6 +52,9 @@ from postroom.store.models import Mailbox
 log = logging.getLogger(__name__)
 
 TAKERS = {Mailbox.INCOMING: reception.take_incoming, Mailbox.OUTBOUND: replies.take_outbound}
+WATCH_BACKOFF_CAP = 30.0
+# How often a busy watcher writes its box's health row (a failure or recovery at once).
+HEALTH_EVERY = 5.0
 
 
 class Engine:
@@ -46,35 +63,71 @@ class Engine:
         self.now = now
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        # Set when the engine stopped itself (lease lost): `postroom engine` exits non-zero.
+        self.failure: str | None = None
         self._threads: dict[int, threading.Thread] = {}
         self._sessions: Sessions | None = None
         self._sender: SmtpSender | None = None
+        self._lease: lease.Lease | None = None
+        self._started_at = timezone.now()
         self.desk = routing.RoutingDesk(site)
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
         return reception.ingest(box, session, self.site, self.now, TAKERS[box.kind])
 
-    def work(self) -> bool:
-        """One round of every worker step; True if any of them did something."""
+    def steps(self) -> list[tuple[str, Callable[[], bool]]]:
         sessions = self._sessions_for_worker()
-        sender = self._sender_for_worker()
-        did = timers.fire(self.site, self.now())
-        did = approvals.act(self.site, self.now()) or did
-        did = self.desk.route(self.now()) or did
-        did = delivery.deliver(self.site, sessions, self.now()) or did
-        did = outbox.send(sender, self.now()) or did
-        did = cleanup.clean(sessions, self.now()) or did
-        did = withdrawals.withdraw(self.site, self.now()) or did
+        site, now = self.site, self.now
+        return [
+            ("timers", lambda: timers.fire(site, now())),
+            ("approvals", lambda: approvals.act(site, now())),
+            ("routing", lambda: self.desk.route(now())),
+            ("delivery", lambda: delivery.deliver(site, sessions, now())),
+            ("outbox", lambda: outbox.send(self._sender_for_worker(), now())),
+            ("cleanup", lambda: cleanup.clean(sessions, now())),
+            ("withdrawals", lambda: withdrawals.withdraw(site, now())),
+            ("alerts", lambda: alerts.notify(site, now())),
+        ]
+
+    def work(self) -> bool:
+        """One round of every worker step, each on its own; True if any did something."""
+        did = False
+        for name, step in self.steps():
+            try:
+                did = step() or did
+            except MailboxUnavailable as exc:
+                log.warning("%s: %s", name, exc)
+            except (OperationalError, InterfaceError) as exc:
+                # The database is away for a moment: the next round tries again.
+                log.warning("%s: database error: %s", name, exc)
+                connection.close()
+            except Exception:
+                # Steps isolate their items; this guards against the unexpected so that
+                # one step failing never keeps the others from running (B-8).
+                log.exception("worker step %s failed", name)
         return did
 
     def run_until_idle(self, rounds: int = 50) -> None:
-        """Take all mail now in the boxes and work until nothing is left to do (tests)."""
+        """Take all mail now in the boxes and work until nothing is left to do (tests).
+
+        A box that fails is tried again in the next round (without the backoff a running
+        engine would wait), at most three times per call."""
         sessions = self._sessions_for_worker()
+        troubled: dict[int, int] = {}
         for _ in range(rounds):
             took = 0
+            sessions.forgive()
             for box in watched_boxes():
-                took += self.ingest_box(box, sessions.get(box))
+                try:
+                    took += self.ingest_box(box, sessions.get(box, ingesting=True))
+                except reception.TRANSIENT as exc:
+                    log.warning("%s: %s", box.address, exc)
+                    sessions.failed(box, exc)
+                    if isinstance(exc, OperationalError | InterfaceError):
+                        connection.close()
+                    troubled[box.pk] = troubled.get(box.pk, 0) + 1
+                    took += troubled[box.pk] <= 3
             if not self.work() and not took:
                 return
         raise RuntimeError(f"engine still busy after {rounds} rounds")
@@ -91,6 +144,9 @@ class Engine:
 
     # -- the threads ----------------------------------------------------------------
     def start(self) -> None:
+        """Take the engine lease (LeaseHeld if another engine has it), then the threads."""
+        self._lease = lease.acquire(self.site.node_id, self.site.lease_seconds)
+        self._started_at = timezone.now()
         self.stopping.clear()
         self._spawn("worker", self._worker_loop)
         self._spawn("supervisor", self._supervise)
@@ -99,8 +155,15 @@ class Engine:
         self.stopping.set()
         self.wake.set()
         for thread in list(self._threads.values()):
-            thread.join(timeout)
+            if thread is not threading.current_thread():
+                thread.join(timeout)
         self._threads.clear()
+        if self._lease is not None:
+            try:
+                lease.release(self._lease)
+            except Exception:  # the database may be gone; the lease then simply expires
+                log.warning("could not release the engine lease", exc_info=True)
+            self._lease = None
 
     def close(self) -> None:
         """Close the worker's connections (after stop(), or after run_until_idle())."""
@@ -123,32 +186,42 @@ class Engine:
 
         return run
 
+    def _holds_lease(self) -> bool:
+        return self._lease is None or self._lease.valid()
+
     def _supervise(self) -> None:
-        """Start a watcher for every configured box, and for boxes added while we run."""
+        """Keep a watcher running for every configured box (and boxes added while we run),
+        renew the lease, and watch the boxes' health."""
         while not self.stopping.is_set():
-            close_old_connections()
-            for box in watched_boxes():
-                thread = self._threads.get(box.pk)
-                if thread is None or not thread.is_alive():
-                    self._spawn(f"watch-{box.address}", lambda b=box.pk: self._watch(b), key=box.pk)
-            self.stopping.wait(10.0)
+            try:
+                close_old_connections()
+                if self._lease is not None:
+                    lease.renew(self._lease)
+                for box in watched_boxes():
+                    thread = self._threads.get(box.pk)
+                    if thread is None or not thread.is_alive():
+                        self._spawn(f"watch-{box.address}", lambda b=box.pk: self._watch(b), key=box.pk)
+                health.watchdog(self.site, timezone.now(), self._started_at)
+            except lease.LeaseLost as exc:
+                log.error("%s: stopping this engine", exc)
+                self.failure = str(exc)
+                self.stopping.set()
+                self.wake.set()
+                return
+            except Exception:
+                log.exception("supervisor round failed")
+                connection.close()
+            self.stopping.wait(min(10.0, self.site.lease_seconds / 3))
 
     def _worker_loop(self) -> None:
         try:
             while not self.stopping.is_set():
                 close_old_connections()
-                try:
+                busy = False
+                if self._holds_lease():
                     busy = self.work()
-                except MailboxUnavailable as exc:
-                    log.warning("worker: %s", exc)
-                    busy = False
-                    self.stopping.wait(2.0)
-                except Exception:
-                    # The item-level steps already isolate bad items; this guards against
-                    # the unexpected so the worker never dies silently (B-8).
-                    log.exception("worker step failed")
-                    busy = False
-                    self.stopping.wait(2.0)
+                else:
+                    log.warning("the engine lease could not be renewed: not working until it is")
                 if not busy:
                     self.wake.wait(1.0)
                     self.wake.clear()
@@ -156,22 +229,41 @@ class Engine:
             self.close()
 
     def _watch(self, box_pk: int) -> None:
-        delay = 1.0
+        failures = 0
         quiet = 0
+        reported = 0.0
+        next_reconcile = 0.0
         session: ImapSession | None = None
         while not self.stopping.is_set():
             try:
                 close_old_connections()
                 box = Mailbox.objects.get(pk=box_pk)
+                wanted = (box.login, self.site.password_for(box.address), box.folder)
+                if session is not None and (session.account.login, session.account.password, session.account.folder) != wanted:
+                    session.close()  # the box's settings changed: log in again with them
                 if session is None or not session.is_open:
                     session = ImapSession(self.site.imap_account(box.login, self.site.password_for(box.address), box.folder)).open()
                     log.info("watching %s (%s)", box.address, "IDLE" if session.has_idle and self.site.idle else "polling")
+                if not self._holds_lease():
+                    self.stopping.wait(1.0)
+                    continue
                 # Until a pass finds nothing: mail that arrived during a pass may have
                 # been announced in the middle of a FETCH, where the notice is lost.
-                while self.ingest_box(box, session) and not self.stopping.is_set():
+                backlog = 0
+                while (took := self.ingest_box(box, session)) and not self.stopping.is_set():
+                    backlog = backlog or took
                     self.wake.set()
                     quiet = 0
-                delay = 1.0
+                now = timezone.now()
+                if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:
+                    health.synced(box, now, backlog=backlog)
+                    reported = time.monotonic()
+                if failures:
+                    log.info("%s: working again after %d failure(s)", box.address, failures)
+                failures = 0
+                if time.monotonic() >= next_reconcile:
+                    reconcile.reconcile(box, session, now)
+                    next_reconcile = time.monotonic() + self.site.reconcile_interval.total_seconds()
                 if self.site.idle and session.has_idle:
                     # Dovecot does not announce mail that arrived between our last SEARCH
                     # and the start of IDLE (measured: never, not even seconds later). So
@@ -182,22 +274,24 @@ class Engine:
                     session.wait(timeout, stop=self.stopping.is_set)
                 else:
                     self.stopping.wait(self.site.poll_interval)
-            except MailboxUnavailable as exc:
-                log.warning("%s: %s; retrying in %.0f s", box_pk, exc, delay)
-                if session is not None:
-                    session.close()
-                session = None
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 60.0)
             except Mailbox.DoesNotExist:
-                return
-            except Exception:
-                log.exception("watcher for mailbox %s failed", box_pk)
+                break
+            except Exception as exc:
+                failures += 1
+                wait = delay(failures, base=1.0, cap=WATCH_BACKOFF_CAP, jitter=random.random())
+                if isinstance(exc, reception.TRANSIENT):
+                    log.warning("watcher %s: %s; retrying in %.1f s", box_pk, exc, wait)
+                else:
+                    log.exception("watcher for mailbox %s failed; retrying in %.1f s", box_pk, wait)
                 if session is not None:
                     session.close()
                 session = None
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 60.0)
+                connection.close()  # a database error leaves the connection unusable
+                try:
+                    health.failed(box_pk, f"{type(exc).__name__}: {exc}", timezone.now())
+                except Exception:  # the database itself may be what failed
+                    log.debug("could not record the failure of box %s", box_pk, exc_info=True)
+                self.stopping.wait(wait)
         if session is not None:
             session.close()
 

@@ -51,11 +51,6 @@ class Site:
     # Mailbox address -> password, resolved from the configuration at start; the database
     # holds none (decision 0017).
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-    def password_for(self, address: str) -> str:
-        """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
-        the configuration gives none."""
-        return self.passwords.get(address.lower(), "")
     # Who may make Postroom act on mail in the outbound box (decision 0014).
     sender_auth: SenderAuthPolicy = field(default_factory=SenderAuthPolicy)
     # At most this many auto-responses to one address within the window (0: no limit).
@@ -63,6 +58,17 @@ class Site:
     auto_response_window: timedelta = timedelta(hours=24)
     # At most this many "not delivered" notices to one person an hour.
     refusal_notices_per_hour: int = 10
+    # Health and alerts (TOML [health]).
+    alert_interval: timedelta = timedelta(hours=1)
+    sync_alert_after: timedelta = timedelta(minutes=5)
+    reconcile_interval: timedelta = timedelta(minutes=5)
+    withdrawal_attempts: int = 8
+    lease_seconds: float = 60.0
+
+    def password_for(self, address: str) -> str:
+        """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
+        the configuration gives none."""
+        return self.passwords.get(address.lower(), "")
 
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
@@ -124,6 +130,12 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         sender_auth=config.sender_auth.as_policy(),
         auto_response_limit=config.auto_response.max_per_address,
         auto_response_window=timedelta(seconds=config.auto_response.window_seconds),
+        max_message_bytes=server.max_message_bytes,
+        alert_interval=timedelta(seconds=config.health.alert_mail_interval_seconds),
+        sync_alert_after=timedelta(seconds=config.health.sync_alert_after_seconds),
+        reconcile_interval=timedelta(seconds=config.health.reconcile_interval_seconds),
+        withdrawal_attempts=config.health.withdrawal_attempts,
+        lease_seconds=float(config.health.engine_lease_seconds),
     )
 
 

@@ -1,14 +1,23 @@
 """Taking a forwarded copy back out of an agent's mailbox (fig. 8 462).
 
 Only where the site gave the agent's mailbox credentials; otherwise the row is closed with
-that reason, and a late reply from the agent still lands in the dead box (fig. 9).
+that reason, and a late reply from the agent still lands in the dead box (fig. 9). When
+the agent's mailbox cannot be reached, the withdrawal is tried again with exponential
+backoff and jitter; after `Site.withdrawal_attempts` it is given up with an alert, so a
+supervisor knows a copy is still in that mailbox (issue 7, window 11).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import random
+from datetime import datetime, timedelta
 
+from django.db.models import Q
+
+from postroom.core.alerts import AlertKind
+from postroom.core.backoff import delay
+from postroom.engine.alerts import raise_alert
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.store import journal
@@ -16,14 +25,52 @@ from postroom.store.models import Withdrawal
 
 log = logging.getLogger(__name__)
 
+BACKOFF_BASE = 30.0
+BACKOFF_CAP = 3600.0
+
+
+class NotYet(Exception):
+    """The agent's mailbox could not be reached; try again later."""
+
 
 def withdraw(site: Site, now: datetime) -> bool:
-    rows = list(Withdrawal.objects.filter(done_at=None).select_related("agent", "interaction")[:20])
+    rows = list(
+        Withdrawal.objects.filter(done_at=None)
+        .filter(Q(next_attempt_at=None) | Q(next_attempt_at__lte=now))
+        .select_related("agent", "interaction")
+        .order_by("id")[:20]
+    )
     for row in rows:
-        result = take_back(site, row)
-        Withdrawal.objects.filter(pk=row.pk).update(done_at=now, result=result)
+        try:
+            result = take_back(site, row)
+        except NotYet as exc:
+            retry_or_give_up(site, row, str(exc), now)
+            continue
+        Withdrawal.objects.filter(pk=row.pk).update(done_at=now, result=result, attempts=row.attempts + 1)
         journal.record("withdrawn", now, interaction=row.interaction, agent=row.agent, result=result)
     return bool(rows)
+
+
+def retry_or_give_up(site: Site, row: Withdrawal, error: str, now: datetime) -> None:
+    attempts = row.attempts + 1
+    if attempts >= site.withdrawal_attempts:
+        result = f"given up after {attempts} attempts: {error}"[:200]
+        Withdrawal.objects.filter(pk=row.pk).update(done_at=now, result=result, attempts=attempts, last_error=error[:500])
+        journal.record("withdrawal_given_up", now, interaction=row.interaction, agent=row.agent, error=error)
+        raise_alert(
+            AlertKind.WITHDRAWAL_GIVEN_UP,
+            str(row.pk),
+            f"the forwarded copy of {row.interaction.subject!r} ({row.message_id}) could not be taken back out of "
+            f"{row.agent.address} after {attempts} attempts: {error}. It is still in that mailbox; a reply "
+            "to it will go to the dead box.",
+            now,
+        )
+        return
+    wait = delay(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP, jitter=random.random())
+    Withdrawal.objects.filter(pk=row.pk).update(
+        attempts=attempts, next_attempt_at=now + timedelta(seconds=wait), last_error=error[:500]
+    )
+    log.warning("withdrawal from %s failed (attempt %d): %s; again in %.0f s", row.agent.address, attempts, error, wait)
 
 
 def take_back(site: Site, row: Withdrawal) -> str:
@@ -38,7 +85,6 @@ def take_back(site: Site, row: Withdrawal) -> str:
         session.delete(uids)
         return f"removed {len(uids)} message(s)" if uids else "already gone"
     except MailboxUnavailable as exc:
-        log.warning("withdrawal from %s failed: %s", agent.address, exc)
-        return f"not withdrawn: {exc}"[:200]
+        raise NotYet(str(exc)) from exc
     finally:
         session.close()

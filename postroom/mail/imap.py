@@ -39,10 +39,15 @@ class ImapAccount:
 
 @dataclass(frozen=True)
 class FetchedMessage:
+    """One message as fetched. `truncated`: it was larger than the fetch's size limit and
+    `raw` holds its header only; such bytes must never be sent on or taken as the mail
+    (window 3 of issue 7: a header-only copy once went to a customer as the reply)."""
+
     uid: int
     internaldate: datetime
     size: int
     raw: bytes
+    truncated: bool = False
 
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:
@@ -57,7 +62,10 @@ class ImapSession:
         self.account = account
         self.client: imapclient.IMAPClient | None = None
         self.uidvalidity = 0
+        self.exists = 0
         self.capabilities: frozenset[bytes] = frozenset()
+        # Folders known to exist, so a bulk move costs one command, not a LIST first.
+        self._folders: set[str] = set()
 
     # -- connection ---------------------------------------------------------------
     def open(self) -> ImapSession:
@@ -78,6 +86,8 @@ class ImapSession:
             raise MailboxUnavailable(f"{a.login}@{a.host}:{a.port}/{a.folder}: {exc}") from exc
         self.client = client
         self.uidvalidity = int(info[b"UIDVALIDITY"])
+        self.exists = int(info.get(b"EXISTS", 0))
+        self._folders = {a.folder}
         self.capabilities = frozenset(client.capabilities())
         return self
 
@@ -131,9 +141,31 @@ class ImapSession:
         uids = self._call("search", c.search, ["UID", f"{after + 1}:*"])
         return sorted(u for u in uids if u > after)
 
+    def all_uids(self) -> list[int]:
+        """Every UID in the folder now, ascending (NOOP first, as for `new_uids`)."""
+        c = self._c()
+        self._call("noop", c.noop)
+        return sorted(self._call("search", c.search, ["ALL"]))
+
+    def headers(self, uids: Iterable[int], fields: tuple[str, ...] = ("MESSAGE-ID", "FROM", "DATE", "SUBJECT")) -> dict[int, bytes]:
+        """The named header fields of each message (raw bytes), in one FETCH."""
+        uids = list(uids)
+        if not uids:
+            return {}
+        c = self._c()
+        item = f"BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]"
+        data = self._call("fetch", c.fetch, uids, [item])
+        out: dict[int, bytes] = {}
+        for uid, parts in data.items():
+            # The response names the item without .PEEK; take whichever body item is there.
+            raw = next((v for k, v in parts.items() if k.startswith(b"BODY[")), b"")
+            out[uid] = raw or b""
+        return out
+
     def fetch(self, uids: Iterable[int], max_size: int | None = None) -> dict[int, FetchedMessage]:
         """Full messages without setting \\Seen (BODY.PEEK). Larger than `max_size`:
-        only the header is fetched, so a huge mail cannot exhaust memory (B-19)."""
+        only the header is fetched, so a huge mail cannot exhaust memory (B-19), and the
+        result says so (`truncated`)."""
         uids = list(uids)
         if not uids:
             return {}
@@ -154,11 +186,32 @@ class ImapSession:
                 when = meta[uid][b"INTERNALDATE"]
                 if when.tzinfo is None:
                     when = when.replace(tzinfo=UTC)
-                out[uid] = FetchedMessage(uid, when, int(meta[uid][b"RFC822.SIZE"]), raw)
+                out[uid] = FetchedMessage(uid, when, int(meta[uid][b"RFC822.SIZE"]), raw, truncated=part != b"BODY[]")
         return out
 
     def fetch_one(self, uid: int) -> FetchedMessage | None:
         return self.fetch([uid]).get(uid)
+
+    def locate(self, message_id: str, size: int, internaldate: datetime | None) -> list[int]:
+        """UIDs of the message with this Message-ID (or, without one, this size), narrowed
+        to those with this exact size and INTERNALDATE when known: what survives a MOVE."""
+        c = self._c()
+        self._call("noop", c.noop)
+        if message_id:
+            found = self._call("search", c.search, ["HEADER", "Message-ID", message_id])
+        else:
+            found = self._call("search", c.search, ["LARGER", str(max(size - 1, 0)), "SMALLER", str(size + 1)])
+        if not found:
+            return []
+        meta = self._call("fetch", c.fetch, found, ["INTERNALDATE", "RFC822.SIZE"])
+        out = []
+        for uid, item in meta.items():
+            when = item[b"INTERNALDATE"]
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            if int(item[b"RFC822.SIZE"]) == size and (internaldate is None or abs((when - internaldate).total_seconds()) < 1):
+                out.append(uid)
+        return sorted(out)
 
     def search_header(self, name: str, value: str) -> list[int]:
         c = self._c()
@@ -178,14 +231,19 @@ class ImapSession:
             self._call("expunge", c.expunge)
 
     def ensure_folder(self, folder: str) -> None:
+        if folder in self._folders:
+            return
         c = self._c()
         if not self._call("folder_exists", c.folder_exists, folder):
             # Created by someone else in between? Fine; a real failure shows on use.
             with contextlib.suppress(IMAPClientError):
                 c.create_folder(folder)
+        self._folders.add(folder)
 
     def move(self, uids: Iterable[int], folder: str) -> None:
-        uids = list(uids)
+        """Move messages (one UID set, one command: RFC 6851). Idempotent: UIDs already
+        gone are not an error, so a move repeated after a crash is harmless."""
+        uids = sorted(set(uids))
         if not uids:
             return
         self.ensure_folder(folder)

@@ -192,9 +192,21 @@ class OutboundMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(Quarantined)
 class QuarantinedAdmin(ReadOnlyAdmin):
-    list_display = ["mailbox", "uidvalidity", "uid", "folder", "reason", "size", "created_at"]
+    list_display = ["mailbox", "uidvalidity", "uid", "folder", "reason", "size", "created_at", "moved_at", "released_at"]
     list_filter = ["mailbox"]
-    search_fields = ["reason"]
+    search_fields = ["reason", "message_id"]
+    actions = ["release"]
+
+    @admin.action(description="Release: give back to the box, to be taken again as mail")
+    def release(self, request, queryset) -> None:
+        from postroom.store.commands import CommandError
+        from postroom.store.quarantine import request_release
+
+        for row in queryset:
+            try:
+                request_release(row.pk, request.user.get_username(), timezone.now())
+            except CommandError as exc:
+                self.message_user(request, exc.message, level="warning")
 
 
 @admin.register(JournalEvent)

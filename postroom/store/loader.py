@@ -147,6 +147,7 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
         "display_name": box.name,
         "login": box.login,
         "folder": box.folder,
+        "archive_folder": box.archive_folder,
     }
     if isinstance(box, IncomingBox):
         values |= {

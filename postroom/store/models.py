@@ -12,6 +12,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from postroom.core.alerts import AlertKind
 from postroom.core.lifecycle import State
 
 
@@ -41,6 +42,9 @@ class Mailbox(models.Model):
     # with the highest min_priority not above the interaction's priority wins.
     no_reply_bands = models.JSONField(default=list, blank=True)
     trash_folder = models.CharField(max_length=200, default="Trash")
+    # Where finished mail goes on the same account (replied, ended, the agent's reply):
+    # moved there, never expunged (docs/decisions/0010).
+    archive_folder = models.CharField(max_length=200, default="Postroom-Archive")
     skills = models.JSONField(default=list, blank=True)
     default_priority = models.IntegerField(default=0)
     # The reports' service level: the share of this box's mail answered within this time.
@@ -197,10 +201,15 @@ class Interaction(models.Model):
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    # Message-ID plus a digest of sender, Date and Subject (core/dedupe.py): one interaction
+    # per mail across all boxes, backed by a unique index; "" (no Message-ID) never dedupes.
+    dedupe_key = models.CharField(max_length=64, blank=True, default="")
     references = models.JSONField(default=list, blank=True)
     # The same mail seen in other boxes too (To support@, Cc sales@): [[mailbox, uidvalidity,
     # uid], ...]; one interaction, one auto-response, and every copy cleared at the end.
     copies = models.JSONField(default=list, blank=True)
+    # A copy arrived after the interaction closed: the cleanup step archives it.
+    copies_pending = models.BooleanField(default=False)
     to_addr = models.CharField("To", max_length=998, blank=True)
     reply_to = models.CharField("Reply-To", max_length=998, blank=True)
     customer = models.CharField(max_length=320, db_index=True)
@@ -260,7 +269,10 @@ class Interaction(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["mailbox", "uidvalidity", "uid"], name="one_interaction_per_message"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["dedupe_key"], condition=~models.Q(dedupe_key=""), name="one_interaction_per_mail"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "-priority", "arrival_time"]),
@@ -384,10 +396,20 @@ class Withdrawal(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)
     result = models.CharField(max_length=200, blank=True)
+    # Retried with backoff while the agent's mailbox cannot be reached; given up (with an
+    # alert) after [health] withdrawal_attempts.
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
 
 
 class Quarantined(models.Model):
-    """A message Postroom could not take: kept on the server, with the reason."""
+    """A message Postroom could not take: kept on the server, with the reason.
+
+    Recorded first, then moved aside (`moved_at`); a move that failed is retried until it is
+    done. A release (admin, API or `postroom quarantine release`) moves it back into the
+    box, where it is taken again as new mail.
+    """
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT)
     uidvalidity = models.BigIntegerField()
@@ -396,6 +418,17 @@ class Quarantined(models.Model):
     reason = models.CharField(max_length=1000)
     size = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # What finds the message again in the quarantine folder (its UID there is new).
+    message_id = models.CharField(max_length=998, blank=True)
+    internaldate = models.DateTimeField(null=True, blank=True)
+    moved_at = models.DateTimeField(null=True, blank=True)
+    move_attempts = models.PositiveIntegerField(default=0)
+    next_move_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    release_requested_at = models.DateTimeField(null=True, blank=True)
+    release_requested_by = models.CharField(max_length=320, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    release_result = models.CharField(max_length=300, blank=True)
 
     class Meta:
         constraints = [
@@ -466,7 +499,7 @@ class InteractionText(models.Model):
     reply (kept when it is queued). Not the mail: that stays on the server (0001).
 
     Indexed by `postroom.store.search`: an FTS5 table kept by triggers on SQLite, a GIN
-    expression index on PostgreSQL (both made by migration 0006).
+    expression index on PostgreSQL (both made by migration 0007).
     """
 
     interaction = models.OneToOneField(
@@ -529,3 +562,74 @@ class Evaluation(models.Model):
             )
         ]
         indexes = [models.Index(fields=["created_at"], name="evaluation_created")]
+
+
+class Alert(models.Model):
+    """Something about the mail itself that a supervisor must know (engine/alerts.py).
+
+    One open row per (kind, key): raising it again counts; clearing closes the row, and the
+    next raise opens a new one. `pending_notice` says the supervisors have not been mailed
+    about the latest raise yet (they are mailed at most once per key per interval).
+    """
+
+    kind = models.CharField(max_length=40, choices=[(k.value, k.value) for k in AlertKind])
+    key = models.CharField(max_length=300)
+    message = models.TextField()
+    raised_at = models.DateTimeField()
+    last_raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    pending_notice = models.BooleanField(default=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    notices = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "key"], condition=models.Q(cleared_at=None), name="one_open_alert_per_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}: {self.message[:60]}"
+
+
+class BoxHealth(models.Model):
+    """How a watched box is doing, written by the engine (engine/health.py)."""
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="health")
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    # Consecutive failures since the last success (0: healthy).
+    failures = models.PositiveIntegerField(default=0)
+    # Messages in the watched folder, and how many of them were new, at the last sync.
+    messages = models.PositiveIntegerField(default=0)
+    backlog = models.PositiveIntegerField(default=0)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    unaccounted = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}: synced {self.last_sync_at}"
+
+
+class EngineLease(models.Model):
+    """Which engine process may work on this database (engine/lease.py).
+
+    One row per lease name. The holder renews `lease_until` while it runs; another engine
+    takes over only once that time has passed, or at once when the holder is a process on
+    the same host that no longer exists (a SIGKILLed engine restarted in place).
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    holder = models.CharField(max_length=64)
+    node_id = models.CharField(max_length=64)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    acquired_at = models.DateTimeField()
+    renewed_at = models.DateTimeField()
+    lease_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.node_id} pid {self.pid} on {self.hostname} until {self.lease_until}"

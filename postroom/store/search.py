@@ -4,7 +4,7 @@ The mail itself stays on the mail server (decision 0001); for search Postroom ke
 interaction, the subject and plain-text excerpts of the customer's mail (at reception) and
 of the reply (when it is queued): `InteractionText`. One small interface over two engines:
 
-- SQLite: an FTS5 table kept in step by triggers (migration 0006), queried with MATCH;
+- SQLite: an FTS5 table kept in step by triggers (migration 0007), queried with MATCH;
 - PostgreSQL: a GIN index on ``to_tsvector('simple', ...)`` of the same columns, queried
   through django.contrib.postgres's SearchVector/SearchQuery (the very expression the
   index was built from, so the planner uses it).
@@ -47,7 +47,7 @@ FTS_COLUMNS = ("subject", "customer_text", "reply_text")
 
 
 # The letters folded on PostgreSQL (and in queries): Latin letters with diacritics → base.
-# Migration 0006 holds a copy for its index; tests check that the two are the same.
+# Migration 0007 holds a copy for its index; tests check that the two are the same.
 FOLD_FROM = "àáâãäåāăąçćčďđèéêëēėęěìíîïīįıłñńňòóôõöøōőŕřśšşťùúûüūůűųýÿźżž"
 FOLD_TO = "aaaaaaaaacccddeeeeeeeeiiiiiiilnnnoooooooorrssstuuuuuuuuyyzzz"
 _FOLD = str.maketrans(FOLD_FROM, FOLD_TO)

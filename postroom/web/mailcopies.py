@@ -26,9 +26,6 @@ from postroom.store.models import Interaction, InteractionText, Outgoing
 
 __all__ = ["Copy", "customer_copy", "customer_excerpt"]
 
-# Where the engine may have filed the mail once the interaction is over (the mailboxes
-# engineer's archive folder; the box's trash for discarded mail).
-FINISHED_FOLDERS = ("Postroom-Archive",)
 CACHE_ENTRIES = 16
 CACHE_MAX_BYTES = 5_000_000
 
@@ -96,7 +93,8 @@ def _from_server(ix: Interaction) -> bytes | None:
     )
     return fetch_message(
         account,
-        folders=(box.folder, *FINISHED_FOLDERS, box.trash_folder or "Trash"),
+        # Where the engine files finished mail (the archive) and discarded mail (the trash).
+        folders=(box.folder, box.archive_folder or "Postroom-Archive", box.trash_folder or "Trash"),
         uidvalidity=ix.uidvalidity,
         uid=ix.uid,
         message_id=ix.message_id or None,

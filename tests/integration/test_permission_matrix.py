@@ -40,6 +40,7 @@ from postroom.store.models import (
     Mailbox,
     OutboundMessage,
     Outgoing,
+    Quarantined,
     WrapUpCode,
 )
 from postroom.store.permissions import Role
@@ -137,6 +138,11 @@ def world() -> dict[str, Any]:
         requested_at=timezone.now(),
     )
 
+    # Quarantined mail is the supervisors' to see and release (its reason may name a customer).
+    held_mail = Quarantined.objects.create(
+        mailbox=mailbox, uidvalidity=1, uid=99, folder="Postroom-Quarantine", reason="unreadable", moved_at=timezone.now()
+    )
+
     def person(
         name: str, role: Role, who: Agent | None, related: bool, approver: bool, reader: bool = False
     ) -> Person:
@@ -163,6 +169,7 @@ def world() -> dict[str, Any]:
             "guid": str(routed.guid),
             "address": alice.address,
             "approval_id": str(approval.pk),
+            "row_id": str(held_mail.pk),
             "name": "swagger-ui.css",
             "asset_name": "base.css",
             "ref": f"out-{sent.pk}",

@@ -138,6 +138,6 @@ def test_the_migration_folds_as_the_search_does() -> None:
 
     from postroom.store import search
 
-    migration = importlib.import_module("postroom.store.migrations.0006_workspace")
+    migration = importlib.import_module("postroom.store.migrations.0007_workspace")
     assert (migration.FOLD_FROM, migration.FOLD_TO) == (search.FOLD_FROM, search.FOLD_TO)
     assert len(search.FOLD_FROM) == len(search.FOLD_TO)

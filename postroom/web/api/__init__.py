@@ -27,7 +27,7 @@ from ninja.openapi.docs import Swagger
 from postroom.store.agents import user_for_token
 from postroom.store.commands import CommandError
 from postroom.store.permissions import Role, principal
-from postroom.web.api import agents, approvals, desk, interactions, status
+from postroom.web.api import agents, approvals, desk, interactions, operations, status
 from postroom.web.api.auth import bearer, session
 from postroom.web.api.router import Router
 
@@ -79,7 +79,7 @@ api = NinjaAPI(
     default_router=Router(),
 )
 
-for module in (status, agents, interactions, desk, approvals):
+for module in (status, agents, interactions, desk, approvals, operations):
     api.add_router("", module.router)
 
 

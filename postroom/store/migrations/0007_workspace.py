@@ -73,7 +73,7 @@ def drop_search_index(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('store', '0005_mailsec'),
+        ('store', '0006_mailboxes'),
     ]
 
     operations = [
