@@ -55,7 +55,7 @@ def test_two_watchers_taking_one_mail_at_once_make_one_interaction(make_center, 
     errors: list[BaseException] = []
 
     def watcher(box: Mailbox) -> None:
-        session = ImapSession(center.engine.site.imap_account(box.login, box.password, box.folder)).open()
+        session = ImapSession(center.engine.site.imap_account(box.login, center.engine.site.password_for(box.address), box.folder)).open()
         try:
             reception.sync_cursor(box, session)
             (uid,) = session.new_uids(0)
