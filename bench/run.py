@@ -35,7 +35,7 @@ from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
 
-PHASES = ("stack", "latency", "throughput", "ingest", "resume", "routing", "chaos")
+PHASES = ("stack", "latency", "throughput", "ingest", "resume", "routing", "pages", "chaos")
 
 FULL = {
     "stack_reps": 3, "stack_latency_n": 200, "stack_idle_n": 200, "stack_ceiling_n": 1000,
@@ -45,6 +45,7 @@ FULL = {
     "resume_n": 100_000, "resume_reps": 3,
     "routing_args": ["--queued", "100000", "--agents", "2000", "--skills", "20"],
     "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
+    "pages_args": ["--interactions", "100000", "--open", "10000", "--agents", "200", "--reps", "30"],
 }
 QUICK = {
     "stack_reps": 1, "stack_latency_n": 40, "stack_idle_n": 40, "stack_ceiling_n": 200,
@@ -54,6 +55,7 @@ QUICK = {
     "resume_n": 2000, "resume_reps": 1,
     "routing_args": ["--queued", "2000", "--agents", "50", "--skills", "5"],
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
+    "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
 }
 
 PG_STATE = "/tmp/postroom-bench-pg"
@@ -222,6 +224,18 @@ class Bench:
         self.raw["chaos"] = chaos_mod.chaos_run(
             self.stack, self.work / "chaos", c["chaos_customers"], c["chaos_kills"], c["chaos_seed"]
         )
+    def run_pages(self) -> None:
+        """Issue 11: server time of each page at 100,000 interactions, 10,000 open (SQLite)."""
+        out = self.work / "pages.json"
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env["DATABASE_URL"] = f"sqlite:///{self.work}/pages.sqlite3"
+        cmd = [PY, str(BENCH / "pages.py"), *self.cfg["pages_args"], "--json", str(out)]
+        log(" ".join(cmd))
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                timeout=1800, env=env)
+        if result.returncode != 0 or not out.exists():
+            raise RuntimeError(f"bench/pages.py failed ({result.returncode}): {result.stderr[-2000:]}")
+        self.raw["pages"] = json.loads(out.read_text())
 
     def stop_pg(self) -> None:
         if self.pg_started:
@@ -248,6 +262,7 @@ class Bench:
             self.phase("resume", self.run_resume)
             self.phase("routing", self.run_routing)
             self.phase("chaos", self.run_chaos)
+            self.phase("pages", self.run_pages)
         finally:
             try:
                 self.stop_pg()
@@ -432,6 +447,16 @@ class Bench:
                             reps=len(runs) or None,
                             note=(f"{self.cfg['resume_n']:,} QUEUED records; engine start → routed to the Ready agent"
                                   if runs else missing("resume"))))
+
+        pages = (raw.get("pages") or {}).get("pages") or {}
+        seeded = (raw.get("pages") or {}).get("seed") or {}
+        size = (f"{seeded.get('interactions', 0):,} interactions, {seeded.get('open', 0):,} open, "
+                f"{seeded.get('journal_events', 0):,} journal events, {(raw.get('pages') or {}).get('database', '')}")
+        for name, figures in pages.items():
+            F.append(Figure(f"page_p95_ms_{name}", figures["p95_ms"], "ms",
+                            note=f"{figures['url']} (p50 {figures['p50_ms']} ms); {size}"))
+        if not pages:
+            F.append(Figure("page_p95_ms_agent_bar", None, "ms", note=missing("pages")))
 
         ch = raw.get("chaos")
         if ch:

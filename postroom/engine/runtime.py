@@ -89,6 +89,7 @@ class Engine:
         site, now = self.site, self.now
         return [
             ("timers", lambda: timers.fire(site, now())),
+            ("approval requests", lambda: approvals.request_waiting(site, now())),
             ("approvals", lambda: approvals.act(site, now())),
             ("routing", lambda: self.desk.route(now())),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
