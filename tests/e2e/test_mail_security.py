@@ -16,7 +16,6 @@ import pytest
 
 from postroom.core.correlation import TOKEN_LENGTH, find_tokens_in_text
 from postroom.core.lifecycle import State
-from postroom.sim.agents import STYLES, compose_reply
 from postroom.store.models import (
     Agent,
     Approval,
@@ -24,6 +23,7 @@ from postroom.store.models import (
     JournalEvent,
     OutboundMessage,
 )
+from postroom_sim.agents import STYLES, compose_reply
 from tests.e2e.test_figures import customer_replies, forwards, mail, notices, ready, run, write_in
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
