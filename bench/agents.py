@@ -5,9 +5,9 @@
 SPEC: {"host", "imap_port", "submission_port", "cafile",
        "agents": [[address, password, style], ...]}
 
-The replies are the ones real mail clients send (``postroom.sim.compose_reply``:
+The replies are the ones real mail clients send (``postroom_sim.compose_reply``:
 Thunderbird, Outlook, Gmail, Apple Mail), submitted with STARTTLS + AUTH. Unlike
-``postroom.sim.AgentClient`` (IDLE, a fresh SMTP session per reply) each agent here polls
+``postroom_sim.AgentClient`` (IDLE, a fresh SMTP session per reply) each agent here polls
 its inbox every 50 ms and keeps one submission session, so that the agents are never what
 limits the engine's throughput. (AgentClient can also sit in IDLE for minutes with
 unanswered mail in the inbox when the mail arrived while it was sending: the EXISTS
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from postroom.sim import DEFAULT_TEXTS, compose_reply, is_auto_submitted  # noqa: E402
+from postroom_sim import DEFAULT_TEXTS, compose_reply, is_auto_submitted  # noqa: E402
 
 POLL = 0.05
 

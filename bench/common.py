@@ -39,7 +39,7 @@ BASE_PORT = 21500
 sys.path.insert(0, str(ROOT))
 
 from postroom.devstack import DevStack  # noqa: E402  (plain module, no Django)
-from postroom.sim.customers import prepare_customer_mail, sample_paths  # noqa: E402
+from postroom_sim.customers import prepare_customer_mail, sample_paths  # noqa: E402
 
 
 def log(*parts: object) -> None:

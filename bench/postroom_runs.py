@@ -9,7 +9,7 @@ from outside: mail in the real IMAP mailboxes, and the tracking records in the d
   inbox (STATUS polled every 2 ms, as for the stack's own floor), agents Ready with
   auto-answer, mail sent at a steady moderate rate.
 * throughput: N customer mails pushed in as fast as the MX takes them; simulated agents
-  (``python -m postroom.sim.run``, replies like real mail clients, no delay) answer; the
+  (``python -m postroom_sim.run``, replies like real mail clients, no delay) answer; the
   rate is N ÷ (first mail sent → N customer replies recorded sent).
 * ingest: the incoming box pre-filled (IMAP APPEND), no agent Ready; engine start → N
   interactions recorded (without auto-responses) or N auto-responses recorded sent.

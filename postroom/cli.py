@@ -170,6 +170,8 @@ def start_engine_or_exit(config):
 
 def prepare(config_path: str):
     config = load_config_or_exit(config_path)
+    # The web reads customer mail for transcripts with the file's server and passwords.
+    os.environ["POSTROOM_CONFIG"] = str(Path(config_path).resolve())
     setup_django()
     from postroom.store.loader import apply_config
 
@@ -217,6 +219,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    if args.config:
+        load_config_or_exit(args.config)
+        os.environ["POSTROOM_CONFIG"] = str(Path(args.config).resolve())
     setup_django()
     migrate()
     start_web(args.listen)
@@ -378,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("web", help="the web workspace and API alone")
     s.add_argument("--listen", default=DEFAULT_LISTEN)
+    s.add_argument(
+        "--config", default=None, help="the site's file: transcripts read mail from its server"
+    )
     s.set_defaults(fn=cmd_web)
 
     for name, fn in (("check", cmd_check), ("load", cmd_load)):

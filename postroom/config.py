@@ -34,6 +34,7 @@ __all__ = [
     "AUTO_RESPONSE_FIELDS",
     "DEFAULT_AUTO_RESPONSE_SUBJECT",
     "DEFAULT_AUTO_RESPONSE_TEXT",
+    "DEFAULT_EVALUATION_CRITERIA",
     "DEFAULT_WRAPUP_CODES",
     "AgentConfig",
     "ApprovalConfig",
@@ -46,6 +47,8 @@ __all__ = [
     "ContactConfig",
     "CustomerConfig",
     "DevstackConfig",
+    "EvaluationCriterionConfig",
+    "GroupConfig",
     "HealthConfig",
     "IncomingBox",
     "JournalBox",
@@ -178,6 +181,8 @@ class IncomingBox(Box):
     # Shorter no-reply times for urgent mail: (min_priority, seconds), ascending.
     no_reply_bands: tuple[tuple[int, int], ...] = ()
     trash_folder: str = "Trash"
+    # The reports' service level: the share of this box's mail answered within this time.
+    service_level_seconds: int = 4 * 3600
     # The templates may use {name} and {subject}, the sender's own words (off: they may not).
     auto_response_customer_text: bool = False
 
@@ -228,6 +233,9 @@ class AgentConfig:
     # Set by the agent's own key or by [approval] probation.
     probationary: bool = False
     notify_offers: bool = False
+    # Incoming boxes this agent may read (journal, transcripts, reports) besides its
+    # groups' boxes and what it holds (decision 0022).
+    boxes: tuple[str, ...] = ()
 
     @property
     def levels(self) -> dict[str, int]:
@@ -325,6 +333,42 @@ class ApprovalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GroupConfig:
+    """A team: its members may read the incoming boxes granted to it (decision 0022)."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    boxes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationCriterionConfig:
+    """One line of the evaluation form: scored 0..max_score, weighted."""
+
+    code: str
+    label: str
+    weight: int = 1
+    max_score: int = 5
+    description: str = ""
+
+
+DEFAULT_EVALUATION_CRITERIA = (
+    EvaluationCriterionConfig(
+        code="accuracy", label="Accurate and complete answer", weight=3,
+        description="Answers every question the customer asked, correctly.",
+    ),
+    EvaluationCriterionConfig(
+        code="tone", label="Tone and courtesy", weight=2,
+        description="Friendly, clear, in the customer's language.",
+    ),
+    EvaluationCriterionConfig(
+        code="process", label="Process followed", weight=1,
+        description="Right wrap-up code, approvals and templates used where they apply.",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SenderAuthConfig:
     """``[sender_auth]``: the evidence the site's mail server adds about who sent a mail."""
 
@@ -394,6 +438,8 @@ class Config:
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     wrapup_codes: tuple[WrapUpCodeConfig, ...] = DEFAULT_WRAPUP_CODES
     priority: PriorityConfig = field(default_factory=PriorityConfig)
+    groups: tuple[GroupConfig, ...] = ()
+    evaluation_criteria: tuple[EvaluationCriterionConfig, ...] = DEFAULT_EVALUATION_CRITERIA
     sender_auth: SenderAuthConfig = field(default_factory=SenderAuthConfig)
     auto_response: AutoResponseConfig = field(default_factory=AutoResponseConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -812,6 +858,8 @@ class _Parser:
         wrapup_codes = self.wrapup_codes(top)
         priority_table = top.table("priority", required=False)
         priority = self.priority(priority_table) if priority_table else PriorityConfig()
+        groups = [self.group(t) for t in top.array("groups", required=False)]
+        criteria = self.evaluation_criteria(top)
         sender_auth = self.sender_auth(top.table("sender_auth", required=False))
         auto_response_table = top.table("auto_response", required=False)
         auto_response = self.auto_response(auto_response_table) if auto_response_table else AutoResponseConfig()
@@ -833,11 +881,13 @@ class _Parser:
             self.check_rules(rules, agents, routing)
         if approval is not None:
             self.check_approval(approval, agents, incoming)
+        self.check_rights(groups, agents, incoming)
 
         if self.errors:
             return None
         assert node_id and secrets and server_fields and outbound and dead
         assert routing and approval and wrapup_codes is not None and priority and health
+        assert criteria is not None
         assert sender_auth and auto_response and outbox and cluster
         # One truth for "probationary": the agent's own key or the [approval] list.
         probation = set(approval.probation)
@@ -869,6 +919,8 @@ class _Parser:
             approval=approval,
             wrapup_codes=wrapup_codes,
             priority=priority,
+            groups=tuple(g for g in groups if g is not None),
+            evaluation_criteria=criteria,
             sender_auth=sender_auth,
             auto_response=auto_response,
             health=health,
@@ -1104,6 +1156,7 @@ class _Parser:
         priority = t.integer("default_priority", 0)
         bands = self.no_reply_bands(t, "no_reply_bands")
         trash = t.text("trash_folder", "Trash")
+        service_level = t.duration("service_level", 4 * 3600)
         customer_text = t.flag("auto_response_customer_text", False)
         if customer_text is False:
             for key, template in (("auto_response_subject", subject), ("auto_response_text", text)):
@@ -1119,6 +1172,7 @@ class _Parser:
         archive = t.text("archive_folder", "Postroom-Archive")
         t.done()
         rest = (auto_response, subject, text, no_reply, skills, priority, bands, trash, customer_text, archive)
+        rest += (service_level,)
         if fields is None or any(v is None for v in rest):
             return None
         return IncomingBox(
@@ -1131,6 +1185,7 @@ class _Parser:
             default_priority=priority,
             no_reply_bands=bands,
             trash_folder=trash,
+            service_level_seconds=service_level,
             auto_response_customer_text=customer_text,
             archive_folder=archive,
         )
@@ -1156,9 +1211,10 @@ class _Parser:
         supervisors = self.address_array(t, "supervisors")
         probationary = t.flag("probationary", False)
         notify_offers = t.flag("notify_offers", False)
+        boxes = self.address_array(t, "boxes")
         t.done()
         values = (name, address, skills, supervisor, auto_answer, capacity)
-        values += (supervisors, probationary, notify_offers)
+        values += (supervisors, probationary, notify_offers, boxes)
         if any(v is None for v in values) or (password is None and self._any_secret(t, "password")):
             return None
         if web_password is None and self._any_secret(t, "web_password"):
@@ -1176,6 +1232,7 @@ class _Parser:
             supervisors=supervisors,
             probationary=probationary,
             notify_offers=notify_offers,
+            boxes=boxes,
         )
 
     def customer(self, t: _Table) -> CustomerConfig | None:
@@ -1553,3 +1610,92 @@ class _Parser:
                 self.error(
                     f"approval.boxes[{j}]", f"{_show(address)} is not an incoming box in this file"
                 )
+
+    # -- rights and evaluation (decision 0022) -----------------------------------------------
+
+    def group(self, t: _Table) -> GroupConfig | None:
+        name = t.text("name")
+        if name is not None and len(name.strip()) > 100:
+            t.error("name", "longer than 100 characters")
+            name = None
+        members = self.address_array(t, "members")
+        boxes = self.address_array(t, "boxes")
+        t.done()
+        if name is None or members is None or boxes is None:
+            return None
+        return GroupConfig(name=name.strip(), members=members, boxes=boxes)
+
+    def evaluation_criteria(self, top: _Table) -> tuple[EvaluationCriterionConfig, ...] | None:
+        if not top.has("evaluation_criteria"):
+            top.used.add("evaluation_criteria")
+            return DEFAULT_EVALUATION_CRITERIA
+        found: list[EvaluationCriterionConfig] = []
+        first: dict[str, str] = {}
+        before = len(self.errors)
+        for t in top.array("evaluation_criteria", required=False):
+            code = t.text("code")
+            if code is not None and not _CODE.fullmatch(code):
+                t.error("code", f"expected 1-60 of A-Z a-z 0-9 _ -, got {_show(code)}")
+                code = None
+            if code is not None:
+                if code in first:
+                    t.error("code", f"duplicate code {_show(code)} (already {first[code]})")
+                    code = None
+                else:
+                    first[code] = t.key_path("code")
+            label = t.text("label", code.replace("_", " ").capitalize() if code else "")
+            weight = t.integer("weight", 1, lo=1, hi=100)
+            max_score = t.integer("max_score", 5, lo=1, hi=100)
+            description = t.text("description", "", empty=True)
+            t.done()
+            if None not in (code, label, weight, max_score, description):
+                found.append(
+                    EvaluationCriterionConfig(
+                        code=code,
+                        label=label,
+                        weight=weight,
+                        max_score=max_score,
+                        description=description,
+                    )
+                )
+        return tuple(found) if len(self.errors) == before else None
+
+    def check_rights(
+        self,
+        groups: list[GroupConfig | None],
+        agents: list[AgentConfig | None],
+        incoming: list[IncomingBox | None],
+    ) -> None:
+        """Groups named once; members are agents of the file; boxes are incoming boxes.
+        (Not judged against a box or agent that had errors of its own: no false alarms.)"""
+        boxes_known = None not in incoming
+        agents_known = None not in agents
+        addresses = {a.address for a in agents if a is not None}
+        boxes = {b.address for b in incoming if b is not None}
+        for i, agent in enumerate(agents):
+            for j, box in enumerate(agent.boxes if agent else ()):
+                if boxes_known and box not in boxes:
+                    self.error(
+                        f"agents[{i}].boxes[{j}]", f"{_show(box)} is not an incoming box in this file"
+                    )
+        seen: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            if group is None:
+                continue
+            if group.name.casefold() in seen:
+                self.error(
+                    f"groups[{i}].name",
+                    f"duplicate group {_show(group.name)} (already groups[{seen[group.name.casefold()]}])",
+                )
+            else:
+                seen[group.name.casefold()] = i
+            for j, member in enumerate(group.members):
+                if agents_known and member not in addresses:
+                    self.error(
+                        f"groups[{i}].members[{j}]", f"{_show(member)} is not an agent in this file"
+                    )
+            for j, box in enumerate(group.boxes):
+                if boxes_known and box not in boxes:
+                    self.error(
+                        f"groups[{i}].boxes[{j}]", f"{_show(box)} is not an incoming box in this file"
+                    )

@@ -30,10 +30,10 @@ def run_demo(config_path: str, listen: str) -> int:
     cli.prepare(config_path)
     from django.utils import timezone
 
-    from postroom.sim.agents import STYLES, AgentClient
-    from postroom.sim.customers import CustomerSimulator
     from postroom.store.agents import set_ready
     from postroom.store.models import Agent
+    from postroom_sim.agents import STYLES, AgentClient
+    from postroom_sim.customers import CustomerSimulator
 
     for agent in Agent.objects.filter(auto_answer=True):
         set_ready(agent, True, now=timezone.now(), by="demo")

@@ -61,6 +61,10 @@ def envnetworks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddre
 
 
 STATE_DIR = Path(envstr("POSTROOM_STATE_DIR", str(BASE_DIR / "var")))
+# The site's configuration file, when the web knows it (`postroom run`, `postroom web
+# --config`): transcripts then read customer mail from the mail server, read-only, with
+# the file's passwords; without it, from the copy Postroom forwarded to the agent.
+POSTROOM_CONFIG = envstr("POSTROOM_CONFIG")
 # `postroom demo` sets this: the only place where the insecure conveniences below are allowed.
 DEMO = envbool("POSTROOM_DEMO", False)
 # Every page but /healthz and the login page needs a login; only the demo may open the

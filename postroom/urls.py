@@ -5,3 +5,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("postroom.web.urls")),
 ]
+
+handler403 = "postroom.web.views.permission_denied"

@@ -1,4 +1,10 @@
-"""Acting on approval decisions (fig. 10 570-574), whether made on the web or by mail.
+"""Approval requests by mail (fig. 10 566-568) and acting on the decisions (570-574),
+whether made on the web or by mail.
+
+Requests: each approver gets the held reply as the customer would receive it, with a token
+bound to this approval round, so answering by mail decides this round and no other. A
+reply held by the reply step is requested in its own transaction; one held by the web
+composer (which may not mint tokens) is found here by `request_waiting`.
 
 Approved: the held reply (or the approver's edited version: their text, the agent's
 attachments, no token) is queued for the customer under the interaction's one reply key,
@@ -16,18 +22,75 @@ from email.utils import make_msgid
 
 from django.db import transaction
 
+from postroom.core.approval import ACCEPTED_FORMS
 from postroom.core.compose import with_text
-from postroom.core.correlation import strip_tokens
+from postroom.core.correlation import mint_token, reply_address, strip_tokens, subject_tag
 from postroom.core.headers import POLICY
 from postroom.core.lifecycle import Approved, Rejected, RejectedToQueue, State
 from postroom.engine.autoresponse import reply_target
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
 from postroom.store import locking
-from postroom.store.models import Approval, Interaction, OutboundMessage, Outgoing
+from postroom.store.models import Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
+
+
+def approval_bound(approval: Approval) -> bytes:
+    """What an approval token is bound to: one approval round (decision 0013)."""
+    return f"approval:{approval.pk}".encode()
+
+
+def request_by_mail(ix: Interaction, approval: Approval, reply: EmailMessage, site: Site, now: datetime) -> None:
+    """Mail each approver the held `reply`; inside the caller's transaction. Notices are
+    keyed per round and approver, so a second call queues nothing new."""
+    approvers = list(approval.approvers or ())
+    if not approvers:
+        log.warning("interaction %s: a held reply and no approver but staff on the web", ix.guid)
+    outbound = Mailbox.objects.get(kind=Mailbox.OUTBOUND)
+    subject = str(reply["Subject"] or ix.subject)
+    for approver in approvers:
+        # Bound to this round: an answer to an earlier request cannot decide this one.
+        token = mint_token(site.keys.approval_key, ix.guid, approver, bound=approval_bound(approval))
+        queue_notice(
+            site,
+            now,
+            key=f"notice:approval:{approval.pk}:{approver}",
+            to=approver,
+            subject=f"Approval needed: {subject} {subject_tag(token)}",
+            text=(
+                f"{ix.agent.name} <{ix.agent.address}> wrote a reply that needs your approval "
+                f"({approval.reason_held}). The reply is attached as the customer would receive it.\n\n"
+                + ACCEPTED_FORMS
+                + "\nYou can also decide in the supervisor console.\n"
+            ),
+            interaction=ix,
+            attach=reply,
+            # From = Reply-To: a "Reply All" then writes to the one address, once.
+            from_address=reply_address(outbound.address, token),
+            reply_to=reply_address(outbound.address, token),
+        )
+    Approval.objects.filter(pk=approval.pk).update(mailed_at=now)
+
+
+def request_waiting(site: Site, now: datetime) -> bool:
+    """Mail the requests of pending approvals that have none yet (held in the web composer)."""
+    waiting = list(Approval.objects.filter(state=Approval.PENDING, mailed_at=None).values_list("pk", flat=True)[:50])
+    for pk in waiting:
+        with transaction.atomic():
+            approval = Approval.objects.select_for_update().filter(pk=pk, mailed_at=None).first()
+            if approval is None:
+                continue
+            ix = Interaction.objects.select_related("agent", "mailbox").get(pk=approval.interaction_id)
+            if ix.agent is None or ix.state is not State.AWAITING_APPROVAL:
+                # Decided or taken away meanwhile: nothing left to ask for.
+                Approval.objects.filter(pk=pk).update(mailed_at=now)
+                continue
+            reply = message_from_bytes(bytes(approval.raw), policy=POLICY)
+            assert isinstance(reply, EmailMessage)
+            request_by_mail(ix, approval, reply, site, now)
+    return bool(waiting)
 
 
 def act(site: Site, now: datetime) -> bool:

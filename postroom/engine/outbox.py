@@ -55,7 +55,6 @@ from postroom.core.outbox import (
 from postroom.engine.alerts import raise_alert
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
-from postroom.engine.replies import approvers_for
 from postroom.engine.site import Site
 from postroom.mail.imap import MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
@@ -295,7 +294,7 @@ def tell_reply_failed(ix: Interaction, row: Outgoing, reason: str, site: Site, n
     """The agent and the supervisors learn that the customer has nothing (fig. 9 with the
     mail server saying no), and where to act on it."""
     agent: Agent | None = ix.agent
-    people = ([agent.address] if agent else []) + (approvers_for(agent) if agent else [])
+    people = ([agent.address] if agent else []) + (agent.approvers() if agent else [])
     attach = message_from_bytes(bytes(row.raw), policy=POLICY)
     for to in dict.fromkeys(people):
         queue_notice(

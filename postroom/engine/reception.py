@@ -34,7 +34,7 @@ from postroom.engine.site import Site
 from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
-from postroom.store import contacts, journal
+from postroom.store import contacts, journal, search
 from postroom.store.fence import LeaseLost, hold_lease, is_fence_error
 from postroom.store.models import (
     Agent,
@@ -237,6 +237,7 @@ def create_interaction(
         "received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind,
         follows=str(earlier.guid) if earlier else None,
     )
+    search.keep_customer_text(ix, mail.text)  # the journal's full text (decision 0023)
     if rules.hits or rules.misses:
         journal.record("rules", now, interaction=ix, **rules.as_record())
     if approval_reason:

@@ -26,14 +26,12 @@ from postroom.core.approval import ACCEPTED_FORMS, Decision, at_reply, read_mail
 from postroom.core.compose import UnsafeHeaderValue, reply_to_customer
 from postroom.core.correlation import (
     candidate_tokens,
-    mint_token,
     parse_token,
-    reply_address,
-    subject_tag,
     verify_token,
 )
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
 from postroom.core.senderauth import vouch
+from postroom.engine.approvals import approval_bound, request_by_mail
 from postroom.engine.autoresponse import reply_target
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
@@ -127,11 +125,6 @@ def refuse_oversize(box: Mailbox, session: ImapSession, message: FetchedMessage,
         "send it again smaller, e.g. with a link instead of a large attachment"
     )
     refuse(box, session, message, mail, Refused(reason, interaction, notify), site, now)
-
-
-def approval_bound(approval: Approval) -> bytes:
-    """What an approval token is bound to: one approval round (decision 0013)."""
-    return f"approval:{approval.pk}".encode()
 
 
 def approval_answered(ix: Interaction, token: str, sender: str, site: Site) -> Approval | None:
@@ -248,7 +241,7 @@ def accept(
         site.approval, required_at_reception=ix.approval, agent=ix.agent.address, probationary=ix.agent.probationary
     )
     if held:
-        hold(ix, row, reply, mail, held, site, now)
+        hold(ix, row, reply, held, site, now)
     else:
         Outgoing.objects.create(
             key=f"reply:{ix.guid}",
@@ -265,45 +258,14 @@ def accept(
     checkpoint("reply-accepted")  # inside the transaction: the acceptance rolls back
 
 
-def approvers_for(agent: Agent) -> list[str]:
-    """The agent's supervisors (fig. 10 566), else every supervisor; never the agent: a
-    writer may not approve their own reply."""
-    named = [a.address for a in agent.supervisors.all()]
-    found = named or list(Agent.objects.filter(is_supervisor=True).values_list("address", flat=True))
-    return [a for a in found if a.lower() != agent.address.lower()]
-
-
-def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, mail: ParsedMail, reason: str, site: Site, now: datetime) -> None:
+def hold(ix: Interaction, row: OutboundMessage, reply: EmailMessage, reason: str, site: Site, now: datetime) -> None:
     """fig. 10 564-568: the reply waits for an approver, who gets it by mail and on the web."""
-    approvers = approvers_for(ix.agent)
+    approvers = ix.agent.approvers()
     approval = Approval.objects.create(
         interaction=ix, reply=row, raw=reply.as_bytes(), approvers=approvers, reason_held=reason, requested_at=now
     )
     apply(ix, ReplyHeld(), now, reason=reason, approvers=approvers)
-    if not approvers:
-        log.warning("interaction %s: a held reply and no approver but staff on the web", ix.guid)
-    outbound = row.mailbox
-    for approver in approvers:
-        # Bound to this round: an answer to an earlier request cannot decide this one.
-        token = mint_token(site.keys.approval_key, ix.guid, approver, bound=approval_bound(approval))
-        queue_notice(
-            site,
-            now,
-            key=f"notice:approval:{approval.pk}:{approver}",
-            to=approver,
-            subject=f"Approval needed: {mail.subject} {subject_tag(token)}",
-            text=(
-                f"{ix.agent.name} <{ix.agent.address}> wrote a reply that needs your approval "
-                f"({reason}). The reply is attached as the customer would receive it.\n\n"
-                + ACCEPTED_FORMS
-                + "\nYou can also decide in the supervisor console.\n"
-            ),
-            interaction=ix,
-            attach=reply,
-            # From = Reply-To: a "Reply All" then writes to the one address, once.
-            from_address=reply_address(outbound.address, token),
-            reply_to=reply_address(outbound.address, token),
-        )
+    request_by_mail(ix, approval, reply, site, now)
 
 
 def take_decision(

@@ -115,6 +115,7 @@ class Engine:
         # the router lease; the rest on every node (each item claimed: decision 0030).
         return [
             ("timers", lambda: timers.fire(site, now())),
+            ("approval requests", lambda: approvals.request_waiting(site, now())),
             ("approvals", lambda: approvals.act(site, now())),
             ("routing", self._route),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),

@@ -9,8 +9,11 @@ from django.utils import timezone
 from postroom.store import agents
 from postroom.store.models import (
     Agent,
+    AgentGroup,
     ApiToken,
     AuditEntry,
+    Evaluation,
+    EvaluationCriterion,
     Interaction,
     JournalEvent,
     Mailbox,
@@ -70,6 +73,8 @@ class AgentAdmin(admin.ModelAdmin):
     # Ready / Not Ready goes through postroom.store.agents.set_ready (stamped, journaled).
     readonly_fields = ["ready", "state_changed_at", "routed_count"]
     raw_id_fields = ["user"]
+    # Box rights (decision 0022): the boxes this agent reads besides its groups' boxes.
+    filter_horizontal = ["boxes", "supervisors"]
     actions = ["make_ready", "make_not_ready"]
 
     @admin.action(description="Make the selected agents Ready")
@@ -86,6 +91,41 @@ class AgentAdmin(admin.ModelAdmin):
             agents.set_ready(agent, ready, now=now, by=request.user) for agent in queryset
         )
         self.message_user(request, f"{changed} agent(s) changed.")
+
+
+@admin.register(AgentGroup)
+class AgentGroupAdmin(admin.ModelAdmin):
+    """Teams and the incoming boxes their members may read (decision 0022)."""
+
+    list_display = ["name", "member_count", "box_list"]
+    search_fields = ["name", "members__address", "boxes__address"]
+    filter_horizontal = ["members", "boxes"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("members", "boxes")
+
+    @admin.display(description="members")
+    def member_count(self, obj: AgentGroup) -> int:
+        return len(obj.members.all())
+
+    @admin.display(description="boxes")
+    def box_list(self, obj: AgentGroup) -> str:
+        return ", ".join(b.address for b in obj.boxes.all())
+
+
+@admin.register(EvaluationCriterion)
+class EvaluationCriterionAdmin(admin.ModelAdmin):
+    list_display = ["position", "code", "label", "weight", "max_score", "active"]
+    list_editable = ["active"]
+    list_display_links = ["code"]
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "interaction", "agent", "mailbox", "evaluator", "score"]
+    list_filter = ["agent", "mailbox"]
+    search_fields = ["evaluator", "comment", "interaction__subject"]
+    list_select_related = ["interaction", "agent", "mailbox"]
 
 
 class JournalInline(admin.TabularInline):

@@ -1,5 +1,5 @@
 """Apply a validated site configuration to the database: mailboxes, agents, agent logins,
-routing rules, contacts and wrap-up codes.
+routing rules, contacts, wrap-up codes, groups and box rights, evaluation criteria.
 
 Owns `postroom load`'s effect on the database and nothing more. Server settings and the
 correlation secret are not stored: the engine reads them from the same TOML file at start.
@@ -26,13 +26,21 @@ from django.utils import timezone
 
 from postroom.config import AgentConfig, Box, Config, ContactConfig, IncomingBox
 from postroom.store import audit
-from postroom.store.models import Agent, Contact, Mailbox, Rule, WrapUpCode
+from postroom.store.models import (
+    Agent,
+    AgentGroup,
+    Contact,
+    EvaluationCriterion,
+    Mailbox,
+    Rule,
+    WrapUpCode,
+)
 
 __all__ = ["ALL_KINDS", "MAIL_KINDS", "KindReport", "LoadReport", "apply_config"]
 
 # What `counts()` reports unless asked for more: the kinds it has always reported.
 MAIL_KINDS = ("mailboxes", "agents", "users")
-ALL_KINDS = (*MAIL_KINDS, "rules", "contacts", "wrapup_codes")
+ALL_KINDS = (*MAIL_KINDS, "rules", "contacts", "wrapup_codes", "groups", "evaluation_criteria")
 
 
 @dataclass
@@ -69,6 +77,9 @@ class LoadReport:
     rules: KindReport = field(default_factory=KindReport)
     contacts: KindReport = field(default_factory=KindReport)
     wrapup_codes: KindReport = field(default_factory=KindReport)
+    # Groups by name (with their members and boxes), evaluation criteria by code.
+    groups: KindReport = field(default_factory=KindReport)
+    evaluation_criteria: KindReport = field(default_factory=KindReport)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +123,9 @@ def apply_config(config: Config, *, now: datetime | None = None) -> LoadReport:
         _apply_mailboxes(config, report.mailboxes)
         _apply_agents(config, report, now)
         _apply_supervisors(config, report.agents)
+        _apply_agent_boxes(config, report.agents)
+        _apply_groups(config, report.groups)
+        _apply_criteria(config, report.evaluation_criteria)
         _apply_rules(config, report.rules)
         _apply_contacts(config, report.contacts)
         _apply_wrapup_codes(config, report.wrapup_codes)
@@ -146,6 +160,7 @@ def _mailbox_fields(box: Box, kind: str) -> dict[str, Any]:
             "default_priority": box.default_priority,
             "no_reply_bands": [[floor, seconds] for floor, seconds in box.no_reply_bands],
             "trash_folder": box.trash_folder,
+            "service_level_seconds": box.service_level_seconds,
         }
     else:
         # Only incoming boxes are routed or auto-answered; make that explicit in the row
@@ -366,4 +381,71 @@ def _apply_wrapup_codes(config: Config, report: KindReport) -> None:
     known = {code.code for code in config.wrapup_codes}
     report.not_in_file += [
         c for c in WrapUpCode.objects.values_list("code", flat=True) if c not in known
+    ]
+
+
+def _apply_agent_boxes(config: Config, report: KindReport) -> None:
+    """Each agent's directly granted boxes are exactly those the file names (decision 0022)."""
+    for cfg in config.agents:
+        row = Agent.objects.get(address__iexact=cfg.address)
+        have = {a.lower() for a in row.boxes.values_list("address", flat=True)}
+        if have == set(cfg.boxes):
+            continue
+        row.boxes.set(Mailbox.objects.filter(address__in=cfg.boxes, kind=Mailbox.INCOMING))
+        if cfg.address in report.created:
+            continue
+        report.updated.setdefault(cfg.address, []).append("boxes")
+        if cfg.address in report.unchanged:
+            report.unchanged.remove(cfg.address)
+
+
+def _apply_groups(config: Config, report: KindReport) -> None:
+    """Groups by name; their members and boxes are exactly those the file names."""
+    for cfg in config.groups:
+        row = AgentGroup.objects.filter(name__iexact=cfg.name).first()
+        created = row is None
+        if row is None:
+            row = AgentGroup.objects.create(name=cfg.name)
+        changed = []
+        if row.name != cfg.name:
+            row.name = cfg.name
+            row.save(update_fields=["name"])
+            changed.append("name")
+        members = {a.lower() for a in row.members.values_list("address", flat=True)}
+        if members != set(cfg.members):
+            row.members.set(Agent.objects.filter(address__in=cfg.members))
+            changed.append("members")
+        boxes = {a.lower() for a in row.boxes.values_list("address", flat=True)}
+        if boxes != set(cfg.boxes):
+            row.boxes.set(Mailbox.objects.filter(address__in=cfg.boxes, kind=Mailbox.INCOMING))
+            changed.append("boxes")
+        if created:
+            report.created.append(cfg.name)
+        elif changed:
+            report.updated[cfg.name] = changed
+        else:
+            report.unchanged.append(cfg.name)
+    known = {cfg.name.casefold() for cfg in config.groups}
+    report.not_in_file += [
+        n for n in AgentGroup.objects.values_list("name", flat=True) if n.casefold() not in known
+    ]
+
+
+def _apply_criteria(config: Config, report: KindReport) -> None:
+    """Evaluation criteria by code, positioned 10, 20, 30... in file order."""
+    for i, cfg in enumerate(config.evaluation_criteria):
+        values = {
+            "code": cfg.code,
+            "label": cfg.label,
+            "description": cfg.description,
+            "weight": cfg.weight,
+            "max_score": cfg.max_score,
+            "position": (i + 1) * 10,
+            "active": True,
+        }
+        row = EvaluationCriterion.objects.filter(code=cfg.code).first()
+        _upsert(row, EvaluationCriterion, values, cfg.code, report)
+    known = {cfg.code for cfg in config.evaluation_criteria}
+    report.not_in_file += [
+        c for c in EvaluationCriterion.objects.values_list("code", flat=True) if c not in known
     ]

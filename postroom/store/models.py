@@ -49,6 +49,8 @@ class Mailbox(models.Model):
     archive_folder = models.CharField(max_length=200, default="Postroom-Archive")
     skills = models.JSONField(default=list, blank=True)
     default_priority = models.IntegerField(default=0)
+    # The reports' service level: the share of this box's mail answered within this time.
+    service_level_seconds = models.PositiveIntegerField(default=4 * 3600)
     # The ingest cursor: UIDs up to last_uid under this UIDVALIDITY have been looked at.
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     last_uid = models.BigIntegerField(default=0)
@@ -85,6 +87,15 @@ class Agent(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Incoming boxes whose interactions this agent may read (journal, transcripts, reports)
+    # besides those it holds; its groups' boxes count too (postroom.store.permissions).
+    boxes = models.ManyToManyField(
+        Mailbox,
+        blank=True,
+        related_name="readers",
+        limit_choices_to={"kind": Mailbox.INCOMING},
+        help_text="Incoming boxes this agent may read (besides its groups' boxes)",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -96,6 +107,29 @@ class Agent(models.Model):
     def skill_levels(self) -> dict[str, int]:
         """Skills with levels: stored as {"support": 3} or, without levels, ["support"]."""
         return skill_levels(self.skills)
+
+    def approvers(self) -> list[str]:
+        """Who approves this agent's held replies: its supervisors (fig. 10 566), else every
+        supervisor; never the agent itself, since a writer may not approve their own reply."""
+        named = [a.address for a in self.supervisors.all()]
+        found = named or list(Agent.objects.filter(is_supervisor=True).values_list("address", flat=True))
+        return [a for a in found if a.lower() != self.address.lower()]
+
+
+class AgentGroup(models.Model):
+    """A team (MailFlow's groups): its members may read the incoming boxes granted to it."""
+
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(Agent, blank=True, related_name="groups")
+    boxes = models.ManyToManyField(
+        Mailbox, blank=True, related_name="groups", limit_choices_to={"kind": Mailbox.INCOMING}
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def skill_levels(skills: object) -> dict[str, int]:
@@ -249,7 +283,14 @@ class Interaction(models.Model):
                 fields=["dedupe_key"], condition=~models.Q(dedupe_key=""), name="one_interaction_per_mail"
             ),
         ]
-        indexes = [models.Index(fields=["status", "-priority", "arrival_time"])]
+        indexes = [
+            models.Index(fields=["status", "-priority", "arrival_time"]),
+            # The journal's keyset pagination, newest first, overall and per box or agent.
+            models.Index(fields=["-arrival_time", "-id"], name="ix_arrival_desc"),
+            models.Index(fields=["mailbox", "-arrival_time", "-id"], name="ix_box_arrival"),
+            models.Index(fields=["agent", "-arrival_time", "-id"], name="ix_agent_arrival"),
+            models.Index(fields=["replied_at"], name="ix_replied_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.guid} {self.status} {self.subject[:40]!r}"
@@ -370,6 +411,10 @@ class Approval(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     # Set once the engine has acted on the decision (sent, or notified the agent).
     applied_at = models.DateTimeField(null=True, blank=True)
+    # Set once the approvers' requests by mail are queued. A reply held by the engine gets
+    # them in the same transaction; one written in the web composer (the web may not mint
+    # approval tokens) gets them from the engine's approval step, which looks for NULL here.
+    mailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -442,6 +487,8 @@ class JournalEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+        # The reports read events of some kinds within a date range.
+        indexes = [models.Index(fields=["kind", "at"], name="journal_kind_at")]
 
 
 class ApiToken(models.Model):
@@ -479,6 +526,77 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+class InteractionText(models.Model):
+    """What the journal's full-text search reads for one interaction (decision 0023): the
+    subject and plain-text excerpts of the customer's mail (kept at reception) and of the
+    reply (kept when it is queued). Not the mail: that stays on the server (0001).
+
+    Indexed by `postroom.store.search`: an FTS5 table kept by triggers on SQLite, a GIN
+    expression index on PostgreSQL (both made by migration 0007).
+    """
+
+    interaction = models.OneToOneField(
+        Interaction, primary_key=True, on_delete=models.CASCADE, related_name="text"
+    )
+    subject = models.TextField(blank=True)
+    customer_text = models.TextField(blank=True)
+    reply_text = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class EvaluationCriterion(models.Model):
+    """One line of the evaluation form (iceJournal's evaluate), from the configuration."""
+
+    code = models.SlugField(max_length=60, unique=True)
+    label = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    weight = models.PositiveIntegerField(default=1)
+    max_score = models.PositiveIntegerField(default=5)
+    position = models.PositiveIntegerField(default=0)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name_plural = "evaluation criteria"
+
+    def __str__(self) -> str:
+        return f"{self.label} (weight {self.weight})"
+
+
+class Evaluation(models.Model):
+    """A supervisor's scores for one finished interaction; one per evaluator, editable.
+
+    The criteria are copied in as scored (label, weight, maximum), so a later change of
+    the form does not rewrite old scores. `score` is the weighted result, 0-100.
+    """
+
+    interaction = models.ForeignKey(
+        Interaction, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    # Who was evaluated and in which box, as of the evaluation (reports group by these).
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    evaluator = models.CharField(max_length=320)
+    scores = models.JSONField(default=list)
+    score = models.FloatField()
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["interaction", "evaluator"], name="one_evaluation_per_evaluator"
+            )
+        ]
+        indexes = [models.Index(fields=["created_at"], name="evaluation_created")]
 
 
 class Alert(models.Model):

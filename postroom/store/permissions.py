@@ -3,14 +3,21 @@
 Three roles, from the user's rows (no Django groups to keep in step):
 
 - **agent**: a user linked to an `Agent`; sees and acts on the interactions it holds
-  (`Interaction.agent`), and changes its own Ready state;
-- **supervisor**: linked to an agent with ``is_supervisor``; sees the unassigned queue
-  and everything of the agents it oversees, decides the approvals it is an approver of;
+  (`Interaction.agent`), reads (journal, transcripts, reports) everything of the incoming
+  boxes granted to it or to its groups, and changes its own Ready state;
+- **supervisor**: linked to an agent with ``is_supervisor``; sees and acts on everything
+  of the agents it oversees and of the boxes granted to it or its groups; a supervisor
+  given no box watches the unassigned queue of every box (as an agent naming no
+  supervisor is overseen by every supervisor). Decides the approvals it is an approver of;
 - **administrator**: an active staff user (the admin site's own test); sees everything.
 
 "Oversees" follows the approval rule of fig. 10 566: an agent's supervisors are those its
 configuration names, or every supervisor when it names none (the same rule that picks who
 approves its replies). A supervisor oversees itself too.
+
+Box rights (issue 11, decision 0022) are granted in the configuration (`boxes` on an agent,
+`[[groups]]`) or the admin. They widen what a principal reads; they never take away what
+it holds: the agent an interaction was routed to always sees it.
 
 Everything here answers from a `Principal` built once per request (`principal(user)`), so
 a page that checks ten rows does not look the user's agent up ten times. The web turns a
@@ -25,17 +32,22 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from postroom.store.models import Agent, Approval, Interaction
+from postroom.store.models import Agent, Approval, Interaction, Mailbox
 
 __all__ = [
     "Principal",
     "Role",
     "agents_overseen",
+    "boxes_granted",
+    "handled_interactions",
     "may_change_agent",
     "may_decide_approval",
+    "may_evaluate",
     "may_handle",
+    "may_see",
     "may_see_agent",
     "principal",
+    "readable_boxes",
     "visible_agents",
     "visible_interactions",
 ]
@@ -63,6 +75,8 @@ class Principal:
     role: Role
     # Agent ids this principal oversees (a supervisor); empty for the others.
     overseen: frozenset[int] = field(default_factory=frozenset)
+    # Incoming box ids granted to it or its groups (decision 0022).
+    boxes: frozenset[int] = field(default_factory=frozenset)
 
     @property
     def is_authenticated(self) -> bool:
@@ -108,11 +122,26 @@ def principal(user: Any) -> Principal:
     if agent is None:
         # A login with neither an agent nor staff rights: it may log in, and see nothing.
         return Principal(user=user, agent=None, role=Role.ANONYMOUS)
+    boxes = boxes_granted(agent)
     if agent.is_supervisor:
         return Principal(
-            user=user, agent=agent, role=Role.SUPERVISOR, overseen=agents_overseen(agent)
+            user=user,
+            agent=agent,
+            role=Role.SUPERVISOR,
+            overseen=agents_overseen(agent),
+            boxes=boxes,
         )
-    return Principal(user=user, agent=agent, role=Role.AGENT)
+    return Principal(user=user, agent=agent, role=Role.AGENT, boxes=boxes)
+
+
+def boxes_granted(agent: Agent) -> frozenset[int]:
+    """The ids of the incoming boxes granted to `agent` directly or through its groups."""
+    ids = (
+        Mailbox.objects.filter(Q(readers=agent) | Q(groups__members=agent))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    return frozenset(ids)
 
 
 def agents_overseen(supervisor: Agent) -> frozenset[int]:
@@ -130,26 +159,74 @@ def agents_overseen(supervisor: Agent) -> frozenset[int]:
 # --- interactions -----------------------------------------------------------------------
 
 
-def visible_interactions(who: Principal, qs: QuerySet[Interaction]) -> QuerySet[Interaction]:
-    """The interactions of `qs` that `who` may see."""
+def _handled(who: Principal) -> Q | None:
+    """What `who` may act on, as a filter (None: everything)."""
     if who.sees_everything:
-        return qs
+        return None
     if who.role >= Role.SUPERVISOR:
-        return qs.filter(Q(agent__isnull=True) | Q(agent_id__in=who.overseen))
+        theirs = Q(agent_id__in=who.overseen)
+        if who.boxes:
+            return theirs | Q(mailbox_id__in=who.boxes)
+        return theirs | Q(agent__isnull=True)
     if who.role >= Role.AGENT and who.agent is not None:
-        return qs.filter(agent_id=who.agent.pk)
-    return qs.none()
+        return Q(agent_id=who.agent.pk)
+    return Q(pk__in=[])
+
+
+def visible_interactions(who: Principal, qs: QuerySet[Interaction]) -> QuerySet[Interaction]:
+    """The interactions of `qs` that `who` may see (and read: journal, transcript,
+    reports): what it may act on, and everything of the boxes granted to it."""
+    handled = _handled(who)
+    if handled is None:
+        return qs
+    if who.role >= Role.AGENT and who.boxes:
+        handled |= Q(mailbox_id__in=who.boxes)
+    return qs.filter(handled)
+
+
+def handled_interactions(who: Principal, qs: QuerySet[Interaction]) -> QuerySet[Interaction]:
+    """The interactions of `qs` that `who` may act on (`may_handle`)."""
+    handled = _handled(who)
+    return qs if handled is None else qs.filter(handled)
 
 
 def may_handle(who: Principal, ix: Interaction) -> bool:
     """See the interaction and act on it (hang up, transfer, resolve): the agent holding
-    it, a supervisor overseeing that agent (or any supervisor while nobody holds it), an
-    administrator."""
+    it; a supervisor overseeing that agent, or granted its box (a supervisor given no box:
+    any supervisor while nobody holds it); an administrator."""
     if who.sees_everything:
         return True
     if who.role >= Role.SUPERVISOR:
-        return ix.agent_id is None or ix.agent_id in who.overseen
+        if ix.agent_id is not None and ix.agent_id in who.overseen:
+            return True
+        if who.boxes:
+            return ix.mailbox_id in who.boxes
+        return ix.agent_id is None
     return who.agent is not None and ix.agent_id == who.agent.pk
+
+
+def may_see(who: Principal, ix: Interaction) -> bool:
+    """Read the interaction (its record, transcript, attachments, history): whoever may
+    handle it, and an agent granted its box."""
+    if may_handle(who, ix):
+        return True
+    return who.role >= Role.AGENT and ix.mailbox_id in who.boxes
+
+
+def may_evaluate(who: Principal, ix: Interaction) -> bool:
+    """Score it (iceJournal's evaluate): a supervisor who may handle it, an administrator."""
+    return who.at_least(Role.SUPERVISOR) and may_handle(who, ix)
+
+
+def readable_boxes(who: Principal, qs: QuerySet[Mailbox]) -> QuerySet[Mailbox]:
+    """The incoming boxes `who` may pick in the journal and the reports: every box for an
+    administrator and for a supervisor given none; else the boxes granted."""
+    qs = qs.filter(kind=Mailbox.INCOMING)
+    if who.sees_everything or (who.role >= Role.SUPERVISOR and not who.boxes):
+        return qs
+    if who.role >= Role.AGENT:
+        return qs.filter(pk__in=who.boxes)
+    return qs.none()
 
 
 # --- agents -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from postroom.store.permissions import (
     may_change_agent,
     may_decide_approval,
     may_handle,
+    may_see,
     may_see_agent,
     principal,
 )
@@ -83,9 +84,13 @@ def public(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     return view
 
 
-def page(role: Role, *, demo_open: bool = False) -> Callable[[Callable], Callable]:
+def page(
+    role: Role, *, demo_open: bool = False, handles: bool = False
+) -> Callable[[Callable], Callable]:
     """Open the page to `role` and above; with `demo_open`, to anyone when the demo has
-    switched logins off."""
+    switched logins off. `handles`: the interaction it names must be one the principal
+    may act on (`may_handle`), not only read (`may_see`); the page checks that itself,
+    the mark tells the permission-matrix test."""
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
@@ -102,6 +107,7 @@ def page(role: Role, *, demo_open: bool = False) -> Callable[[Callable], Callabl
 
         guarded.postroom_access = role  # type: ignore[attr-defined]
         guarded.postroom_demo_open = demo_open  # type: ignore[attr-defined]
+        guarded.postroom_handles = handles  # type: ignore[attr-defined]
         return guarded
 
     return decorate
@@ -148,13 +154,19 @@ def allow(role: Role, *, demo_open: bool = False) -> Callable[[Callable], Callab
 # --- objects named in the URL -----------------------------------------------------------
 
 
-def interaction_for(request: HttpRequest, guid: UUID) -> Interaction:
+def interaction_for(request: HttpRequest, guid: UUID, *, read: bool = False) -> Interaction:
+    """The interaction named in the URL, if the principal may act on it (`read`: may read
+    it, which a box's readers may too)."""
     ix = get_object_or_404(
         Interaction.objects.select_related("mailbox", "agent", "target_agent"), guid=guid
     )
-    if not may_handle(principal_of(request), ix):
+    if read and not may_see(principal_of(request), ix):
         raise HttpError(
-            403, "Only the agent holding it, its supervisor or an administrator may see this"
+            403, "Only its agent, its supervisor, readers of its box or an administrator may see this"
+        )
+    if not read and not may_handle(principal_of(request), ix):
+        raise HttpError(
+            403, "Only the agent holding it, its supervisor or an administrator may do this"
         )
     return ix
 

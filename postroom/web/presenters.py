@@ -25,15 +25,25 @@ from postroom.store.permissions import (
 
 def agents_with_current(who: Principal):
     """The agents `who` may see, each with its interactions in hand (`.current`)."""
-    current = Interaction.objects.filter(status__in=[s.value for s in WITH_AGENT]).order_by(
-        "routed_at", "id"
+    # Only what agent_dict shows: with thousands in hand, whole rows (headers, rules,
+    # references) cost more to build than the query.
+    current = (
+        Interaction.objects.filter(status__in=[s.value for s in WITH_AGENT])
+        .only("id", "agent_id", "guid", "subject", "status", "no_reply_due_at", "routed_at")
+        .order_by("routed_at", "id")
     )
     return visible_agents(who, Agent.objects.all()).prefetch_related(
         Prefetch("interactions", current, to_attr="current")
     )
 
 
-def agent_dict(agent: Agent) -> dict[str, Any]:
+def seconds_left(due: datetime | None, now: datetime) -> int | None:
+    """Seconds until a deadline (negative once passed); None without one."""
+    return None if due is None else int((due - now).total_seconds())
+
+
+def agent_dict(agent: Agent, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
     current = getattr(agent, "current", None)
     if current is None:
         current = agent.interactions.filter(status__in=[s.value for s in WITH_AGENT]).order_by(
@@ -49,7 +59,14 @@ def agent_dict(agent: Agent) -> dict[str, Any]:
         "capacity": agent.capacity,
         "state_changed_at": agent.state_changed_at,
         "current": [
-            {"guid": ix.guid, "subject": ix.subject, "status": ix.status} for ix in current
+            {
+                "guid": ix.guid,
+                "subject": ix.subject,
+                "status": ix.status,
+                "no_reply_due_at": ix.no_reply_due_at,
+                "seconds_left": seconds_left(ix.no_reply_due_at, now),
+            }
+            for ix in current
         ],
     }
 
@@ -111,14 +128,20 @@ def interaction_detail(ix: Interaction) -> dict[str, Any]:
     }
 
 
+# How many queued interactions the live page and each queue of the console list: the
+# head of the queue is what people act on; the counts say how long the rest is.
+LIVE_QUEUE_SHOWN = 100
+CONSOLE_QUEUE_SHOWN = 25
+
+
 def status_dict(who: Principal, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the live page shows: the queue, the agents, counts by status."""
+    """Everything the live page shows: the queue (its head), the agents, counts by status."""
     now = now or timezone.now()
     queued = (
         visible_interactions(who, Interaction.objects.filter(status=State.QUEUED.value))
         .select_related("mailbox")
         .order_by("-priority", "arrival_time", "id")
-    )
+    )[:LIVE_QUEUE_SHOWN]
     queue = [
         {
             "guid": ix.guid,
@@ -141,7 +164,7 @@ def status_dict(who: Principal, now: datetime | None = None) -> dict[str, Any]:
     return {
         "now": now,
         "queue": queue,
-        "agents": [agent_dict(a) for a in agents_with_current(who)],
+        "agents": [agent_dict(a, now) for a in agents_with_current(who)],
         "counts": counts,
         "summary": {
             "queued": counts[State.QUEUED.value],
@@ -155,7 +178,19 @@ def _waiting(now: datetime, since: datetime | None) -> int:
     return max(0, int((now - since).total_seconds())) if since else 0
 
 
-def desk_item(ix: Interaction, now: datetime) -> dict[str, Any]:
+HISTORY_ON_DESK = 5
+
+
+def desk_history(who: Principal, ix: Interaction) -> list[dict[str, Any]]:
+    """The customer's other interactions the agent may see (newest first, a few)."""
+    qs = visible_interactions(who, Interaction.objects.filter(customer=ix.customer).exclude(pk=ix.pk))
+    return [
+        {"guid": h.guid, "subject": h.subject, "status": h.status, "arrival_time": h.arrival_time}
+        for h in qs.order_by("-arrival_time", "-id")[:HISTORY_ON_DESK]
+    ]
+
+
+def desk_item(ix: Interaction, now: datetime, who: Principal | None = None) -> dict[str, Any]:
     return {
         "guid": ix.guid,
         "subject": ix.subject,
@@ -172,6 +207,9 @@ def desk_item(ix: Interaction, now: datetime) -> dict[str, Any]:
         "waiting_seconds": _waiting(now, ix.arrival_time),
         "wrapup_code": ix.wrapup_code,
         "resolution_code": ix.resolution_code,
+        "no_reply_due_at": ix.no_reply_due_at,
+        "seconds_left": seconds_left(ix.no_reply_due_at, now),
+        "history": desk_history(who, ix) if who is not None else [],
     }
 
 
@@ -180,8 +218,9 @@ RECENT_REPLIES = timedelta(days=1)
 RECENT_REPLIES_SHOWN = 10
 
 
-def desk_dict(agent: Agent, now: datetime | None = None) -> dict[str, Any]:
-    """What the agent bar shows: offers, interactions in hand, recent replies."""
+def desk_dict(agent: Agent, now: datetime | None = None, who: Principal | None = None) -> dict[str, Any]:
+    """What the agent bar shows: offers, interactions in hand (with the customer's
+    history, as far as `who` may see it), recent replies."""
     now = now or timezone.now()
     mine = Interaction.objects.filter(agent=agent).select_related("mailbox")
     held = list(mine.filter(status__in=[s.value for s in WITH_AGENT]).order_by("routed_at", "id"))
@@ -192,9 +231,9 @@ def desk_dict(agent: Agent, now: datetime | None = None) -> dict[str, Any]:
     agent.current = held
     return {
         "now": now,
-        "agent": agent_dict(agent),
-        "offered": [desk_item(ix, now) for ix in held if ix.status == State.ROUTED.value],
-        "current": [desk_item(ix, now) for ix in held if ix.status != State.ROUTED.value],
+        "agent": agent_dict(agent, now),
+        "offered": [desk_item(ix, now, who) for ix in held if ix.status == State.ROUTED.value],
+        "current": [desk_item(ix, now, who) for ix in held if ix.status != State.ROUTED.value],
         "replied": [desk_item(ix, now) for ix in replied],
     }
 
@@ -268,32 +307,41 @@ def console_dict(who: Principal, now: datetime | None = None) -> dict[str, Any]:
     """Everything the supervisor console shows."""
     now = now or timezone.now()
     status = status_dict(who, now)
-    queued = (
-        visible_interactions(who, Interaction.objects.filter(status=State.QUEUED.value))
-        .select_related("mailbox", "target_agent")
-        .order_by("-priority", "arrival_time", "id")
-    )
+    waiting = visible_interactions(who, Interaction.objects.filter(status=State.QUEUED.value))
+    totals = {
+        row["queue"]: row["n"]
+        for row in waiting.values("queue").annotate(n=Count("id")).order_by()
+    }
     groups: dict[str, list[dict[str, Any]]] = {}
-    for ix in queued:
-        groups.setdefault(ix.queue, []).append(
-            {
-                "guid": ix.guid,
-                "subject": ix.subject,
-                "customer": ix.customer,
-                "customer_name": ix.customer_name,
-                "mailbox": ix.mailbox.address,
-                "priority": ix.priority,
-                "arrival_time": ix.arrival_time,
-                "waiting_seconds": _waiting(now, ix.arrival_time),
-                "target_agent": ix.target_agent.address if ix.target_agent_id else None,
-                "priority_reasons": list(ix.priority_reasons or []),
-                "rules": ix.rules if ix.rules is not None else {},
-            }
+    for name in totals:
+        groups[name] = []
+        head = (
+            waiting.filter(queue=name)
+            .select_related("mailbox", "target_agent")
+            .order_by("-priority", "arrival_time", "id")[:CONSOLE_QUEUE_SHOWN]
         )
+        for ix in head:
+            groups[name].append(
+                {
+                    "guid": ix.guid,
+                    "subject": ix.subject,
+                    "customer": ix.customer,
+                    "customer_name": ix.customer_name,
+                    "mailbox": ix.mailbox.address,
+                    "priority": ix.priority,
+                    "arrival_time": ix.arrival_time,
+                    "waiting_seconds": _waiting(now, ix.arrival_time),
+                    "target_agent": ix.target_agent.address if ix.target_agent_id else None,
+                    "priority_reasons": list(ix.priority_reasons or []),
+                    "rules": ix.rules if ix.rules is not None else {},
+                }
+                )
     agents = [{**a, "load": len(a["current"])} for a in status["agents"]]
     return {
         "now": now,
-        "queues": [{"queue": q, "items": items} for q, items in sorted(groups.items())],
+        "queues": [
+            {"queue": q, "items": items, "total": totals[q]} for q, items in sorted(groups.items())
+        ],
         "agents": agents,
         "approvals": [approval_dict(a) for a in approvals_for(who)],
         "decided": [approval_dict(a) for a in approvals_for(who, "decided", DECIDED_SHOWN)],

@@ -1,13 +1,29 @@
 from django.urls import path
 
-from postroom.web import views
+from postroom.web import composer, evaluate, journal, reports, transcript, views
 from postroom.web.api import api
 
 urlpatterns = [
     path("", views.live, name="live"),
     path("agent/", views.agent_desk, name="agent"),
     path("supervisor/", views.supervisor_console, name="supervisor"),
+    path("journal/", journal.journal, name="journal"),
+    path("reports/", reports.reports_page, name="reports"),
+    path("reports/download", reports.reports_download, name="reports-download"),
     path("interactions/<uuid:guid>/", views.interaction_page, name="interaction"),
+    path("interactions/<uuid:guid>/transcript/", transcript.transcript, name="transcript"),
+    path(
+        "interactions/<uuid:guid>/messages/<str:ref>/frame",
+        transcript.message_frame,
+        name="message-frame",
+    ),
+    path(
+        "interactions/<uuid:guid>/messages/<str:ref>/attachments/<int:index>",
+        transcript.message_attachment,
+        name="message-attachment",
+    ),
+    path("interactions/<uuid:guid>/evaluate/", evaluate.evaluate, name="evaluate"),
+    path("interactions/<uuid:guid>/reply/", composer.reply, name="reply"),
     path("accounts/login/", views.login_view, name="login"),
     path("accounts/logout/", views.logout_view, name="logout"),
     path("healthz", views.healthz, name="healthz"),

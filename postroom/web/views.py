@@ -16,6 +16,7 @@ from uuid import UUID
 
 import ninja
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -27,7 +28,7 @@ from django.views.decorators.http import require_GET
 from postroom.core.headers import foreign_reply_to
 from postroom.store import commands
 from postroom.store.models import Agent, Approval, Interaction, WrapUpCode
-from postroom.store.permissions import Principal, Role, may_handle
+from postroom.store.permissions import Principal, Role, may_see
 from postroom.web.access import forbidden, login_required, page, principal_of, public
 from postroom.web.presenters import (
     approval_dict,
@@ -151,7 +152,7 @@ def home_for(who: Principal) -> str:
 class LoginView(auth_views.LoginView):
     template_name = "postroom/login.html"
     redirect_authenticated_user = True
-    extra_context = {"nav": {"agent": False, "supervisor": False, "name": ""}}
+    extra_context = {"nav": {"agent": False, "supervisor": False, "workspace": False, "name": ""}}
 
     def get_default_redirect_url(self) -> str:
         return home_for(principal_of(self.request))
@@ -168,13 +169,25 @@ logout_view = public(LogoutView.as_view())
 def nav(who: Principal) -> dict[str, Any]:
     """What the page header offers this principal."""
     if who.user is None:
-        return {"agent": False, "supervisor": False, "monitor": who.sees_everything, "name": ""}
+        return {
+            "agent": False, "supervisor": False, "monitor": who.sees_everything,
+            "workspace": False, "name": "",
+        }
     return {
         "agent": who.agent is not None,
         "supervisor": who.at_least(Role.SUPERVISOR),
         "monitor": who.at_least(Role.SUPERVISOR),
+        "workspace": who.at_least(Role.AGENT),
         "name": who.agent.name if who.agent else who.user.get_username(),
     }
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403: a page's PermissionDenied as the "Not allowed" page."""
+    message = str(exception) if isinstance(exception, PermissionDenied) and str(exception) else (
+        "You may not open this page."
+    )
+    return forbidden(request, message)
 
 
 def render_page(
@@ -208,7 +221,7 @@ def agent_desk(request: HttpRequest) -> HttpResponse:
     return render_page(
         request,
         "postroom/agent.html",
-        {"agent": agent, "desk": desk_dict(agent), "choices": choices},
+        {"agent": agent, "desk": desk_dict(agent, who=principal_of(request)), "choices": choices},
     )
 
 
@@ -317,11 +330,11 @@ def interaction_page(request: HttpRequest, guid: UUID) -> HttpResponse:
         Interaction.objects.select_related("mailbox", "agent", "target_agent"), guid=guid
     )
     who = principal_of(request)
-    if not may_handle(who, ix):
+    if not may_see(who, ix):
         return forbidden(
             request,
-            "Only the agent holding it, its supervisor and administrators may see this "
-            "interaction.",
+            "Only the agent holding it, its supervisor, readers of its box and "
+            "administrators may see this interaction.",
         )
     detail = interaction_detail(ix)
     fields = []

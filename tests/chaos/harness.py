@@ -5,10 +5,10 @@ One run (`run_chaos`) is:
 
 * a contact center with two incoming boxes, the outbound and dead boxes and one agent per
   mail client style (Thunderbird, Outlook, Gmail, Apple Mail), each agent at a simulated
-  client (`postroom.sim.AgentClient`: IDLE on the agent's inbox, a reply to every forward
+  client (`postroom_sim.AgentClient`: IDLE on the agent's inbox, a reply to every forward
   over authenticated submission), auto-answer;
 * `plan.customers` customers, each with a mailbox of their own, each writing one mail (a
-  bundled sample, `postroom.sim.customers`) to one of the two boxes, at a seeded pace;
+  bundled sample, `postroom_sim.customers`) to one of the two boxes, at a seeded pace;
 * meanwhile the engine runs as in production (`postroom engine CONFIG` in a subprocess,
   its watcher threads and worker) and is killed `plan.kills` times at seeded moments and
   started again; the last one runs until everything has settled, then gets SIGTERM;
@@ -56,8 +56,8 @@ from imapclient import IMAPClient
 
 from postroom.devstack import DevStack
 from postroom.mail.imap import tls_context
-from postroom.sim.agents import STYLES, AgentClient, is_auto_submitted
-from postroom.sim.customers import sample_paths, send_customer_mail
+from postroom_sim.agents import STYLES, AgentClient, is_auto_submitted
+from postroom_sim.customers import sample_paths, send_customer_mail
 from tests.e2e.databases import Database
 
 REPO = Path(__file__).resolve().parents[2]

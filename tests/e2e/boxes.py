@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from postroom.sim.agents import compose_reply
+from postroom_sim.agents import compose_reply
 
 
 def mail(center, subject: str = "Where is my order?", body: str = "It has not arrived.", sender: str = "carol", to: str = "support", **headers: str) -> EmailMessage:

@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from postroom.core.lifecycle import State
 from postroom.mail.smtp import SmtpSender
-from postroom.sim.agents import compose_reply
 from postroom.store.agents import answer
 from postroom.store.commands import decide_approval
 from postroom.store.models import (
@@ -25,6 +24,7 @@ from postroom.store.models import (
     Outgoing,
     Withdrawal,
 )
+from postroom_sim.agents import compose_reply
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,6 @@ import pytest
 
 from postroom.core.correlation import TOKEN_LENGTH, find_tokens_in_text
 from postroom.core.lifecycle import State
-from postroom.sim.agents import STYLES, compose_reply
 from postroom.store.models import (
     Agent,
     Approval,
@@ -24,6 +23,7 @@ from postroom.store.models import (
     JournalEvent,
     OutboundMessage,
 )
+from postroom_sim.agents import STYLES, compose_reply
 from tests.e2e.test_figures import customer_replies, forwards, mail, notices, ready, run, write_in
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
@@ -290,6 +290,34 @@ def test_an_approver_answering_with_reply_all_decides_once(center) -> None:
     assert len(customer_replies(center)) == 1
     assert OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD).count() == 0
     assert not [m for m in notices(center, "sam") if "not acted on" in str(m["Subject"])]
+
+
+def test_a_reply_held_in_the_web_composer_is_mailed_to_the_approver_and_approved_by_mail(center) -> None:
+    """A probationer answering in the browser: the approver is mailed the request as for a
+    reply from a mail client (the web may not mint approval tokens; the engine does)."""
+    from django.utils import timezone
+
+    from postroom.store.webreply import accept_web_reply
+
+    alice = Agent.objects.get(address=center.address("alice"))
+    alice.probationary = True
+    alice.save()
+    alice.supervisors.add(Agent.objects.get(address=center.address("sam")))
+    delivered(center, "alice")
+    draft = EmailMessage()
+    draft["From"] = center.address("alice")
+    draft["Subject"] = "Re: your order"
+    draft.set_content("Draft answer written in the browser")
+    ix = Interaction.objects.get()
+    assert accept_web_reply(ix, alice, draft, now=timezone.now()) == "held"
+    run(center)
+    requests = [m for m in center.wait_for("sam", 1) if "Approval needed" in str(m["Subject"])]
+    assert len(requests) == 1
+    decide(center, requests[0], "APPROVE")
+    replies = customer_replies(center)
+    assert len(replies) == 1 and "written in the browser" in body_text(replies[0])
+    run(center)
+    assert len([m for m in center.wait_for("sam", 1) if "Approval needed" in str(m["Subject"])]) == 1
 
 
 def test_approved_thanks_is_not_understood_and_sends_nothing(center) -> None:

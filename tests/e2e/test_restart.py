@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from postroom.sim.agents import compose_reply
+from postroom_sim.agents import compose_reply
 from tests.e2e.enginerun import Deployment, accepted_by_postfix, make_deployment, wait_until
 
 pytestmark = pytest.mark.mailstack

@@ -25,9 +25,9 @@ from django.db import connection
 
 from postroom.core.lifecycle import State
 from postroom.engine.runtime import Engine
-from postroom.sim.agents import compose_reply
 from postroom.store.commands import transfer
 from postroom.store.models import Agent, Interaction, JournalEvent, Outgoing, Withdrawal, WrapUpCode
+from postroom_sim.agents import compose_reply
 from tests.faults.smtp_proxy import Fault, Rule, SmtpFaultProxy, proxy_for
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]

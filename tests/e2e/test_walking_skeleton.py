@@ -12,9 +12,9 @@ from email.utils import make_msgid
 import pytest
 
 from postroom.core.lifecycle import State
-from postroom.sim.agents import STYLES, compose_reply
-from postroom.sim.customers import sample_paths, send_customer_mail
 from postroom.store.models import Interaction, JournalEvent, OutboundMessage, Outgoing
+from postroom_sim.agents import STYLES, compose_reply
+from postroom_sim.customers import sample_paths, send_customer_mail
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
 
@@ -160,7 +160,7 @@ def test_an_unreadable_message_is_quarantined_and_the_rest_flows(center) -> None
 def test_the_running_engine_answers_with_idle_and_a_simulated_agent(center) -> None:
     """The threads, not run_until_idle(): IDLE watchers, worker, and an agent client
     that replies after a moment as a real client would."""
-    from postroom.sim.agents import AgentClient
+    from postroom_sim.agents import AgentClient
 
     center.ready("alice")
     agent = AgentClient(

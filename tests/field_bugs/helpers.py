@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from postroom.engine.runtime import Engine
-from postroom.sim.agents import compose_reply
+from postroom_sim.agents import compose_reply
 from tests.e2e.conftest import Center
 from tests.e2e.enginerun import Deployment
 

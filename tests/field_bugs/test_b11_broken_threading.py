@@ -19,8 +19,8 @@ import re
 import pytest
 
 from postroom.core.lifecycle import State
-from postroom.sim.agents import compose_reply
 from postroom.store.models import Interaction
+from postroom_sim.agents import compose_reply
 from tests.field_bugs.helpers import customer_mail, forwards, replies, run_until, send
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]

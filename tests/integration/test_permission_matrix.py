@@ -5,10 +5,12 @@ OpenAPI schema (with the role each declares, ``x-postroom-role``). A page withou
 declared role, an endpoint without one, or a URL parameter this test cannot fill, fails
 here; so a new endpoint cannot escape the matrix.
 
-The objects: an interaction routed to Alice (an agent supervised by Sue), and a held
-reply of Alice's that Sue approves. The people: anonymous, Bob (another agent), Tom (a
-supervisor of Bob's, not Alice's), Alice, Sue, and an administrator. Whoever may not see
-Alice's things gets 401 (no login) or 403 (login, not theirs) on every URL that names
+The objects: an interaction routed to Alice (an agent supervised by Sue), with a mail
+Postroom sent for it (with an attachment), and a held reply of Alice's that Sue approves.
+The people: anonymous, Bob (another agent), Tom (a supervisor of Bob's, not Alice's), Rita
+(an agent whose group may read the support box: she reads Alice's interaction, in every
+page and GET, but may not act on it), Alice, Sue, and an administrator. Whoever may not
+see Alice's things gets 401 (no login) or 403 (login, not theirs) on every URL that names
 them, and no response to them carries the marker text of Alice's mail.
 """
 
@@ -31,10 +33,13 @@ from postroom.core.lifecycle import State
 from postroom.store import agents as agent_state
 from postroom.store.models import (
     Agent,
+    AgentGroup,
     Approval,
+    EvaluationCriterion,
     Interaction,
     Mailbox,
     OutboundMessage,
+    Outgoing,
     Quarantined,
     WrapUpCode,
 )
@@ -57,6 +62,8 @@ class Person:
     approver: bool
     client: Client
     token: str | None = None
+    # Reads Alice's interaction through a box right, without acting on it.
+    reader: bool = False
 
 
 def _interaction(mailbox: Mailbox, **kw: Any) -> Interaction:
@@ -89,14 +96,35 @@ def world() -> dict[str, Any]:
     alice, bob = agent("alice@example.test"), agent("bob@example.test")
     sue = agent("sue@example.test", is_supervisor=True)
     tom = agent("tom@example.test", is_supervisor=True)
+    rita = agent("rita@example.test")
     alice.supervisors.add(sue)
     bob.supervisors.add(tom)
+    readers = AgentGroup.objects.create(name="Support readers")
+    readers.members.add(rita)
+    readers.boxes.add(mailbox)
+    EvaluationCriterion.objects.create(code="tone", label="Tone", weight=1)
     # The administrator also works as an agent, so agent-only actions reach their checks.
     boss = agent("boss@example.test")
     boss.user.is_staff = boss.user.is_superuser = True
     boss.user.save()
 
     routed = _interaction(mailbox, status=State.ROUTED.value, agent=alice)
+    sent = Outgoing.objects.create(
+        key=f"auto_response:{routed.guid}",
+        kind=Outgoing.AUTO_RESPONSE,
+        interaction=routed,
+        envelope_from="",
+        recipients=[routed.customer],
+        message_id="<ar1@postroom.example.test>",
+        raw=(
+            f"From: support@example.test\r\nTo: {routed.customer}\r\nSubject: Re: {MARKER}\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            f"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>{MARKER}</p>\r\n"
+            "--b\r\nContent-Type: text/plain; name=note.txt\r\n"
+            f"Content-Disposition: attachment; filename=note.txt\r\n\r\n{MARKER}\r\n--b--\r\n"
+        ).encode(),
+        next_attempt_at=timezone.now(),
+    )
     held = _interaction(mailbox, status=State.AWAITING_APPROVAL.value, agent=alice)
     reply = OutboundMessage.objects.create(
         mailbox=mailbox, uidvalidity=1, uid=1, outcome=OutboundMessage.ACCEPTED
@@ -115,19 +143,22 @@ def world() -> dict[str, Any]:
         mailbox=mailbox, uidvalidity=1, uid=99, folder="Postroom-Quarantine", reason="unreadable", moved_at=timezone.now()
     )
 
-    def person(name: str, role: Role, who: Agent | None, related: bool, approver: bool) -> Person:
+    def person(
+        name: str, role: Role, who: Agent | None, related: bool, approver: bool, reader: bool = False
+    ) -> Person:
         client = Client()
         token = None
         if who is not None:
             client.force_login(who.user)
             token = agent_state.issue_token(who.user)
-        return Person(name, role, related, approver, client, token)
+        return Person(name, role, related, approver, client, token, reader)
 
     # Those who may not see Alice's things go first: nobody they watch has changed yet.
     people = [
         person("anonymous", Role.ANONYMOUS, None, False, False),
         person("another agent", Role.AGENT, bob, False, False),
         person("supervisor of someone else", Role.SUPERVISOR, tom, False, False),
+        person("reader of the box", Role.AGENT, rita, False, False, reader=True),
         person("agent", Role.AGENT, alice, True, False),
         person("supervisor", Role.SUPERVISOR, sue, True, True),
         person("administrator", Role.ADMINISTRATOR, boss, True, True),
@@ -141,16 +172,33 @@ def world() -> dict[str, Any]:
             "row_id": str(held_mail.pk),
             "name": "swagger-ui.css",
             "asset_name": "base.css",
+            "ref": f"out-{sent.pk}",
+            "index": "1",
         },
-        # Which relation a URL parameter implies.
-        "needs": {"guid": "related", "address": "related", "approval_id": "approver"},
+        # Which relation a URL parameter implies ("reads": related, or a reader of the box;
+        # a page or endpoint that acts on the interaction needs "related").
+        "needs": {"guid": "reads", "address": "related", "approval_id": "approver"},
     }
 
 
-def _allowed(person: Person, role: Role, names: list[str], needs: dict[str, str]) -> bool:
+def _relation(person: Person, relation: str, acts: bool) -> bool:
+    if relation == "reads":
+        return person.related or (person.reader and not acts)
+    return getattr(person, relation)
+
+
+def _allowed(
+    person: Person, role: Role, names: list[str], needs: dict[str, str], acts: bool = False
+) -> bool:
     if not person.role >= role or person.role is Role.ANONYMOUS:
         return False
-    return all(getattr(person, needs[n]) for n in names if n in needs)
+    return all(_relation(person, needs[n], acts) for n in names if n in needs)
+
+
+def _may_read_marker(person: Person, acts: bool) -> bool:
+    """Who may see Alice's mail in a response: those related, and the box's reader where
+    it only reads."""
+    return person.related or (person.reader and not acts)
 
 
 def _fill(template: str, params: dict[str, str], pattern: str) -> tuple[str, list[str]]:
@@ -204,13 +252,14 @@ def test_every_api_endpoint_as_everyone(world):
             response = getattr(caller, method)(url, **headers, **kwargs)
             status = response.status_code
             text = response.content.decode(errors="replace")
+            acts = method != "get"
             if person.role is Role.ANONYMOUS:
                 ok = status == 401
-            elif _allowed(person, role, names, world["needs"]):
+            elif _allowed(person, role, names, world["needs"], acts):
                 ok = status not in (401, 403) and status < 500
             else:
                 ok = status == 403
-            if ok and not person.related and status == 200 and MARKER in text:
+            if ok and not _may_read_marker(person, acts) and status == 200 and MARKER in text:
                 ok = False
             if not ok:
                 failures.append(f"{method.upper()} {url} as {person.name}: {status} {text[:120]}")
@@ -240,6 +289,7 @@ def test_every_page_as_everyone(world):
             continue  # an endpoint: the test above
         assert hasattr(view, "postroom_access"), f"{route}: declare @page(Role.X) or @public"
         role = view.postroom_access
+        acts = getattr(view, "postroom_handles", False)
         url, names = _fill(route, world["params"], r"<(?:\w+:)?(\w+)>")
         for person in world["people"]:
             response = person.client.get(url)
@@ -250,16 +300,16 @@ def test_every_page_as_everyone(world):
                 ok = status in (200, 302, 405)  # login: on to your page; logout: POST only
             elif person.role is Role.ANONYMOUS:
                 ok = status == 302 and "/accounts/login/" in response["Location"]
-            elif _allowed(person, role, names, world["needs"]):
+            elif _allowed(person, role, names, world["needs"], acts):
                 ok = status == 200
             else:
                 ok = status == 403
-            if ok and not person.related and MARKER in text:
+            if ok and not _may_read_marker(person, acts) and MARKER in text:
                 ok = False
             if not ok:
                 failures.append(f"GET {url} as {person.name}: {status} {text[:120]}")
             checked += 1
-    assert checked >= 6 * 8
+    assert checked >= 7 * 14
     assert not failures, "\n".join(failures)
     for person in world["people"]:
         assert person.client.get("/api/").status_code == 404

@@ -29,7 +29,7 @@ from postroom.store.models import (
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.toml"
-SAMPLES = ROOT / "postroom" / "sim" / "samples"
+SAMPLES = ROOT / "postroom_sim" / "samples"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 pytestmark = pytest.mark.django_db

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.mailstack
 
 stack_module = pytest.importorskip("postroom.devstack.stack")
 
-from postroom.sim import (  # noqa: E402  (after the skip)
+from postroom_sim import (  # noqa: E402  (after the skip)
     STYLES,
     AgentClient,
     CustomerSimulator,

@@ -14,7 +14,7 @@ from postroom.core.approval import (
     read_mail_decision,
 )
 from postroom.mail.message import parse
-from postroom.sim.agents import STYLES, compose_reply
+from postroom_sim.agents import STYLES, compose_reply
 
 POLICY = ApprovalPolicy(
     probation=frozenset({"new@example.test"}), levels=frozenset({"vip"}), min_priority=80, boxes=frozenset({"legal@example.test"})

@@ -23,7 +23,7 @@ from postroom.core.rules import (
 from postroom.mail.facts import facts_from_mail
 from postroom.mail.message import parse
 
-SAMPLES = Path(__file__).resolve().parents[2] / "postroom" / "sim" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "postroom_sim" / "samples"
 
 FACTS = MessageFacts(
     to=("Support@Example.test", "team@example.test"),

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from postroom.sim import (
+from postroom_sim import (
     SAMPLES_DIR,
     STYLES,
     compose_reply,
@@ -20,7 +20,7 @@ from postroom.sim import (
     prepare_customer_mail,
     sample_paths,
 )
-from postroom.sim.run import parse_agent, parse_customer
+from postroom_sim.run import parse_agent, parse_customer
 
 FORWARDED = (
     b"Return-Path: <support@example.test>\r\n"

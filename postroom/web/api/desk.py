@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja.errors import HttpError
 
 from postroom.store.models import WrapUpCode
@@ -11,6 +11,7 @@ from postroom.store.permissions import Role
 from postroom.web.access import allow, principal_of
 from postroom.web.api.router import Router
 from postroom.web.api.schemas import ConsoleOut, DeskOut, WrapUpCodeOut, answers
+from postroom.web.live import live_tag, not_modified, tagged
 from postroom.web.presenters import console_dict, desk_dict
 
 router = Router(tags=["desk"])
@@ -33,22 +34,35 @@ def list_wrapup_codes(request: HttpRequest):
     "/me",
     response=answers(DeskOut),
     url_name="me",
-    summary="The agent bar of the calling agent: offers, interactions in hand, recent replies",
+    summary="The agent bar of the calling agent: offers, interactions in hand, recent replies "
+    "(ETag: send it back as If-None-Match for 304 while nothing changed)",
 )
 @allow(Role.AGENT)
-def my_desk(request: HttpRequest):
-    agent = principal_of(request).agent
-    if agent is None:
+def my_desk(request: HttpRequest, response: HttpResponse):
+    who = principal_of(request)
+    if who.agent is None:
         raise HttpError(403, "This user is not linked to an agent")
-    return desk_dict(agent)
+    tag = live_tag(who, "me")
+    unchanged = not_modified(request, tag)
+    if unchanged is not None:
+        return unchanged
+    tagged(response, tag)
+    return desk_dict(who.agent, who=who)
 
 
 @router.get(
     "/console",
     response=answers(ConsoleOut),
     url_name="console",
-    summary="The supervisor console: queues with priority reasons, your agents, approvals",
+    summary="The supervisor console: queues with priority reasons, your agents, approvals "
+    "(ETag: send it back as If-None-Match for 304 while nothing changed)",
 )
 @allow(Role.SUPERVISOR)
-def console(request: HttpRequest):
-    return console_dict(principal_of(request))
+def console(request: HttpRequest, response: HttpResponse):
+    who = principal_of(request)
+    tag = live_tag(who, "console")
+    unchanged = not_modified(request, tag)
+    if unchanged is not None:
+        return unchanged
+    tagged(response, tag)
+    return console_dict(who)

@@ -63,7 +63,7 @@ def list_interactions(
 )
 @allow(Role.AGENT)
 def get_interaction(request: HttpRequest, guid: UUID):
-    return interaction_detail(interaction_for(request, guid))
+    return interaction_detail(interaction_for(request, guid, read=True))
 
 
 @router.post(

@@ -39,6 +39,18 @@ class InteractionRef(Schema):
     guid: UUID
     subject: str
     status: str
+    # When the no-reply timer takes it back, and how many seconds are left (negative: late).
+    no_reply_due_at: datetime | None = None
+    seconds_left: int | None = None
+
+
+class HistoryItem(Schema):
+    """One of the customer's other interactions (that the caller may see)."""
+
+    guid: UUID
+    subject: str
+    status: str
+    arrival_time: datetime
 
 
 class AgentOut(Schema):
@@ -217,6 +229,9 @@ class DeskItem(Schema):
     waiting_seconds: int
     wrapup_code: str
     resolution_code: str
+    no_reply_due_at: datetime | None
+    seconds_left: int | None
+    history: list[HistoryItem]
 
 
 class DeskOut(Schema):
@@ -244,8 +259,11 @@ class QueuedOut(Schema):
 
 
 class QueueGroup(Schema):
+    """A queue's head (the first items by priority, then age) and its length."""
+
     queue: str
     items: list[QueuedOut]
+    total: int
 
 
 class ConsoleAgent(AgentOut):

@@ -6,6 +6,9 @@
   var ME_URL = URLS.me;
   var API = URLS.codes.replace(/wrapup-codes$/, "");
   var DETAIL = URLS.detail;
+  var TRANSCRIPT = URLS.transcript;
+  var REPLY = URLS.reply;
+  var ZERO = "00000000-0000-0000-0000-000000000000";
   var desk = JSON.parse(document.getElementById("desk-data").textContent);
   var choices = JSON.parse(document.getElementById("choices").textContent);
   var labels = {};
@@ -19,9 +22,32 @@
 
   function subjectCell(item) {
     var td = el("td");
-    td.appendChild(el("a", {href: DETAIL.replace("00000000-0000-0000-0000-000000000000", item.guid)},
-                       subject(item)));
+    td.appendChild(el("a", {href: TRANSCRIPT.replace(ZERO, item.guid)}, subject(item)));
+    var history = el("details", {"class": "history", "data-field": "history"});
+    history.appendChild(el("summary"));
+    history.appendChild(el("ul"));
+    td.appendChild(history);
     return td;
+  }
+
+  // The customer's other interactions (those this agent may see), under the subject.
+  function updateHistory(tr, item) {
+    var box = field(tr, "history");
+    if (!box) return;
+    var items = item.history || [];
+    box.hidden = !items.length;
+    setText(box.firstChild, "Customer history (" + items.length + ")");
+    PR.sync(box.lastChild, items, function (h) { return h.guid; }, function (h) {
+      var li = el("li");
+      li.appendChild(el("a", {href: TRANSCRIPT.replace(ZERO, h.guid)}, subject(h)));
+      li.appendChild(el("span", {"class": "muted"}, " " + PR.stamp(h.arrival_time).slice(0, 10) + " · " + h.status));
+      return li;
+    }, function () {});
+  }
+
+  function replyLink(item) {
+    return el("a", {href: REPLY.replace(ZERO, item.guid), "class": "reply-link", "data-action": "reply"},
+              "Reply in the browser");
   }
 
   function codeSelect(name, label) {
@@ -95,6 +121,8 @@
              function () { return "Answered “" + subject(item) + "”"; }).then(refresh);
     });
     td.appendChild(answer);
+    td.appendChild(document.createTextNode(" "));
+    td.appendChild(replyLink(item));
     tr.appendChild(td);
     return tr;
   }
@@ -103,7 +131,8 @@
     setText(field(tr, "priority"), item.priority);
     setText(field(tr, "customer"), PR.who(item.customer_name, item.customer));
     setText(field(tr, "mailbox"), item.mailbox);
-    setText(field(tr, "waiting"), PR.waiting(item.waiting_seconds));
+    setText(field(tr, "waiting"), PR.waiting(item.waiting_seconds + PR.age()));
+    updateHistory(tr, item);
   }
 
   // --- in hand ----------------------------------------------------------------------
@@ -116,7 +145,11 @@
     status.appendChild(el("span", {"class": "pill", "data-field": "status"}));
     tr.appendChild(status);
     tr.appendChild(el("td", {"class": "when", "data-field": "answered"}));
+    tr.appendChild(el("td", {"class": "countdown", "data-field": "left"}));
     var td = el("td", {"class": "actions-cell"});
+    var links = el("div", {"class": "actions", "data-part": "reply"});
+    links.appendChild(replyLink(item));
+    td.appendChild(links);
 
     var end = el("div", {"class": "actions", "data-part": "hangup"});
     var code = codeSelect("wrapup", "Wrap-up code");
@@ -161,7 +194,12 @@
     setText(status, item.status.replace("_", " "));
     setAttr(status, "class", "pill " + item.status);
     setText(field(tr, "answered"), item.answered_at ? PR.stamp(item.answered_at) : "");
+    var left = field(tr, "left");
+    setText(left, PR.left(item.seconds_left));
+    setAttr(left, "class", item.seconds_left !== null && item.seconds_left - PR.age() < 600 ? "countdown late" : "countdown");
+    updateHistory(tr, item);
     var held = item.status === "awaiting_approval";
+    tr.querySelector('[data-part="reply"]').hidden = held;
     tr.querySelector('[data-part="hangup"]').hidden = held;
     tr.querySelector('[data-part="transfer"]').hidden = held;
     tr.querySelector('[data-part="held"]').hidden = !held;
@@ -216,13 +254,33 @@
     PR.sync(document.querySelector("#offered tbody"), data.offered, key, createOffered,
             updateOffered, PR.emptyRow(6, "Nothing offered to you."));
     PR.sync(document.querySelector("#current tbody"), data.current, key, createCurrent,
-            updateCurrent, PR.emptyRow(5, "Nothing in hand."));
+            updateCurrent, PR.emptyRow(6, "Nothing in hand."));
     PR.sync(document.querySelector("#replied tbody"), data.replied, key, createReplied,
             updateReplied, PR.emptyRow(5, "No replies in the last day."));
     setText(document.getElementById("offered-count"), data.offered.length ? "(" + data.offered.length + ")" : "");
     setText(document.getElementById("current-count"), data.current.length ? "(" + data.current.length + ")" : "");
     setText(document.getElementById("replied-count"), data.replied.length ? "(" + data.replied.length + ")" : "");
   }
+
+  // --- keyboard: R Ready, N Not Ready, A answer the first offer, H hang up the first in hand
+
+  function first(selector) { return document.querySelector(selector); }
+
+  PR.shortcuts({
+    r: function () { if (!me.ready) document.getElementById("ready-toggle").click(); else PR.flash("You are Ready", "ok"); },
+    n: function () { if (me.ready) document.getElementById("ready-toggle").click(); else PR.flash("You are Not Ready", "ok"); },
+    a: function () {
+      var answer = first('#offered button[data-action="answer"]');
+      if (answer) answer.click(); else PR.flash("Nothing is offered to you", "error");
+    },
+    h: function () {
+      var row = first("#current tbody tr[data-guid]");
+      if (!row) { PR.flash("Nothing in hand to hang up", "error"); return; }
+      var code = row.querySelector('select[name="wrapup"]');
+      if (!code.value) { code.focus(); PR.flash("Choose a wrap-up code, then press Hang up", "error"); return; }
+      row.querySelector('button[data-action="hangup"]').click();
+    }
+  });
 
   render(desk);
   refresh = PR.poll(ME_URL, render);

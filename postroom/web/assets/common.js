@@ -109,16 +109,44 @@ var PR = (function () {
     };
   }
 
+  // Seconds since the data on screen was fetched (counters tick between answers: while
+  // nothing changes the server answers 304 and the last data is drawn again).
+  var fetchedAt = Date.now();
+  function age() { return Math.max(0, Math.round((Date.now() - fetchedAt) / 1000)); }
+
+  // A countdown to a deadline given as seconds left when fetched: "12m 05s left" or "late".
+  function left(secondsLeft) {
+    if (secondsLeft === null || secondsLeft === undefined) return "";
+    var s = secondsLeft - age();
+    return s > 0 ? waiting(s) + " left" : "late by " + waiting(-s);
+  }
+
   // Fetch `url` every second and hand the JSON to `render`; show when it stops working.
-  // Returns a function that refreshes at once (after an action).
+  // Sends the last ETag back (If-None-Match): 304 means "as before". Returns a function
+  // that refreshes at once (after an action).
   function poll(url, render) {
     var conn = document.getElementById("connection");
-    var lost = false, busy = false, again = false, timer = null;
+    var lost = false, busy = false, again = false, timer = null, tag = null, last = null;
+    function get() {
+      var headers = {"Accept": "application/json"};
+      if (tag && last) headers["If-None-Match"] = tag;
+      return fetch(url, {credentials: "same-origin", cache: "no-store", headers: headers})
+        .then(function (response) {
+          if (response.status === 304 && last) return last;
+          if (!response.ok) {
+            var error = new Error("HTTP " + response.status);
+            error.status = response.status;
+            throw error;
+          }
+          tag = response.headers.get("ETag");
+          return response.json().then(function (data) { last = data; fetchedAt = Date.now(); return data; });
+        });
+    }
     function tick() {
       if (busy) { again = true; return; }
       busy = true;
       window.clearTimeout(timer);
-      call("GET", url)
+      get()
         .then(function (data) {
           render(data);
           if (lost || !document.getElementById("updated")) {
@@ -128,8 +156,9 @@ var PR = (function () {
             lost = false;
           }
           var updated = document.getElementById("updated");
-          updated.setAttribute("datetime", data.now);
-          updated.textContent = clock(data.now) + " UTC";
+          var when = new Date(new Date(data.now).getTime() + age() * 1000).toISOString();
+          updated.setAttribute("datetime", when);
+          updated.textContent = clock(when) + " UTC";
         })
         .catch(function (err) {
           if (lost) return;
@@ -140,11 +169,23 @@ var PR = (function () {
         })
         .then(function () {
           busy = false;
-          if (again) { again = false; tick(); } else { timer = window.setTimeout(tick, 1000); }
+          if (again) { again = false; tag = null; tick(); } else { timer = window.setTimeout(tick, 1000); }
         });
     }
     timer = window.setTimeout(tick, 1000);
-    return tick;
+    return function () { tag = null; tick(); };
+  }
+
+  // Keyboard shortcuts: single keys, ignored while typing in a field or with a modifier.
+  function shortcuts(map) {
+    document.addEventListener("keydown", function (event) {
+      if (event.altKey || event.ctrlKey || event.metaKey || event.defaultPrevented) return;
+      var target = event.target;
+      var tag = target && target.tagName;
+      if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable)) return;
+      var action = map[event.key.toLowerCase()];
+      if (action) { event.preventDefault(); action(); }
+    });
   }
 
   // Run `action` (a promise) with `button` disabled; report the result.
@@ -158,5 +199,5 @@ var PR = (function () {
 
   return {el: el, setText: setText, setAttr: setAttr, waiting: waiting, stamp: stamp,
           clock: clock, who: who, call: call, flash: flash, sync: sync, emptyRow: emptyRow,
-          poll: poll, act: act};
+          poll: poll, act: act, age: age, left: left, shortcuts: shortcuts};
 })();

@@ -18,7 +18,7 @@
     return el("button", {type: "button", "data-action": action, "class": cls || ""}, text);
   }
   function ago(now, iso) {
-    return PR.waiting(Math.max(0, Math.round((new Date(now) - new Date(iso)) / 1000)));
+    return PR.waiting(Math.max(0, Math.round((new Date(now) - new Date(iso)) / 1000) + PR.age()));
   }
 
   // --- approvals --------------------------------------------------------------------
@@ -187,7 +187,7 @@
     setText(field(tr, "customer"), PR.who(item.customer_name, item.customer));
     setText(field(tr, "mailbox"), item.mailbox);
     setText(field(tr, "target"), item.target_agent || "");
-    setText(field(tr, "waiting"), PR.waiting(item.waiting_seconds));
+    setText(field(tr, "waiting"), PR.waiting(item.waiting_seconds + PR.age()));
     var isOpen = !!open[item.guid];
     setAttr(tr.querySelector('[data-action="why"]'), "aria-expanded", isOpen ? "true" : "false");
     var whyRow = body.lastChild;
@@ -217,7 +217,9 @@
   }
 
   function updateQueue(section, group) {
-    setText(field(section, "count"), "(" + group.items.length + ")");
+    var total = group.total === undefined ? group.items.length : group.total;
+    setText(field(section, "count"), total > group.items.length ?
+            "(" + total + ", the first " + group.items.length + " shown)" : "(" + total + ")");
     PR.sync(section.querySelector("table"), group.items, function (i) { return i.guid; },
             createQueued, update);
   }
@@ -253,11 +255,15 @@
       var li = el("li", {"data-guid": ix.guid});
       li.appendChild(detailLink(ix.guid, subject(ix)));
       li.appendChild(el("span", {"class": "pill"}));
+      li.appendChild(el("span", {"class": "countdown", "data-field": "left"}));
       return li;
     }, function (li, ix) {
-      var pill = li.lastChild;
+      var pill = li.querySelector(".pill");
       setText(pill, ix.status.replace("_", " "));
       setAttr(pill, "class", "pill " + ix.status);
+      var left = li.querySelector('[data-field="left"]');
+      setText(left, ix.seconds_left === null || ix.seconds_left === undefined ? "" : " " + PR.left(ix.seconds_left));
+      setAttr(left, "class", ix.seconds_left !== null && ix.seconds_left !== undefined && ix.seconds_left - PR.age() < 600 ? "countdown late" : "countdown");
     }, function () { return el("li", {"class": "muted"}, "—"); });
   }
 

@@ -1,9 +1,13 @@
 """The demo simulator: customers who write in, agents who answer from their mail clients.
 
-Used by ``make demo`` (``python -m postroom.sim.run``) and by the end-to-end tests.
+A package of its own beside `postroom`, not inside it: the product never runs on it (an
+import-linter contract says so); only `postroom demo` starts it, lazily, and the tests
+and benchmarks drive it as the outside world.
+
+Used by ``make demo`` (``python -m postroom_sim.run``) and by the end-to-end tests.
 """
 
-from postroom.sim.agents import (
+from postroom_sim.agents import (
     DEFAULT_TEXTS,
     STYLES,
     AgentClient,
@@ -12,7 +16,7 @@ from postroom.sim.agents import (
     is_auto_submitted,
     original_text,
 )
-from postroom.sim.customers import (
+from postroom_sim.customers import (
     SAMPLES_DIR,
     CustomerSimulator,
     prepare_customer_mail,

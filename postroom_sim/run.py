@@ -1,6 +1,6 @@
 """Run the simulator against a mail stack until Ctrl-C (or SIGTERM).
 
-    python -m postroom.sim.run --host 127.0.0.1 --base-port 21000 \\
+    python -m postroom_sim.run --host 127.0.0.1 --base-port 21000 \\
         --customers a@customer.test:pw,b@customer.test:pw \\
         --agents alice@example.test:pw:thunderbird,bob@example.test:pw:outlook \\
         --to support@example.test,sales@example.test --every 8 --cafile PATH
@@ -19,10 +19,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from postroom.sim.agents import STYLES, AgentClient
-from postroom.sim.customers import CustomerSimulator
+from postroom_sim.agents import STYLES, AgentClient
+from postroom_sim.customers import CustomerSimulator
 
-log = logging.getLogger("postroom.sim")
+log = logging.getLogger("postroom_sim")
 
 
 def _split_list(value: str) -> list[str]:
@@ -55,7 +55,7 @@ def _reply_after(value: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m postroom.sim.run",
+        prog="python -m postroom_sim.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -16,9 +16,9 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
-from postroom.sim._net import EHLO_NAME, bare_address, has_8bit
+from postroom_sim._net import EHLO_NAME, bare_address, has_8bit
 
-log = logging.getLogger("postroom.sim.customers")
+log = logging.getLogger("postroom_sim.customers")
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 

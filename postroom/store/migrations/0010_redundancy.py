@@ -8,7 +8,7 @@ from postroom.store.fence import install_for_migration
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('store', '0008_alert_journal_kind'),
+        ('store', '0009_workspace'),
     ]
 
     operations = [

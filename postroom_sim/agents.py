@@ -32,9 +32,9 @@ from typing import Literal, get_args
 from imapclient import IMAPClient
 
 from postroom.core.htmltext import html_to_text
-from postroom.sim._net import EHLO_NAME, bare_address, has_8bit, tls_context
+from postroom_sim._net import EHLO_NAME, bare_address, has_8bit, tls_context
 
-log = logging.getLogger("postroom.sim.agents")
+log = logging.getLogger("postroom_sim.agents")
 
 Style = Literal["thunderbird", "outlook", "gmail", "apple"]
 STYLES: tuple[str, ...] = get_args(Style)
