@@ -393,7 +393,10 @@ def backlog_run(stack: Stack, workdir: Path, raws: list[bytes], n: int, timeout:
     site = make_site(stack, workdir, "backlog", agents=1, auto_response=False)
     site.log_level = "INFO"  # the engine's own progress lines
     t0 = time.monotonic()
-    stack.fill_maildir(site.support, (raws[i % len(raws)] for i in range(n)))
+    # The samples cycled, each copy a mail of its own: a Message-ID of its own, or the
+    # engine would rightly take the copies as duplicates (core/dedupe.py).
+    copies = (raws[i % len(raws)].replace(b"<bench-", f"<bench-c{i}-".encode(), 1) for i in range(n))
+    stack.fill_maildir(site.support, copies)
     log(f"backlog: {n:,} mails written into {site.support}'s Maildir in {time.monotonic() - t0:.1f} s")
     postroom_load(site)
     db = DbWatch(site.database_url)
