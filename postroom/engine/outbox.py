@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -82,14 +82,32 @@ def due(now: datetime, site: Site) -> Q:
     )
 
 
+# Which due mail leaves first: a customer waiting for an answer, then an agent waiting for
+# work, then notices, then the auto-responses (a backlog of thousands of those must not
+# hold back the first forward: issue 9). Within a kind, oldest first. Order only: every
+# row is still claimed, fenced and journalled one by one (decision 0007).
+SEND_ORDER = Case(
+    When(kind=Outgoing.REPLY, then=Value(0)),
+    When(kind=Outgoing.FORWARD, then=Value(1)),
+    When(kind=Outgoing.NOTICE, then=Value(2)),
+    default=Value(3),
+    output_field=IntegerField(),
+)
+
+
 def send(
     site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
 ) -> bool:
     """Send (or settle) up to `limit` due rows; True if there were any."""
-    rows = list(Outgoing.objects.filter(due(clock(), site)).order_by("next_attempt_at", "id")[:limit])
+    rows = due_rows(clock(), site, limit)
     for row in rows:
         send_one(row, site, sender, box, holder, clock)
     return bool(rows)
+
+
+def due_rows(now: datetime, site: Site, limit: int) -> list[Outgoing]:
+    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first."""
+    return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
 
 
 def snapshot(row: Outgoing) -> Row:
