@@ -550,6 +550,8 @@ class Bench:
         if rt:
             args = "bench/routing.py " + " ".join(c["routing_args"])
             renames = {"routing_decision_p99_us": "routing_decision_any_p99_us",
+                       "routing_decision_p50_us": "routing_decision_any_p50_us",
+                       "routing_decision_max_us": "routing_decision_any_max_us",
                        "routed_decision_p99_us": "routing_decision_p99_us"}
             for key, value in rt.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
