@@ -95,13 +95,23 @@ SEND_ORDER = Case(
 )
 
 
+# How long one outbox step may send before it hands the worker back to the other steps
+# (routing, delivery): a burst of auto-responses must not hold a new mail's routing and
+# forward for the seconds fifty sends take (issue 9). Rows not reached stay unclaimed.
+STEP_BUDGET_S = 0.25
+
+
 def send(
     site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
 ) -> bool:
-    """Send (or settle) up to `limit` due rows; True if there were any."""
+    """Send (or settle) up to `limit` due rows, for about `STEP_BUDGET_S` at most (at
+    least one); True if there were any."""
     rows = due_rows(clock(), site, limit)
+    until = time.monotonic() + STEP_BUDGET_S
     for row in rows:
         send_one(row, site, sender, box, holder, clock)
+        if time.monotonic() >= until:
+            break
     return bool(rows)
 
 
