@@ -161,6 +161,7 @@ class Bench:
         if name not in self.phases:
             return
         t0 = time.monotonic()
+        self.raw.setdefault("phase_load", {})[name] = os.getloadavg()[0]
         log(f"== {name}")
         try:
             fn()
@@ -320,7 +321,9 @@ class Bench:
         self.notes.append(
             f"Machine load (1/5/15-min averages): {'/'.join(f'{x:.2f}' for x in load0)} at the start, "
             f"{'/'.join(f'{x:.2f}' for x in load1)} at the end, on {os.cpu_count()} cores shared with other "
-            "work: every process of the run (engine, stack, clients, other users) competes for them."
+            "work: every process of the run (engine, stack, clients, other users) competes for them. "
+            "1-min load as each phase began: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in self.raw.get("phase_load", {}).items()) + "."
         )
         meta = {
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
