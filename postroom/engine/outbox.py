@@ -95,23 +95,27 @@ SEND_ORDER = Case(
 )
 
 
-# How long one outbox step may send before it hands the worker back to the other steps
-# (routing, delivery): a burst of auto-responses must not hold a new mail's routing and
-# forward for the seconds fifty sends take (issue 9). Rows not reached stay unclaimed.
+# How long one outbox step may send auto-responses and notices before it hands the worker
+# back to the other steps (routing, delivery): a burst of auto-responses must not hold a new
+# mail's routing and forward for the seconds fifty sends take (issue 9). Replies and
+# forwards, which people wait for, are sent without a budget. Rows not reached stay
+# unclaimed for the next round.
 STEP_BUDGET_S = 0.25
+YIELDING_KINDS = (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE)
 
 
 def send(
     site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
 ) -> bool:
-    """Send (or settle) up to `limit` due rows, for about `STEP_BUDGET_S` at most (at
-    least one); True if there were any."""
+    """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
+    auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
+    were any."""
     rows = due_rows(clock(), site, limit)
     until = time.monotonic() + STEP_BUDGET_S
-    for row in rows:
-        send_one(row, site, sender, box, holder, clock)
-        if time.monotonic() >= until:
+    for n, row in enumerate(rows):
+        if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
             break
+        send_one(row, site, sender, box, holder, clock)
     return bool(rows)
 
 
