@@ -57,6 +57,15 @@ class Figure:
                 self.meets_target = self.value <= bound if op == "<=" else self.value >= bound
 
 
+def run_kind(meta: dict) -> str:
+    if meta.get("quick"):
+        return "QUICK smoke run (small counts, not comparable)"
+    changed = meta.get("changed_from_full") or {}
+    if changed:
+        return "reduced run: " + ", ".join(f"{k}={v}" for k, v in changed.items()) + " instead of the full counts"
+    return "full run"
+
+
 def fmt(value: object, unit: str = "") -> str:
     if value is None:
         return "—"
@@ -94,7 +103,7 @@ def markdown(figures: list[Figure], meta: dict) -> str:
         "# Postroom benchmark results",
         "",
         f"Run {meta['started']} on {meta['host']} ({meta['cpus']} CPUs), "
-        f"{'QUICK smoke run (small counts, not comparable)' if meta['quick'] else 'full run'}, "
+        f"{run_kind(meta)}, "
         f"took {meta['duration_s'] / 60:.1f} min. Produced by `make bench` (`bench/run.py`).",
         "",
         "Every figure is the median of the repetitions shown; every ratio divides two things "
@@ -254,7 +263,7 @@ def readme_table(doc: dict) -> str:
     meta = doc["meta"]
     out = [
         TABLE_BEGIN,
-        f"Run {meta['started']} ({'QUICK smoke run, not comparable' if meta.get('quick') else 'full run'}, "
+        f"Run {meta['started']} ({run_kind(meta)}, "
         f"{meta['duration_s'] / 60:.0f} min, {meta.get('cpus')} CPUs); the notes in "
         "[bench/results.md](bench/results.md) say what each figure measured in that run.",
         "",

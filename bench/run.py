@@ -329,6 +329,7 @@ class Bench:
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
             "duration_s": round(duration, 1),
             "quick": self.args.quick,
+            "changed_from_full": changed_from_full(self.cfg, self.args.quick),
             "host": platform.node(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -595,6 +596,12 @@ def fmt_s(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f} s"
 
 
+def changed_from_full(cfg: dict, quick: bool) -> dict:
+    """The settings of a run that differ from `FULL` (--set), so no reader takes a reduced
+    run for the full one."""
+    return {} if quick else {k: v for k, v in cfg.items() if FULL.get(k) != v}
+
+
 def rebuild(path: Path, out: Path) -> int:
     """Recompute the figures of a finished run from its raw measurements (no mail sent)."""
     doc = json.loads(path.read_text())
@@ -604,6 +611,9 @@ def rebuild(path: Path, out: Path) -> int:
     bench.raw = doc["details"]
     bench.errors = meta.get("errors", {})
     bench.phases = [p for p in PHASES if p in bench.raw or p in bench.errors]
+    meta["changed_from_full"] = changed_from_full(bench.cfg, meta.get("quick", False))
+    # Said again by report.write if it still holds.
+    meta["notes"] = [n for n in meta.get("notes", []) if not n.startswith("No results.png")]
     figures = bench.figures()
     report.write(out, figures, meta, bench.raw)
     print(report.console_table(figures))
