@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, ValidationInfo
 
+from postroom.config.context import Context
 from postroom.config.errors import fail, show
 
 _PART = re.compile(r"(\d+)([smhd])")
@@ -52,7 +53,9 @@ def at_least(seconds: int, words: str) -> BeforeValidator:
 
 
 def _or_off(off: int | None) -> BeforeValidator:
-    def check(value: Any) -> Any:
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value == off and not isinstance(info.context, Context):
+            return off  # Python code building a table says "off" as the attribute does
         if isinstance(value, str) and value.strip().lower() in _OFF:
             return off
         return _seconds(value)
