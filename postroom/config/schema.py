@@ -252,6 +252,8 @@ class IncomingBox(Box):
     # Shorter no-reply times for urgent mail: (min_priority, seconds), ascending.
     no_reply_bands: Bands = ()
     trash_folder: Text = "Trash"
+    # The reports' service level: the share of this box's mail answered within this time.
+    service_level_seconds: Duration = _key("service_level", 4 * 3600)
     # The templates may use {name} and {subject}, the sender's own words (off: they may not).
     auto_response_customer_text: Flag = False
 
@@ -321,6 +323,9 @@ class AgentConfig(Table):
     # Set by the agent's own key or by [approval] probation.
     probationary: Flag = False
     notify_offers: Flag = False
+    # Incoming boxes this agent may read (journal, transcripts, reports) besides its
+    # groups' boxes and what it holds (decision 0022).
+    boxes: Addresses = ()
     _skill_levels: tuple[tuple[str, int], ...] | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")
@@ -484,6 +489,40 @@ DEFAULT_WRAPUP_CODES = (
 )
 
 
+class GroupConfig(Table):
+    """A team: its members may read the incoming boxes granted to it (decision 0022)."""
+
+    name: Annotated[Name, longest(100)]
+    members: Addresses = ()
+    boxes: Addresses = ()
+
+
+class EvaluationCriterionConfig(Table):
+    """One line of the evaluation form: scored 0..max_score, weighted."""
+
+    code: Code
+    label: Text = Field(default_factory=lambda d: d["code"].replace("_", " ").capitalize())
+    weight: Annotated[StrictInt, limits(1, 100)] = 1
+    max_score: Annotated[StrictInt, limits(1, 100)] = 5
+    description: AnyText = ""
+
+
+DEFAULT_EVALUATION_CRITERIA = (
+    EvaluationCriterionConfig(
+        code="accuracy", label="Accurate and complete answer", weight=3,
+        description="Answers every question the customer asked, correctly.",
+    ),
+    EvaluationCriterionConfig(
+        code="tone", label="Tone and courtesy", weight=2,
+        description="Friendly, clear, in the customer's language.",
+    ),
+    EvaluationCriterionConfig(
+        code="process", label="Process followed", weight=1,
+        description="Right wrap-up code, approvals and templates used where they apply.",
+    ),
+)
+
+
 class PriorityConfig(Table):
     # "module:callable" as written in the file; None: the default policy.
     policy_path: PolicyPath | None = _key("policy", None)
@@ -517,6 +556,8 @@ class Config(Table):
     approval: ApprovalConfig = ApprovalConfig()
     wrapup_codes: Annotated[tuple[WrapUpCodeConfig, ...], Tables] = DEFAULT_WRAPUP_CODES
     priority: PriorityConfig = PriorityConfig()
+    groups: Annotated[tuple[GroupConfig, ...], Tables] = ()
+    evaluation_criteria: Annotated[tuple[EvaluationCriterionConfig, ...], Tables] = DEFAULT_EVALUATION_CRITERIA
     sender_auth: Annotated[SenderAuthConfig, BeforeValidator(_sender_auth_given)] = Field(
         None, validate_default=True
     )
