@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from postroom.config.checks import cross_checks
 from postroom.config.context import Context
-from postroom.config.durations import parse_duration
 from postroom.config.errors import ConfigError, ConfigInvalid, errors_of
 from postroom.config.schema import (
     AUTO_RESPONSE_FIELDS,
@@ -50,39 +49,16 @@ from postroom.config.schema import (
     ServerConfig,
     WrapUpCodeConfig,
 )
+from postroom.config.values import parse_duration
 
 __all__ = [
-    "AUTO_RESPONSE_FIELDS",
-    "DEFAULT_AUTO_RESPONSE_SUBJECT",
-    "DEFAULT_AUTO_RESPONSE_TEXT",
-    "DEFAULT_EVALUATION_CRITERIA",
-    "DEFAULT_WRAPUP_CODES",
-    "AgentConfig",
-    "ApprovalConfig",
-    "AutoResponseConfig",
-    "Box",
-    "Config",
-    "ConfigError",
-    "ConfigInvalid",
-    "ContactConfig",
-    "CustomerConfig",
-    "DevstackConfig",
-    "EvaluationCriterionConfig",
-    "GroupConfig",
-    "HealthConfig",
-    "IncomingBox",
-    "JournalBox",
-    "OutboxConfig",
-    "PriorityConfig",
-    "RoutingConfig",
-    "SenderAuthConfig",
-    "ServerConfig",
-    "WrapUpCodeConfig",
-    "check_config",
-    "load_config",
-    "mail_users",
-    "parse_config",
-    "parse_duration",
+    "AUTO_RESPONSE_FIELDS", "DEFAULT_AUTO_RESPONSE_SUBJECT", "DEFAULT_AUTO_RESPONSE_TEXT",
+    "DEFAULT_EVALUATION_CRITERIA", "DEFAULT_WRAPUP_CODES", "AgentConfig", "ApprovalConfig",
+    "AutoResponseConfig", "Box", "Config", "ConfigError", "ConfigInvalid", "ContactConfig",
+    "CustomerConfig", "DevstackConfig", "EvaluationCriterionConfig", "GroupConfig",
+    "HealthConfig", "IncomingBox", "JournalBox", "OutboxConfig", "PriorityConfig",
+    "RoutingConfig", "SenderAuthConfig", "ServerConfig", "WrapUpCodeConfig", "check_config",
+    "load_config", "mail_users", "parse_config", "parse_duration",
 ]
 
 

@@ -28,13 +28,6 @@ from pydantic import (
 
 from postroom.config.base import Table
 from postroom.config.context import context_of
-from postroom.config.durations import (
-    Duration,
-    DurationOrOff,
-    OptionalDuration,
-    at_least,
-    parse_duration,
-)
 from postroom.config.errors import Loc, fail, fail_at, show
 from postroom.config.secrets import Keys, Secret, resolve, secret
 from postroom.config.values import (
@@ -45,22 +38,27 @@ from postroom.config.values import (
     Cafile,
     Code,
     Domain,
+    Duration,
+    DurationOrOff,
     Flag,
     Hosts,
     Int,
     Name,
     NodeId,
+    OptionalDuration,
     PolicyPath,
     Port,
     Priority,
     Strings,
     Text,
     Tls,
+    at_least,
     import_policy,
     limits,
     longest,
     loopback,
     one_of,
+    parse_duration,
     tables,
 )
 from postroom.core import rules as core_rules

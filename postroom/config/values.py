@@ -23,26 +23,18 @@ from pydantic import (
     ValidationInfo,
 )
 
-from postroom.config.context import context_of
+from postroom.config.context import Context, context_of
 from postroom.config.errors import fail, show
-from postroom.core import rules as core_rules
-
-MAX_PRIORITY = core_rules.MAX_PRIORITY
+from postroom.core.rules import MAX_PRIORITY
 
 # Deliberately plain: no quoted local parts, no IP literals, no display names. Anything
 # fancier is almost always a paste error in a config file.
-_ADDRESS = re.compile(
+_ADDRESS = (
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+"
 )
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-# A host name in [sender_auth]: labels of letters, digits and hyphens.
-_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*")
-# A contact's domain: at least two labels; "com" alone would match half the world.
-_DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})+")
 _POLICY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-Flag = StrictBool
 
 
 def limits(lo: int | None = None, hi: int | None = None) -> AfterValidator:
@@ -55,30 +47,12 @@ def limits(lo: int | None = None, hi: int | None = None) -> AfterValidator:
     return AfterValidator(check)
 
 
-def integer(what: str) -> BeforeValidator:
-    """An integer, with a word for what it is (``"an integer priority"``)."""
-
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail(f"expected an integer {what}, got {show(value)}")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _not_empty(value: str) -> str:
-    if not value.strip():
-        raise fail("must not be empty")
-    return value
-
-
 def matching(pattern: str, words: str, *, clean: Callable[[str], str] = str) -> AfterValidator:
     """A string that is ``pattern`` once cleaned (lower-cased, ...); ``words`` for people."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        cleaned = clean(value)
-        if not compiled.fullmatch(cleaned):
+        if not compiled.fullmatch(cleaned := clean(value)):
             raise fail(f"expected {words}, got {show(value)}")
         return cleaned
 
@@ -88,7 +62,7 @@ def matching(pattern: str, words: str, *, clean: Callable[[str], str] = str) -> 
 def one_of(*choices: str) -> BeforeValidator:
     def check(value: Any) -> str:
         if value not in choices:
-            raise fail(f"expected one of {', '.join(show(c) for c in choices)}, got {show(value)}")
+            raise fail(f"expected one of {', '.join(map(show, choices))}, got {show(value)}")
         return value
 
     return BeforeValidator(check)
@@ -103,13 +77,16 @@ def longest(n: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _array_of(what: str) -> BeforeValidator:
-    def check(value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            raise fail(f"expected an array of {what}, got {show(value)}")
-        return value
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise fail("must not be empty")
+    return value
 
-    return BeforeValidator(check)
+
+def _array(value: Any) -> Any:
+    if not isinstance(value, list | tuple):
+        raise fail(f"expected an array of strings, got {show(value)}")
+    return value
 
 
 def _item(value: Any) -> str:
@@ -123,6 +100,14 @@ def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def tables(value: Any, info: ValidationInfo) -> Any:
+    """An array of tables (``[[incoming]]``), at the top level of the file."""
+    if not isinstance(value, list | tuple):
+        raise fail(f"expected an array of tables ([[{info.field_name}]]), got {show(value)}")
+    return value
+
+
+Flag = StrictBool
 Int = StrictInt
 Port = Annotated[StrictInt, limits(1, 65535)]
 Priority = Annotated[StrictInt, limits(-MAX_PRIORITY, MAX_PRIORITY)]
@@ -131,35 +116,24 @@ AnyText = StrictStr
 Text = Annotated[StrictStr, AfterValidator(_not_empty)]
 Name = Annotated[Text, AfterValidator(str.strip)]
 Item = Annotated[str, BeforeValidator(_item)]
-Strings = Annotated[tuple[Item, ...], _array_of("strings"), AfterValidator(_unique)]
+Strings = Annotated[tuple[Item, ...], BeforeValidator(_array), AfterValidator(_unique)]
 Code = Annotated[StrictStr, matching(r"[A-Za-z0-9_-]{1,60}", "1-60 of A-Z a-z 0-9 _ -")]
 NodeId = Annotated[StrictStr, matching(r"[A-Za-z0-9_-]{1,64}", "1-64 of A-Z a-z 0-9 _ -")]
-
 # Lower-cased because an address is the database key and mail servers treat addresses
 # case-insensitively in practice: "Alice@" and "alice@" are one person.
-_EMAIL = matching(_ADDRESS.pattern, "an email address like user@example.com", clean=str.lower)
+_EMAIL = matching(_ADDRESS, "an email address like user@example.com", clean=str.lower)
 Address = Annotated[StrictStr, _EMAIL]
-Addresses = Annotated[tuple[Annotated[Item, _EMAIL], ...], _array_of("strings"), AfterValidator(_unique)]
-Host = Annotated[
-    Item, matching(_HOST.pattern, "a host name like mail.example.com", clean=lambda h: h.rstrip(".").lower())
-]
-Hosts = Annotated[tuple[Host, ...], _array_of("strings"), AfterValidator(_unique)]
+Addresses = Annotated[tuple[Annotated[Item, _EMAIL], ...], BeforeValidator(_array), AfterValidator(_unique)]
+# A host name in [sender_auth]: labels of letters, digits and hyphens.
+_HOST = matching(rf"{_LABEL}(\.{_LABEL})*", "a host name like mail.example.com", clean=lambda h: h.rstrip(".").lower())
+Hosts = Annotated[tuple[Annotated[Item, _HOST], ...], BeforeValidator(_array), AfterValidator(_unique)]
+# A contact's domain: at least two labels; "com" alone would match half the world.
 Domain = Annotated[
     StrictStr,
-    matching(
-        _DOMAIN.pattern,
-        "a domain with at least two labels like example.com",
-        clean=lambda d: d.strip().lower().removeprefix("@"),
-    ),
+    matching(rf"{_LABEL}(\.{_LABEL})+", "a domain with at least two labels like example.com",
+             clean=lambda d: d.strip().lower().removeprefix("@")),
 ]
 Tls = Annotated[str, one_of("tls", "starttls", "none")]
-
-
-def tables(value: Any, info: ValidationInfo) -> Any:
-    """An array of tables (``[[incoming]]``), at the top level of the file."""
-    if not isinstance(value, list | tuple):
-        raise fail(f"expected an array of tables ([[{info.field_name}]]), got {show(value)}")
-    return value
 
 
 def loopback(host: str) -> bool:
@@ -209,3 +183,55 @@ def _importable(path: str) -> str:
 
 
 PolicyPath = Annotated[StrictStr, AfterValidator(_importable)]
+
+
+# -- durations: "90s", "15m", "4h", "1d", "1h30m" or a number of seconds -------------------------
+
+_PART = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int | None:
+    """Seconds in ``"90s"``, ``"15m"``, ``"4h"``, ``"1d"``, ``"1h30m"`` or an integer; else None."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    if text.isdigit():
+        return int(text)
+    if not text or _PART.sub("", text):
+        return None
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
+
+
+def _seconds(value: Any, minimum: int = 1, words: str = "one second") -> int:
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise fail(f'expected a duration like "4h" or seconds, got {show(value)}')
+    if seconds < minimum:
+        raise fail(f"must be at least {words}, got {show(value)}")
+    return seconds
+
+
+def at_least(minimum: int, words: str) -> BeforeValidator:
+    """A duration with a longer minimum: ``Annotated[int, at_least(86400, "one day")]``."""
+    return BeforeValidator(lambda value: _seconds(value, minimum, words))
+
+
+def _or_off(off: int | None) -> BeforeValidator:
+    """A duration, or "none" / "off" (then ``off``)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value == off and not isinstance(info.context, Context):
+            return off  # Python code building a table says "off" as the attribute does
+        if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+            return off
+        return _seconds(value)
+
+    return BeforeValidator(check)
+
+
+Duration = Annotated[int, BeforeValidator(_seconds)]
+OptionalDuration = Annotated[int | None, _or_off(None)]  # "none" / "off": None
+DurationOrOff = Annotated[int, _or_off(0)]  # "none" / "off": 0, no wait at all
