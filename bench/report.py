@@ -22,6 +22,8 @@ TARGETS = {
     "resume_100k_sqlite_s": ("<=", 5.0, "resume ≤ 5 s"),
     "resume_100k_postgres_s": ("<=", 5.0, "resume ≤ 5 s"),
     "engine_peak_rss_mb": ("<=", 300.0, "RSS ≤ 300 MB"),
+    "chaos_lost": ("<=", 0.0, "nothing lost under SIGKILL"),
+    "chaos_duplicates": ("<=", 0.0, "nothing doubled under SIGKILL"),
 }
 
 

@@ -7,7 +7,7 @@ every phase fresh mailboxes, its own database and config TOML, runs Postroom as
 ``.venv/bin/postroom engine CONFIG``, and stops everything it started at the end (by pid).
 Writes results.json, results.md and results.png (into bench/ unless --out) and prints a
 table. --quick runs small counts (a smoke test of the harness in about a minute); its
-figures are not comparable. Phases: stack, latency, throughput, ingest, resume, routing.
+figures are not comparable. Phases: stack, latency, throughput, ingest, resume, routing, chaos.
 Timing is never asserted anywhere: this reports, it does not judge.
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import chaos as chaos_mod  # noqa: E402
 from bench import peer as peer_mod  # noqa: E402
 from bench import postroom_runs as pr  # noqa: E402
 from bench import report  # noqa: E402
@@ -34,7 +35,7 @@ from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
 
-PHASES = ("stack", "latency", "throughput", "ingest", "resume", "routing")
+PHASES = ("stack", "latency", "throughput", "ingest", "resume", "routing", "chaos")
 
 FULL = {
     "stack_reps": 3, "stack_latency_n": 200, "stack_idle_n": 200, "stack_ceiling_n": 1000,
@@ -43,6 +44,7 @@ FULL = {
     "ingest_n": 1000, "ingest_postroom_reps": 3, "ingest_helpdesk_reps": 3, "ingest_helpdesk_tuned_reps": 1,
     "resume_n": 100_000, "resume_reps": 3,
     "routing_args": ["--queued", "100000", "--agents", "2000", "--skills", "20"],
+    "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
 }
 QUICK = {
     "stack_reps": 1, "stack_latency_n": 40, "stack_idle_n": 40, "stack_ceiling_n": 200,
@@ -51,6 +53,7 @@ QUICK = {
     "ingest_n": 50, "ingest_postroom_reps": 1, "ingest_helpdesk_reps": 1, "ingest_helpdesk_tuned_reps": 1,
     "resume_n": 2000, "resume_reps": 1,
     "routing_args": ["--queued", "2000", "--agents", "50", "--skills", "5"],
+    "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
 }
 
 PG_STATE = "/tmp/postroom-bench-pg"
@@ -214,6 +217,12 @@ class Bench:
             raise RuntimeError(f"bench/routing.py failed ({result.returncode}): {result.stderr[-2000:]}")
         self.raw["routing"] = json.loads(out.read_text())
 
+    def run_chaos(self) -> None:
+        c = self.cfg
+        self.raw["chaos"] = chaos_mod.chaos_run(
+            self.stack, self.work / "chaos", c["chaos_customers"], c["chaos_kills"], c["chaos_seed"]
+        )
+
     def stop_pg(self) -> None:
         if self.pg_started:
             subprocess.run(
@@ -238,6 +247,7 @@ class Bench:
             self.phase("ingest", self.run_ingest)
             self.phase("resume", self.run_resume)
             self.phase("routing", self.run_routing)
+            self.phase("chaos", self.run_chaos)
         finally:
             try:
                 self.stop_pg()
@@ -423,10 +433,20 @@ class Bench:
                             note=(f"{self.cfg['resume_n']:,} QUEUED records; engine start → routed to the Ready agent"
                                   if runs else missing("resume"))))
 
-        F += [
-            Figure("chaos_lost", None, "mails", note="reliability work not landed"),
-            Figure("chaos_duplicates", None, "mails", note="reliability work not landed"),
-        ]
+        ch = raw.get("chaos")
+        if ch:
+            what = (f"{ch['customers']:,} interactions, {ch['kills']} SIGKILLs (seed {ch['seed']}), "
+                    "counted in the customers' and agents' mailboxes")
+            F += [
+                Figure("chaos_lost", ch["lost"], "mails", reps=1,
+                       note=what + ("" if ch["settled"] else "; NOT SETTLED: " + str(ch["not_closed"]) + " not closed")),
+                Figure("chaos_duplicates", ch["duplicates"], "mails", reps=1, note="second copies of any mail"),
+            ]
+        else:
+            F += [
+                Figure("chaos_lost", None, "mails", note=missing("chaos")),
+                Figure("chaos_duplicates", None, "mails", note=missing("chaos")),
+            ]
         return F
 
 

@@ -279,7 +279,12 @@ def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = No
         case Answered():
             stamps = ("answered_at",)
             timers[Timer.OFFER] = None
-        case OfferExpired() | DeliveryFailed() | RejectedToQueue() | Transferred():
+        case OfferExpired():
+            # Back to the queue, its agent not excluded: like a voice ACD's "redirect on
+            # no answer", the engine makes an agent who let an offer expire Not Ready
+            # instead, so the mail goes to someone else, or to them once they are back.
+            agent = None
+        case DeliveryFailed() | RejectedToQueue() | Transferred():
             released, agent = agent, None
         case Delivered():
             stamps = ("delivered_at",)

@@ -223,7 +223,9 @@ def create_interaction(
         journal.record("rules", now, interaction=ix, **rules.as_record())
     if approval_reason:
         journal.record("approval_required", now, interaction=ix, reason=approval_reason)
-    skip = auto_response_skip_reason(box, verdict, rules.auto_response, ix=ix, site=site, now=now)
+    # Mail a rule deletes is not answered: it is spam or noise by the site's own say-so.
+    skip = "deleted by a routing rule" if rules.delete else ""
+    skip = skip or auto_response_skip_reason(box, verdict, rules.auto_response, ix=ix, site=site, now=now)
     if skip:
         ix.auto_response_skipped = skip
         ix.save(update_fields=["auto_response_skipped"])

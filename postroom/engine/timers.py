@@ -15,6 +15,7 @@ from django.db import transaction
 from postroom.core.lifecycle import NoReplyExpired, OfferExpired, State
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
+from postroom.store.agents import set_ready
 from postroom.store.models import Interaction
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -31,6 +32,12 @@ def fire(site: Site, now: datetime) -> bool:
             with transaction.atomic():
                 agent = ix.agent
                 apply(ix, OfferExpired(), now, agent_address=agent.address if agent else "")
+                if agent is not None and not agent.auto_answer:
+                    # Redirect on no answer: whoever let an offer expire is not at their
+                    # desk. Not Ready until they say otherwise, so the mail goes to someone
+                    # who is (or back to them, once they are Ready again), never round and
+                    # round to an empty chair.
+                    set_ready(agent, False, now=now, by="engine: offer not answered in time")
             did = True
         except StaleInteraction:
             continue

@@ -7,6 +7,7 @@ database through the same path `postroom run` uses, and an Engine for it.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -192,18 +193,13 @@ def make_center(
         alice_auto: bool = True,
         bob_auto: bool = True,
     ) -> Center:
-        users = {
-            "support": new_user("support"),
-            "sales": new_user("sales"),
-            "outbound": new_user("outbound"),
-            "dead": new_user("dead"),
-            "journal": new_user("journal"),
-            "alice": new_user("alice"),
-            "bob": new_user("bob"),
-            "sam": new_user("sam"),
-            "carol": new_user("carol", "customer.test"),
-            "stranger": new_user("stranger", "customer.test"),
-        }
+        roles = {"support": "example.test", "sales": "example.test", "outbound": "example.test",
+                 "dead": "example.test", "journal": "example.test", "alice": "example.test", "bob": "example.test",
+                 "sam": "example.test", "carol": "customer.test", "stranger": "customer.test"}
+        # One reload of the MX for all of them: a few seconds less per test than one each.
+        pairs = {role: (f"{role}-{secrets.token_hex(5)}@{domain}", secrets.token_urlsafe(12)) for role, domain in roles.items()}
+        added = mailstack.add_users(pairs.values())
+        users = {role: (address, pairs[role][1]) for role, address in zip(pairs, added, strict=True)}
         values = {
             "imap_port": mailstack.imap_port,
             "submission_port": mailstack.submission_port,

@@ -4,7 +4,7 @@ mailboxes on the session's Dovecot + Postfix.
 
 The database is a SQLite file of the deployment's own, or, when DATABASE_URL names a
 PostgreSQL server (the second pass of `make test`), a fresh database created on that
-server for the deployment and dropped afterwards. The test process never opens it through
+server for the deployment and dropped afterwards (`databases.py`). The test process never opens it through
 Django (no pytest-django DB): it reads it with the stdlib `sqlite3` (read-only) or a plain
 psycopg connection, so whatever it sees is what the engine committed. Mailboxes are read
 with the e2e `Center` helper, which needs only the stack and the users.
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from postroom.devstack import DevStack
 from tests.e2e.conftest import CONFIG, Center
+from tests.e2e.databases import Database, fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = {
@@ -49,58 +47,6 @@ OUTBOX = '\n[outbox]\nsend_timeout = "4s"\nlease = "10s"\n'
 
 class EngineFailed(AssertionError):
     pass
-
-
-class Database:
-    """Where a deployment keeps its data: a SQLite file, or its own PostgreSQL database."""
-
-    def __init__(self, tmp: Path) -> None:
-        server = os.environ.get("DATABASE_URL", "")
-        self.postgres = server.startswith(("postgres://", "postgresql://"))
-        self.sqlite = tmp / "postroom.sqlite3"
-        self.created = False
-        if self.postgres:
-            parts = urlsplit(server)
-            self.name = f"postroom_dep_{secrets.token_hex(6)}"
-            self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
-            self.admin_url = urlunsplit(parts._replace(path="/postgres"))
-        else:
-            self.url = f"sqlite:///{self.sqlite}"
-
-    def create(self) -> None:
-        if self.postgres and not self.created:
-            import psycopg
-
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.name}"')
-            self.created = True
-
-    def drop(self) -> None:
-        if self.postgres and self.created:
-            import psycopg
-
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            self.created = False
-
-    def rows(self, sql: str, params: tuple = ()) -> list[Any]:
-        """Rows as mappings (column name → value); `?` placeholders on both engines."""
-        if self.postgres:
-            import psycopg
-            from psycopg.rows import dict_row
-
-            if not self.created:
-                return []
-            with psycopg.connect(self.url, row_factory=dict_row) as conn:
-                return conn.execute(sql.replace("?", "%s"), params).fetchall()
-        if not self.sqlite.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.sqlite}?mode=ro", uri=True, timeout=30)
-        conn.row_factory = sqlite3.Row
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
 
 
 @dataclass
@@ -174,7 +120,6 @@ class Deployment:
         return env
 
     def cli(self, *args: str, timeout: float = 60.0) -> str:
-        self.db.create()
         done = subprocess.run(
             [sys.executable, "-m", "postroom.cli", *args],
             cwd=self.tmp,
@@ -195,7 +140,6 @@ class Deployment:
         self.cli("agent", "ready", self.center.address(who))
 
     def start_engine(self, crash_at: str | None = None) -> EngineProcess:
-        self.db.create()
         log = self.tmp / f"engine-{len(self.engines)}{'-' + crash_at if crash_at else ''}.log"
         out = log.open("wb")
         proc = subprocess.Popen(
@@ -225,8 +169,7 @@ class Deployment:
         return self.db.rows(sql, params)
 
     def scalar(self, sql: str, params: tuple = ()) -> Any:
-        found = self.rows(sql, params)
-        return next(iter(dict(found[0]).values())) if found else None
+        return self.db.scalar(sql, params)
 
     def interactions(self) -> list[Any]:
         return self.rows("SELECT * FROM store_interaction ORDER BY id")
@@ -268,7 +211,7 @@ def make_deployment(
     config.write_text(CONFIG.format(**values) + OUTBOX + extra(values))
     # Center wants a Config and an in-process Engine; the mailbox helpers use neither.
     center = Center(stack=stack, config=None, engine=None, users=users, path=config)  # type: ignore[arg-type]
-    return Deployment(center=center, tmp=tmp, config=config, db=Database(tmp))
+    return Deployment(center=center, tmp=tmp, config=config, db=fresh_database(tmp))
 
 
 def accepted_by_postfix(stack: DevStack, message_id: str) -> int:

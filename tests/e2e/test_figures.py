@@ -240,7 +240,8 @@ offer_timeout = "2m"
     run(center)
     ix.refresh_from_db()
     assert ix.state is State.ROUTED and ix.agent.address == center.address("bob")
-    assert center.address("alice") in ix.excluded_agents
+    # Redirect on no answer: alice is made Not Ready, not excluded from this mail.
+    assert not Agent.objects.get(address=center.address("alice")).ready
     # Bob answers on the API path: the mail reaches his mailbox.
     assert answer(ix, ix.agent, now=center.clock())
     run(center)

@@ -107,7 +107,8 @@ def test_routing_records_the_agent_and_an_expired_offer_forgets_it() -> None:
     assert routed.agent == "bob@example.test" and routed.stamps == ("routed_at",)
     assert routed.timers[Timer.OFFER] == NOW + timedelta(minutes=2)
     back = decide(Snapshot(State.ROUTED, agent="bob@example.test"), OfferExpired(), NOW, TIMING)
-    assert back.state is State.QUEUED and back.agent is None and back.released == "bob@example.test"
+    # Not excluded from it: the engine makes bob Not Ready instead (no one else may be there).
+    assert back.state is State.QUEUED and back.agent is None and back.released is None
     assert back.timers[Timer.OFFER] is None
 
 
