@@ -55,7 +55,7 @@ class Table(BaseModel):
                 for key in keys[:1] + keys[2:]:
                     del data[key]
                 data[keys[1]] = Given(keys[1], data[keys[1]], others=tuple(keys))
-            elif keys:
+            elif keys and data[keys[0]] is not None:  # None: Python code giving no secret
                 data[keys[0]] = Given(keys[0], data[keys[0]])
         return data
 

@@ -103,7 +103,7 @@ def _message(d: ErrorDetails, top: type[BaseModel]) -> str:
         table = f" ([{key_path(loc)}])" if "model" in kind else ""
         return f"expected {_TYPES[kind]}{table}, got {show(d.get('input'))}"
     model, key = _model_at(loc[:-1], top), str(loc[-1]) if loc else ""
-    keys = _keys(model) if model else {}
+    keys = keys_of(model) if model else {}
     if kind == "extra_forbidden":
         # A typo must never pass as "option left at its default": name the likely key.
         close = difflib.get_close_matches(key, sorted(keys), n=1)
@@ -114,9 +114,9 @@ def _message(d: ErrorDetails, top: type[BaseModel]) -> str:
         alias, annotation = keys.get(key, (None, None))
         if isinstance(alias, AliasChoices):
             return f"required (give one of {', '.join(_choices(alias))})"
-        if _model_in(annotation) and getattr(annotation, "__origin__", None) is tuple:
+        if table_model(annotation) and getattr(annotation, "__origin__", None) is tuple:
             return f"required: add at least one [[{key_path(loc)}]] table"
-        return f"required: add a [{key_path(loc)}] table" if _model_in(annotation) else "required"
+        return f"required: add a [{key_path(loc)}] table" if table_model(annotation) else "required"
     return d["msg"]
 
 
@@ -124,7 +124,7 @@ def _choices(alias: AliasChoices) -> list[str]:
     return [c for c in alias.choices if isinstance(c, str)]
 
 
-def _keys(model: type[BaseModel]) -> dict[str, tuple[Any, Any]]:
+def keys_of(model: type[BaseModel]) -> dict[str, tuple[Any, Any]]:
     """Every key a table of ``model`` accepts, as the file spells it -> (alias, annotation)."""
     found = {}
     for name, field in model.model_fields.items():
@@ -139,12 +139,12 @@ def _model_at(loc: Loc, top: type[BaseModel]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = top
     for part in loc:
         if isinstance(part, str):
-            model = _model_in(_keys(model).get(part, (None, None))[1]) if model else None
+            model = table_model(keys_of(model).get(part, (None, None))[1]) if model else None
     return model
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def table_model(annotation: Any) -> type[BaseModel] | None:
     """The table model inside an annotation such as ``tuple[IncomingBox, ...] | None``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    return next(filter(None, map(_model_in, getattr(annotation, "__args__", ()))), None)
+    return next(filter(None, map(table_model, getattr(annotation, "__args__", ()))), None)

@@ -604,8 +604,6 @@ class Config(Table):
         listed = set(self.approval.probation)
         agents = tuple(a.model_copy(update={"probationary": True}) if a.address in listed else a
                        for a in self.agents)
-        for new, old in zip(agents, self.agents, strict=True):
-            new._skill_levels = old._skill_levels
         probation = tuple(a.address for a in agents if a.probationary)
         server = self.server
         if server.smtp_login is None:
