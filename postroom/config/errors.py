@@ -108,8 +108,6 @@ def _message(d: ErrorDetails, top: type[BaseModel]) -> str:
         # A typo must never pass as "option left at its default": name the likely key.
         close = difflib.get_close_matches(key, sorted(keys), n=1)
         return f'unknown key (did you mean "{close[0]}"?)' if close else "unknown key"
-    if kind == "too_short":  # only arrays of tables have a minimum length
-        return f"required: add at least one [[{key_path(loc)}]] table"
     if kind == "missing":
         alias, annotation = keys.get(key, (None, None))
         if isinstance(alias, AliasChoices):

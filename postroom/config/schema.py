@@ -559,13 +559,20 @@ class PriorityConfig(Table):
 Tables = BeforeValidator(tables)
 
 
+def _some_boxes(boxes: tuple[IncomingBox, ...]) -> tuple[IncomingBox, ...]:
+    # After the boxes: a broken box is its own error, not "no boxes at all".
+    if not boxes:
+        raise fail("required: add at least one [[incoming]] table")
+    return boxes
+
+
 class Config(Table):
     node_id: NodeId
     # The site's secrets, newest first: the first mints tokens, every one verifies them
     # (rotation). Keys are derived from them per purpose (postroom.core.keys).
     secrets: Keys = secret("secret")
     server: ServerConfig
-    incoming: Annotated[tuple[IncomingBox, ...], Tables] = Field(min_length=1)
+    incoming: Annotated[tuple[IncomingBox, ...], Tables, AfterValidator(_some_boxes)]
     outbound: Box
     dead_box: DeadBox
     agents: Annotated[tuple[AgentConfig, ...], Tables] = ()
