@@ -3,7 +3,7 @@
 Pydantic gives all or nothing: a file with one broken agent yields no agents at all. The
 checks across tables (duplicate addresses, "no agent has skill", ...) must still run on
 everything that is valid, so that every error of a file is reported in one pass; so each
-table leaves its validated value (or None) in the :class:`Context` as it goes.
+table leaves its validated value (or what passed of it) in the :class:`Context` as it goes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from postroom.config.context import Context
+from postroom.config.context import Broken, Context
 from postroom.config.secrets import Given
 
 
@@ -68,8 +68,9 @@ class Table(BaseModel):
         kept = context.tables.setdefault(info.field_name, [])
         try:
             table = handler(data)
-        except ValidationError:
-            kept.append(None)
+        except ValidationError as e:
+            bad = frozenset(str(d["loc"][0]) for d in e.errors() if d["loc"])
+            kept.append(Broken(data if isinstance(data, dict) else {}, bad))
             raise
         kept.append(table)
         return table

@@ -1,5 +1,6 @@
 """Checks across tables, run on every table that is valid on its own (``Context.tables``),
 so that a file with one broken agent still gets "duplicate address" for two other boxes.
+Of a broken table, the address and skills are still read when they passed.
 
 A reference is not judged against a list with a broken entry ("not an agent in this file"
 when that agent is the broken one would be a false alarm).
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from postroom.config.context import Broken
 from postroom.config.errors import ConfigError, show
 
 Valid = Mapping[str, list[tuple[int, Any]]]
@@ -18,61 +20,85 @@ _SINGLE = ("outbound", "dead_box", "journal", "approval", "routing")
 
 
 def cross_checks(tables: Mapping[str, list[Any]], data: Mapping[str, Any]) -> list[ConfigError]:
-    valid = {name: [(i, t) for i, t in enumerate(found) if t is not None] for name, found in tables.items()}
+    valid = {name: [(i, t) for i, t in enumerate(found) if not isinstance(t, Broken)] for name, found in tables.items()}
     # A list is known when every entry is valid (and it is not broken as a whole).
-    known = {name for name in ("agents", "incoming", "routing") if None not in tables.get(name, [])}
-    known -= {name for name in known if name in data and name not in tables and data[name]}
+    known = {name for name in ("agents", "incoming", "routing") if not any(isinstance(t, Broken) for t in tables.get(name, []))}
+    known -= {name for name in ("agents", "incoming") if name in data and name not in tables and data[name]}
+    skills = _agent_skills(tables, data)
     return [
         # Contacts are people who write to us: a contact may also be a dev-stack customer.
-        *_duplicates(valid, ("incoming", "outbound", "dead_box", "agents", "customers", "journal"),
-                     "duplicate address {value} (already used by {path})"),
-        *_duplicates(valid, ("contacts",), "duplicate contact {value} (already {table})",
-                     key=lambda c: c.key, at=lambda c: "address" if c.address else "domain"),
-        *_duplicates(valid, ("wrapup_codes",), "duplicate code {value} (already {path})",
-                     key=lambda c: c.code, at=lambda c: "code"),
-        *_duplicates(valid, ("evaluation_criteria",), "duplicate code {value} (already {path})",
-                     key=lambda c: c.code, at=lambda c: "code"),
-        *_duplicates(valid, ("groups",), "duplicate group {value} (already {table})",
-                     key=lambda g: g.name.casefold(), at=lambda g: "name", shown=lambda g: g.name),
-        *_skills(valid, known),
+        *_duplicates(_addresses(tables), "duplicate address {value} (already used by {path})"),
+        *_duplicates(_each(valid, "contacts", lambda c: c.key, lambda c: "address" if c.address else "domain"),
+                     "duplicate contact {value} (already {table})"),
+        *_duplicates(_each(valid, "wrapup_codes", lambda c: c.code), "duplicate code {value} (already {path})"),
+        *_duplicates(_each(valid, "evaluation_criteria", lambda c: c.code), "duplicate code {value} (already {path})"),
+        *_duplicates(_each(valid, "groups", lambda g: g.name.casefold(), lambda g: "name", lambda g: g.name),
+                     "duplicate group {value} (already {table})"),
+        *_skills(tables, skills),
         *_supervisors(valid),
         *_references(valid, known),
-        *_rules(valid, known),
+        *_rules(valid, known, skills),
     ]
+
+
+# (table path, key, value compared, value shown)
+Entry = tuple[str, str, str, str]
+
+
+def _addresses(tables: Mapping[str, list[Any]]) -> Iterator[Entry]:
+    """The address of every mailbox of the file, in file order, of broken tables too."""
+    for name in ("incoming", "outbound", "dead_box", "agents", "customers", "journal"):
+        for i, table in enumerate(tables.get(name, [])):
+            address = table.get("address") if isinstance(table, Broken) else table.address
+            if isinstance(address, str):
+                yield _path(name, i), "address", address.lower(), address.lower()
+
+
+def _each(valid: Valid, name: str, key: Callable[[Any], str], at: Callable[[Any], str] = lambda t: "code",
+          shown: Callable[[Any], str] = lambda t: "") -> Iterator[Entry]:
+    for i, table in valid.get(name, []):
+        yield _path(name, i), at(table), key(table), shown(table) or key(table)
+
+
+def _agent_skills(tables: Mapping[str, list[Any]], data: Mapping[str, Any]) -> set[str] | None:
+    """Every skill some agent has, of broken agents too; None when some agent's skills (or
+    the agents as a whole) are unreadable: then "no agent has skill X" could be wrong."""
+    if data.get("agents") and "agents" not in tables:
+        return None
+    found: set[str] = set()
+    for agent in tables.get("agents", []):
+        if not isinstance(agent, Broken):
+            found.update(agent.skills)
+        elif "skills" in agent.bad:
+            return None
+        else:
+            found.update(s.strip() for s in agent.data.get("skills", ()))
+    return found
 
 
 def _path(name: str, i: int) -> str:
     return name if name in _SINGLE else f"{name}[{i}]"
 
 
-def _duplicates(
-    valid: Valid,
-    names: tuple[str, ...],
-    words: str,
-    key: Callable[[Any], str] = lambda t: t.address,
-    at: Callable[[Any], str] = lambda t: "address",
-    shown: Callable[[Any], str] | None = None,
-) -> Iterator[ConfigError]:
+def _duplicates(entries: Iterator[Entry], words: str) -> Iterator[ConfigError]:
     first: dict[str, tuple[str, str]] = {}
-    for name in names:
-        for i, table in valid.get(name, []):
-            where = (_path(name, i), f"{_path(name, i)}.{at(table)}")
-            value = key(table)
-            if value in first:
-                table_path, path = first[value]
-                shown_value = show(shown(table) if shown else value)
-                yield ConfigError(where[1], words.format(value=shown_value, table=table_path, path=path))
-            else:
-                first[value] = where
+    for table, key, value, shown in entries:
+        if value in first:
+            yield ConfigError(f"{table}.{key}", words.format(value=show(shown), table=first[value][0], path=first[value][1]))
+        else:
+            first[value] = (table, f"{table}.{key}")
 
 
-def _skills(valid: Valid, known: set[str]) -> Iterator[ConfigError]:
+def _skills(tables: Mapping[str, list[Any]], skills: set[str] | None) -> Iterator[ConfigError]:
     """A box whose mail no agent could ever take is a configuration error, not a queue."""
-    if "agents" not in known:
-        return
-    skills = {skill for _, agent in valid.get("agents", []) for skill in agent.skills}
-    for i, box in valid.get("incoming", []):
-        for skill in box.skills:
+    for i, box in enumerate(tables.get("incoming", []) if skills is not None else ()):
+        if not isinstance(box, Broken):
+            wanted = box.skills
+        elif "skills" in box.data:
+            wanted = [s.strip() for s in box.get("skills") or ()]
+        else:  # the default: the local part of the address
+            wanted = [box.get("address").lower().split("@")[0]] if isinstance(box.get("address"), str) else []
+        for skill in dict.fromkeys(wanted):
             if skill not in skills:
                 yield ConfigError(f"incoming[{i}].skills", f"no agent has skill {show(skill)}")
 
@@ -115,19 +141,18 @@ def _references(valid: Valid, known: set[str]) -> Iterator[ConfigError]:
                         yield ConfigError(path, f"{show(address)} is not an {kind} in this file")
 
 
-def _rules(valid: Valid, known: set[str]) -> Iterator[ConfigError]:
+def _rules(valid: Valid, known: set[str], skills: set[str] | None) -> Iterator[ConfigError]:
     """A rule's queue must be a skill some agent has, its agent an agent of the file."""
     if not valid.get("rules") or "routing" not in known:
         return
     routing = valid.get("routing")
     unassigned = routing[0][1].unassigned_queue if routing else "unassigned"
-    skills = {skill for _, agent in valid.get("agents", []) for skill in agent.skills}
     agents = {a.address for _, a in valid.get("agents", [])}
     for i, rule in enumerate(valid["rules"][0][1]):
         for j, act in enumerate(rule.actions):
             path = f"rules[{i}].actions[{j}].value"
-            if act.action == "queue" and "agents" in known:
+            if act.action == "queue" and skills is not None:
                 if act.value not in (unassigned, *skills):
                     yield ConfigError(path, f"no agent has skill {show(act.value)}")
-            elif act.action == "agent" and act.value not in agents:
+            elif act.action == "agent" and "agents" in known and act.value not in agents:
                 yield ConfigError(path, f"{show(act.value)} is not an agent in this file")

@@ -15,8 +15,20 @@ class Context:
     base_dir: Path = field(default_factory=Path.cwd)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     source: Path | None = None
-    # Top-level key -> its tables in file order, None for a broken one (see base.Table).
+    # Top-level key -> its tables in file order, a Broken for a broken one (base.Table).
     tables: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A table with errors of its own, as written: the checks across tables still read the
+    keys that passed (its address is still a duplicate, its skills still some agent's)."""
+
+    data: Mapping[str, Any]
+    bad: frozenset[str]
+
+    def get(self, key: str) -> Any:
+        return None if key in self.bad else self.data.get(key)
 
 
 def context_of(context: object) -> Context:

@@ -35,3 +35,15 @@ def test_python_code_builds_tables_by_attribute_name_and_the_models_are_frozen(t
         raise AssertionError("a configuration must not change under the engine's threads")
     moved = config.model_copy(update={"node_id": "node-2"})
     assert moved.node_id == "node-2" and moved.source == config.source and moved.agents == config.agents
+
+
+def test_a_table_with_an_error_of_its_own_still_counts_across_tables(tmp_path: Path) -> None:
+    doc = base()
+    doc["agents"][0] |= {"address": "Support@example.test", "capacity": 0}  # two problems
+    doc["incoming"][1] |= {"skills": ["billing"], "default_priority": 1.5}  # two problems
+    assert sorted((e.path, e.message) for e in errors_of(tmp_path, doc)) == [
+        ("agents[0].address", 'duplicate address "support@example.test" (already used by incoming[0].address)'),
+        ("agents[0].capacity", "must be at least 1, got 0"),
+        ("incoming[1].default_priority", "expected an integer, got 1.5"),
+        ("incoming[1].skills", 'no agent has skill "billing"'),
+    ]
