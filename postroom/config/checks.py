@@ -20,20 +20,33 @@ _SINGLE = ("outbound", "dead_box", "journal", "approval", "routing")
 
 
 def cross_checks(tables: Mapping[str, list[Any]], data: Mapping[str, Any]) -> list[ConfigError]:
-    valid = {name: [(i, t) for i, t in enumerate(found) if not isinstance(t, Broken)] for name, found in tables.items()}
+    valid = {
+        name: [(i, t) for i, t in enumerate(found) if not isinstance(t, Broken)]
+        for name, found in tables.items()
+    }
     # A list is known when every entry is valid (and it is not broken as a whole).
-    known = {name for name in ("agents", "incoming", "routing") if not any(isinstance(t, Broken) for t in tables.get(name, []))}
-    known -= {name for name in ("agents", "incoming") if name in data and name not in tables and data[name]}
+    known = {
+        name
+        for name in ("agents", "incoming", "routing")
+        if not any(isinstance(t, Broken) for t in tables.get(name, []))
+        and not (data.get(name) and name not in tables)
+    }
     skills = _agent_skills(tables, data)
     return [
         # Contacts are people who write to us: a contact may also be a dev-stack customer.
         *_duplicates(_addresses(tables), "duplicate address {value} (already used by {path})"),
-        *_duplicates(_each(valid, "contacts", lambda c: c.key, lambda c: "address" if c.address else "domain"),
-                     "duplicate contact {value} (already {table})"),
+        *_duplicates(
+            _each(valid, "contacts", lambda c: c.key, lambda c: "address" if c.address else "domain"),
+            "duplicate contact {value} (already {table})",
+        ),
         *_duplicates(_each(valid, "wrapup_codes", lambda c: c.code), "duplicate code {value} (already {path})"),
-        *_duplicates(_each(valid, "evaluation_criteria", lambda c: c.code), "duplicate code {value} (already {path})"),
-        *_duplicates(_each(valid, "groups", lambda g: g.name.casefold(), lambda g: "name", lambda g: g.name),
-                     "duplicate group {value} (already {table})"),
+        *_duplicates(
+            _each(valid, "evaluation_criteria", lambda c: c.code), "duplicate code {value} (already {path})"
+        ),
+        *_duplicates(
+            _each(valid, "groups", lambda g: g.name.casefold(), lambda g: "name", lambda g: g.name),
+            "duplicate group {value} (already {table})",
+        ),
         *_skills(tables, skills),
         *_supervisors(valid),
         *_references(valid, known),
@@ -84,7 +97,8 @@ def _duplicates(entries: Iterator[Entry], words: str) -> Iterator[ConfigError]:
     first: dict[str, tuple[str, str]] = {}
     for table, key, value, shown in entries:
         if value in first:
-            yield ConfigError(f"{table}.{key}", words.format(value=show(shown), table=first[value][0], path=first[value][1]))
+            table_path, path = first[value]
+            yield ConfigError(f"{table}.{key}", words.format(value=show(shown), table=table_path, path=path))
         else:
             first[value] = (table, f"{table}.{key}")
 
@@ -97,7 +111,8 @@ def _skills(tables: Mapping[str, list[Any]], skills: set[str] | None) -> Iterato
         elif "skills" in box.data:
             wanted = [s.strip() for s in box.get("skills") or ()]
         else:  # the default: the local part of the address
-            wanted = [box.get("address").lower().split("@")[0]] if isinstance(box.get("address"), str) else []
+            address = box.get("address")
+            wanted = [address.lower().split("@")[0]] if isinstance(address, str) else []
         for skill in dict.fromkeys(wanted):
             if skill not in skills:
                 yield ConfigError(f"incoming[{i}].skills", f"no agent has skill {show(skill)}")

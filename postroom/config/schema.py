@@ -206,10 +206,15 @@ class ServerConfig(Table):
     def _check(self) -> Self:
         found: list[tuple[Loc, str]] = []
         if self.smtp_login is None and self.smtp_password is not None:
-            found.append((("smtp_password",), "give smtp_login too, or neither (then the outbound box's login is used)"))
+            found.append(
+                (("smtp_password",), "give smtp_login too, or neither (then the outbound box's login is used)")
+            )
         if self.smtp_login is not None and self.smtp_password is None:
-            found.append((("smtp_password",), "required (give one of smtp_password, smtp_password_env, smtp_password_file)"))
-        for host, tls, key in ((self.imap_host, self.imap_tls, "imap_tls"), (self.smtp_host, self.smtp_tls, "smtp_tls")):
+            found.append(
+                (("smtp_password",), "required (give one of smtp_password, smtp_password_env, smtp_password_file)")
+            )
+        hosts = ((self.imap_host, self.imap_tls, "imap_tls"), (self.smtp_host, self.smtp_tls, "smtp_tls"))
+        for host, tls, key in hosts:
             if tls == "none" and not loopback(host):
                 found.append(((key,), f'"none" sends passwords and mail in clear text: only for a '
                               f'loopback host, not {show(host)} (use "tls" or "starttls")'))
