@@ -9,6 +9,12 @@ exists (an engine SIGKILLed and started again). An engine that finds, at a renew
 its lease was taken over stops working at once (it was paused past its lease; the other
 engine owns the work now). The lease uses the wall clock, never an engine's test clock.
 Issue 10 generalises this to several nodes.
+
+An engine that takes over from a process known to be dead (this host, its pid gone) also
+ends that process's outbox claims at once, instead of waiting out their lease ([outbox]
+lease, 5 minutes by default): nobody can still be sending under them, and each such row
+is then settled as any claim that ended does, from the journal box after its grace
+(decision 0007). Without that, a restart delayed every mail in flight by the lease.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from postroom.store.models import EngineLease
+from postroom.store.models import EngineLease, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,8 @@ def acquire(node_id: str, seconds: float, now: datetime | None = None) -> Lease:
     until = now + timedelta(seconds=seconds)
     with transaction.atomic():
         row = EngineLease.objects.select_for_update().filter(name=NAME).first()
+        gone = row is not None and row.hostname == me and not _pid_alive(row.pid)
         if row is not None and row.lease_until > now:
-            gone = row.hostname == me and not _pid_alive(row.pid)
             if not gone:
                 raise LeaseHeld(
                     f"another engine holds this database: node {row.node_id!r}, pid {row.pid} on "
@@ -90,6 +96,12 @@ def acquire(node_id: str, seconds: float, now: datetime | None = None) -> Lease:
                 EngineLease.objects.update_or_create(name=NAME, defaults=values)
         except IntegrityError as exc:
             raise LeaseHeld("another engine took the lease at the same moment") from exc
+        if gone:
+            ended = Outgoing.objects.filter(state=Outgoing.SENDING, lease_until__gt=now).update(
+                lease_until=now
+            )
+            if ended:
+                log.warning("ended %d outbox claims of pid %s, which is gone: settled from the journal box", ended, row.pid)
     log.info("engine lease taken until %s", until)
     return Lease(holder, seconds, until)
 

@@ -9,9 +9,11 @@ customer, the agent and the contact center, plus the engine's database, read-onl
 
 No checkpoint may double anything (docs/decisions/0007). The `sent-<kind>` checkpoints are
 the hard ones: the server has said 250 and the engine dies before committing it. The row
-is left `sending` under the dead engine's lease; once the lease (10 s here) and the journal
-grace have passed, the restarted engine finds the copy in the journal box and records the
-row as sent, with its consequence, instead of sending it again.
+is left `sending` under the dead engine's claim; the restarted engine ends that claim (the
+process is gone), and once the journal grace has passed it finds the copy in the journal
+box and records the row as sent, with its consequence, instead of sending it again. The
+claims' lease is the default five minutes, longer than the test waits: a restart must not
+wait it out.
 """
 
 from __future__ import annotations
