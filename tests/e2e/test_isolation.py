@@ -28,6 +28,7 @@ skills = ["support"]
 
 [health]
 sync_alert_after = "30s"
+engine_lease = "15s"
 """
 
 
