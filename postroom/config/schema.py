@@ -381,9 +381,6 @@ class HealthConfig(Table):
     moved: ClassVar[dict[str, str]] = {
         "engine_lease": "moved: the node's lease is [cluster] node_lease now (docs/redundancy.md)"
     }
-    # The single engine's lease of engine/lease.py, fixed at its old default until branch
-    # redundancy replaces that engine with nodes (then nothing reads it: delete it).
-    engine_lease_seconds: ClassVar[int] = 60
 
 
 class ClusterConfig(Table):
