@@ -1,7 +1,8 @@
 """The `postroom` command: one entry point for the engine, the web, and their helpers.
 
     postroom run [CONFIG]            engine and web together (migrates and loads CONFIG first)
-    postroom engine [CONFIG]         the engine alone
+    postroom engine [CONFIG] [--node-id ID] [--role primary|secondary]
+                                     the engine alone: one node (several may share PostgreSQL)
     postroom web [--listen ADDR]     the web workspace and API alone
     postroom check CONFIG            validate a configuration file, naming every error
     postroom load CONFIG             apply a configuration file to the database
@@ -13,12 +14,13 @@
     postroom quarantine release ID   give a quarantined message back to its box
     postroom rules test FILE         what the routing rules would do with a message
     postroom lifecycle               the state diagram, generated from the transition table
-    postroom demo                    everything `make demo` shows
+    postroom demo [--nodes N]        everything `make demo` shows (N nodes: docs/redundancy.md)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -28,6 +30,8 @@ from pathlib import Path
 
 DEFAULT_CONFIG = os.environ.get("POSTROOM_CONFIG", "examples/demo.toml")
 DEFAULT_LISTEN = "127.0.0.1:8000"
+# pg_advisory_lock key held while a starting node migrates and loads the configuration.
+STARTUP_LOCK = 0x706F7374726F6F6D  # "postroom"
 
 log = logging.getLogger("postroom")
 
@@ -86,6 +90,23 @@ def site_from(config):
     return site_from_config(config, devstack_cafile=devstack_cafile(config))
 
 
+def with_node(config, args: argparse.Namespace):
+    """The configuration as this node runs it: --node-id and --role override the file's
+    (one file for every node of a site; docs/redundancy.md)."""
+    from postroom.config import valid_node_id
+
+    node_id = getattr(args, "node_id", None)
+    role = getattr(args, "role", None)
+    if node_id and not valid_node_id(node_id):
+        print(f"postroom: --node-id: expected 1-64 of A-Z a-z 0-9 _ -, got {node_id!r}", file=sys.stderr)
+        raise SystemExit(2)
+    if node_id:
+        config = config.model_copy(update={"node_id": node_id})
+    if role:
+        config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"role": role})})
+    return config
+
+
 def devstack_cafile(config) -> str | None:
     from postroom.devstack.cli import default_state_dir
     from postroom.devstack.stack import DevStack
@@ -134,12 +155,13 @@ def wait_for_signal(also: threading.Event | None = None) -> None:
 
 
 def start_engine_or_exit(config):
-    """The engine, started; exit status 3 when another engine holds the database."""
-    from postroom.engine.lease import LeaseHeld
+    """The engine, started; exit status 3 when this node may not run (its node id is
+    running elsewhere, or SQLite already holds another node)."""
+    from postroom.engine.nodes import NodeRefused
 
     try:
         return start_engine(config)
-    except LeaseHeld as exc:
+    except NodeRefused as exc:
         print(f"postroom: not starting: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
 
@@ -149,15 +171,33 @@ def prepare(config_path: str):
     # The web reads customer mail for transcripts with the file's server and passwords.
     os.environ["POSTROOM_CONFIG"] = str(Path(config_path).resolve())
     setup_django()
-    migrate()
     from postroom.store.loader import apply_config
 
-    log.info("%s", apply_config(config))
+    # Several nodes may start at once on one PostgreSQL: one migrates and loads at a time.
+    with startup_lock():
+        migrate()
+        log.info("%s", apply_config(config))
     return config
 
 
+@contextlib.contextmanager
+def startup_lock():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [STARTUP_LOCK])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [STARTUP_LOCK])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config = prepare(args.config)
+    config = with_node(prepare(args.config), args)
     engine = start_engine_or_exit(config)
     start_web(args.listen)
     wait_for_signal(engine.stopping)
@@ -166,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    config = prepare(args.config)
+    config = with_node(prepare(args.config), args)
     engine = start_engine_or_exit(config)
     wait_for_signal(engine.stopping)
     engine.stop()
@@ -318,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("POSTROOM_WEB_LOGIN_REQUIRED", "false")
     from postroom.demo import run_demo
 
-    return run_demo(args.config, args.listen)
+    return run_demo(args.config, args.listen, args.nodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
         if name != "engine":
             s.add_argument("--listen", default=DEFAULT_LISTEN)
+        if name == "demo":
+            s.add_argument(
+                "--nodes", type=int, default=1, choices=range(1, 10), metavar="N",
+                help="N engine nodes on a throwaway PostgreSQL (docs/redundancy.md); default 1, in this process",
+            )
+        if name != "demo":
+            s.add_argument("--node-id", default=None, help="this node's id (default: the file's node_id)")
+            s.add_argument("--role", choices=["primary", "secondary"], default=None, help="default: [cluster] role")
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("web", help="the web workspace and API alone")

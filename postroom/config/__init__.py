@@ -13,6 +13,7 @@ fixes a file in one round trip rather than one error at a time.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from postroom.config.schema import (
     ApprovalConfig,
     AutoResponseConfig,
     Box,
+    ClusterConfig,
     Config,
     ContactConfig,
     CustomerConfig,
@@ -49,16 +51,17 @@ from postroom.config.schema import (
     ServerConfig,
     WrapUpCodeConfig,
 )
-from postroom.config.values import parse_duration
+from postroom.config.values import NODE_ID, parse_duration
 
 __all__ = [
     "AUTO_RESPONSE_FIELDS", "DEFAULT_AUTO_RESPONSE_SUBJECT", "DEFAULT_AUTO_RESPONSE_TEXT",
     "DEFAULT_EVALUATION_CRITERIA", "DEFAULT_WRAPUP_CODES", "AgentConfig", "ApprovalConfig",
-    "AutoResponseConfig", "Box", "Config", "ConfigError", "ConfigInvalid", "ContactConfig",
+    "AutoResponseConfig", "Box", "ClusterConfig", "Config", "ConfigError", "ConfigInvalid", "ContactConfig",
     "CustomerConfig", "DevstackConfig", "EvaluationCriterionConfig", "GroupConfig",
     "HealthConfig", "IncomingBox", "JournalBox", "OutboxConfig", "PriorityConfig",
     "RoutingConfig", "SenderAuthConfig", "ServerConfig", "WrapUpCodeConfig", "check_config",
     "load_config", "mail_users", "parse_config", "parse_duration",
+    "valid_node_id",
 ]
 
 
@@ -96,6 +99,11 @@ def parse_config(
         return None, errors
     config._source = source
     return config, []
+
+
+def valid_node_id(node_id: str) -> bool:
+    """A node id as ``node_id`` in the file takes it (``postroom engine --node-id``)."""
+    return re.fullmatch(NODE_ID, node_id) is not None
 
 
 def mail_users(config: Config) -> list[tuple[str, str]]:

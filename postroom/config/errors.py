@@ -104,6 +104,8 @@ def _message(d: ErrorDetails, top: type[BaseModel]) -> str:
         return f"expected {_TYPES[kind]}{table}, got {show(d.get('input'))}"
     model, key = _model_at(loc[:-1], top), str(loc[-1]) if loc else ""
     keys = keys_of(model) if model else {}
+    if kind == "extra_forbidden" and key in getattr(model, "moved", {}):
+        return model.moved[key]  # type: ignore[union-attr]
     if kind == "extra_forbidden":
         # A typo must never pass as "option left at its default": name the likely key.
         close = difflib.get_close_matches(key, sorted(keys), n=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -361,8 +361,14 @@ class DevstackConfig(Table):
     base_port: Annotated[StrictInt, limits(1024, 65535 - 6)] = 21000
 
 
+def _node_lease(seconds: int) -> int:
+    if not 2 <= seconds <= 300:
+        raise fail(f"must be between 2 seconds and 5 minutes, got {seconds} s")
+    return seconds
+
+
 class HealthConfig(Table):
-    """[health]: alerts, the sync watchdog, reconciliation, retries, the engine lease."""
+    """[health]: alerts, the sync watchdog, reconciliation, retries."""
 
     # Supervisors are mailed about one alert at most once per this time.
     alert_mail_interval_seconds: Duration = _key("alert_mail_interval", 3600)
@@ -371,9 +377,21 @@ class HealthConfig(Table):
     reconcile_interval_seconds: Duration = _key("reconcile_interval", 300)
     # Attempts to withdraw a forwarded copy before giving up with an alert.
     withdrawal_attempts: Annotated[StrictInt, limits(1, 100)] = 8
-    # The engine's lease on the database: renewed every third of it; a second engine may
-    # take over once it has expired.
-    engine_lease_seconds: Annotated[int, at_least(15, "15 seconds")] = _key("engine_lease", 60)
+    # Keys of old files, refused with a pointer to where they went (errors.py).
+    moved: ClassVar[dict[str, str]] = {
+        "engine_lease": "moved: the node's lease is [cluster] node_lease now (docs/redundancy.md)"
+    }
+
+
+class ClusterConfig(Table):
+    """[cluster]: this node among the nodes sharing one database (docs/redundancy.md)."""
+
+    # "primary": takes its share of the mailboxes; "secondary": stands by while a primary
+    # is live and takes everything over when none is.
+    role: Annotated[str, one_of("primary", "secondary")] = "primary"
+    # The node's lease on the database, renewed every second: another node takes over
+    # this node's mailboxes once it has run out (failover within about this plus 2 s).
+    node_lease_seconds: Annotated[Duration, AfterValidator(_node_lease)] = _key("node_lease", 6)
 
 
 class ContactConfig(Table):
@@ -575,6 +593,7 @@ class Config(Table):
     health: HealthConfig = HealthConfig()
     journal: JournalBox | None = None
     outbox: OutboxConfig = OutboxConfig()
+    cluster: ClusterConfig = ClusterConfig()
     _source: Path | None = PrivateAttr(None)
 
     @field_validator("outbound")

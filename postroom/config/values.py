@@ -118,7 +118,8 @@ Name = Annotated[Text, AfterValidator(str.strip)]
 Item = Annotated[str, BeforeValidator(_item)]
 Strings = Annotated[tuple[Item, ...], BeforeValidator(_array), AfterValidator(_unique)]
 Code = Annotated[StrictStr, matching(r"[A-Za-z0-9_-]{1,60}", "1-60 of A-Z a-z 0-9 _ -")]
-NodeId = Annotated[StrictStr, matching(r"[A-Za-z0-9_-]{1,64}", "1-64 of A-Z a-z 0-9 _ -")]
+NODE_ID = r"[A-Za-z0-9_-]{1,64}"
+NodeId = Annotated[StrictStr, matching(NODE_ID, "1-64 of A-Z a-z 0-9 _ -")]
 # Lower-cased because an address is the database key and mail servers treat addresses
 # case-insensitively in practice: "Alice@" and "alice@" are one person.
 _EMAIL = matching(_ADDRESS, "an email address like user@example.com", clean=str.lower)

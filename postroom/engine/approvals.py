@@ -30,6 +30,7 @@ from postroom.core.lifecycle import Approved, Rejected, RejectedToQueue, State
 from postroom.engine.autoresponse import reply_target
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
+from postroom.store import locking
 from postroom.store.models import Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -99,9 +100,11 @@ def act(site: Site, now: datetime) -> bool:
     for approval in decided:
         try:
             with transaction.atomic():
-                ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(
-                    pk=approval.interaction_id
-                )
+                # Every node runs this step: the interaction is locked (another node
+                # acting on it is skipped), then the decision looked at again.
+                ix = locking.take(Interaction.objects.select_related("agent", "mailbox"), approval.interaction_id)
+                if ix is None or not Approval.objects.filter(pk=approval.pk, applied_at=None).exists():
+                    continue
                 if ix.state is State.AWAITING_APPROVAL:
                     if approval.state == Approval.APPROVED:
                         send_approved(ix, approval, site, now)

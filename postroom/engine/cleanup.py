@@ -27,7 +27,7 @@ from postroom.core.lifecycle import CleanedUp, State
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.mail.imap import MailboxUnavailable
-from postroom.store import journal
+from postroom.store import journal, locking
 from postroom.store.models import Interaction, Mailbox, OutboundMessage
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -37,23 +37,27 @@ BATCH = 200
 
 
 def clean(sessions: Sessions, now: datetime) -> bool:
+    # Every node runs this step; each batch is held by one (store/locking.py).
     did = False
-    for row in OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None).select_related("mailbox")[:50]:
-        with sessions.isolated(row.mailbox):
-            to_dead_box(row, sessions, now)
+    dead = OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None).select_related("mailbox")
+    with locking.batch(dead, 50) as rows:
+        for row in rows:
+            with sessions.isolated(row.mailbox):
+                to_dead_box(row, sessions, now)
+                did = True
+    decided = OutboundMessage.objects.filter(outcome=OutboundMessage.DECISION, removed_at=None).select_related("mailbox")
+    with locking.batch(decided, BATCH) as decisions:
+        did = bool(archive_ledger_rows(decisions, sessions, now)) or did
+    finished = Interaction.objects.filter(status__in=[State.REPLIED, State.ENDED]).select_related("mailbox", "agent")
+    with locking.batch(finished, BATCH) as due:
+        if due:
+            close(due, sessions, now)
             did = True
-    decisions = list(
-        OutboundMessage.objects.filter(outcome=OutboundMessage.DECISION, removed_at=None).select_related("mailbox")[:BATCH]
-    )
-    did = bool(archive_ledger_rows(decisions, sessions, now)) or did
-    due = list(Interaction.objects.filter(status__in=[State.REPLIED, State.ENDED]).select_related("mailbox", "agent")[:BATCH])
-    if due:
-        close(due, sessions, now)
-        did = True
-    leftovers = list(Interaction.objects.filter(copies_pending=True, status=State.CLOSED)[:BATCH])
-    if leftovers:
-        archive_late_copies(leftovers, sessions, now)
-        did = True
+    late = Interaction.objects.filter(copies_pending=True, status=State.CLOSED)
+    with locking.batch(late, BATCH) as leftovers:
+        if leftovers:
+            archive_late_copies(leftovers, sessions, now)
+            did = True
     return did
 
 

@@ -24,6 +24,7 @@ from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import UnreadableMessage, parse
+from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -47,20 +48,24 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
         Interaction.objects.filter(status=State.ANSWERED)
         .exclude(Exists(on_its_way))
         .select_related("mailbox", "agent")
-        .order_by("-priority", "arrival_time")[:50]
+        .order_by("-priority", "arrival_time")
     )
-    by_box: dict[int, list[Interaction]] = defaultdict(list)
-    for ix in waiting:
-        by_box[ix.mailbox_id].append(ix)
     did = False
-    for items in by_box.values():
-        # An unreachable box holds up its own interactions only (issue 7, window 10).
-        with sessions.isolated(items[0].mailbox):
-            session = sessions.get(items[0].mailbox)
-            # The originals of the whole batch in one FETCH, not a NOOP and a FETCH each.
-            originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
-            for ix in items:
-                did = build_forward(ix, site, session, originals.get(ix.uid), now) or did
+    # Every node runs this step: the batch is locked while its forwards are built
+    # (another node skips those rows, decision 0030) and each build is a
+    # compare-and-set anyway.
+    with locking.batch(waiting, 50) as batch:
+        by_box: dict[int, list[Interaction]] = defaultdict(list)
+        for ix in batch:
+            by_box[ix.mailbox_id].append(ix)
+        for items in by_box.values():
+            # An unreachable box holds up its own interactions only (issue 7, window 10).
+            with sessions.isolated(items[0].mailbox):
+                session = sessions.get(items[0].mailbox)
+                # The originals of the whole batch in one FETCH, not a NOOP and a FETCH each.
+                originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
+                for ix in items:
+                    did = build_forward(ix, site, session, originals.get(ix.uid), now) or did
     return did
 
 

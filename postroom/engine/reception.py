@@ -35,6 +35,7 @@ from postroom.mail.facts import facts_from_mail
 from postroom.mail.imap import FetchedMessage, ImapSession, MailboxUnavailable
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import contacts, journal, search
+from postroom.store.fence import LeaseLost, hold_lease, is_fence_error
 from postroom.store.models import (
     Agent,
     Interaction,
@@ -53,7 +54,21 @@ BATCH = 50
 # Errors that say nothing about the message: the database or the server is away for a
 # moment. The message is left where it is (cursor not moved) and looked at again after
 # the watcher's backoff, never quarantined as "internal error" (issue 7, window 6).
-TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable)
+TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable, LeaseLost)
+
+
+def transient(exc: BaseException) -> bool:
+    """Says nothing about the message: a passing failure, or this node may no longer
+    write about the box (its lease on it, or its own, is gone: decision 0031)."""
+    return isinstance(exc, TRANSIENT) or is_fence_error(exc)
+
+
+def hold_box(box: Mailbox) -> None:
+    """In the caller's transaction: the box is still this watcher's (`box.lease`, set by
+    the engine's watcher; absent when a test drives the engine without nodes)."""
+    lease = getattr(box, "lease", None)
+    if lease is not None:
+        hold_lease(*lease)
 
 def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None) -> None:
     """A new UIDVALIDITY (the box was rebuilt or restored) means every UID is new: what is
@@ -61,6 +76,7 @@ def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None)
     (the dedupe key stops doubles), all in one transaction."""
     if box.uidvalidity != session.uidvalidity:
         with transaction.atomic():
+            hold_box(box)
             if box.uidvalidity is not None:
                 log.warning("%s: UIDVALIDITY changed %s → %s", box.address, box.uidvalidity, session.uidvalidity)
                 rebind(box, session, box.uidvalidity, now or timezone.now())
@@ -70,6 +86,8 @@ def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None)
 
 
 def advance_cursor(box: Mailbox, uid: int) -> None:
+    """Move the box's cursor past `uid`, in the transaction that took the message."""
+    hold_box(box)
     Mailbox.objects.filter(pk=box.pk, last_uid__lt=uid).update(last_uid=uid)
     box.last_uid = max(box.last_uid, uid)
 
@@ -96,9 +114,9 @@ def ingest(
                 continue
             try:
                 take(box, session, message, site, now())
-            except TRANSIENT:
-                raise
-            except Exception:
+            except Exception as exc:
+                if transient(exc):
+                    raise
                 # One bad message never stops the box (B-7): quarantine it with the reason.
                 log.exception("%s uid %s: could not be taken", box.address, uid)
                 quarantine(box, session, message, "internal error while taking the message", now())

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 REBUILD_EVERY = 300.0  # seconds: a full rebuild catches what the feed cannot (admin edits)
 AGENT_REFRESH_EVERY = 10.0
 AGENT_EVENTS = ("agent_ready", "agent_not_ready")
+# PostgreSQL numbers a row at its insert and shows it at its commit: with several writers
+# (watchers, the worker, the web, other nodes: decision 0030) an event may become visible
+# after one with a higher id was read. Each round re-reads this many ids below the cursor
+# and takes the events it has not seen yet.
+LOOKBACK = 500
 
 
 def item_for(ix: Interaction) -> QueuedItem:
@@ -59,6 +64,8 @@ class RoutingDesk:
         self.site = site
         self.router: Router | None = None
         self.cursor = 0
+        # The ids in (cursor - LOOKBACK, cursor] already taken in.
+        self.seen: set[int] = set()
         self.built_at = 0.0
         self.agents_at = 0.0
 
@@ -68,6 +75,7 @@ class RoutingDesk:
         router = Router()
         # Read the cursor first: anything journaled while we load is replayed after.
         self.cursor = JournalEvent.objects.aggregate(m=Max("id"))["m"] or 0
+        self.seen = set(JournalEvent.objects.filter(id__gt=self.cursor - LOOKBACK).values_list("id", flat=True))
         self.router = router
         self._load_agents(now)
         queued = Interaction.objects.filter(status=State.QUEUED).select_related(*QUEUED_FIELDS)
@@ -109,11 +117,15 @@ class RoutingDesk:
         if self.router is None or time.monotonic() - self.built_at > REBUILD_EVERY:
             self.rebuild(now)
             return
-        events = list(
-            JournalEvent.objects.filter(id__gt=self.cursor).values_list("id", "kind", "interaction_id", "agent_id")
+        window = list(
+            JournalEvent.objects.filter(id__gt=self.cursor - LOOKBACK)
+            .order_by("id")
+            .values_list("id", "kind", "interaction_id", "agent_id")
         )
-        if events:
-            self.cursor = events[-1][0]
+        events = [e for e in window if e[0] not in self.seen]
+        if window:
+            self.cursor = max(self.cursor, window[-1][0])
+        self.seen = {e[0] for e in window if e[0] > self.cursor - LOOKBACK}
         changed = {ix for _, kind, ix, _ in events if ix is not None}
         agents_changed = {a for _, kind, _, a in events if a is not None}
         if changed:

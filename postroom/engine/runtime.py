@@ -4,37 +4,48 @@ Watchers hold an IDLE connection each (polling where the server has no IDLE), ta
 mail into the database as soon as the server reports it, reconcile their box with the
 ledger from time to time, and wake the worker. The worker runs the step functions (route,
 deliver, send, clean, ...) until none has work, then sleeps until woken or for a second,
-so changes made elsewhere (an agent going Ready in the web process) are seen quickly.
+so changes made elsewhere (an agent going Ready in the web process) are seen quickly;
+on PostgreSQL a listener thread wakes it as soon as another node or the web commits a
+change (LISTEN/NOTIFY).
+
+Several engines (nodes) may share one PostgreSQL database (decisions 0030, 0031): the
+supervisor thread keeps this node's membership (heartbeat, mailbox and router leases,
+`engine/membership.py`) and runs a watcher for each box this node holds; the routing
+step runs on the node holding the router lease; every other step is safe on all nodes
+at once (leased claims, SKIP LOCKED, compare-and-set). A node whose lease is gone stops
+every thread it runs and registers again: what they wrote meanwhile was refused.
 
 Failures stay where they happen (issue 7, window 10; field bugs B-8, B-9): each worker
 step runs on its own, and inside the steps each box backs off alone (`Sessions`), so an
 unreachable box delays its own mail and nobody else's. A watcher whose box or database
 fails reconnects with exponential backoff and jitter, then drains what piled up. The
-supervisor thread keeps the watchers alive, renews the engine's lease and runs the health
+supervisor thread keeps the watchers alive, renews the node's lease and runs the health
 watchdog. Every step is a plain function; `run_until_idle()` drives them synchronously
 for tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from postroom.core.backoff import delay
+from postroom.core.cluster import ROUTER, box_of
 from postroom.engine import (
     alerts,
     approvals,
     cleanup,
     delivery,
     health,
-    lease,
+    nodes,
     outbox,
     reception,
     reconcile,
@@ -44,10 +55,13 @@ from postroom.engine import (
     withdrawals,
 )
 from postroom.engine.connections import Sessions
+from postroom.engine.listener import listen
+from postroom.engine.membership import Membership
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
+from postroom.store.fence import is_fence_error
 from postroom.store.models import Mailbox
 
 log = logging.getLogger(__name__)
@@ -64,14 +78,24 @@ class Engine:
         self.now = now
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        # Set when the engine stopped itself (lease lost): `postroom engine` exits non-zero.
+        # Stops the current generation of working threads (a stand-down, or the end).
+        self.work_stop = threading.Event()
+        # Set when the engine stopped itself (its node id taken over by another process):
+        # `postroom engine` exits non-zero.
         self.failure: str | None = None
-        self._threads: dict[int, threading.Thread] = {}
+        self._threads: dict[str, threading.Thread] = {}
         self._sessions: Sessions | None = None
         self._sender: SmtpSender | None = None
-        self._lease: lease.Lease | None = None
+        # This node among the nodes (None when driven by run_until_idle: it then does all).
+        self.membership: Membership | None = None
+        # Set by a thread whose write the fence refused: the supervisor stands down.
+        self._fenced = threading.Event()
         self._started_at = timezone.now()
         self.desk = routing.RoutingDesk(site)
+        # Held while routing, and by the supervisor while it gives the router lease back.
+        self._route_lock = threading.Lock()
+        # The router lease's token the desk was built under (a new one: a fresh desk).
+        self._desk_token: int | None = None
         # The sending side (engine/outbox.py): this process's claimant name, its session
         # on the journal box, when that box's old copies were last expunged.
         self.claimant = outbox.claimant(site.node_id)
@@ -87,17 +111,19 @@ class Engine:
     def steps(self) -> list[tuple[str, Callable[[], bool]]]:
         sessions = self._sessions_for_worker()
         site, now = self.site, self.now
+        # Routing, the journal box's expiry and the alert mails run on the node holding
+        # the router lease; the rest on every node (each item claimed: decision 0030).
         return [
             ("timers", lambda: timers.fire(site, now())),
             ("approval requests", lambda: approvals.request_waiting(site, now())),
             ("approvals", lambda: approvals.act(site, now())),
-            ("routing", lambda: self.desk.route(now())),
+            ("routing", self._route),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
             ("outbox", lambda: outbox.send(site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, now)),
-            ("journal expiry", self._expire_journal),
+            ("journal expiry", lambda: self.is_router() and self._expire_journal()),
             ("cleanup", lambda: cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
-            ("alerts", lambda: alerts.notify(site, now())),
+            ("alerts", lambda: self.is_router() and alerts.notify(site, now())),
         ]
 
     def work(self) -> bool:
@@ -112,11 +138,37 @@ class Engine:
                 # The database is away for a moment: the next round tries again.
                 log.warning("%s: database error: %s", name, exc)
                 connection.close()
-            except Exception:
+            except Exception as exc:
+                if is_fence_error(exc):
+                    self._refused(name, exc)
+                    continue
                 # Steps isolate their items; this guards against the unexpected so that
                 # one step failing never keeps the others from running (B-8).
                 log.exception("worker step %s failed", name)
         return did
+
+    def _refused(self, where: str, exc: BaseException) -> None:
+        """The database refused a write of ours: this node's lease is gone."""
+        log.error("%s: %s", where, str(exc).splitlines()[0])
+        self._fenced.set()
+
+    def is_router(self) -> bool:
+        return self.membership is None or self.membership.router
+
+    def owns(self, box_pk: int) -> bool:
+        return self.membership is None or self.membership.owns(box_pk)
+
+    def _route(self) -> bool:
+        with self._route_lock:
+            if not self.is_router():
+                return False
+            token = self.membership.held.get(ROUTER) if self.membership else None
+            if token != self._desk_token:
+                # The router lease is ours under a new token: whatever this desk knew is
+                # from before another node routed; start from the tables (decision 0030).
+                self.desk = routing.RoutingDesk(self.site)
+                self._desk_token = token
+            return self.desk.route(self.now())
 
     def run_until_idle(self, rounds: int = 50) -> None:
         """Take all mail now in the boxes and work until nothing is left to do (tests).
@@ -172,26 +224,28 @@ class Engine:
 
     # -- the threads ----------------------------------------------------------------
     def start(self) -> None:
-        """Take the engine lease (LeaseHeld if another engine has it), then the threads."""
-        self._lease = lease.acquire(self.site.node_id, self.site.lease_seconds)
+        """Register this node (NodeRefused if it may not run), then the supervisor thread,
+        which takes this node's leases and starts the working threads."""
+        self.membership = Membership(self.site)
+        self.membership.join()
         self._started_at = timezone.now()
         self.stopping.clear()
-        self._spawn("worker", self._worker_loop)
+        self.work_stop.clear()
         self._spawn("supervisor", self._supervise)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
+        self.work_stop.set()
         self.wake.set()
         for thread in list(self._threads.values()):
             if thread is not threading.current_thread():
                 thread.join(timeout)
         self._threads.clear()
-        if self._lease is not None:
+        if self.membership is not None and self.membership.ticket is not None:
             try:
-                lease.release(self._lease)
-            except Exception:  # the database may be gone; the lease then simply expires
-                log.warning("could not release the engine lease", exc_info=True)
-            self._lease = None
+                self.membership.leave()
+            except Exception:  # the database may be gone; the lease then simply runs out
+                log.warning("could not record this node's stop", exc_info=True)
 
     def close(self) -> None:
         """Close the worker's connections (after stop(), or after run_until_idle())."""
@@ -202,9 +256,9 @@ class Engine:
         if self._journal is not None:
             self._journal.close()
 
-    def _spawn(self, name: str, target: Callable[[], None], key: int | None = None) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded(target), name=f"postroom-{name}", daemon=True)
-        self._threads[key if key is not None else -len(self._threads) - 1] = thread
+        self._threads[name] = thread
         thread.start()
 
     def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
@@ -216,43 +270,107 @@ class Engine:
 
         return run
 
-    def _holds_lease(self) -> bool:
-        return self._lease is None or self._lease.valid()
+    def _alive(self, name: str) -> bool:
+        thread = self._threads.get(name)
+        return thread is not None and thread.is_alive()
 
     def _supervise(self) -> None:
-        """Keep a watcher running for every configured box (and boxes added while we run),
-        renew the lease, and watch the boxes' health."""
+        """Keep this node's membership (heartbeat, leases), a watcher for every box it
+        holds and the working threads; run the health watchdog where the router is."""
+        membership = self.membership
+        assert membership is not None
         while not self.stopping.is_set():
             try:
                 close_old_connections()
-                if self._lease is not None:
-                    lease.renew(self._lease)
-                for box in watched_boxes():
-                    thread = self._threads.get(box.pk)
-                    if thread is None or not thread.is_alive():
-                        self._spawn(f"watch-{box.address}", lambda b=box.pk: self._watch(b), key=box.pk)
-                health.watchdog(self.site, timezone.now(), self._started_at)
-            except lease.LeaseLost as exc:
-                log.error("%s: stopping this engine", exc)
+                if self._fenced.is_set():
+                    # A write of ours was refused: the heartbeat says why (fenced out by
+                    # another node, or our node id taken over by another process, which
+                    # ends this one) and raises Fenced, unless our lease is in fact live.
+                    self._fenced.clear()
+                    if membership.ticket is not None:
+                        nodes.heartbeat(membership.ticket, membership.detail())
+                if membership.ticket is None:
+                    membership.join()  # after a stand-down: a new epoch
+                    connection.close()  # the next one carries the new epoch
+                    self._started_at = timezone.now()
+                membership.tick([b.pk for b in watched_boxes()], self._releasing)
+                self._keep_threads()
+                if membership.router:
+                    health.watchdog(self.site, timezone.now(), self._started_at)
+            except nodes.Fenced as exc:
+                log.error("%s: this node stops its work and registers again", exc)
+                self._stand_down()
+                if nodes.replaced_by_another_process(exc):
+                    self.failure = str(exc)
+                    self.stopping.set()
+                    self.work_stop.set()
+                    self.wake.set()
+                    return
+            except nodes.NodeRefused as exc:
                 self.failure = str(exc)
+                log.error("%s: stopping", exc)
                 self.stopping.set()
+                self.work_stop.set()
                 self.wake.set()
                 return
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("supervisor: database error: %s", exc)
+                connection.close()
+                if membership.expired():
+                    log.error("this node's lease ran out while the database was away: stopping its work")
+                    self._stand_down()
             except Exception:
                 log.exception("supervisor round failed")
                 connection.close()
-            self.stopping.wait(min(10.0, self.site.lease_seconds / 3))
+            self.stopping.wait(self.site.heartbeat)
+
+    def _stand_down(self) -> None:
+        """Stop every working thread and hold nothing (the supervisor registers again)."""
+        self.work_stop.set()
+        self.wake.set()
+        for name, thread in list(self._threads.items()):
+            if name != "supervisor":
+                thread.join(30.0)
+                self._threads.pop(name, None)
+        self.work_stop.clear()
+        assert self.membership is not None
+        self.membership.stand_down()
+        with self._route_lock:
+            self.desk = routing.RoutingDesk(self.site)
+
+    def _releasing(self, name: str) -> contextlib.AbstractContextManager[object]:
+        """Around giving a lease back: the work that depends on it stops first."""
+        if name == ROUTER:
+            return self._route_lock
+        pk = box_of(name)
+        thread = self._threads.get(f"watch:{pk}")
+
+        @contextlib.contextmanager
+        def after_watcher() -> Iterator[None]:
+            yield
+            # The watcher sees the box is no longer held within a second (its IDLE wait
+            # looks every second) and stops; whatever it still writes about the box is
+            # refused by the lease token meanwhile (decision 0031). Waited for briefly
+            # only: the supervisor must not miss its own heartbeat for it.
+            if thread is not None:
+                thread.join(self.site.heartbeat)
+
+        return after_watcher()
+
+    def _keep_threads(self) -> None:
+        if not self._alive("worker"):
+            self._spawn("worker", self._worker_loop)
+        if nodes.shared() and not self._alive("listener"):
+            self._spawn("listener", lambda: listen(self.wake, self.work_stop))
+        for box in watched_boxes():
+            if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
+                self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
 
     def _worker_loop(self) -> None:
         try:
-            while not self.stopping.is_set():
+            while not self.work_stop.is_set():
                 close_old_connections()
-                busy = False
-                if self._holds_lease():
-                    busy = self.work()
-                else:
-                    log.warning("the engine lease could not be renewed: not working until it is")
-                if not busy:
+                if not self.work():
                     self.wake.wait(1.0)
                     self.wake.clear()
         finally:
@@ -264,23 +382,22 @@ class Engine:
         reported = 0.0
         next_reconcile = 0.0
         session: ImapSession | None = None
-        while not self.stopping.is_set():
+        while not self.work_stop.is_set() and self.owns(box_pk):
             try:
                 close_old_connections()
                 box = Mailbox.objects.get(pk=box_pk)
+                # What the watcher writes about the box is fenced by its lease (0031).
+                box.lease = self.membership.box_lease(box_pk) if self.membership else None  # type: ignore[attr-defined]
                 wanted = (box.login, self.site.password_for(box.address), box.folder)
                 if session is not None and (session.account.login, session.account.password, session.account.folder) != wanted:
                     session.close()  # the box's settings changed: log in again with them
                 if session is None or not session.is_open:
                     session = ImapSession(self.site.imap_account(box.login, self.site.password_for(box.address), box.folder)).open()
                     log.info("watching %s (%s)", box.address, "IDLE" if session.has_idle and self.site.idle else "polling")
-                if not self._holds_lease():
-                    self.stopping.wait(1.0)
-                    continue
                 # Until a pass finds nothing: mail that arrived during a pass may have
                 # been announced in the middle of a FETCH, where the notice is lost.
                 backlog = 0
-                while (took := self.ingest_box(box, session)) and not self.stopping.is_set():
+                while (took := self.ingest_box(box, session)) and not self.work_stop.is_set():
                     backlog = backlog or took
                     self.wake.set()
                     quiet = 0
@@ -301,15 +418,17 @@ class Engine:
                     # later ones last idle_timeout, which bounds how late such mail can be.
                     timeout = 1.0 if quiet == 0 else self.site.idle_timeout
                     quiet += 1
-                    session.wait(timeout, stop=self.stopping.is_set)
+                    session.wait(timeout, stop=lambda: self.work_stop.is_set() or not self.owns(box_pk))
                 else:
-                    self.stopping.wait(self.site.poll_interval)
+                    self.work_stop.wait(self.site.poll_interval)
             except Mailbox.DoesNotExist:
                 break
             except Exception as exc:
                 failures += 1
                 wait = delay(failures, base=1.0, cap=WATCH_BACKOFF_CAP, jitter=random.random())
-                if isinstance(exc, reception.TRANSIENT):
+                if is_fence_error(exc):
+                    self._refused(f"watcher {box_pk}", exc)
+                elif reception.transient(exc):
                     log.warning("watcher %s: %s; retrying in %.1f s", box_pk, exc, wait)
                 else:
                     log.exception("watcher for mailbox %s failed; retrying in %.1f s", box_pk, wait)
@@ -321,7 +440,7 @@ class Engine:
                     health.failed(box_pk, f"{type(exc).__name__}: {exc}", timezone.now())
                 except Exception:  # the database itself may be what failed
                     log.debug("could not record the failure of box %s", box_pk, exc_info=True)
-                self.stopping.wait(wait)
+                self.work_stop.wait(wait)
         if session is not None:
             session.close()
 

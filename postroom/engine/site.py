@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
+from postroom.core.cluster import Role
 from postroom.core.keys import KeyRing
 from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
@@ -73,12 +74,20 @@ class Site:
     sync_alert_after: timedelta = timedelta(minutes=5)
     reconcile_interval: timedelta = timedelta(minutes=5)
     withdrawal_attempts: int = 8
-    lease_seconds: float = 60.0
+    # This node among the nodes on the database ([cluster]; docs/redundancy.md).
+    role: Role = Role.PRIMARY
+    node_lease: timedelta = timedelta(seconds=6)
     # Sending ([outbox], [journal]; docs/decisions/0007).
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
     journal: Journal | None = None
     # MAIL FROM of auto-responses and notices: "" (RFC 3834 null path) or "box".
     automatic_envelope_from: str = "null"
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between two renewals of the node's lease: several per lease, so a
+        missed one or two (a slow database) do not cost the lease."""
+        return min(1.0, self.node_lease.total_seconds() / 4)
 
     def password_for(self, address: str) -> str:
         """The password of a mailbox (incoming, outbound, dead, or an agent's own); "" when
@@ -155,7 +164,8 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         sync_alert_after=timedelta(seconds=config.health.sync_alert_after_seconds),
         reconcile_interval=timedelta(seconds=config.health.reconcile_interval_seconds),
         withdrawal_attempts=config.health.withdrawal_attempts,
-        lease_seconds=float(config.health.engine_lease_seconds),
+        role=Role(config.cluster.role),
+        node_lease=timedelta(seconds=config.cluster.node_lease_seconds),
         outbox=OutboxPolicy(
             max_attempts=config.outbox.max_attempts,
             lease=timedelta(seconds=config.outbox.lease_seconds),

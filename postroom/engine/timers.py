@@ -2,7 +2,8 @@
 
 Due times are columns of the interaction (`offer_due_at`, `no_reply_due_at`), set and
 cleared only by the lifecycle, so a restart simply finds them again and no timer can
-outlive its phase.
+outlive its phase. Every node runs this step: each due interaction is taken in a
+transaction of its own, locked with SKIP LOCKED (store/locking.py), so one node fires it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db import transaction
 from postroom.core.lifecycle import NoReplyExpired, OfferExpired, State
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
+from postroom.store import locking
 from postroom.store.agents import set_ready
 from postroom.store.models import Interaction
 from postroom.store.transitions import StaleInteraction, apply
@@ -26,10 +28,13 @@ def fire(site: Site, now: datetime) -> bool:
     did = False
     expired_offers = Interaction.objects.filter(status=State.ROUTED, offer_due_at__lte=now).select_related(
         "agent", "mailbox"
-    )[:100]
-    for ix in expired_offers:
+    )
+    for pk in locking.due(expired_offers, 100):
         try:
             with transaction.atomic():
+                ix = locking.take(expired_offers, pk)
+                if ix is None:
+                    continue
                 agent = ix.agent
                 apply(ix, OfferExpired(), now, agent_address=agent.address if agent else "")
                 if agent is not None and not agent.auto_answer:
@@ -43,10 +48,13 @@ def fire(site: Site, now: datetime) -> bool:
             continue
     overdue = Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=now).select_related(
         "agent", "mailbox"
-    )[:100]
-    for ix in overdue:
+    )
+    for pk in locking.due(overdue, 100):
         try:
             with transaction.atomic():
+                ix = locking.take(overdue, pk)
+                if ix is None:
+                    continue
                 agent = ix.agent
                 answered_at = ix.answered_at
                 # fig. 8 456: the event is logged with agent, box and times.

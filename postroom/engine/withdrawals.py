@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 30.0
 BACKOFF_CAP = 3600.0
+# Long enough for one withdrawal's IMAP work (connect, search, delete: each bounded by the
+# account's timeout).
+CLAIM = timedelta(minutes=5)
 
 
 class NotYet(Exception):
@@ -41,6 +44,13 @@ def withdraw(site: Site, now: datetime) -> bool:
         .order_by("id")[:20]
     )
     for row in rows:
+        # Every node runs this step: a row is claimed for CLAIM by compare-and-set before
+        # its IMAP work (a node that dies holding it leaves it due again after that).
+        claimed = Withdrawal.objects.filter(
+            pk=row.pk, done_at=None, attempts=row.attempts, next_attempt_at=row.next_attempt_at
+        ).update(next_attempt_at=now + CLAIM)
+        if claimed != 1:
+            continue
         try:
             result = take_back(site, row)
         except NotYet as exc:

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 
 from postroom.core.alerts import AlertKind
+from postroom.core.cluster import Mode, Role
 from postroom.core.lifecycle import State
 from postroom.core.outbox import OutboxState
 
@@ -648,22 +649,52 @@ class BoxHealth(models.Model):
         return f"{self.mailbox_id}: synced {self.last_sync_at}"
 
 
-class EngineLease(models.Model):
-    """Which engine process may work on this database (engine/lease.py).
+class Node(models.Model):
+    """One engine process sharing this database (engine/nodes.py, decisions 0030-0031).
 
-    One row per lease name. The holder renews `lease_until` while it runs; another engine
-    takes over only once that time has passed, or at once when the holder is a process on
-    the same host that no longer exists (a SIGKILLed engine restarted in place).
+    `epoch` is the node's fencing token: it goes up each time the node registers (a start,
+    or a comeback after its lease ran out) and each time another node fences it out. Every
+    write an engine makes on PostgreSQL is checked against this row, in the writing
+    transaction (store/fence.py): its epoch must still be the node's and its lease live,
+    by the database's clock. `lease_until` is renewed by the node's heartbeat.
     """
 
-    name = models.CharField(max_length=40, unique=True)
-    holder = models.CharField(max_length=64)
-    node_id = models.CharField(max_length=64)
+    node_id = models.CharField(max_length=64, unique=True)
+    role = models.CharField(max_length=10, choices=[(r.value, r.value) for r in Role], default=Role.PRIMARY.value)
+    mode = models.CharField(max_length=10, choices=[(m.value, m.value) for m in Mode], default=Mode.NORMAL.value)
+    epoch = models.PositiveBigIntegerField(default=0)
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    acquired_at = models.DateTimeField()
-    renewed_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
     lease_until = models.DateTimeField()
+    # Set when the node stopped cleanly (its leases are free at once); cleared at a start.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # What the node last said about itself: boxes it watches, router, claims... (console).
+    detail = models.JSONField(default=dict, blank=True)
+    # The demo's loopback proxy between this node and the database: "up" or "cut", asked
+    # for from the console or `postroom node cut|heal` and carried out by `postroom demo`.
+    link = models.CharField(max_length=4, choices=[("up", "up"), ("cut", "cut")], default="up")
+
+    class Meta:
+        ordering = ["node_id"]
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.node_id} pid {self.pid} on {self.hostname} until {self.lease_until}"
+        return f"{self.node_id} ({self.role}, epoch {self.epoch}) pid {self.pid} on {self.hostname}"
+
+
+class Lease(models.Model):
+    """A piece of work one node holds at a time: a mailbox to watch ("mailbox:<pk>") or
+    the routing desk ("router"). It is the holder's while the holder's `Node` row still
+    has `epoch` and a live lease; `token` goes up at every change of holder and fences the
+    watcher's writes (reception checks it in the transaction that moves the box's cursor).
+    """
+
+    name = models.CharField(max_length=60, unique=True)
+    node_id = models.CharField(max_length=64)
+    epoch = models.PositiveBigIntegerField()
+    token = models.PositiveBigIntegerField(default=1)
+    acquired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.node_id} (epoch {self.epoch}, token {self.token})"

@@ -107,11 +107,11 @@ class Deployment:
     engines: list[EngineProcess] = field(default_factory=list)
 
     # -- processes ------------------------------------------------------------------
-    def env(self, crash_at: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "POSTROOM_CRASH_AT"}
+    def env(self, crash_at: str | None = None, *, database_url: str | None = None, state: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("POSTROOM_CRASH_AT", "POSTROOM_PAUSE_AT")}
         env.update(
-            DATABASE_URL=self.db.url,
-            POSTROOM_STATE_DIR=str(self.tmp),
+            DATABASE_URL=database_url or self.db.url,
+            POSTROOM_STATE_DIR=str(state or self.tmp),
             DJANGO_SETTINGS_MODULE="postroom.settings",
             POSTROOM_LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
@@ -140,13 +140,33 @@ class Deployment:
     def ready(self, who: str) -> None:
         self.cli("agent", "ready", self.center.address(who))
 
-    def start_engine(self, crash_at: str | None = None) -> EngineProcess:
-        log = self.tmp / f"engine-{len(self.engines)}{'-' + crash_at if crash_at else ''}.log"
+    def start_engine(
+        self,
+        crash_at: str | None = None,
+        *,
+        node_id: str | None = None,
+        role: str | None = None,
+        database_url: str | None = None,
+        pause_at: str | None = None,
+    ) -> EngineProcess:
+        """`postroom engine`; `node_id`/`role` as `--node-id`/`--role` (several nodes on one
+        PostgreSQL, each with a state directory of its own); `database_url` to reach the
+        database another way (a proxy); `pause_at` a checkpoint where it SIGSTOPs itself."""
+        name = "-".join(x for x in (f"engine-{len(self.engines)}", node_id, crash_at, pause_at) if x)
+        log = self.tmp / f"{name}.log"
         out = log.open("wb")
+        args = ["--node-id", node_id] if node_id else []
+        args += ["--role", role] if role else []
+        state = self.tmp / f"state-{node_id}" if node_id else None
+        if state is not None:
+            state.mkdir(exist_ok=True)
+        env = self.env(crash_at, database_url=database_url, state=state)
+        if pause_at:
+            env["POSTROOM_PAUSE_AT"] = pause_at
         proc = subprocess.Popen(
-            [sys.executable, "-m", "postroom.cli", "engine", str(self.config)],
+            [sys.executable, "-m", "postroom.cli", "engine", str(self.config), *args],
             cwd=self.tmp,
-            env=self.env(crash_at),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -28,7 +28,6 @@ skills = ["support"]
 
 [health]
 sync_alert_after = "30s"
-engine_lease = "15s"
 """
 
 

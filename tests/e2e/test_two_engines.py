@@ -1,19 +1,20 @@
-"""Two senders on one database: every outgoing row is sent once, because a row is claimed
+"""Two engines on one database: every outgoing row is sent once, because a row is claimed
 under a lease and never sent while another sender's lease on it is live.
 
-A second `postroom engine` on the same database refuses to start while the first holds
-the engine lease (tests/e2e/test_lease.py), so here two sending workers run the outbox
-step side by side in two threads, each with its own database connection, its own SMTP
-session and its own claimant name, exactly as two engine processes would (SQLite, or
-PostgreSQL in the second pass of `make test`). They send through the SMTP fault proxy,
-which holds each final reply back for two seconds: while one worker's transaction is in
-flight, the other one finds that row due and must leave it alone. The verdict: every
-row's Message-ID was accepted by Postfix once (the proxy saw each 250) and is in the
-customer's real mailbox once.
+On PostgreSQL they are two `postroom engine` processes, two nodes (`--node-id node-a`,
+`node-b`; decision 0030), both running the outbox step; on SQLite, which holds one node
+only (tests/e2e/test_lease.py), two sending workers run the outbox step side by side in
+two threads, each with its own database connection, SMTP session and claimant name, as
+two processes would. They send through the SMTP fault proxy, which holds each final reply
+back for two seconds: while one sender's transaction is in flight, the other one finds
+that row due and must leave it alone. The verdict: every row's Message-ID was accepted by
+Postfix once (the proxy saw each 250) and is in the customer's real mailbox once.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import replace
 from email.message import EmailMessage
@@ -28,9 +29,11 @@ from postroom.engine.runtime import watched_boxes
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import Outgoing
+from tests.e2e.enginerun import make_deployment, wait_until
 from tests.faults.smtp_proxy import Fault, Rule, proxy_for
 
-pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.mailstack
+POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 
 MAILS = 8
 
@@ -42,6 +45,52 @@ def proxy(mailstack):
     p.stop()
 
 
+@pytest.mark.skipif(not POSTGRES, reason="SQLite holds one node: see the threaded test below")
+def test_two_nodes_send_each_row_once(mailstack, new_user, tmp_path, proxy) -> None:
+    # Every final reply comes 2 s late: long transactions, inside the 4 s budget.
+    proxy.add(Rule(Fault.DELAY_REPLY, delay=2.0, times=None))
+    # One customer writes all of them: no per-address auto-response limit here.
+    dep = make_deployment(
+        mailstack, new_user, tmp_path, smtp_port=proxy.port, extra=lambda v: "\n[auto_response]\nmax_per_address = 0\n"
+    )
+    center = dep.center
+    try:
+        dep.load()
+        first, second = dep.start_engine(node_id="node-a"), dep.start_engine(node_id="node-b")
+        for n in range(MAILS):
+            msg = EmailMessage()
+            msg["From"] = f"Carol Customer <{center.address('carol')}>"
+            msg["To"] = center.address("support")
+            msg["Subject"] = f"Question {n}"
+            msg["Message-ID"] = make_msgid("c", domain="customer.test")
+            msg.set_content(f"Question number {n}.\n")
+            center.send(msg, center.address("support"), center.address("carol"))
+            wait_until(f"mail {n} to be taken", lambda n=n: len(dep.interactions()) > n, timeout=30, engine=first)
+
+        def all_sent() -> bool:
+            rows = dep.outgoing()
+            return len(rows) == MAILS and {r["state"] for r in rows} == {"sent"}
+
+        wait_until("every auto-response to be sent", all_sent, timeout=120, engine=first)
+        assert second.poll() is None, second.tail()
+        assert first.stop(signal.SIGTERM) == 0, first.tail()
+        assert second.stop(signal.SIGTERM) == 0, second.tail()
+
+        rows = dep.outgoing()
+        assert len(rows) == MAILS and all(r["kind"] == "auto_response" for r in rows)
+        assert {r["claimed_by"] for r in rows} == {""}  # settled rows hold no claim
+        # Both nodes were sending (each keeps one SMTP connection of its own).
+        assert len({t.client for t in proxy.log}) >= 2, [(t.client, t.message_id) for t in proxy.log]
+        ids = [r["message_id"] for r in rows]
+        assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
+        carol = center.wait_for("carol", MAILS)
+        assert sorted(str(m["Message-ID"]).strip() for m in carol) == sorted(ids)
+    finally:
+        dep.cleanup()
+
+
+@pytest.mark.skipif(POSTGRES, reason="PostgreSQL: two real nodes, above")
+@pytest.mark.django_db(transaction=True)
 def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     # Every final reply comes 2 s late: long transactions, inside the 4 s budget.
     proxy.add(Rule(Fault.DELAY_REPLY, delay=2.0, times=None))

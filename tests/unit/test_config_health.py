@@ -11,7 +11,7 @@ from tests.unit.test_config import base, errors_of, write
 def test_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, base()))
     assert config.health == HealthConfig()
-    assert config.health.sync_alert_after_seconds == 300 and config.health.engine_lease_seconds == 60
+    assert config.health.sync_alert_after_seconds == 300
     assert config.incoming[0].archive_folder == "Postroom-Archive"
     assert config.outbound.archive_folder == "Postroom-Archive"
     assert config.server.max_message_bytes == 25 * 1024 * 1024
@@ -24,7 +24,6 @@ def test_everything_given(tmp_path: Path) -> None:
         "sync_alert_after": "2m",
         "reconcile_interval": "10m",
         "withdrawal_attempts": 3,
-        "engine_lease": "90s",
     }
     doc["incoming"][0]["archive_folder"] = "Trash"
     doc["outbound"]["archive_folder"] = "Sent replies"
@@ -35,7 +34,6 @@ def test_everything_given(tmp_path: Path) -> None:
         sync_alert_after_seconds=120,
         reconcile_interval_seconds=600,
         withdrawal_attempts=3,
-        engine_lease_seconds=90,
     )
     assert config.incoming[0].archive_folder == "Trash"
     assert config.outbound.archive_folder == "Sent replies"
@@ -44,7 +42,7 @@ def test_everything_given(tmp_path: Path) -> None:
 
 def test_bad_values_name_their_key(tmp_path: Path) -> None:
     doc = base()
-    doc["health"] = {"sync_alert_after": "10s", "reconcile_interval": "soon", "withdrawal_attempts": 0, "engine_lease": "5s", "alert_every": "1h"}
+    doc["health"] = {"sync_alert_after": "10s", "reconcile_interval": "soon", "withdrawal_attempts": 0, "engine_lease": "60s", "alert_every": "1h"}
     doc["dead_box"]["archive_folder"] = "X"  # the dead box keeps what it gets
     doc["server"]["max_message_bytes"] = 100
     paths = {e.path for e in errors_of(tmp_path, doc)}

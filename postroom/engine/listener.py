@@ -1,0 +1,51 @@
+"""LISTEN/NOTIFY: a node's worker wakes as soon as anyone commits work for it.
+
+The database notifies channel `postroom` after every insert into the journal and the
+outbox (store/fence.py), whichever node or web process made it, at its commit. Each node
+keeps one connection listening and wakes its worker on every notification, so mail taken
+by one node is routed, delivered and sent by the others at once rather than at their next
+poll (the worker still looks every second for timers that fall due). PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+from django.conf import settings
+
+from postroom.store.fence import CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+def conninfo(db: dict[str, Any]) -> str:
+    return psycopg.conninfo.make_conninfo(
+        dbname=db["NAME"],
+        user=db.get("USER") or None,
+        password=db.get("PASSWORD") or None,
+        host=db.get("HOST") or None,
+        port=db.get("PORT") or None,
+        connect_timeout=5,
+        application_name="postroom-listener",
+    )
+
+
+def listen(wake: threading.Event, stop: threading.Event) -> None:
+    """Until `stop`: set `wake` at every notification; reconnect after failures."""
+    info = conninfo(settings.DATABASES["default"])
+    failures = 0
+    while not stop.is_set():
+        try:
+            with psycopg.connect(info, autocommit=True) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                failures = 0
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        wake.set()
+        except psycopg.Error as exc:
+            failures += 1
+            log.warning("listener: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            stop.wait(min(10.0, float(failures)))

@@ -1,0 +1,57 @@
+"""Claiming rows when several nodes run the same step (decision 0030).
+
+Every node runs the timers, the approvals, the delivery and the cleanup steps. Each takes
+its items in a transaction that first locks them with `SELECT ... FOR UPDATE SKIP
+LOCKED`: an item another node is working on right now is skipped, neither waited for nor
+done twice, and once that node commits the item no longer matches the step's query.
+
+SQLite holds one node only, and there a transaction would lock the whole database for
+as long as it lasts (IMMEDIATE): the steps whose work includes IMAP commands (delivery,
+cleanup) then run without one, as they always did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from django.db import connection, transaction
+from django.db.models import Model, QuerySet
+
+M = TypeVar("M", bound=Model)
+
+
+def shared() -> bool:
+    return bool(connection.features.has_select_for_update_skip_locked)
+
+
+def take(qs: QuerySet[M], pk: Any) -> M | None:
+    """Row `pk` of `qs`, locked for the caller's transaction; None if it no longer
+    matches `qs` or another transaction holds it (then that one deals with it)."""
+    return qs.select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
+
+
+def due(qs: QuerySet[M], limit: int) -> list[Any]:
+    """The primary keys of the first `limit` rows of `qs`, to take one by one."""
+    return list(qs.values_list("pk", flat=True)[:limit])
+
+
+@contextlib.contextmanager
+def claimed(qs: QuerySet[M], pk: Any) -> Iterator[M | None]:
+    """Row `pk` of `qs`, held by this node for the block (see the module's docstring)."""
+    if not shared():
+        yield qs.filter(pk=pk).first()
+        return
+    with transaction.atomic():
+        yield take(qs, pk)
+
+
+@contextlib.contextmanager
+def batch(qs: QuerySet[M], limit: int) -> Iterator[list[M]]:
+    """Up to `limit` rows of `qs` that no other node holds, held for the block."""
+    if not shared():
+        yield list(qs[:limit])
+        return
+    with transaction.atomic():
+        yield list(qs.select_for_update(skip_locked=True, of=("self",))[:limit])
