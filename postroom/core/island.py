@@ -197,7 +197,7 @@ class ClaimBook:
         out: list[int] = []
         for email, uids in list(self._uids_by_email.items()):
             # (A live claim was asserted after the horizon, so its email is always kept.)
-        if any(self._arrived[u] >= horizon for u in uids):
+            if any(self._arrived[u] >= horizon for u in uids):
                 continue
             out.extend(uids)
             del self._uids_by_email[email]
