@@ -93,8 +93,6 @@ def site_from(config):
 def with_node(config, args: argparse.Namespace):
     """The configuration as this node runs it: --node-id and --role override the file's
     (one file for every node of a site; docs/redundancy.md)."""
-    from dataclasses import replace
-
     from postroom.config import valid_node_id
 
     node_id = getattr(args, "node_id", None)
@@ -103,9 +101,9 @@ def with_node(config, args: argparse.Namespace):
         print(f"postroom: --node-id: expected 1-64 of A-Z a-z 0-9 _ -, got {node_id!r}", file=sys.stderr)
         raise SystemExit(2)
     if node_id:
-        config = replace(config, node_id=node_id)
+        config = config.model_copy(update={"node_id": node_id})
     if role:
-        config = replace(config, cluster=replace(config.cluster, role=role))
+        config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"role": role})})
     return config
 
 

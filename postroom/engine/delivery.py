@@ -1,7 +1,7 @@
 """Delivery (fig. 7): an answered interaction's original goes to the agent's mailbox.
 
-The original is read from the incoming box over IMAP (it never left the server), its
-headers are rewritten for the agent, and the result is queued in the outbox under a key
+The original is read from the incoming box over IMAP (it never left the server; one FETCH
+for a round's originals in a box), its headers are rewritten for the agent, and the result is queued in the outbox under a key
 that names the interaction and the delivery number, so a restart re-sends to the same
 agent rather than building a second copy.
 """
@@ -9,6 +9,7 @@ agent rather than building a second copy.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from datetime import datetime
 
 from django.db import transaction
@@ -21,6 +22,7 @@ from postroom.core.outbox import IN_FLIGHT
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
+from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox, Outgoing
@@ -49,23 +51,29 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
         .order_by("-priority", "arrival_time")
     )
     did = False
-    for pk in locking.due(waiting, 50):
-        # Every node runs this step: the interaction is locked while its forward is
-        # built (another node skips it) and the build is a compare-and-set anyway.
-        with locking.claimed(waiting, pk) as ix:
-            if ix is None:
-                continue
+    # Every node runs this step: the batch is locked while its forwards are built
+    # (another node skips those rows, decision 0030) and each build is a
+    # compare-and-set anyway.
+    with locking.batch(waiting, 50) as batch:
+        by_box: dict[int, list[Interaction]] = defaultdict(list)
+        for ix in batch:
+            by_box[ix.mailbox_id].append(ix)
+        for items in by_box.values():
             # An unreachable box holds up its own interactions only (issue 7, window 10).
-            with sessions.isolated(ix.mailbox):
-                did = build_forward(ix, site, sessions, now) or did
+            with sessions.isolated(items[0].mailbox):
+                session = sessions.get(items[0].mailbox)
+                # The originals of the whole batch in one FETCH, not a NOOP and a FETCH each.
+                originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
+                for ix in items:
+                    did = build_forward(ix, site, session, originals.get(ix.uid), now) or did
     return did
 
 
-def build_forward(ix: Interaction, site: Site, sessions: Sessions, now: datetime) -> bool:
-    session = sessions.get(ix.mailbox)
-    original = session.fetch_one(ix.uid) if session.uidvalidity == ix.uidvalidity else None
-    if original is None and session.uidvalidity == ix.uidvalidity:
-        session.refresh()
+def build_forward(ix: Interaction, site: Site, session: ImapSession, original: FetchedMessage | None, now: datetime) -> bool:
+    if ix.uidvalidity != session.uidvalidity:
+        original = None
+    elif original is None:
+        session.refresh()  # announced to the watcher's session, not yet to this one
         original = session.fetch_one(ix.uid)
     if original is None:
         # Deleted on the server by someone else: nothing left to hand to an agent.

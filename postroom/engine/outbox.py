@@ -34,7 +34,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -81,14 +81,46 @@ def due(now: datetime, site: Site) -> Q:
     )
 
 
+# Which due mail leaves first: a customer waiting for an answer, then an agent waiting for
+# work, then notices, then the auto-responses (a backlog of thousands of those must not
+# hold back the first forward: issue 9). Within a kind, oldest first. Order only: every
+# row is still claimed, fenced and journalled one by one (decision 0007).
+SEND_ORDER = Case(
+    When(kind=Outgoing.REPLY, then=Value(0)),
+    When(kind=Outgoing.FORWARD, then=Value(1)),
+    When(kind=Outgoing.NOTICE, then=Value(2)),
+    default=Value(3),
+    output_field=IntegerField(),
+)
+
+
+# How long one outbox step may send auto-responses and notices before it hands the worker
+# back to the other steps (routing, delivery): a burst of auto-responses must not hold a new
+# mail's routing and forward for the seconds fifty sends take (issue 9). Replies and
+# forwards, which people wait for, are sent without a budget. Rows not reached stay
+# unclaimed for the next round.
+STEP_BUDGET_S = 0.25
+YIELDING_KINDS = (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE)
+
+
 def send(
     site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
 ) -> bool:
-    """Send (or settle) up to `limit` due rows; True if there were any."""
-    rows = list(Outgoing.objects.filter(due(clock(), site)).order_by("next_attempt_at", "id")[:limit])
-    for row in rows:
+    """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
+    auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
+    were any."""
+    rows = due_rows(clock(), site, limit)
+    until = time.monotonic() + STEP_BUDGET_S
+    for n, row in enumerate(rows):
+        if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
+            break
         send_one(row, site, sender, box, holder, clock)
     return bool(rows)
+
+
+def due_rows(now: datetime, site: Site, limit: int) -> list[Outgoing]:
+    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first."""
+    return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
 
 
 def snapshot(row: Outgoing) -> Row:

@@ -522,7 +522,9 @@ def _knows(table: str) -> bool:
     """Does this version's configuration have a top-level `table`?"""
     from postroom import config
 
-    return any(f.name == table for f in dataclasses.fields(config.Config))
+    # Pydantic models since branch config; dataclasses before.
+    fields = getattr(config.Config, "model_fields", None) or {f.name: f for f in dataclasses.fields(config.Config)}
+    return table in fields
 
 
 class ChaosRun:

@@ -1,0 +1,45 @@
+"""Which due mail the outbox sends first (issue 9): replies, then forwards, then notices,
+then auto-responses, oldest first within a kind, so that a backlog of auto-responses never
+holds back a customer's reply or an agent's forward."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.utils import timezone
+
+from postroom.core.outbox import OutboxState
+from postroom.core.outbox import Policy as OutboxPolicy
+from postroom.engine.outbox import due_rows
+from postroom.store.models import Outgoing
+
+pytestmark = pytest.mark.django_db
+
+
+def row(kind: str, n: int, age_s: float, state: OutboxState = OutboxState.PENDING) -> Outgoing:
+    return Outgoing.objects.create(
+        key=f"{kind}:{n}", kind=kind, envelope_from="support@example.test", recipients=["c@customer.test"],
+        message_id=f"<{kind}-{n}@postroom.example.test>", raw=b"Subject: x\r\n\r\nx\r\n", state=state,
+        next_attempt_at=timezone.now() - timedelta(seconds=age_s),
+    )
+
+
+def test_replies_then_forwards_then_notices_then_auto_responses_oldest_first() -> None:
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    for n in range(3):  # the oldest rows are the auto-responses, as after a burst of mail
+        row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
+    row(Outgoing.NOTICE, 0, age_s=50)
+    row(Outgoing.FORWARD, 1, age_s=10)
+    row(Outgoing.FORWARD, 0, age_s=20)
+    row(Outgoing.REPLY, 0, age_s=1, state=OutboxState.RETRY_WAIT)
+    row(Outgoing.REPLY, 1, age_s=-60)  # not due yet
+    row(Outgoing.REPLY, 2, age_s=5, state=OutboxState.SENT)  # done
+
+    order = [r.key for r in due_rows(timezone.now(), site, limit=50)]
+
+    assert order == [
+        "reply:0", "forward:0", "forward:1", "notice:0", "auto_response:0", "auto_response:1", "auto_response:2",
+    ]
+    assert [r.key for r in due_rows(timezone.now(), site, limit=2)] == ["reply:0", "forward:0"]
