@@ -47,6 +47,12 @@ class IslandSettings:
     # How much slower than the server's this node's clock may run over one expiry.
     clock_margin: timedelta = timedelta(seconds=30)
 
+    def __post_init__(self) -> None:
+        # A holder re-claims every `claim_reassert` and may act until `clock_margin`
+        # before its last assertion could expire: both must fit inside one expiry.
+        if self.claim_reassert + self.clock_margin >= self.claim_expiry:
+            raise ValueError("claim_reassert + clock_margin must be shorter than claim_expiry")
+
 
 def _now() -> datetime:
     return datetime.now(UTC)

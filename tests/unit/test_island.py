@@ -21,6 +21,7 @@ from postroom.core.island import (
     decode,
     encode,
 )
+from postroom.engine.island import IslandSettings
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 EXPIRY = timedelta(minutes=60)
@@ -127,6 +128,18 @@ def test_wire_format_round_trip_and_garbage() -> None:
     for body in bad:
         with pytest.raises(Garbled):
             decode(1, T0, body)
+
+
+def test_settings_must_fit_inside_one_expiry() -> None:
+    with pytest.raises(ValueError):
+        IslandSettings(
+            "sync@x.test",
+            "n1@x.test",
+            claim_expiry=timedelta(seconds=60),
+            claim_reassert=timedelta(seconds=40),
+            clock_margin=timedelta(seconds=20),
+        )
+    IslandSettings("sync@x.test", "n1@x.test")  # the patent's 60 / 20 minutes fit
 
 
 # -- interleavings ------------------------------------------------------------------------
