@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import chaos as chaos_mod  # noqa: E402
+from bench import island as island_mod  # noqa: E402
 from bench import peer as peer_mod  # noqa: E402
 from bench import postroom_runs as pr  # noqa: E402
 from bench import report  # noqa: E402
@@ -35,7 +36,7 @@ from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
 
-PHASES = ("stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos")
+PHASES = ("stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos", "island")
 
 FULL = {
     "stack_reps": 3, "stack_latency_n": 200, "stack_idle_n": 200, "floor_n": 300,
@@ -49,6 +50,7 @@ FULL = {
     "routing_args": ["--queued", "100000", "--agents", "2000", "--skills", "20"],
     "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
     "pages_args": ["--interactions", "100000", "--open", "10000", "--agents", "200", "--reps", "30"],
+    "island_n": 200, "island_gap": 0.25,
 }
 QUICK = {
     "stack_reps": 1, "stack_latency_n": 40, "stack_idle_n": 40, "floor_n": 40,
@@ -62,6 +64,7 @@ QUICK = {
     "routing_args": ["--queued", "2000", "--agents", "50", "--skills", "5"],
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
     "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
+    "island_n": 20, "island_gap": 0.25,
 }
 # The one SMTP session the engine's outbox sends over (engine/outbox.py): the ceiling's
 # contact-center side gets as many.
@@ -291,6 +294,10 @@ class Bench:
             raise RuntimeError(f"bench/pages.py failed ({result.returncode}): {result.stderr[-2000:]}")
         self.raw["pages"] = json.loads(out.read_text())
 
+    def run_island(self) -> None:
+        c = self.cfg
+        self.raw["island"] = island_mod.claim_latency_run(self.stack, "b", c["island_n"], c["island_gap"])
+
     def stop_pg(self) -> None:
         if self.pg_started:
             subprocess.run(
@@ -320,6 +327,7 @@ class Bench:
             self.phase("routing", self.run_routing)
             self.phase("chaos", self.run_chaos)
             self.phase("pages", self.run_pages)
+            self.phase("island", self.run_island)
         finally:
             try:
                 self.stop_pg()
@@ -614,6 +622,14 @@ class Bench:
                 Figure("chaos_lost", None, "mails", note=missing("chaos")),
                 Figure("chaos_duplicates", None, "mails", note=missing("chaos")),
             ]
+
+        isl = raw.get("island")
+        if isl:
+            F.append(Figure("island_claim_latency_s", isl["p50_s"], "s", reps=1,
+                            note=(f"new mail → claim won, p50 (p99 {isl['p99_s']:.3f} s) of {isl['won']}/{isl['n']} "
+                                  f"mails, two racing nodes, won by {isl['won_by']}, {isl['double']} doubly owned")))
+        elif "island" in self.phases:
+            F.append(Figure("island_claim_latency_s", None, "s", note=missing("island")))
         return F
 
 
