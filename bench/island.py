@@ -76,7 +76,7 @@ def claim_latency_run(stack: Stack, run: str, n: int, gap: float) -> dict:
         try:
             while not stop.is_set():
                 uids = inbox.new_uids(seen)
-                for uid, item in inbox.fetch(uids).items():
+                for item in inbox.fetch(uids).values():
                     claimer.want(_key(support[0], item.raw))
                 seen = max([seen, *uids])
                 claimer.step()
