@@ -7,7 +7,8 @@ every phase fresh mailboxes, its own database and config TOML, runs Postroom as
 ``.venv/bin/postroom engine CONFIG``, and stops everything it started at the end (by pid).
 Writes results.json, results.md and results.png (into bench/ unless --out) and prints a
 table. --quick runs small counts (a smoke test of the harness in about a minute); its
-figures are not comparable. Phases: stack, latency, throughput, ingest, resume, routing, chaos.
+figures are not comparable. Phases: stack, latency, throughput, ingest, resume, routing, chaos,
+pages, failover and nodes (issue 10: several nodes on one PostgreSQL, bench/redundancy.py).
 Timing is never asserted anywhere: this reports, it does not judge.
 """
 
@@ -31,12 +32,16 @@ from bench import chaos as chaos_mod  # noqa: E402
 from bench import island as island_mod  # noqa: E402
 from bench import peer as peer_mod  # noqa: E402
 from bench import postroom_runs as pr  # noqa: E402
+from bench import redundancy as nodes_mod  # noqa: E402
 from bench import report  # noqa: E402
 from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
 
-PHASES = ("stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos", "island")
+PHASES = (
+    "stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos",
+    "failover", "nodes", "island",
+)
 
 FULL = {
     "stack_reps": 3, "stack_latency_n": 200, "stack_idle_n": 200, "floor_n": 300,
@@ -51,6 +56,7 @@ FULL = {
     "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
     "pages_args": ["--interactions", "100000", "--open", "10000", "--agents", "200", "--reps", "30"],
     "island_n": 200, "island_gap": 0.25,
+    "failover_reps": 3, "nodes_n": 500, "nodes_reps": 1, "nodes_agents": 4,
 }
 QUICK = {
     "stack_reps": 1, "stack_latency_n": 40, "stack_idle_n": 40, "floor_n": 40,
@@ -65,6 +71,7 @@ QUICK = {
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
     "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
     "island_n": 20, "island_gap": 0.25,
+    "failover_reps": 1, "nodes_n": 40, "nodes_reps": 1, "nodes_agents": 4,
 }
 # The one SMTP session the engine's outbox sends over (engine/outbox.py): the ceiling's
 # contact-center side gets as many.
@@ -245,19 +252,7 @@ class Bench:
         res = self.raw["resume"] = {}
         site = pr.resume_prepare(self.stack, self.work / "resume-sqlite", "ressq", c["resume_n"])
         res["sqlite"] = [pr.resume_run(site, r) for r in range(c["resume_reps"])]
-        started = time.monotonic()
-        self.pg_started = True
-        self.stop_pg()  # a cluster left by a killed run would hold its old data
-        self.pg_started = True
-        result = subprocess.run(
-            [PY, "-m", "postroom.devstack.postgres", "start", "--state", PG_STATE, "--port", str(PG_PORT)],
-            cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180,
-        )
-        self.pg_started = True
-        if result.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start: {result.stderr[-2000:]}")
-        url = result.stdout.strip().splitlines()[-1]
-        log(f"PostgreSQL up in {time.monotonic() - started:.1f} s: {url}")
+        url = self.start_pg()
         site = pr.resume_prepare(self.stack, self.work / "resume-pg", "respg", c["resume_n"], database_url=url)
         res["postgres"] = [pr.resume_run(site, r) for r in range(c["resume_reps"])]
         self.stop_pg()
@@ -294,14 +289,48 @@ class Bench:
             raise RuntimeError(f"bench/pages.py failed ({result.returncode}): {result.stderr[-2000:]}")
         self.raw["pages"] = json.loads(out.read_text())
 
+    def run_failover(self) -> None:
+        url = self.start_pg()
+        self.raw["failover"] = [
+            nodes_mod.failover_run(self.stack, self.work / f"failover-{r}", r, url) for r in range(self.cfg["failover_reps"])
+        ]
+        self.stop_pg()
+
+    def run_nodes(self) -> None:
+        c = self.cfg
+        url = self.start_pg()
+        out = self.raw["nodes"] = {"1": [], "2": []}
+        for r in range(c["nodes_reps"]):  # one node, then two, in turn
+            for nodes in (1, 2):
+                out[str(nodes)].append(nodes_mod.nodes_throughput_run(
+                    self.stack, self.work / f"nodes{nodes}-{r}", r, c["nodes_n"], c["nodes_agents"], nodes, url))
+        self.stop_pg()
+
+    def start_pg(self) -> str:
+        """A fresh throwaway PostgreSQL (postroom.devstack.postgres); its URL."""
+        started = time.monotonic()
+        self.pg_started = True
+        self.stop_pg()  # a cluster left by a killed run would hold its old data
+        self.pg_started = True
+        port = str(self.args.pg_port)
+        result = subprocess.run(
+            [PY, "-m", "postroom.devstack.postgres", "start", "--state", f"{PG_STATE}-{port}", "--port", port],
+            cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start: {result.stderr[-2000:]}")
+        url = result.stdout.strip().splitlines()[-1]
+        log(f"PostgreSQL up in {time.monotonic() - started:.1f} s: {url}")
+        return url
     def run_island(self) -> None:
         c = self.cfg
         self.raw["island"] = island_mod.claim_latency_run(self.stack, "b", c["island_n"], c["island_gap"])
 
     def stop_pg(self) -> None:
         if self.pg_started:
+            port = str(self.args.pg_port)
             subprocess.run(
-                [PY, "-m", "postroom.devstack.postgres", "destroy", "--state", PG_STATE, "--port", str(PG_PORT)],
+                [PY, "-m", "postroom.devstack.postgres", "destroy", "--state", f"{PG_STATE}-{port}", "--port", port],
                 cwd=ROOT, capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
             )
             self.pg_started = False
@@ -328,6 +357,8 @@ class Bench:
             self.phase("chaos", self.run_chaos)
             self.phase("pages", self.run_pages)
             self.phase("island", self.run_island)
+            self.phase("failover", self.run_failover)
+            self.phase("nodes", self.run_nodes)
         finally:
             try:
                 self.stop_pg()
@@ -361,6 +392,8 @@ class Bench:
             "errors": self.errors,
             "notes": self.notes + [f"phase {k} failed: {v}" for k, v in self.errors.items()],
         }
+        if self.args.add_to:
+            return add_to(self.args.add_to, self.args.out, self.phases, self.raw, meta)
         report.write(self.args.out, figures, meta, self.raw)
         print(report.console_table(figures))
         print(f"\n{len(figures)} figures in {duration / 60:.1f} min; "
@@ -405,6 +438,7 @@ class Bench:
         put("ingest_ceiling_per_s", (r["per_s"] for r in ing.get("ceiling", [])))
         for db in ("sqlite", "postgres"):
             put(f"resume_100k_{db}_s", (r["seconds"] for r in (raw.get("resume") or {}).get(db, [])))
+        put("failover_s", (r.get("seconds") for r in raw.get("failover") or []))
         return out
 
     def peak_rss(self) -> dict[str, float]:
@@ -630,6 +664,27 @@ class Bench:
                                   f"mails, two racing nodes, won by {isl['won_by']}, {isl['double']} doubly owned")))
         elif "island" in self.phases:
             F.append(Figure("island_claim_latency_s", None, "s", note=missing("island")))
+
+        # -- issue 10: several nodes on one PostgreSQL (bench/redundancy.py)
+        fo = [r for r in raw.get("failover") or [] if r.get("seconds") is not None]
+        fo_db = [r["leases_after_heartbeat_s"] for r in fo if r.get("leases_after_heartbeat_s") is not None]
+        F.append(Figure(
+            "failover_s", median(r["seconds"] for r in fo) if fo else None, "s", reps=len(fo) or None,
+            note=(f"primary SIGKILLed, one mail sent at once → routed by the secondary (node_lease 6 s); every box "
+                  f"taken {median(fo_db):.1f} s after the primary's last heartbeat (database clock)"
+                  if fo and fo_db else missing("failover")),
+        ))
+        nd = raw.get("nodes") or {}
+        one, two = (median(r["interactions_per_s"] for r in nd.get(k) or []) for k in ("1", "2"))
+        n_nodes = len(nd.get("2") or []) or None
+        note = missing("nodes") if not nd else (
+            f"{(nd.get('2') or [{}])[0].get('n', '?')} mails at once to one box, agents answer at once, PostgreSQL; "
+            "two primaries (one watches the box, both send) ÷ one node")
+        F += [
+            Figure("throughput_1_node_pg_per_s", one, "interactions/s", reps=len(nd.get("1") or []) or None, note=note),
+            Figure("throughput_2_nodes_pg_per_s", two, "interactions/s", reps=n_nodes, note=note),
+            Figure("throughput_2_nodes_vs_1", ratio(two, one), "×", "throughput_1_node_pg_per_s", one, n_nodes, note),
+        ]
         return F
 
 
@@ -661,6 +716,33 @@ def rebuild(path: Path, out: Path) -> int:
     return 0
 
 
+def add_to(path: Path, out: Path, phases: list[str], raw: dict, meta: dict) -> int:
+    """Put the measurements of this run's phases into an earlier run's results (`path`),
+    then rebuild every figure from the merged measurements, as `--from-json` does: a phase
+    measured later replaces that phase's measurements only, and the notes say when."""
+    doc = json.loads(path.read_text())
+    for phase in phases:
+        doc["details"].pop(phase, None)
+        if phase in raw:
+            doc["details"][phase] = raw[phase]
+    old = doc["meta"]
+    # The counts of the phases run now (`failover_reps`, `nodes_n`...) replace the old ones.
+    old["settings"] = {**old.get("settings", {}),
+                       **{k: v for k, v in meta["settings"].items() if k.startswith(tuple(phases))}}
+    old.setdefault("errors", {}).update(meta["errors"])
+    old.setdefault("phase_seconds", {}).update(meta["phase_seconds"])
+    old["notes"] = [*old.get("notes", []), f"Phases {', '.join(phases)} measured {meta['started']} on "
+                    f"{meta['host']} ({meta['duration_s'] / 60:.1f} min) and added to this run's results "
+                    f"(bench/run.py --only {','.join(phases)} --add-to)."]
+    merged = out / ".merged.json"
+    out.mkdir(parents=True, exist_ok=True)
+    merged.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    try:
+        return rebuild(merged, out)
+    finally:
+        merged.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small counts: a smoke run of the harness")
@@ -670,8 +752,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override one count or repetition of FULL/QUICK (kept in the results' settings)")
     p.add_argument("--base-port", type=int, default=BASE_PORT)
+    p.add_argument("--pg-port", type=int, default=PG_PORT,
+                   help="port of the throwaway PostgreSQL of the resume, failover and nodes phases")
     p.add_argument("--from-json", type=Path, help="only rebuild the figures and reports from a results.json")
+    p.add_argument("--add-to", type=Path, help="merge this run's phases (or, with --from-json, that file's) into this results.json "
+                   "and rebuild every figure from it into --out")
     args = p.parse_args(argv)
+    if args.from_json and args.add_to:  # the phases of one run's results added to another's
+        doc = json.loads(args.from_json.read_text())
+        phases = [p for p in PHASES if p in doc["details"]]
+        return add_to(args.add_to, args.out, phases, doc["details"], doc["meta"])
     if args.from_json:
         return rebuild(args.from_json, args.out)
     if os.geteuid() != 0:

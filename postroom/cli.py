@@ -14,7 +14,7 @@
     postroom quarantine release ID   give a quarantined message back to its box
     postroom rules test FILE         what the routing rules would do with a message
     postroom lifecycle               the state diagram, generated from the transition table
-    postroom demo                    everything `make demo` shows
+    postroom demo [--nodes N]        everything `make demo` shows (N nodes: docs/redundancy.md)
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("POSTROOM_WEB_LOGIN_REQUIRED", "false")
     from postroom.demo import run_demo
 
-    return run_demo(args.config, args.listen)
+    return run_demo(args.config, args.listen, args.nodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
         if name != "engine":
             s.add_argument("--listen", default=DEFAULT_LISTEN)
+        if name == "demo":
+            s.add_argument(
+                "--nodes", type=int, default=1, choices=range(1, 10), metavar="N",
+                help="N engine nodes on a throwaway PostgreSQL (docs/redundancy.md); default 1, in this process",
+            )
         if name != "demo":
             s.add_argument("--node-id", default=None, help="this node's id (default: the file's node_id)")
             s.add_argument("--role", choices=["primary", "secondary"], default=None, help="default: [cluster] role")

@@ -4,17 +4,37 @@ Starts the local Dovecot + Postfix with the demo configuration's users, loads th
 configuration, starts the engine and the web page, makes the auto-answer agents Ready,
 and runs the simulator: customers writing the shipped sample mails, and agent mail
 clients replying the way Thunderbird, Outlook, Gmail and Apple Mail do.
+
+`postroom demo --nodes N` (N ≥ 2) shows several nodes sharing the demo's mailboxes
+(docs/redundancy.md): it starts a throwaway PostgreSQL (postroom.devstack.postgres, on
+the port after the mail stack's seven, in a temporary directory destroyed at the end),
+and runs N `postroom engine --node-id demo-K` processes on it, each with a state
+directory of its own, instead of the engine in this process. The nodes page shows them;
+SIGKILL one (its pid is printed) and watch another take its boxes within seconds.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
 
 log = logging.getLogger("postroom.demo")
 
 
-def run_demo(config_path: str, listen: str) -> int:
+def run_demo(config_path: str, listen: str, nodes: int = 1) -> int:
+    with ExitStack() as cleanup:
+        return _run_demo(config_path, listen, nodes, cleanup)
+
+
+def _run_demo(config_path: str, listen: str, nodes: int, cleanup: ExitStack) -> int:
     from postroom import cli
     from postroom.config import mail_users
     from postroom.devstack.cli import default_state_dir
@@ -26,6 +46,9 @@ def run_demo(config_path: str, listen: str) -> int:
     stack.add_users(mail_users(config))
     stack.start()
     log.info("mail stack on 127.0.0.1:%s.. (state in %s)", stack.base_port, stack.state_dir)
+    if nodes > 1:
+        # Before Django reads DATABASE_URL (cli.prepare): every node and the web share it.
+        os.environ["DATABASE_URL"] = throwaway_postgres(stack.base_port + 7, cleanup)
 
     cli.prepare(config_path)
     from django.utils import timezone
@@ -39,7 +62,12 @@ def run_demo(config_path: str, listen: str) -> int:
         set_ready(agent, True, now=timezone.now(), by="demo")
     logins = demo_logins()
 
-    engine = cli.start_engine(config)
+    if nodes > 1:
+        node_pids = start_nodes(config_path, nodes, cleanup)
+        engine = None
+    else:
+        engine = cli.start_engine(config)
+        node_pids = []
     cli.start_web(listen)
 
     cafile = str(stack.cafile)
@@ -71,6 +99,7 @@ def run_demo(config_path: str, listen: str) -> int:
         "Customers write every few seconds; agents reply a few seconds after delivery.\n"
         "Web logins for this run (made up now; mailbox passwords are never web logins):\n"
         + "".join(f"  {user:<24} {password}\n" for user, password in logins)
+        + "".join(f"Node demo-{k} is pid {pid} (nodes page: http://{listen}/nodes/)\n" for k, pid in node_pids)
         + "Press Ctrl-C to stop.\n",
         flush=True,
     )
@@ -80,7 +109,8 @@ def run_demo(config_path: str, listen: str) -> int:
         customers.stop()
         for client in clients:
             client.stop()
-        engine.stop()
+        if engine is not None:
+            engine.stop()
         if started_here:
             stack.stop()
     return 0
@@ -107,3 +137,45 @@ def demo_logins() -> list[tuple[str, str]]:
         user.save(update_fields=["password"])
         logins.append((user.get_username(), password))
     return logins
+
+
+def throwaway_postgres(port: int, cleanup: ExitStack) -> str:
+    """A fresh PostgreSQL cluster on 127.0.0.1:`port`, destroyed when `cleanup` closes."""
+    from postroom.devstack.postgres import PgCluster
+
+    state = Path(tempfile.mkdtemp(prefix="postroom-demo-pg-"))
+    state.chmod(0o755)  # the server runs as the postgres user, under this directory
+    cluster = PgCluster(state / "cluster", port)
+    cluster.start()
+    cleanup.callback(shutil.rmtree, state, True)
+    cleanup.callback(cluster.destroy)
+    log.info("PostgreSQL for %s: %s", "the demo's nodes", cluster.url)
+    return cluster.url
+
+
+def start_nodes(config_path: str, count: int, cleanup: ExitStack) -> list[tuple[int, int]]:
+    """`postroom engine CONFIG --node-id demo-K` for K in 1..count, each with a state
+    directory of its own; stopped with SIGTERM (by pid) when `cleanup` closes. (K, pid)."""
+    started = []
+    for k in range(1, count + 1):
+        state = Path(tempfile.mkdtemp(prefix=f"postroom-demo-node{k}-"))
+        env = {**os.environ, "POSTROOM_STATE_DIR": str(state)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "postroom.cli", "engine", config_path, "--node-id", f"demo-{k}"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        cleanup.callback(shutil.rmtree, state, True)
+        cleanup.callback(_stop, proc)
+        started.append((k, proc.pid))
+    return started
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

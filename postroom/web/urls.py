@@ -1,12 +1,13 @@
 from django.urls import path
 
-from postroom.web import composer, evaluate, journal, reports, transcript, views
+from postroom.web import composer, evaluate, journal, nodes, reports, transcript, views
 from postroom.web.api import api
 
 urlpatterns = [
     path("", views.live, name="live"),
     path("agent/", views.agent_desk, name="agent"),
     path("supervisor/", views.supervisor_console, name="supervisor"),
+    path("nodes/", nodes.nodes_page, name="nodes"),
     path("journal/", journal.journal, name="journal"),
     path("reports/", reports.reports_page, name="reports"),
     path("reports/download", reports.reports_download, name="reports-download"),

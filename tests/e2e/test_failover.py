@@ -8,6 +8,7 @@ real mailboxes: every customer holds exactly one auto-response and exactly one r
 mailbox holds a second copy of anything, the boxes are emptied, every interaction closed.
 
 * two primaries share the work: each watches one of the two boxes, both send;
+* three primaries share the three watched boxes, one each, all three sending;
 * a primary and a secondary: the secondary holds nothing while the primary lives, and
   owns every box within 10 s (by the database's clock) of the primary's SIGKILL;
 * a node frozen (SIGSTOP: at the instant between the SMTP server's 250 for an
@@ -160,6 +161,35 @@ def test_two_primaries_share_the_boxes_and_answer_everyone_once(nodes_run: Nodes
     assert len(rows) == PLAN.customers and {r["node_id"] for r in rows} <= {"node-a", "node-b"}
     boxes = [node for name, node in shares.items() if name.startswith("mailbox:")]
     assert sorted(boxes.count(n) for n in ("node-a", "node-b")) == [1, 2], shares
+
+
+def test_three_primaries_take_a_box_each_and_answer_everyone_once(nodes_run: NodesRun) -> None:
+    run = nodes_run
+    names = ("node-a", "node-b", "node-c")
+    shares: dict[str, str] = {}
+
+    def steer(customers) -> Engine:  # type: ignore[no-untyped-def]
+        a = run.start_node(names[0])
+        for name in names[1:]:
+            run.start_node(name)
+        wait_for("each of the three nodes to watch one box", lambda: run.held_by(*names), timeout=90, engine=a)
+        shares.update(run.holders())
+        return a
+
+    run.run_with(steer)
+    run.assert_exactly_once()
+    # One interaction per customer mail, each taken by one node (the unique key on the
+    # mailbox's message is the database's; this names who took it), and the three boxes
+    # were shared one each while all three ran.
+    rows = run.site.database.rows("SELECT mailbox_id, message_id, node_id FROM store_interaction")
+    assert len(rows) == PLAN.customers and {r["node_id"] for r in rows} <= set(names)
+    assert len({(r["mailbox_id"], r["message_id"]) for r in rows}) == PLAN.customers
+    boxes = [node for name, node in shares.items() if name.startswith("mailbox:")]
+    assert sorted(boxes) == sorted(names), shares
+    # Every row that went out went out once and holds no claim any more: no two nodes
+    # sent one row (the mailboxes' verdict above counts the copies that arrived).
+    states = run.site.database.rows("SELECT state, claimed_by FROM store_outgoing")
+    assert states and {r["state"] for r in states} <= {"sent", "cancelled"} and {r["claimed_by"] for r in states} == {""}
 
 
 def test_the_secondary_takes_every_box_within_10_s_of_the_primarys_sigkill(nodes_run: NodesRun) -> None:

@@ -33,6 +33,7 @@ from postroom.web.api import (
     desk,
     failed_replies,
     interactions,
+    nodes,
     operations,
     status,
 )
@@ -87,7 +88,7 @@ api = NinjaAPI(
     default_router=Router(),
 )
 
-for module in (status, agents, interactions, desk, approvals, operations, failed_replies):
+for module in (status, agents, interactions, desk, approvals, operations, failed_replies, nodes):
     api.add_router("", module.router)
 
 

@@ -82,6 +82,26 @@ class Summary(Schema):
     replied_today: int
 
 
+class NodeOut(Schema):
+    node_id: str
+    role: str
+    mode: str
+    live: bool
+    state: str
+    epoch: int
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_age_s: float
+    router: bool
+    mailboxes: list[str]
+    claims: list[str]
+
+
+class NodesOut(Schema):
+    nodes: list[NodeOut]
+
+
 class StatusOut(Schema):
     now: datetime
     queue: list[QueueItem]

@@ -1,0 +1,74 @@
+"""The nodes page (issue 10): each engine process sharing this database, as a supervisor
+sees it: its role, the mailboxes it watches, its mode, how long ago it last renewed its
+lease, the island claims it holds.
+
+Read from the `Node` and `Lease` rows the nodes keep (engine/nodes.py, decision 0030),
+never from a node itself: the page runs in the web process. Ages and liveness are by the
+database's clock, as the nodes' leases are, so a web server whose clock is off does not
+call a live node dead. A lease counts as held only while its node's row still has the
+lease's epoch and a live lease (the same test the nodes apply before they take one over).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models.functions import Now
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from postroom.core.cluster import ROUTER, box_of
+from postroom.store.models import Lease, Mailbox, Node
+from postroom.store.permissions import Role
+from postroom.web.access import page
+
+
+def nodes_dict() -> dict[str, Any]:
+    """Every node that ever registered, live ones first, with what it holds now."""
+    rows = list(
+        Node.objects.annotate(
+            db_now=Now(),
+            live=ExpressionWrapper(Q(stopped_at=None, lease_until__gt=Now()), output_field=BooleanField()),
+        ).order_by("node_id")
+    )
+    epochs = {n.node_id: n.epoch for n in rows if n.live}
+    addresses = dict(Mailbox.objects.values_list("pk", "address"))
+    held: dict[str, list[str]] = {}
+    for lease in Lease.objects.order_by("name"):
+        if epochs.get(lease.node_id) == lease.epoch:
+            held.setdefault(lease.node_id, []).append(lease.name)
+    nodes = []
+    for n in rows:
+        names = held.get(n.node_id, [])
+        boxes = [addresses.get(pk, f"mailbox {pk}") for name in names if (pk := box_of(name)) is not None]
+        claims = n.detail.get("claims") if isinstance(n.detail, dict) else None
+        nodes.append(
+            {
+                "node_id": n.node_id,
+                "role": n.role,
+                "mode": n.mode,
+                "live": bool(n.live),
+                "state": "live" if n.live else ("stopped" if n.stopped_at else "lease ran out"),
+                "epoch": n.epoch,
+                "host": n.hostname,
+                "pid": n.pid,
+                "started_at": n.started_at,
+                "heartbeat_age_s": max(0.0, (n.db_now - n.heartbeat_at).total_seconds()),
+                "router": ROUTER in names,
+                "mailboxes": sorted(boxes),
+                "claims": [str(c) for c in claims] if isinstance(claims, list) else [],
+            }
+        )
+    nodes.sort(key=lambda d: (not d["live"], d["node_id"]))
+    return {"nodes": nodes}
+
+
+@require_GET
+@never_cache
+@page(Role.SUPERVISOR)
+def nodes_page(request: HttpRequest) -> HttpResponse:
+    from postroom.web.views import render_page  # the page header; views import this module's peers
+
+    return render_page(request, "postroom/nodes.html", nodes_dict())
