@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         result = claim_latency_run(stack, "solo", args.n, args.gap)
     finally:
         stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
     log(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
