@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import chaos as chaos_mod  # noqa: E402
+from bench import island as island_mod  # noqa: E402
 from bench import peer as peer_mod  # noqa: E402
 from bench import postroom_runs as pr  # noqa: E402
 from bench import redundancy as nodes_mod  # noqa: E402
@@ -39,7 +40,7 @@ from bench.report import Figure  # noqa: E402
 
 PHASES = (
     "stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos",
-    "failover", "nodes",
+    "failover", "nodes", "island",
 )
 
 FULL = {
@@ -54,6 +55,7 @@ FULL = {
     "routing_args": ["--queued", "100000", "--agents", "2000", "--skills", "20"],
     "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
     "pages_args": ["--interactions", "100000", "--open", "10000", "--agents", "200", "--reps", "30"],
+    "island_n": 200, "island_gap": 0.25,
     "failover_reps": 3, "nodes_n": 500, "nodes_reps": 1, "nodes_agents": 4,
 }
 QUICK = {
@@ -68,6 +70,7 @@ QUICK = {
     "routing_args": ["--queued", "2000", "--agents", "50", "--skills", "5"],
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
     "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
+    "island_n": 20, "island_gap": 0.25,
     "failover_reps": 1, "nodes_n": 40, "nodes_reps": 1, "nodes_agents": 4,
 }
 # The one SMTP session the engine's outbox sends over (engine/outbox.py): the ceiling's
@@ -319,6 +322,9 @@ class Bench:
         url = result.stdout.strip().splitlines()[-1]
         log(f"PostgreSQL up in {time.monotonic() - started:.1f} s: {url}")
         return url
+    def run_island(self) -> None:
+        c = self.cfg
+        self.raw["island"] = island_mod.claim_latency_run(self.stack, "b", c["island_n"], c["island_gap"])
 
     def stop_pg(self) -> None:
         if self.pg_started:
@@ -350,6 +356,7 @@ class Bench:
             self.phase("routing", self.run_routing)
             self.phase("chaos", self.run_chaos)
             self.phase("pages", self.run_pages)
+            self.phase("island", self.run_island)
             self.phase("failover", self.run_failover)
             self.phase("nodes", self.run_nodes)
         finally:
@@ -649,6 +656,14 @@ class Bench:
                 Figure("chaos_lost", None, "mails", note=missing("chaos")),
                 Figure("chaos_duplicates", None, "mails", note=missing("chaos")),
             ]
+
+        isl = raw.get("island")
+        if isl:
+            F.append(Figure("island_claim_latency_s", isl["p50_s"], "s", reps=1,
+                            note=(f"new mail → claim won, p50 (p99 {isl['p99_s']:.3f} s) of {isl['won']}/{isl['n']} "
+                                  f"mails, two racing nodes, won by {isl['won_by']}, {isl['double']} doubly owned")))
+        elif "island" in self.phases:
+            F.append(Figure("island_claim_latency_s", None, "s", note=missing("island")))
 
         # -- issue 10: several nodes on one PostgreSQL (bench/redundancy.py)
         fo = [r for r in raw.get("failover") or [] if r.get("seconds") is not None]

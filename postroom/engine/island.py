@@ -1,0 +1,165 @@
+"""One node's side of island mode's claim protocol: a step function over the sync box.
+
+`Claimer.step()` reads the sync box from where it stopped (`mail/syncbox.py`), feeds the
+claim book (`core/island.py`, which decides every owner), then sends what this node owes
+the others: a claim for each email it wants that nobody holds, a re-claim for each email
+it holds whose last assertion is `claim_reassert` behind server time, and a time-sync
+when it has sent nothing for that long (so the others' server time keeps moving and
+expiries are judged without this node's clock).
+
+`may_send(email)` is the gate for island mode's rule "nothing is sent for an email before
+its claim is won": true only while this node's claim is live as read from the box AND its
+last assertion, by this node's own clock, is young enough that no other node can yet
+count it expired (`Holding`).
+
+Not yet wired into the engine's workers (decision 0036): the engine does not yet fall
+back to a local store when PostgreSQL goes away, so nothing calls this outside the tests
+and the bench.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from postroom.core.island import (
+    Change,
+    ChangeKind,
+    ClaimBook,
+    EmailKey,
+    Holding,
+    SyncKind,
+)
+from postroom.mail.smtp import SmtpSender
+from postroom.mail.syncbox import SyncBox, send
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IslandSettings:
+    sync_address: str
+    sender: str  # the From and envelope sender of this node's sync mails
+    claim_expiry: timedelta = timedelta(minutes=60)  # the patent's 60 minutes
+    claim_reassert: timedelta = timedelta(minutes=20)
+    # How much slower than the server's this node's clock may run over one expiry.
+    clock_margin: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        # A holder re-claims every `claim_reassert` and may act until `clock_margin`
+        # before its last assertion could expire: both must fit inside one expiry.
+        if self.claim_reassert + self.clock_margin >= self.claim_expiry:
+            raise ValueError("claim_reassert + clock_margin must be shorter than claim_expiry")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Claimer:
+    node: str
+    settings: IslandSettings
+    box: SyncBox
+    smtp: SmtpSender
+    clock: Callable[[], datetime] = _now
+    book: ClaimBook = field(init=False)
+    wanted: set[EmailKey] = field(default_factory=set)
+    # Claims sent and not yet read back, by local send time (resent when no answer).
+    pending: dict[EmailKey, datetime] = field(default_factory=dict)
+    # Local send time of this node's latest assertion read back, per email it holds.
+    asserted_local: dict[EmailKey, datetime] = field(default_factory=dict)
+    last_sent: datetime | None = None
+    last_uid: int = 0
+    uidvalidity: int = 0
+
+    def __post_init__(self) -> None:
+        self.book = ClaimBook(self.settings.claim_expiry)
+
+    def want(self, email: EmailKey) -> None:
+        """This node would like to handle `email`; it claims it at the next step."""
+        self.wanted.add(email)
+
+    def release(self, email: EmailKey) -> None:
+        """Give up a claim this node holds (the interaction is done, or back to normal)."""
+        self.wanted.discard(email)
+        if self.book.owner(email) == self.node:
+            self._send(SyncKind.RELEASE, email)
+
+    def may_send(self, email: EmailKey) -> bool:
+        if self.book.owner(email) != self.node or email not in self.asserted_local:
+            return False
+        hold = Holding(
+            self.asserted_local[email], self.settings.claim_expiry, self.settings.clock_margin
+        )
+        return self.clock() <= hold.safe_until
+
+    def lost(self, changes: list[Change]) -> list[EmailKey]:
+        """The emails this node held, or wanted and saw another win, in `changes`."""
+        out = set()
+        for c in changes:
+            mine = c.claim.node == self.node
+            if (c.kind is ChangeKind.EXPIRED and mine) or (
+                c.kind is ChangeKind.WON and not mine and c.claim.email in self.wanted
+            ):
+                out.add(c.claim.email)
+        return sorted(out)
+
+    def step(self) -> list[Change]:
+        """Read, decide, send what is owed; returns what changed in this reading."""
+        changes = self._read()
+        now = self.clock()
+        owed = [(SyncKind.CLAIM, e) for e in sorted(self.wanted) if self.book.owner(e) is None]
+        due = self.book.reassert_due(self.node, self.settings.claim_reassert)
+        owed += [(SyncKind.RECLAIM, e) for e in due if e in self.wanted]
+        for kind, email in owed:
+            # One message in flight per email: resent only when it never came back.
+            sent = self.pending.get(email)
+            if sent is None or now - sent >= self.settings.claim_reassert:
+                self._send(kind, email)
+                self.pending[email] = now
+        if self.last_sent is None or now - self.last_sent >= self.settings.claim_reassert:
+            self._send(SyncKind.TIME_SYNC)
+        gone = self.book.expungeable()
+        if gone:
+            self.box.expunge(gone)
+        return changes
+
+    def _read(self) -> list[Change]:
+        read = self.box.read_after(self.last_uid)
+        if self.box.uidvalidity != self.uidvalidity:
+            # A rebuilt box (RFC 3501 UIDVALIDITY): read it again from the start.
+            if self.uidvalidity:
+                log.warning("sync box UIDVALIDITY changed; reading it again")
+                self.book = ClaimBook(self.settings.claim_expiry)
+                read = self.box.read_after(0)
+            self.uidvalidity = self.box.uidvalidity
+        self.last_uid = read.last_uid
+        changes: list[Change] = []
+        for m in read.messages:
+            now_changed = self.book.apply(m)
+            changes.extend(now_changed)
+            for c in now_changed:
+                if c.kind is not ChangeKind.WON and c.claim.node == self.node:
+                    self.asserted_local.pop(c.claim.email, None)
+            if m.node == self.node and m.email is not None:
+                self.pending.pop(m.email, None)
+                if self.book.owner(m.email) == self.node:
+                    self.asserted_local[m.email] = m.local_time
+        return changes
+
+    def _send(self, kind: SyncKind, email: EmailKey | None = None) -> None:
+        now = self.clock()
+        s = self.settings
+        out = send(self.smtp, s.sender, s.sync_address, kind, self.node, now, email)
+        if out.sent:
+            self.last_sent = now
+        else:
+            # Unknown or refused: reading the box tells whether it arrived; the next
+            # step sends again what is still owed.
+            log.warning("sync %s for %s not sent: %s", kind.value, email, out.detail)
+
+
+__all__ = ["Claimer", "IslandSettings"]
