@@ -82,7 +82,9 @@ class Engine:
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
-        return reception.ingest(box, session, self.site, self.now, TAKERS[box.kind])
+        return reception.ingest(
+            box, session, self.site, self.now, TAKERS[box.kind], per_batch=box.kind == Mailbox.INCOMING
+        )
 
     def steps(self) -> list[tuple[str, Callable[[], bool]]]:
         sessions = self._sessions_for_worker()
