@@ -34,6 +34,7 @@ from bench import report  # noqa: E402
 from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
+from postroom.config.schema import OutboxConfig  # noqa: E402
 
 PHASES = ("stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos")
 
@@ -63,9 +64,9 @@ QUICK = {
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
     "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
 }
-# The one SMTP session the engine's outbox sends over (engine/outbox.py): the ceiling's
-# contact-center side gets as many.
-POSTROOM_SMTP_CONNECTIONS = 1
+# The SMTP sessions the engine's outbox sends over ([outbox] sessions, its default, which
+# the bench's configs keep): the ceiling's contact-center side gets as many.
+POSTROOM_SMTP_CONNECTIONS = OutboxConfig().sessions
 
 PG_STATE = "/tmp/postroom-bench-pg"
 PG_PORT = 21096

@@ -104,12 +104,25 @@ YIELDING_KINDS = (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE)
 
 
 def send(
-    site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
+    site: Site,
+    sender: SmtpSender,
+    box: JournalBox | None,
+    holder: str,
+    clock: Clock,
+    limit: int = 50,
+    *,
+    share: int = 0,
+    shares: int = 1,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
-    were any."""
-    rows = due_rows(clock(), site, limit)
+    were any.
+
+    With `shares` sessions sending at once (decision 0039), this one takes every
+    `shares`-th row from `share` on: each session starts at the most urgent row not
+    another's, and they seldom race for one claim (a lost race is harmless: the claim is
+    a compare-and-set)."""
+    rows = due_rows(clock(), site, limit * shares)[share::shares]
     until = time.monotonic() + STEP_BUDGET_S
     for n, row in enumerate(rows):
         if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:

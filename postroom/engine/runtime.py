@@ -1,4 +1,5 @@
-"""The engine process: one watcher thread per mailbox, one worker thread for the rest.
+"""The engine process: one watcher thread per mailbox, N sender threads, one worker thread
+for the rest.
 
 Watchers hold an IDLE connection each (polling where the server has no IDLE), take new
 mail into the database as soon as the server reports it, reconcile their box with the
@@ -11,8 +12,11 @@ step runs on its own, and inside the steps each box backs off alone (`Sessions`)
 unreachable box delays its own mail and nobody else's. A watcher whose box or database
 fails reconnects with exponential backoff and jitter, then drains what piled up. The
 supervisor thread keeps the watchers alive, renews the engine's lease and runs the health
-watchdog. Every step is a plain function; `run_until_idle()` drives them synchronously
-for tests.
+watchdog. The outbox is not a worker step in a running engine: `[outbox] sessions` sender
+threads each keep an SMTP session (and a journal box session) of their own and send their
+share of the due mail (decision 0039), so a burst of auto-responses neither waits for nor
+holds up routing and delivery. Every step is a plain function; `run_until_idle()` drives
+them synchronously for tests, the outbox included, over one session.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class Engine:
         self.claimant = outbox.claimant(site.node_id)
         self._journal: JournalBox | None = None
         self._journal_expired_at: datetime | None = None
+        # Set while sender threads run (start()): then the worker skips the outbox step.
+        self._sender_wakes: list[threading.Event] = []
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -95,7 +101,7 @@ class Engine:
             ("approvals", lambda: approvals.act(site, now())),
             ("routing", lambda: self.desk.route(now())),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
-            ("outbox", lambda: outbox.send(site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, now)),
+            ("outbox", self._send_in_worker),
             ("journal expiry", self._expire_journal),
             ("cleanup", lambda: cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
@@ -144,6 +150,16 @@ class Engine:
                 return
         raise RuntimeError(f"engine still busy after {rounds} rounds")
 
+    def _send_in_worker(self) -> bool:
+        if self._sender_wakes:
+            return False  # the sender threads send
+        return outbox.send(self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now)
+
+    def _wake_all(self) -> None:
+        self.wake.set()
+        for event in self._sender_wakes:
+            event.set()
+
     def _sessions_for_worker(self) -> Sessions:
         if self._sessions is None:
             self._sessions = Sessions(self.site)
@@ -178,16 +194,21 @@ class Engine:
         self._lease = lease.acquire(self.site.node_id, self.site.lease_seconds)
         self._started_at = timezone.now()
         self.stopping.clear()
+        shares = max(1, self.site.smtp_sessions)
+        self._sender_wakes = [threading.Event() for _ in range(shares)]
+        for share in range(shares):
+            self._spawn(f"sender-{share}", lambda s=share: self._sender_loop(s, shares))
         self._spawn("worker", self._worker_loop)
         self._spawn("supervisor", self._supervise)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
-        self.wake.set()
+        self._wake_all()
         for thread in list(self._threads.values()):
             if thread is not threading.current_thread():
                 thread.join(timeout)
         self._threads.clear()
+        self._sender_wakes = []
         if self._lease is not None:
             try:
                 lease.release(self._lease)
@@ -238,7 +259,7 @@ class Engine:
                 log.error("%s: stopping this engine", exc)
                 self.failure = str(exc)
                 self.stopping.set()
-                self.wake.set()
+                self._wake_all()
                 return
             except Exception:
                 log.exception("supervisor round failed")
@@ -254,11 +275,45 @@ class Engine:
                     busy = self.work()
                 else:
                     log.warning("the engine lease could not be renewed: not working until it is")
-                if not busy:
+                if busy:
+                    self._wake_all()  # a forward queued, an interaction closed ...
+                else:
                     self.wake.wait(1.0)
                     self.wake.clear()
         finally:
             self.close()
+
+    def _sender_loop(self, share: int, shares: int) -> None:
+        """One SMTP session (and journal box session) kept open, sending this thread's share
+        of the due mail; claims and fences as the outbox always does (decision 0007)."""
+        sender = SmtpSender(self.site.smtp)
+        box = JournalBox(self.site.journal.account) if self.site.journal is not None else None
+        # Its own claimant name: a fence never mistakes another thread's claim for its own.
+        holder = outbox.claimant(self.site.node_id)
+        wake = self._sender_wakes[share]
+        try:
+            while not self.stopping.is_set():
+                close_old_connections()
+                busy = False
+                try:
+                    if self._holds_lease():
+                        busy = outbox.send(self.site, sender, box, holder, self.now, share=share, shares=shares)
+                except MailboxUnavailable as exc:
+                    log.warning("outbox: %s", exc)
+                except (OperationalError, InterfaceError) as exc:
+                    log.warning("outbox: database error: %s", exc)
+                    connection.close()
+                except Exception:
+                    log.exception("outbox sender %d failed", share)
+                if busy:
+                    self.wake.set()  # sent mail has consequences for the worker (cleanup)
+                else:
+                    wake.wait(1.0)
+                    wake.clear()
+        finally:
+            sender.close()
+            if box is not None:
+                box.close()
 
     def _watch(self, box_pk: int) -> None:
         failures = 0
@@ -284,7 +339,7 @@ class Engine:
                 backlog = 0
                 while (took := self.ingest_box(box, session)) and not self.stopping.is_set():
                     backlog = backlog or took
-                    self.wake.set()
+                    self._wake_all()
                     quiet = 0
                 now = timezone.now()
                 if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:
