@@ -122,7 +122,7 @@ def send(
     `shares`-th row from `share` on: each session starts at the most urgent row not
     another's, and they seldom race for one claim (a lost race is harmless: the claim is
     a compare-and-set)."""
-    rows = due_rows(clock(), site, limit * shares)[share::shares]
+    rows = due_rows(clock(), site, limit, share=share, shares=shares)
     until = time.monotonic() + STEP_BUDGET_S
     for n, row in enumerate(rows):
         if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
@@ -131,9 +131,16 @@ def send(
     return bool(rows)
 
 
-def due_rows(now: datetime, site: Site, limit: int) -> list[Outgoing]:
-    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first."""
-    return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
+def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1) -> list[Outgoing]:
+    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first; with
+    `shares`, the first `limit` of every `shares`-th row from `share` on."""
+    ordered = Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")
+    if shares == 1:
+        return list(ordered[:limit])
+    # Ids first: the other sessions' rows are not loaded (each carries its whole message).
+    mine = list(ordered.values_list("id", flat=True)[: limit * shares])[share::shares]
+    by_id = Outgoing.objects.in_bulk(mine)
+    return [by_id[i] for i in mine if i in by_id]
 
 
 def snapshot(row: Outgoing) -> Row:

@@ -305,9 +305,10 @@ class Engine:
                     connection.close()
                 except Exception:
                     log.exception("outbox sender %d failed", share)
-                if busy:
-                    self.wake.set()  # sent mail has consequences for the worker (cleanup)
-                else:
+                # Sent mail's consequences (cleanup after a reply) wait for the worker's
+                # next round, at most a second: waking it per batch sent cost more CPU
+                # than it saved time.
+                if not busy:
                     wake.wait(1.0)
                     wake.clear()
         finally:
