@@ -37,6 +37,7 @@ from bench import report  # noqa: E402
 from bench import stack as stack_mod  # noqa: E402
 from bench.common import BASE_PORT, BENCH, CUSTOMERS, PY, ROOT, Stack, log, make_messages, median  # noqa: E402
 from bench.report import Figure  # noqa: E402
+from postroom.config.schema import OutboxConfig  # noqa: E402
 
 PHASES = (
     "stack", "latency", "sustained", "throughput", "ingest", "backlog", "resume", "routing", "pages", "chaos",
@@ -73,9 +74,9 @@ QUICK = {
     "island_n": 20, "island_gap": 0.25,
     "failover_reps": 1, "nodes_n": 40, "nodes_reps": 1, "nodes_agents": 4,
 }
-# The one SMTP session the engine's outbox sends over (engine/outbox.py): the ceiling's
-# contact-center side gets as many.
-POSTROOM_SMTP_CONNECTIONS = 1
+# The SMTP sessions the engine's outbox sends over ([outbox] sessions, its default, which
+# the bench's configs keep): the ceiling's contact-center side gets as many.
+POSTROOM_SMTP_CONNECTIONS = OutboxConfig().sessions
 
 PG_STATE = "/tmp/postroom-bench-pg"
 PG_PORT = 21096

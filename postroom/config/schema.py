@@ -299,6 +299,9 @@ class OutboxConfig(Table):
     # path of RFC 3834 §3.3; "box" the address it is written from, for relays that refuse
     # a null sender from an authenticated client (Microsoft 365).
     automatic_envelope_from: Annotated[str, one_of("null", "box")] = "null"
+    # SMTP sessions the running engine sends over at once, each kept open by a thread of
+    # its own (decision 0039); a relay that limits concurrent sessions per login wants fewer.
+    sessions: Annotated[StrictInt, limits(1, 32)] = 4
 
     @model_validator(mode="after")
     def _lease(self) -> Self:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -33,8 +34,9 @@ def conninfo(db: dict[str, Any]) -> str:
     )
 
 
-def listen(wake: threading.Event, stop: threading.Event) -> None:
-    """Until `stop`: set `wake` at every notification; reconnect after failures."""
+def listen(wake: Callable[[], None], stop: threading.Event) -> None:
+    """Until `stop`: call `wake` at every notification (it wakes the worker and the
+    senders); reconnect after failures."""
     info = conninfo(settings.DATABASES["default"])
     failures = 0
     while not stop.is_set():
@@ -44,7 +46,7 @@ def listen(wake: threading.Event, stop: threading.Event) -> None:
                 failures = 0
                 while not stop.is_set():
                     for _ in conn.notifies(timeout=1.0, stop_after=1):
-                        wake.set()
+                        wake()
         except psycopg.Error as exc:
             failures += 1
             log.warning("listener: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)

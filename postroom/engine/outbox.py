@@ -104,12 +104,25 @@ YIELDING_KINDS = (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE)
 
 
 def send(
-    site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock, limit: int = 50
+    site: Site,
+    sender: SmtpSender,
+    box: JournalBox | None,
+    holder: str,
+    clock: Clock,
+    limit: int = 50,
+    *,
+    share: int = 0,
+    shares: int = 1,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
-    were any."""
-    rows = due_rows(clock(), site, limit)
+    were any.
+
+    With `shares` sessions sending at once (decision 0039), this one takes every
+    `shares`-th row from `share` on: each session starts at the most urgent row not
+    another's, and they seldom race for one claim (a lost race is harmless: the claim is
+    a compare-and-set)."""
+    rows = due_rows(clock(), site, limit, share=share, shares=shares)
     until = time.monotonic() + STEP_BUDGET_S
     for n, row in enumerate(rows):
         if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
@@ -118,9 +131,16 @@ def send(
     return bool(rows)
 
 
-def due_rows(now: datetime, site: Site, limit: int) -> list[Outgoing]:
-    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first."""
-    return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
+def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1) -> list[Outgoing]:
+    """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first; with
+    `shares`, the first `limit` of every `shares`-th row from `share` on."""
+    ordered = Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")
+    if shares == 1:
+        return list(ordered[:limit])
+    # Ids first: the other sessions' rows are not loaded (each carries its whole message).
+    mine = list(ordered.values_list("id", flat=True)[: limit * shares])[share::shares]
+    by_id = Outgoing.objects.in_bulk(mine)
+    return [by_id[i] for i in mine if i in by_id]
 
 
 def snapshot(row: Outgoing) -> Row:

@@ -98,29 +98,64 @@ def ingest(
     site: Site,
     now: Callable[[], datetime],
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
+    *,
+    per_batch: bool = False,
 ) -> int:
-    """Run `take` on every message beyond the cursor; returns how many were looked at."""
+    """Run `take` on every message beyond the cursor; returns how many were looked at.
+
+    With `per_batch` (incoming boxes, decision 0039) each FETCH batch is taken in ONE write
+    transaction, every message in a savepoint of its own: one commit (one fsync under
+    SQLite's synchronous=FULL) per batch instead of one per mail, and a kill mid-batch
+    leaves the whole batch or none of it (the cursor moves with the rows). Only for takers
+    that do nothing irreversible before their commit: the outbound box's taker commits a
+    reply before it acts on the server, so it keeps a transaction per message."""
     sync_cursor(box, session, now())
     held.tend(box, session, site, now())
     uids = session.new_uids(box.last_uid)
     for start in range(0, len(uids), BATCH):
         batch = uids[start : start + BATCH]
         fetched = session.fetch(batch, max_size=site.max_message_bytes)
-        for uid in batch:
-            message = fetched.get(uid)
-            if message is None:  # expunged between SEARCH and FETCH
-                with transaction.atomic():
-                    advance_cursor(box, uid)
-                continue
-            try:
-                take(box, session, message, site, now())
-            except Exception as exc:
-                if transient(exc):
-                    raise
-                # One bad message never stops the box (B-7): quarantine it with the reason.
-                log.exception("%s uid %s: could not be taken", box.address, uid)
-                quarantine(box, session, message, "internal error while taking the message", now())
+        if per_batch:
+            with transaction.atomic():
+                for uid in batch:
+                    take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
+                    checkpoint("receiving")  # inside the batch: a kill here leaves none of it
+            checkpoint("received")
+        else:
+            for uid in batch:
+                take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=False)
     return len(uids)
+
+
+def take_one(
+    box: Mailbox,
+    session: ImapSession,
+    uid: int,
+    message: FetchedMessage | None,
+    site: Site,
+    now: Callable[[], datetime],
+    take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
+    *,
+    savepoint: bool,
+) -> None:
+    if message is None:  # expunged between SEARCH and FETCH
+        with transaction.atomic():
+            advance_cursor(box, uid)
+        return
+    try:
+        if savepoint:
+            # A failing message rolls back to here, not the batch (the rows of the
+            # messages before it stay, to commit with the batch).
+            with transaction.atomic():
+                take(box, session, message, site, now())
+        else:
+            take(box, session, message, site, now())
+    except Exception as exc:
+        if transient(exc):
+            raise
+        # One bad message never stops the box (B-7): quarantine it with the reason.
+        log.exception("%s uid %s: could not be taken", box.address, uid)
+        quarantine(box, session, message, "internal error while taking the message", now())
 
 
 def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
@@ -162,7 +197,6 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
                 advance_cursor(box, message.uid)
             else:
                 create_interaction(box, session, message, mail, customer, verdict, site, now)
-    checkpoint("received")
 
 
 def create_interaction(
@@ -342,10 +376,11 @@ def quarantine(box: Mailbox, session: ImapSession, message: FetchedMessage, reas
                 now,
             )
         advance_cursor(box, message.uid)
-    # After the commit: a crash before the move leaves the message in place and the row
-    # says "not moved", so the next pass moves it.
+    # After the commit (of the whole FETCH batch, when reception takes one): a crash before
+    # the move leaves the message in place and the row says "not moved", so the next pass
+    # moves it; and so does a failed move (held.tend), so it never undoes the batch.
     if row.moved_at is None:
-        held.move_aside([row], session, now)
+        transaction.on_commit(lambda: held.move_aside([row], session, now), robust=True)
 
 
 def message_id_of(raw: bytes) -> str:

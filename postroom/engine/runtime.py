@@ -1,4 +1,5 @@
-"""The engine process: one watcher thread per mailbox, one worker thread for the rest.
+"""The engine process: one watcher thread per mailbox, N sender threads, one worker thread
+for the rest.
 
 Watchers hold an IDLE connection each (polling where the server has no IDLE), take new
 mail into the database as soon as the server reports it, reconcile their box with the
@@ -20,8 +21,11 @@ step runs on its own, and inside the steps each box backs off alone (`Sessions`)
 unreachable box delays its own mail and nobody else's. A watcher whose box or database
 fails reconnects with exponential backoff and jitter, then drains what piled up. The
 supervisor thread keeps the watchers alive, renews the node's lease and runs the health
-watchdog. Every step is a plain function; `run_until_idle()` drives them synchronously
-for tests.
+watchdog. The outbox is not a worker step in a running engine: `[outbox] sessions` sender
+threads each keep an SMTP session (and a journal box session) of their own and send their
+share of the due mail (decision 0039), so a burst of auto-responses neither waits for nor
+holds up routing and delivery. Every step is a plain function; `run_until_idle()` drives
+them synchronously for tests, the outbox included, over one session.
 """
 
 from __future__ import annotations
@@ -101,12 +105,16 @@ class Engine:
         self.claimant = outbox.claimant(site.node_id)
         self._journal: JournalBox | None = None
         self._journal_expired_at: datetime | None = None
+        # Set while sender threads run (start()): then the worker skips the outbox step.
+        self._sender_wakes: list[threading.Event] = []
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
-        return reception.ingest(box, session, self.site, self.now, TAKERS[box.kind])
+        return reception.ingest(
+            box, session, self.site, self.now, TAKERS[box.kind], per_batch=box.kind == Mailbox.INCOMING
+        )
 
     def steps(self) -> list[tuple[str, Callable[[], bool]]]:
         sessions = self._sessions_for_worker()
@@ -119,7 +127,7 @@ class Engine:
             ("approvals", lambda: approvals.act(site, now())),
             ("routing", self._route),
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
-            ("outbox", lambda: outbox.send(site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, now)),
+            ("outbox", self._send_in_worker),
             ("journal expiry", lambda: self.is_router() and self._expire_journal()),
             ("cleanup", lambda: cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
@@ -194,6 +202,16 @@ class Engine:
                 return
         raise RuntimeError(f"engine still busy after {rounds} rounds")
 
+    def _send_in_worker(self) -> bool:
+        if self._sender_wakes:
+            return False  # the sender threads send
+        return outbox.send(self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now)
+
+    def _wake_all(self) -> None:
+        self.wake.set()
+        for event in self._sender_wakes:
+            event.set()
+
     def _sessions_for_worker(self) -> Sessions:
         if self._sessions is None:
             self._sessions = Sessions(self.site)
@@ -231,16 +249,20 @@ class Engine:
         self._started_at = timezone.now()
         self.stopping.clear()
         self.work_stop.clear()
+        # The supervisor starts the sender threads with the other working threads, once
+        # this node holds its leases (and again after a stand-down).
+        self._sender_wakes = [threading.Event() for _ in range(max(1, self.site.smtp_sessions))]
         self._spawn("supervisor", self._supervise)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
         self.work_stop.set()
-        self.wake.set()
+        self._wake_all()
         for thread in list(self._threads.values()):
             if thread is not threading.current_thread():
                 thread.join(timeout)
         self._threads.clear()
+        self._sender_wakes = []
         if self.membership is not None and self.membership.ticket is not None:
             try:
                 self.membership.leave()
@@ -304,14 +326,14 @@ class Engine:
                     self.failure = str(exc)
                     self.stopping.set()
                     self.work_stop.set()
-                    self.wake.set()
+                    self._wake_all()
                     return
             except nodes.NodeRefused as exc:
                 self.failure = str(exc)
                 log.error("%s: stopping", exc)
                 self.stopping.set()
                 self.work_stop.set()
-                self.wake.set()
+                self._wake_all()
                 return
             except (OperationalError, InterfaceError) as exc:
                 log.warning("supervisor: database error: %s", exc)
@@ -327,7 +349,7 @@ class Engine:
     def _stand_down(self) -> None:
         """Stop every working thread and hold nothing (the supervisor registers again)."""
         self.work_stop.set()
-        self.wake.set()
+        self._wake_all()
         for name, thread in list(self._threads.items()):
             if name != "supervisor":
                 thread.join(30.0)
@@ -360,8 +382,12 @@ class Engine:
     def _keep_threads(self) -> None:
         if not self._alive("worker"):
             self._spawn("worker", self._worker_loop)
+        shares = len(self._sender_wakes)
+        for share in range(shares):
+            if not self._alive(f"sender-{share}"):
+                self._spawn(f"sender-{share}", lambda s=share: self._sender_loop(s, shares))
         if nodes.shared() and not self._alive("listener"):
-            self._spawn("listener", lambda: listen(self.wake, self.work_stop))
+            self._spawn("listener", lambda: listen(self._wake_all, self.work_stop))
         for box in watched_boxes():
             if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
                 self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
@@ -370,11 +396,48 @@ class Engine:
         try:
             while not self.work_stop.is_set():
                 close_old_connections()
-                if not self.work():
+                if self.work():
+                    self._wake_all()  # a forward queued, an interaction closed ...
+                else:
                     self.wake.wait(1.0)
                     self.wake.clear()
         finally:
             self.close()
+
+    def _sender_loop(self, share: int, shares: int) -> None:
+        """One SMTP session (and journal box session) kept open, sending this thread's share
+        of the due mail; claims and fences as the outbox always does (decision 0007)."""
+        sender = SmtpSender(self.site.smtp)
+        box = JournalBox(self.site.journal.account) if self.site.journal is not None else None
+        # Its own claimant name: a fence never mistakes another thread's claim for its own.
+        holder = outbox.claimant(self.site.node_id)
+        wake = self._sender_wakes[share]
+        try:
+            while not self.work_stop.is_set():
+                close_old_connections()
+                busy = False
+                try:
+                    busy = outbox.send(self.site, sender, box, holder, self.now, share=share, shares=shares)
+                except MailboxUnavailable as exc:
+                    log.warning("outbox: %s", exc)
+                except (OperationalError, InterfaceError) as exc:
+                    log.warning("outbox: database error: %s", exc)
+                    connection.close()
+                except Exception as exc:
+                    if is_fence_error(exc):
+                        self._refused(f"outbox sender {share}", exc)
+                    else:
+                        log.exception("outbox sender %d failed", share)
+                # Sent mail's consequences (cleanup after a reply) wait for the worker's
+                # next round, at most a second: waking it per batch sent cost more CPU
+                # than it saved time.
+                if not busy:
+                    wake.wait(1.0)
+                    wake.clear()
+        finally:
+            sender.close()
+            if box is not None:
+                box.close()
 
     def _watch(self, box_pk: int) -> None:
         failures = 0
@@ -399,7 +462,7 @@ class Engine:
                 backlog = 0
                 while (took := self.ingest_box(box, session)) and not self.work_stop.is_set():
                     backlog = backlog or took
-                    self.wake.set()
+                    self._wake_all()
                     quiet = 0
                 now = timezone.now()
                 if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:

@@ -82,6 +82,8 @@ class Site:
     journal: Journal | None = None
     # MAIL FROM of auto-responses and notices: "" (RFC 3834 null path) or "box".
     automatic_envelope_from: str = "null"
+    # SMTP sessions (sender threads) of a running engine ([outbox] sessions, decision 0039).
+    smtp_sessions: int = 4
 
     @property
     def heartbeat(self) -> float:
@@ -173,6 +175,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         ),
         journal=journal_of(config, cafile),
         automatic_envelope_from=config.outbox.automatic_envelope_from,
+        smtp_sessions=config.outbox.sessions,
     )
 
 

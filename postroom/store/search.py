@@ -93,10 +93,9 @@ def _excerpt(text: str) -> str:
 
 def keep_customer_text(ix: Interaction, text: str) -> None:
     """At reception: the subject and the start of the customer's mail, for search."""
-    InteractionText.objects.update_or_create(
-        interaction=ix,
-        defaults={"subject": _excerpt(ix.subject), "customer_text": _excerpt(text)},
-    )
+    # The interaction is new (reception creates both in one transaction): a plain INSERT,
+    # not update_or_create's savepoint, locking SELECT and INSERT (issue 9).
+    InteractionText.objects.create(interaction=ix, subject=_excerpt(ix.subject), customer_text=_excerpt(text))
 
 
 def keep_reply_text(ix: Interaction, text: str) -> None:

@@ -65,6 +65,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The named instants of postroom.engine.faults that the normal flow passes through
 # (sent-notice is left out: without refusals there are no notices to reach it).
 CHECKPOINTS = (
+    "receiving",  # inside reception's batch transaction (decision 0039)
     "received",
     "forward-queued",
     "sent-auto_response",

@@ -32,6 +32,8 @@ from tests.e2e.enginerun import Deployment, accepted_by_postfix, make_deployment
 pytestmark = pytest.mark.mailstack
 
 CHECKPOINTS = [
+    # Inside reception's batch transaction (decision 0039): nothing of the batch is kept.
+    "receiving",
     "received",
     "forward-queued",
     "sent-auto_response",
@@ -140,7 +142,7 @@ def test_killed_at_any_checkpoint_one_auto_response_and_one_reply(deployment, ch
     wait_until(f"the engine to reach {checkpoint}", lambda: crashing.poll() is not None, timeout=40, engine=crashing, step=alice)
     assert crashing.poll() == 137, f"exit {crashing.poll()} instead of the crash at {checkpoint}\n{crashing.tail()}"
     crashing.close()
-    if checkpoint != "received":
+    if checkpoint not in ("receiving", "received"):
         # Already routed to alice when it died: with bob Ready too, anything re-routed
         # rather than carried on could go to him (and, not auto-answer, never close).
         dep.ready("bob")
@@ -265,3 +267,34 @@ def test_a_killed_engine_keeps_the_offer_its_timer_and_its_priority(deployment) 
     assert center.messages("alice") == []  # never answered, so never forwarded
     auto = center.wait_for("carol", 2)
     assert [m["Auto-Submitted"] for m in auto] == ["auto-replied", "auto-replied"]
+
+
+def test_a_kill_inside_a_fetch_batch_keeps_none_of_it(deployment) -> None:
+    """Reception takes a FETCH batch in one transaction (decision 0039): killed after the
+    first of three mails, nothing of the batch is in the database, the cursor has not
+    moved, and the restarted engine takes all three, one auto-response each."""
+    dep: Deployment = deployment(alice_auto=True)
+    center = dep.center
+    dep.load()
+    for n in range(3):
+        send_to_support(dep, customer_mail(dep, f"Order #{4711 + n}"), n + 1)
+
+    crashing = dep.start_engine(crash_at="receiving")
+    wait_until("the engine to die inside the batch", lambda: crashing.poll() is not None, timeout=40, engine=crashing)
+    assert crashing.poll() == 137, crashing.tail()
+    crashing.close()
+    assert dep.interactions() == []
+    assert dep.outgoing() == []
+    assert dep.scalar("SELECT last_uid FROM store_mailbox WHERE address = ?", (center.address("support"),)) == 0
+
+    engine = dep.start_engine()
+    wait_until(
+        "three auto-responses sent",
+        lambda: len(dep.outgoing()) == 3 and {r["state"] for r in dep.outgoing()} == {"sent"},
+        timeout=60,
+        engine=engine,
+    )
+    assert engine.stop(signal.SIGTERM) == 0, engine.tail()
+    assert sorted(r["subject"] for r in dep.interactions()) == [f"Order #{4711 + n}" for n in range(3)]
+    assert [r["kind"] for r in dep.outgoing()] == ["auto_response"] * 3
+    assert dep.journal_kinds().count("received") == 3

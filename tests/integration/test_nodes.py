@@ -172,7 +172,7 @@ def test_a_commit_anywhere_wakes_a_listening_node() -> None:
     from postroom.store.models import JournalEvent
 
     wake, stop = threading.Event(), threading.Event()
-    thread = threading.Thread(target=listen, args=(wake, stop), daemon=True)
+    thread = threading.Thread(target=listen, args=(wake.set, stop), daemon=True)
     thread.start()
     try:
         # Until the listener has said LISTEN, a notification may go unheard: say it again.
