@@ -119,7 +119,8 @@ class TcpProxy:
                         client.sendall(data[: data.index(cut) + len(cut)])  # a response cut short
                         return
                     client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: select() on a socket that stop() or a cut closed meanwhile (fd -1).
             return
         finally:
             _close(client, server)
