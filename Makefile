@@ -23,7 +23,7 @@ PG_FIELD_BUGS = $(addprefix tests/field_bugs/test_,b01_duplicate_after_transient
   b18_charset_and_encoding_crashes.py b22_destructive_ingest.py)
 
 test: install
-	$(PY) -m ruff check postroom postroom_sim tests
+	$(PY) -m ruff check postroom postroom_sim tests bench
 	$(VENV)/bin/lint-imports
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null
@@ -47,7 +47,7 @@ lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock
 
 lint: install
-	$(PY) -m ruff check postroom postroom_sim tests
+	$(PY) -m ruff check postroom postroom_sim tests bench
 	$(VENV)/bin/lint-imports
 
 clean:
