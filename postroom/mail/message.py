@@ -280,19 +280,26 @@ def _body_text(msg: EmailMessage, notes: list[str]) -> str:
         # A multipart whose only prose is the preamble (old DSNs do this).
         preamble = msg.preamble if msg.is_multipart() else None
         return _normalise_text(preamble or "")
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001 - an unparseable parameter list
-        charset = None
-    text, note = decode_text(payload, charset)
+    text, charset, note = decoded_part(part)
     if note:
         notes.append(f"body charset {charset!r}: {note}")
     if part.get_content_subtype() == "html":
         text = html_to_text(text)
     return _normalise_text(text)
+
+
+def decoded_part(part: Message) -> tuple[str, str | None, str | None]:
+    """A leaf part's text, the charset it declared and what decoding had to forgive
+    ("" for a part without a byte payload)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return "", None, None
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # noqa: BLE001 - an unparseable parameter list
+        charset = None
+    text, note = decode_text(payload, charset)
+    return text, charset, note
 
 
 def _normalise_text(text: str) -> str:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 
-from postroom.core.headers import decode_text, header_text
-from postroom.mail.message import ParsedMail, UnreadableMessage, parse
+from postroom.core.headers import header_text
+from postroom.mail.message import ParsedMail, UnreadableMessage, decoded_part, parse
 
 __all__ = ["Attachment", "Readable", "UnreadableMessage", "attachment", "readable"]
 
@@ -54,14 +54,7 @@ def _leaves(msg: Message) -> list[Message]:
 
 
 def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001 - an unparseable parameter list
-        charset = None
-    return decode_text(payload, charset)[0].replace("\x00", "")
+    return decoded_part(part)[0].replace("\x00", "")
 
 
 def _body(msg: Message, subtype: str) -> Message | None:
