@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import contextlib
+import functools
 import re
 from email import policy as _policy
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
@@ -102,6 +103,12 @@ def _rfc2231_as_utf8(value: str) -> str:
     return out
 
 
+# Parsed headers kept for reuse (``_TolerantHeaderRegistry``): bounded in number and in
+# size, so a hostile mail's huge headers are parsed at each read rather than kept.
+_CACHED_HEADERS = 1024
+_CACHED_VALUE_MAX = 1000
+
+
 class _TolerantHeaderRegistry(HeaderRegistry):
     """``HeaderRegistry`` that never raises while parsing a header.
 
@@ -120,8 +127,28 @@ class _TolerantHeaderRegistry(HeaderRegistry):
         self.map_to_type("references", _MsgIdListHeader)
         self.map_to_type("in-reply-to", _MsgIdListHeader)
         self._fallback = type("_TolerantUnstructuredHeader", (UnstructuredHeader, self.base_class), {})
+        self._classes: dict[str, type] = {}
+        self._cached = functools.lru_cache(maxsize=_CACHED_HEADERS)(self._parse)
+
+    def __getitem__(self, name: str) -> type:
+        # The stdlib builds a new class (``type(...)``) at every header read; one per name
+        # is the same class, built once.
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes.setdefault(key, super().__getitem__(name))
+        return cls
 
     def __call__(self, name: str, value: str) -> object:
+        # policy.default parses a header again at every read (``get_content_type()``,
+        # ``get_param()``, ``msg["From"]``...): reception read Content-Type a dozen times
+        # per mail (decision 0040). A header object is immutable and a pure function of
+        # (name, value), so short ones are parsed once and shared, across mails too.
+        if type(value) is str and len(value) <= _CACHED_VALUE_MAX:
+            return self._cached(name, value)
+        return self._parse(name, value)
+
+    def _parse(self, name: str, value: str) -> object:
         try:
             return super().__call__(name, value)
         except Exception:  # noqa: BLE001 - stdlib parser bugs; see class docstring

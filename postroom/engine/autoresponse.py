@@ -17,8 +17,6 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import make_msgid
 
-from django.db.models import Q
-
 from postroom.config import DEFAULT_AUTO_RESPONSE_SUBJECT, DEFAULT_AUTO_RESPONSE_TEXT
 from postroom.core import autoreply
 from postroom.core.compose import auto_response
@@ -52,12 +50,16 @@ def auto_response_skip_reason(
 
 
 def recent_auto_responses(address: str, *, since: datetime) -> int:
-    """Auto-responses queued for ``address`` since ``since`` (by where they were sent)."""
-    to_reply_to = Q(interaction__reply_to__iexact=address)
-    to_sender = Q(interaction__reply_to="", interaction__customer__iexact=address)
-    return Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE, created_at__gte=since).filter(
-        to_reply_to | to_sender
+    """Auto-responses queued for ``address`` since ``since`` (by where they were sent):
+    one indexed range count on ``Outgoing.rate_key``."""
+    return Outgoing.objects.filter(
+        rate_key=rate_key(address), created_at__gte=since, kind=Outgoing.AUTO_RESPONSE
     ).count()
+
+
+def rate_key(address: str) -> str:
+    """What the rate limit counts by: the address lower-cased (what ``iexact`` compared)."""
+    return address.lower()
 
 
 def queue_auto_response(
@@ -85,6 +87,7 @@ def queue_auto_response(
         # box's address where the relay refuses a null sender ([outbox]).
         envelope_from=site.automatic_sender(box.address),
         recipients=[reply_target(ix)],
+        rate_key=rate_key(reply_target(ix)),
         message_id=message_id,
         raw=msg.as_bytes(),
         next_attempt_at=now,

@@ -86,10 +86,15 @@ def sync_cursor(box: Mailbox, session: ImapSession, now: datetime | None = None)
 
 
 def advance_cursor(box: Mailbox, uid: int) -> None:
-    """Move the box's cursor past `uid`, in the transaction that took the message."""
+    """Move the box's cursor past `uid`, in the transaction that took the message.
+
+    Inside a FETCH batch (`take_batch`) only in memory: the batch writes the cursor once,
+    at its end, in the same transaction (decision 0040)."""
+    box.last_uid = max(box.last_uid, uid)
+    if getattr(box, "in_batch", False):
+        return
     hold_box(box)
     Mailbox.objects.filter(pk=box.pk, last_uid__lt=uid).update(last_uid=uid)
-    box.last_uid = max(box.last_uid, uid)
 
 
 def ingest(
@@ -116,15 +121,42 @@ def ingest(
         batch = uids[start : start + BATCH]
         fetched = session.fetch(batch, max_size=site.max_message_bytes)
         if per_batch:
-            with transaction.atomic():
-                for uid in batch:
-                    take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
-                    checkpoint("receiving")  # inside the batch: a kill here leaves none of it
+            take_batch(box, session, batch, fetched, site, now, take)
             checkpoint("received")
         else:
             for uid in batch:
                 take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=False)
     return len(uids)
+
+
+def take_batch(
+    box: Mailbox,
+    session: ImapSession,
+    batch: list[int],
+    fetched: dict[int, FetchedMessage],
+    site: Site,
+    now: Callable[[], datetime],
+    take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
+) -> None:
+    """One FETCH batch in one transaction (decision 0039), its journal rows inserted in
+    one statement and the cursor written once, both at its end (decision 0040): every
+    message of the batch is taken, quarantined or gone, so the cursor ends past the
+    batch's highest UID, as it did message by message."""
+    before = box.last_uid
+    box.in_batch = True  # type: ignore[attr-defined]
+    try:
+        with transaction.atomic():
+            with journal.batched():
+                for uid in batch:
+                    take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
+                    checkpoint("receiving")  # inside the batch: a kill here leaves none of it
+            box.in_batch = False  # type: ignore[attr-defined]
+            advance_cursor(box, max(batch))
+    except BaseException:
+        box.last_uid = before  # nothing of the batch is written: read it again
+        raise
+    finally:
+        box.in_batch = False  # type: ignore[attr-defined]
 
 
 def take_one(
@@ -146,7 +178,7 @@ def take_one(
         if savepoint:
             # A failing message rolls back to here, not the batch (the rows of the
             # messages before it stay, to commit with the batch).
-            with transaction.atomic():
+            with journal.savepoint():
                 take(box, session, message, site, now())
         else:
             take(box, session, message, site, now())
@@ -185,7 +217,7 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         quarantine(box, session, message, "no sender address", now)
         return
     try:
-        with transaction.atomic():
+        with journal.savepoint():
             create_interaction(box, session, message, mail, customer, verdict, site, now)
     except IntegrityError:
         # Another watcher took this mail first, under this UID or as the same mail in

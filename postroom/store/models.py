@@ -347,9 +347,16 @@ class Outgoing(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # An auto-response's addressee, lower-cased: the per-address rate limit counts by it
+    # with the index below, not by a join to the interaction per mail (decision 0040).
+    # Blank for the other kinds.
+    rate_key = models.CharField(max_length=320, blank=True, default="")
 
     class Meta:
-        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"]),
+            models.Index(fields=["rate_key", "created_at"], name="store_outgoing_rate_key"),
+        ]
 
     @property
     def outbox_state(self) -> OutboxState:
