@@ -103,10 +103,13 @@ def _rfc2231_as_utf8(value: str) -> str:
     return out
 
 
-# Parsed headers kept for reuse (``_TolerantHeaderRegistry``): bounded in number and in
-# size, so a hostile mail's huge headers are parsed at each read rather than kept.
-_CACHED_HEADERS = 1024
-_CACHED_VALUE_MAX = 1000
+# Parsed headers kept for reuse (``_TolerantHeaderRegistry``): the MIME headers that the
+# stdlib reads at every ``get_content_type()``, ``get_param()``, ``get_filename()``...;
+# bounded in number and in size (a parsed header is 10-20 KB of parse tree), so a hostile
+# mail's huge headers are parsed at each read rather than kept.
+_CACHED_NAMES = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
+_CACHED_HEADERS = 256
+_CACHED_VALUE_MAX = 300
 
 
 class _TolerantHeaderRegistry(HeaderRegistry):
@@ -140,11 +143,11 @@ class _TolerantHeaderRegistry(HeaderRegistry):
         return cls
 
     def __call__(self, name: str, value: str) -> object:
-        # policy.default parses a header again at every read (``get_content_type()``,
-        # ``get_param()``, ``msg["From"]``...): reception read Content-Type a dozen times
-        # per mail (decision 0040). A header object is immutable and a pure function of
-        # (name, value), so short ones are parsed once and shared, across mails too.
-        if type(value) is str and len(value) <= _CACHED_VALUE_MAX:
+        # policy.default parses a header again at every read: reception read each part's
+        # Content-Type a dozen times per mail (decision 0040). A header object is
+        # immutable and a pure function of (name, value), so the short MIME ones are
+        # parsed once and shared, across mails too.
+        if type(value) is str and len(value) <= _CACHED_VALUE_MAX and name.lower() in _CACHED_NAMES:
             return self._cached(name, value)
         return self._parse(name, value)
 
