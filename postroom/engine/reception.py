@@ -45,6 +45,7 @@ from postroom.store.models import (
 )
 from postroom.store.quarantine import released_before
 from postroom.store.rulebook import active_rules
+from postroom.store.rulebook import held as held_rules
 from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def take_batch(
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
-            with journal.batched():
+            with journal.batched(), held_rules():
                 for uid in batch:
                     take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
                     checkpoint("receiving")  # inside the batch: a kill here leaves none of it

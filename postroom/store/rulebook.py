@@ -8,6 +8,9 @@ recompile regular expressions for every message.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db.models import Count, Max
 
@@ -17,6 +20,8 @@ from postroom.store.models import Rule
 log = logging.getLogger(__name__)
 
 _cache: tuple[object, tuple[RuleSpec, ...]] | None = None
+# Per thread: the rules held for a reception batch (``held()``).
+_local = threading.local()
 
 
 def as_dict(rule: Rule) -> dict:
@@ -33,6 +38,9 @@ def as_dict(rule: Rule) -> dict:
 def active_rules() -> tuple[RuleSpec, ...]:
     """Every rule in order; a rule that no longer validates is skipped and logged."""
     global _cache
+    held_rules: tuple[RuleSpec, ...] | None = getattr(_local, "rules", None)
+    if held_rules is not None:
+        return held_rules
     stamp = Rule.objects.aggregate(n=Count("id"), t=Max("updated_at"))
     key = (stamp["n"], stamp["t"])
     if _cache is not None and _cache[0] == key:
@@ -45,3 +53,15 @@ def active_rules() -> tuple[RuleSpec, ...]:
             log.error("rule %r skipped: %s", rule.name, exc)
     _cache = (key, tuple(specs))
     return _cache[1]
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Inside, ``active_rules()`` is the rules as they were when the block began, without
+    asking the database again: a reception batch asks once, not once per mail (decision
+    0040). A rule changed meanwhile applies from the next batch."""
+    _local.rules = active_rules()
+    try:
+        yield
+    finally:
+        _local.rules = None
