@@ -40,10 +40,15 @@ log = logging.getLogger("postroom")
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "postroom.settings")
     import django
+    from django.apps import apps
     from django.conf import settings
 
     Path(settings.STATE_DIR).mkdir(parents=True, exist_ok=True)
-    django.setup()
+    # Once per process: django.setup() applies settings.LOGGING at every call, binding the
+    # "postroom" logger to sys.stderr as it is then (in a test, that test's capture, closed
+    # when it ends: "Logging error: I/O operation on closed file" ever after).
+    if not apps.ready:
+        django.setup()
 
 
 def migrate() -> None:
