@@ -11,12 +11,13 @@
 * throughput with one node and with two: the throughput phase's shape (N mails pushed at
   once, simulated agents answering at once; first mail → every auto-response and reply
   recorded sent and in the customers' boxes) on PostgreSQL, run by one node and then by two
-  primaries, in turn, `nodes_reps` times; `throughput_2_nodes_vs_1` divides the two
-  medians. Two incoming boxes, the mails split evenly between them, so that the second
-  node has an incoming box to watch (three watched boxes with the outbound one: one node
-  watches two, the other one; `watched` records which); both nodes send from the outbox
-  (decision 0030). On a machine of two shared cores a second process mostly competes for
-  the same CPU.
+  primaries, in turn, `nodes_reps` times; `throughput_2_nodes_vs_1` is the median of the
+  turns' two-node ÷ one-node rates. Two incoming boxes, the mails split evenly between
+  them, so that the second node has an incoming box to watch (three watched boxes with
+  the outbound one: the last node starts first and keeps `support`, node-1 takes `sales`
+  and the outbound box; `watched` records it); both nodes send from the outbox (decision
+  0030). On a machine of two shared cores a second process mostly competes for the same
+  CPU.
 
 Each run gets a database of its own on the benchmark's throwaway PostgreSQL (CREATE
 DATABASE), fresh mailboxes and a state directory per node; the nodes are stopped by pid.
@@ -154,24 +155,31 @@ def nodes_throughput_run(
     agents_ready(site)
     sim = start_agents(stack, site)
     db = DbWatch(url)
-    engines = [start_node(site, f"node-{i}") for i in range(1, nodes + 1)]
+    assert db.conn is not None  # PostgreSQL
+    # The last node first: once it holds every box, the others join and take their share.
+    # The first node ids take the rounding of the shares and each node keeps its lowest
+    # boxes (core/cluster.py), so the last node keeps `support` and node-1 takes `sales`
+    # and the outbound box: each node watches an incoming box.
+    engines = [start_node(site, f"node-{nodes}")]
     counts = None
     try:
-        # Every node registered and every watched box (support, outbound) held by a live node.
+        if nodes > 1:
+            if wait_until(lambda: len(db.conn.execute(WATCHED).fetchall()) >= 3, 90, 0.1, alive=engines[0]) is None:
+                raise RuntimeError(f"node-{nodes} never held the boxes:\n{engines[0].tail()}")
+            engines += [start_node(site, f"node-{i}") for i in range(1, nodes)]
+
+        # Every node registered, every watched box (support, sales, outbound) held by a
+        # live node, and with two nodes, each holding an incoming box.
         def settled() -> bool:
             live = db.count("lease_until > now() AND stopped_at IS NULL", "store_node")
-            held = db.count(
-                "left(name, 8) = 'mailbox:' AND EXISTS (SELECT 1 FROM store_node n WHERE n.node_id = store_lease.node_id "
-                "AND n.epoch = store_lease.epoch AND n.lease_until > now())",
-                "store_lease",
-            )
-            return live == nodes and held >= 3  # support, sales, outbound
+            rows = db.conn.execute(WATCHED).fetchall()
+            incoming = {node for node, address in rows if address in boxes}
+            return live == nodes and len(rows) >= 3 and len(incoming) == nodes
 
         if wait_until(settled, 90, 0.1, alive=engines[0]) is None:
             raise RuntimeError("the nodes never shared the boxes:\n" + "\n".join(e.tail() for e in engines))
         time.sleep(1.0)
         watched: dict[str, list[str]] = {}
-        assert db.conn is not None  # PostgreSQL
         for node, address in db.conn.execute(WATCHED).fetchall():
             watched.setdefault(node, []).append(address.split("@")[0].removeprefix(f"{prefix}-"))
         counts = Counts(stack, list(CUSTOMERS))
