@@ -755,7 +755,7 @@ def fmt_s(value: float | None) -> str:
 def changed_from_full(cfg: dict, quick: bool) -> dict:
     """The settings of a run that differ from `FULL` (--set), so no reader takes a reduced
     run for the full one."""
-    return {} if quick else {k: v for k, v in cfg.items() if FULL.get(k) != v}
+    return {} if quick else {k: v for k, v in cfg.items() if FULL.get(k) != v and not k.endswith("_shared_with")}
 
 
 def rebuild(path: Path, out: Path) -> int:
