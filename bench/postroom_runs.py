@@ -39,6 +39,7 @@ from bench.common import (
     DbWatch,
     InboxWatcher,
     Process,
+    Site,
     Stack,
     agents_ready,
     dbtool,
@@ -119,12 +120,16 @@ def send_open_loop(stack: Stack, to: str, msgs: list[tuple[str, bytes]], rate: f
     return sent
 
 
-def latency_run(stack: Stack, workdir: Path, rep: int, n: int, rate: float, agents: int = 2) -> dict:
-    site = make_site(stack, workdir, f"lat{rep}", agents=agents, capacity=max(1, n))
+def running_site(stack: Stack, workdir: Path, prefix: str, *, agents: int, capacity: int) -> tuple[Site, DbWatch, Process]:
+    """A fresh site with its database loaded, its agents Ready and one engine started."""
+    site = make_site(stack, workdir, prefix, agents=agents, capacity=capacity)
     postroom_load(site)
     agents_ready(site)
-    db = DbWatch(site.database_url)
-    engine = start_engine(site)
+    return site, DbWatch(site.database_url), start_engine(site)
+
+
+def latency_run(stack: Stack, workdir: Path, rep: int, n: int, rate: float, agents: int = 2) -> dict:
+    site, db, engine = running_site(stack, workdir, f"lat{rep}", agents=agents, capacity=max(1, n))
     watcher = None
     try:
         wait_engine_watching(site, db, engine)
@@ -196,12 +201,8 @@ def sustained_run(
     """Open-loop steps at rising arrival rates on one engine; stops after the first rate
     that does not hold. ``limit_s``: the forward latency p99 a rate may have (2× the
     floor), or None when the floor was not measured (then only completeness judges)."""
-    site = make_site(stack, workdir, "sus", agents=agents, capacity=1_000_000)
-    postroom_load(site)
-    agents_ready(site)
+    site, db, engine = running_site(stack, workdir, "sus", agents=agents, capacity=1_000_000)
     sim = start_agents(stack, site)
-    db = DbWatch(site.database_url)
-    engine = start_engine(site)
     watcher = None
     steps = []
     try:
@@ -245,12 +246,8 @@ def sustained_run(
 
 
 def throughput_run(stack: Stack, workdir: Path, rep: int, n: int, agents: int = 4, timeout: float = 900) -> dict:
-    site = make_site(stack, workdir, f"thr{rep}", agents=agents, capacity=max(1, n))
-    postroom_load(site)
-    agents_ready(site)
+    site, db, engine = running_site(stack, workdir, f"thr{rep}", agents=agents, capacity=max(1, n))
     sim = start_agents(stack, site)
-    db = DbWatch(site.database_url)
-    engine = start_engine(site)
     counts = None
     try:
         wait_engine_watching(site, db, engine)

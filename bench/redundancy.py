@@ -11,9 +11,13 @@
 * throughput with one node and with two: the throughput phase's shape (N mails pushed at
   once, simulated agents answering at once; first mail → every auto-response and reply
   recorded sent and in the customers' boxes) on PostgreSQL, run by one node and then by two
-  primaries; `throughput_2_nodes_vs_1` divides the two rates. One incoming box: one node
-  watches it, the other the outbound box, and both send from the outbox (decision 0030);
-  on a machine of two shared cores a second process mostly competes for the same CPU.
+  primaries, in turn, `nodes_reps` times; `throughput_2_nodes_vs_1` is the median of the
+  turns' two-node ÷ one-node rates. Two incoming boxes, the mails split evenly between
+  them, so that the second node has an incoming box to watch (three watched boxes with
+  the outbound one: the last node starts first and keeps `support`, node-1 takes `sales`
+  and the outbound box; `watched` records it); both nodes send from the outbox (decision
+  0030). On a machine of two shared cores a second process mostly competes for the same
+  CPU.
 
 Each run gets a database of its own on the benchmark's throwaway PostgreSQL (CREATE
 DATABASE), fresh mailboxes and a state directory per node; the nodes are stopped by pid.
@@ -123,38 +127,71 @@ def failover_run(stack: Stack, workdir: Path, rep: int, server_url: str, timeout
     return {"seconds": seconds, "routed_by": by, "leases_after_heartbeat_s": None if db_gap is None else float(db_gap)}
 
 
+SECOND_BOX = """
+[[incoming]]
+address = "{address}"
+name = "Bench Sales"
+password = "{password}"
+skills = ["support"]
+auto_response = true
+"""
+
+WATCHED = (
+    "SELECT l.node_id, m.address FROM store_lease l JOIN store_mailbox m ON l.name = 'mailbox:' || m.id "
+    "JOIN store_node n ON n.node_id = l.node_id AND n.epoch = l.epoch WHERE n.lease_until > now() ORDER BY m.address"
+)
+
+
 def nodes_throughput_run(
     stack: Stack, workdir: Path, rep: int, n: int, agents: int, nodes: int, server_url: str, timeout: float = 900
 ) -> dict:
     url = fresh_database(server_url, f"nodes{nodes}_{rep}")
-    site = make_site(stack, workdir, f"nt{nodes}r{rep}", agents=agents, capacity=max(1, n), database_url=url)
+    prefix = f"nt{nodes}r{rep}"
+    sales = f"{prefix}-sales@example.test"
+    extra = SECOND_BOX.format(address=sales, password=stack.user(sales)[1])
+    site = make_site(stack, workdir, prefix, agents=agents, capacity=max(1, n), database_url=url, extra=extra)
+    boxes = (site.support, sales)
     postroom_load(site)
     agents_ready(site)
     sim = start_agents(stack, site)
     db = DbWatch(url)
-    engines = [start_node(site, f"node-{i}") for i in range(1, nodes + 1)]
+    assert db.conn is not None  # PostgreSQL
+    # The last node first: once it holds every box, the others join and take their share.
+    # The first node ids take the rounding of the shares and each node keeps its lowest
+    # boxes (core/cluster.py), so the last node keeps `support` and node-1 takes `sales`
+    # and the outbound box: each node watches an incoming box.
+    engines = [start_node(site, f"node-{nodes}")]
     counts = None
     try:
-        # Every node registered and every watched box (support, outbound) held by a live node.
+        if nodes > 1:
+            if wait_until(lambda: len(db.conn.execute(WATCHED).fetchall()) >= 3, 90, 0.1, alive=engines[0]) is None:
+                raise RuntimeError(f"node-{nodes} never held the boxes:\n{engines[0].tail()}")
+            engines += [start_node(site, f"node-{i}") for i in range(1, nodes)]
+
+        # Every node registered, every watched box (support, sales, outbound) held by a
+        # live node, and with two nodes, each holding an incoming box.
         def settled() -> bool:
             live = db.count("lease_until > now() AND stopped_at IS NULL", "store_node")
-            held = db.count(
-                "left(name, 8) = 'mailbox:' AND EXISTS (SELECT 1 FROM store_node n WHERE n.node_id = store_lease.node_id "
-                "AND n.epoch = store_lease.epoch AND n.lease_until > now())",
-                "store_lease",
-            )
-            return live == nodes and held >= 2
+            rows = db.conn.execute(WATCHED).fetchall()
+            incoming = {node for node, address in rows if address in boxes}
+            return live == nodes and len(rows) >= 3 and len(incoming) == nodes
 
         if wait_until(settled, 90, 0.1, alive=engines[0]) is None:
             raise RuntimeError("the nodes never shared the boxes:\n" + "\n".join(e.tail() for e in engines))
         time.sleep(1.0)
+        watched: dict[str, list[str]] = {}
+        for node, address in db.conn.execute(WATCHED).fetchall():
+            watched.setdefault(node, []).append(address.split("@")[0].removeprefix(f"{prefix}-"))
         counts = Counts(stack, list(CUSTOMERS))
-        msgs = make_messages(n, site.support, f"N{nodes}{rep}")
+        # Alternating boxes, each half with markers of its own.
+        halves = [make_messages(n // 2 + (n % 2) * (i == 0), box, f"N{nodes}{rep}{'ab'[i]}") for i, box in enumerate(boxes)]
+        msgs = [(box, raw) for pair in zip(*halves, strict=False) for box, (_m, raw) in zip(boxes, pair, strict=True)]
+        msgs += [(boxes[0], raw) for _m, raw in halves[0][len(halves[1]):]]
         cpu0 = sum(e.cpu_seconds() for e in engines)
         t0 = time.monotonic()
         smtp = stack.smtp()
-        for _marker, raw in msgs:
-            smtp.sendmail(envelope_from(raw), [site.support], raw)
+        for box, raw in msgs:
+            smtp.sendmail(envelope_from(raw), [box], raw)
         with contextlib.suppress(Exception):
             smtp.quit()
 
@@ -178,6 +215,7 @@ def nodes_throughput_run(
         db.close()
     rate = done / elapsed if elapsed > 0 else None
     log(f"{nodes}-node throughput rep {rep + 1}: {done}/{n} complete in {elapsed:.1f} s = {rate:.2f}/s; "
-        f"engines' CPU {1000 * cpu / max(1, n):.1f} ms per interaction; taken by {takers}")
-    return {"nodes": nodes, "n": n, "completed": done, "finished": t1 is not None, "seconds": elapsed,
-            "interactions_per_s": rate, "engines_cpu_s": cpu, "taken_by": takers}
+        f"engines' CPU {1000 * cpu / max(1, n):.1f} ms per interaction; taken by {takers}; watched {watched}")
+    return {"nodes": nodes, "n": n, "boxes": len(boxes), "completed": done, "finished": t1 is not None,
+            "seconds": elapsed, "interactions_per_s": rate, "engines_cpu_s": cpu, "taken_by": takers,
+            "watched": watched}

@@ -260,7 +260,7 @@ README_FIGURES = [
     "routing_decision_p99_us", "resume_100k_sqlite_s", "resume_100k_postgres_s",
     "chaos_lost", "chaos_duplicates",
     # Issue 10: several nodes on one PostgreSQL.
-    "failover_s", "throughput_2_nodes_vs_1",
+    "failover_s", "throughput_2_nodes_vs_1", "island_claim_latency_s", "island_claim_latency_p99_s",
     # Issue 11: the live pages' server time at 100,000 interactions, 10,000 open.
     "page_p95_ms_agent_bar", "page_p95_ms_console", "page_p95_ms_console_feed_304", "page_p95_ms_live",
     "page_p95_ms_journal_search", "page_p95_ms_transcript", "page_p95_ms_reports_7_days",

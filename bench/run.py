@@ -56,8 +56,8 @@ FULL = {
     "routing_args": ["--queued", "100000", "--agents", "2000", "--skills", "20"],
     "chaos_customers": 1000, "chaos_kills": 50, "chaos_seed": 2026,
     "pages_args": ["--interactions", "100000", "--open", "10000", "--agents", "200", "--reps", "30"],
-    "island_n": 200, "island_gap": 0.25,
-    "failover_reps": 3, "nodes_n": 500, "nodes_reps": 1, "nodes_agents": 4,
+    "island_n": 200, "island_gap": 0.25, "island_reps": 3, "island_shared_with": "",
+    "failover_reps": 3, "nodes_n": 500, "nodes_reps": 3, "nodes_agents": 4, "nodes_shared_with": "",
 }
 QUICK = {
     "stack_reps": 1, "stack_latency_n": 40, "stack_idle_n": 40, "floor_n": 40,
@@ -71,8 +71,8 @@ QUICK = {
     "routing_args": ["--queued", "2000", "--agents", "50", "--skills", "5"],
     "chaos_customers": 40, "chaos_kills": 6, "chaos_seed": 2026,
     "pages_args": ["--interactions", "5000", "--open", "500", "--agents", "20", "--reps", "5"],
-    "island_n": 20, "island_gap": 0.25,
-    "failover_reps": 1, "nodes_n": 40, "nodes_reps": 1, "nodes_agents": 4,
+    "island_n": 20, "island_gap": 0.25, "island_reps": 1, "island_shared_with": "",
+    "failover_reps": 1, "nodes_n": 40, "nodes_reps": 1, "nodes_agents": 4, "nodes_shared_with": "",
 }
 # The SMTP sessions the engine's outbox sends over ([outbox] sessions, its default, which
 # the bench's configs keep): the ceiling's contact-center side gets as many.
@@ -325,7 +325,9 @@ class Bench:
         return url
     def run_island(self) -> None:
         c = self.cfg
-        self.raw["island"] = island_mod.claim_latency_run(self.stack, "b", c["island_n"], c["island_gap"])
+        self.raw["island"] = [
+            island_mod.claim_latency_run(self.stack, f"b{r}", c["island_n"], c["island_gap"]) for r in range(c["island_reps"])
+        ]
 
     def stop_pg(self) -> None:
         if self.pg_started:
@@ -440,6 +442,13 @@ class Bench:
         for db in ("sqlite", "postgres"):
             put(f"resume_100k_{db}_s", (r["seconds"] for r in (raw.get("resume") or {}).get(db, [])))
         put("failover_s", (r.get("seconds") for r in raw.get("failover") or []))
+        isl = island_runs(raw)
+        put("island_claim_latency_s", (r.get("p50_s") for r in isl))
+        put("island_claim_latency_p99_s", (r.get("p99_s") for r in isl))
+        nd = raw.get("nodes") or {}
+        put("throughput_1_node_pg_per_s", (r["interactions_per_s"] for r in nd.get("1") or []))
+        put("throughput_2_nodes_pg_per_s", (r["interactions_per_s"] for r in nd.get("2") or []))
+        put("throughput_2_nodes_vs_1", paired_ratios(nd))
         return out
 
     def peak_rss(self) -> dict[str, float]:
@@ -658,11 +667,21 @@ class Bench:
                 Figure("chaos_duplicates", None, "mails", note=missing("chaos")),
             ]
 
-        isl = raw.get("island")
+        isl = island_runs(raw)
         if isl:
-            F.append(Figure("island_claim_latency_s", isl["p50_s"], "s", reps=1,
-                            note=(f"new mail → claim won, p50 (p99 {isl['p99_s']:.3f} s) of {isl['won']}/{isl['n']} "
-                                  f"mails, two racing nodes, won by {isl['won_by']}, {isl['double']} doubly owned")))
+            won_by: dict[str, int] = {}
+            for r in isl:
+                for node, count in r["won_by"].items():
+                    won_by[node] = won_by.get(node, 0) + count
+            note = (f"new mail → claim won through the sync box, two racing nodes, {len(isl)} reps of "
+                    f"{isl[0]['n']} mails {isl[0]['gap_s']} s apart: {sum(r['won'] for r in isl)} won "
+                    f"(by {won_by}), {sum(r['double'] for r in isl)} doubly owned; median over the reps of each "
+                    f"rep's p50 (p99: the next figure)" + load_note(raw, self.cfg, "island"))
+            F += [
+                Figure("island_claim_latency_s", median(r["p50_s"] for r in isl), "s", reps=len(isl), note=note),
+                Figure("island_claim_latency_p99_s", median(r["p99_s"] for r in isl), "s", reps=len(isl),
+                       note="the same runs: median over the reps of each rep's p99"),
+            ]
         elif "island" in self.phases:
             F.append(Figure("island_claim_latency_s", None, "s", note=missing("island")))
 
@@ -678,15 +697,55 @@ class Bench:
         nd = raw.get("nodes") or {}
         one, two = (median(r["interactions_per_s"] for r in nd.get(k) or []) for k in ("1", "2"))
         n_nodes = len(nd.get("2") or []) or None
-        note = missing("nodes") if not nd else (
-            f"{(nd.get('2') or [{}])[0].get('n', '?')} mails at once to one box, agents answer at once, PostgreSQL; "
-            "two primaries (one watches the box, both send) ÷ one node")
+        first = (nd.get("2") or [{}])[0]
+        boxes = first.get("boxes", 1)
+        if not nd:
+            note = missing("nodes")
+        elif boxes > 1:
+            watched = "; ".join(
+                f"rep {i + 1}: " + ", ".join(f"{k} {'+'.join(v)}" for k, v in sorted(r.get("watched", {}).items()))
+                for i, r in enumerate(nd.get("2") or [])
+            )
+            note = (f"{first.get('n', '?')} mails at once split over {boxes} incoming boxes, agents answer at once, "
+                    f"PostgreSQL; one node, then two primaries, in turn, {n_nodes} times; the ratio is the median of "
+                    f"each turn's two-node ÷ one-node rate (spread: those ratios); boxes watched ({watched})"
+                    + load_note(raw, self.cfg, "nodes"))
+        else:  # a run from before the second box
+            note = (f"{first.get('n', '?')} mails at once to one box, agents answer at once, PostgreSQL; "
+                    "two primaries (one watches the box, both send) ÷ one node")
+        pairs = paired_ratios(nd)
         F += [
             Figure("throughput_1_node_pg_per_s", one, "interactions/s", reps=len(nd.get("1") or []) or None, note=note),
             Figure("throughput_2_nodes_pg_per_s", two, "interactions/s", reps=n_nodes, note=note),
-            Figure("throughput_2_nodes_vs_1", ratio(two, one), "×", "throughput_1_node_pg_per_s", one, n_nodes, note),
+            Figure("throughput_2_nodes_vs_1", median(pairs) if pairs else ratio(two, one), "×",
+                   "throughput_1_node_pg_per_s", one, n_nodes, note),
         ]
         return F
+
+
+def island_runs(raw: dict) -> list[dict]:
+    """The island phase's runs (one dict in results from before `island_reps`)."""
+    isl = raw.get("island")
+    runs = isl if isinstance(isl, list) else [isl] if isl else []
+    return [r for r in runs if r.get("p50_s") is not None]
+
+
+def paired_ratios(nd: dict) -> list[float]:
+    """Two nodes ÷ one node, turn by turn (the two runs of a turn follow each other)."""
+    return [
+        two["interactions_per_s"] / one["interactions_per_s"]
+        for one, two in zip(nd.get("1") or [], nd.get("2") or [], strict=False)
+        if one.get("interactions_per_s") and two.get("interactions_per_s")
+    ]
+
+
+def load_note(raw: dict, cfg: dict, phase: str) -> str:
+    """What the machine was doing besides: the 1-min load measured as the phase began, and
+    who else was at work (`--set PHASE_shared_with='"..."'`, said by whoever ran it)."""
+    load = (raw.get("phase_load") or {}).get(phase)
+    out = "" if load is None else f"; 1-min load {load:.1f} on {os.cpu_count()} cores as the phase began"
+    shared = cfg.get(f"{phase}_shared_with")
+    return out + (f" ({shared})" if shared else "")
 
 
 def fmt_s(value: float | None) -> str:
@@ -696,7 +755,7 @@ def fmt_s(value: float | None) -> str:
 def changed_from_full(cfg: dict, quick: bool) -> dict:
     """The settings of a run that differ from `FULL` (--set), so no reader takes a reduced
     run for the full one."""
-    return {} if quick else {k: v for k, v in cfg.items() if FULL.get(k) != v}
+    return {} if quick else {k: v for k, v in cfg.items() if FULL.get(k) != v and not k.endswith("_shared_with")}
 
 
 def rebuild(path: Path, out: Path) -> int:
@@ -726,6 +785,8 @@ def add_to(path: Path, out: Path, phases: list[str], raw: dict, meta: dict) -> i
         doc["details"].pop(phase, None)
         if phase in raw:
             doc["details"][phase] = raw[phase]
+        if phase in (raw.get("phase_load") or {}):  # the figures' notes say the load they ran under
+            doc["details"].setdefault("phase_load", {})[phase] = raw["phase_load"][phase]
     old = doc["meta"]
     # The counts of the phases run now (`failover_reps`, `nodes_n`...) replace the old ones.
     old["settings"] = {**old.get("settings", {}),

@@ -15,6 +15,7 @@
     postroom rules test FILE         what the routing rules would do with a message
     postroom lifecycle               the state diagram, generated from the transition table
     postroom demo [--nodes N]        everything `make demo` shows (N nodes: docs/redundancy.md)
+    postroom node cut|heal NODE_ID   cut or heal a demo node's database link (docs/redundancy.md)
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ log = logging.getLogger("postroom")
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "postroom.settings")
     import django
+    from django.apps import apps
     from django.conf import settings
 
     Path(settings.STATE_DIR).mkdir(parents=True, exist_ok=True)
-    django.setup()
+    # Once per process: django.setup() applies settings.LOGGING at every call, binding the
+    # "postroom" logger to sys.stderr as it is then (in a test, that test's capture, closed
+    # when it ends: "Logging error: I/O operation on closed file" ever after).
+    if not apps.ready:
+        django.setup()
 
 
 def migrate() -> None:
@@ -344,6 +350,25 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return rules_main(args.rest)
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    """`postroom node cut|heal NODE_ID`: ask `postroom demo` to cut or heal the relay
+    between that node and the database (docs/redundancy.md, "Cut and heal")."""
+    setup_django()
+    from django.utils import timezone
+
+    from postroom.core.cluster import Link
+    from postroom.store.commands import CommandError, set_link
+
+    link = Link.CUT if args.action == "cut" else Link.UP
+    try:
+        set_link(args.node_id, link, by_user=f"cli:{os.environ.get('USER', '')}", now=timezone.now())
+    except CommandError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"{args.node_id}: database link {'cut' if link is Link.CUT else 'healed'} (carried out by postroom demo)")
+    return 0
+
+
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     from postroom.core.lifecycle import mermaid
 
@@ -415,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id", nargs="?", type=int)
     s.add_argument("--all", action="store_true", help="list released messages too")
     s.set_defaults(fn=cmd_quarantine)
+
+    s = sub.add_parser("node", help="node cut|heal NODE_ID: cut or heal a demo node's database link")
+    s.add_argument("action", choices=["cut", "heal"])
+    s.add_argument("node_id")
+    s.set_defaults(fn=cmd_node)
 
     s = sub.add_parser("lifecycle", help="print the lifecycle state diagram (Mermaid), from the table")
     s.set_defaults(fn=cmd_lifecycle)

@@ -10,7 +10,10 @@ clients replying the way Thunderbird, Outlook, Gmail and Apple Mail do.
 the port after the mail stack's seven, in a temporary directory destroyed at the end),
 and runs N `postroom engine --node-id demo-K` processes on it, each with a state
 directory of its own, instead of the engine in this process. The nodes page shows them;
-SIGKILL one (its pid is printed) and watch another take its boxes within seconds.
+SIGKILL one (its pid is printed) and watch another take its boxes within seconds. Each
+node after the first reaches PostgreSQL through a loopback relay of this process
+(devstack/dblink.py): cut and heal its link from the nodes page or with
+`postroom node cut|heal demo-K`.
 """
 
 from __future__ import annotations
@@ -100,6 +103,12 @@ def _run_demo(config_path: str, listen: str, nodes: int, cleanup: ExitStack) -> 
         "Web logins for this run (made up now; mailbox passwords are never web logins):\n"
         + "".join(f"  {user:<24} {password}\n" for user, password in logins)
         + "".join(f"Node demo-{k} is pid {pid} (nodes page: http://{listen}/nodes/)\n" for k, pid in node_pids)
+        + (
+            "Cut a node's database link (demo-2 on) from the nodes page, or from a shell:\n"
+            f"  DATABASE_URL={os.environ.get('DATABASE_URL', '')} postroom node cut demo-2   (heal: node heal)\n"
+            if len(node_pids) > 1
+            else ""
+        )
         + "Press Ctrl-C to stop.\n",
         flush=True,
     )
@@ -155,11 +164,20 @@ def throwaway_postgres(port: int, cleanup: ExitStack) -> str:
 
 def start_nodes(config_path: str, count: int, cleanup: ExitStack) -> list[tuple[int, int]]:
     """`postroom engine CONFIG --node-id demo-K` for K in 1..count, each with a state
-    directory of its own; stopped with SIGTERM (by pid) when `cleanup` closes. (K, pid)."""
+    directory of its own; stopped with SIGTERM (by pid) when `cleanup` closes. (K, pid).
+
+    Node 1 uses $DATABASE_URL; every later node goes through a relay of its own whose
+    link people cut and heal (`store_node.link`, devstack/dblink.py), stopped last."""
+    from postroom.devstack.dblink import DbLinks
+
+    database_url = os.environ["DATABASE_URL"]
+    links = DbLinks(database_url)
+    cleanup.callback(links.stop)  # after the nodes have stopped (callbacks run last first)
     started = []
     for k in range(1, count + 1):
         state = Path(tempfile.mkdtemp(prefix=f"postroom-demo-node{k}-"))
-        env = {**os.environ, "POSTROOM_STATE_DIR": str(state)}
+        url = database_url if k == 1 else links.relay(f"demo-{k}")
+        env = {**os.environ, "POSTROOM_STATE_DIR": str(state), "DATABASE_URL": url}
         proc = subprocess.Popen(
             [sys.executable, "-m", "postroom.cli", "engine", config_path, "--node-id", f"demo-{k}"],
             env=env,
@@ -168,6 +186,7 @@ def start_nodes(config_path: str, count: int, cleanup: ExitStack) -> list[tuple[
         cleanup.callback(shutil.rmtree, state, True)
         cleanup.callback(_stop, proc)
         started.append((k, proc.pid))
+    links.start()
     return started
 
 

@@ -37,6 +37,14 @@ class Role(enum.StrEnum):
     SECONDARY = "secondary"
 
 
+class Link(enum.StrEnum):
+    """A node's database link as people asked for it (`Node.link`): `postroom demo` cuts
+    and heals the loopback relay between a node and PostgreSQL to match."""
+
+    UP = "up"
+    CUT = "cut"
+
+
 class Mode(enum.StrEnum):
     # On the shared database, holding leases.
     NORMAL = "normal"

@@ -1,5 +1,5 @@
 """What people do to interactions from the web (or the API): hang up, transfer, resolve,
-decide an approval. Answering and Ready / Not Ready live in `postroom.store.agents`.
+decide an approval, cut or heal a node's database link. Answering and Ready / Not Ready live in `postroom.store.agents`.
 
 Each command checks who is asking, runs in one transaction, journals who did it and
 returns the changed row, or raises `CommandError(message, status)` with an HTTP status
@@ -19,14 +19,25 @@ from typing import Any
 
 from django.db import transaction
 
+from postroom.core.cluster import Link
 from postroom.core.headers import POLICY
 from postroom.core.lifecycle import HungUp, IllegalTransition, ReplyRetried, State, Transferred
 from postroom.core.outbox import OutboxState
 from postroom.store import audit, journal
-from postroom.store.models import Agent, Approval, Interaction, Mailbox, Outgoing, Rule, WrapUpCode
+from postroom.store.models import (
+    Agent,
+    Approval,
+    Interaction,
+    Mailbox,
+    Node,
+    Outgoing,
+    Rule,
+    WrapUpCode,
+)
 from postroom.store.permissions import (
     Principal,
     Role,
+    may_cut_links,
     may_decide_approval,
     may_handle,
     principal,
@@ -41,6 +52,7 @@ __all__ = [
     "hang_up",
     "known_queues",
     "resend_reply",
+    "set_link",
     "set_resolution",
     "transfer",
 ]
@@ -377,3 +389,24 @@ def _with_text(raw: bytes, text: str) -> bytes:
         del msg[name]
     msg.set_content(text.replace("\r\n", "\n"))  # type: ignore[attr-defined]
     return msg.as_bytes()
+
+
+# --- nodes ----------------------------------------------------------------------------
+
+
+def set_link(node_id: str, link: Link, *, by_user: Any, now: datetime) -> Node:
+    """Ask for a node's database link to be cut or healed (`Node.link`); `postroom demo`
+    carries it out on the relay it put in front of the node (devstack/dblink.py). A user
+    must be a supervisor or an administrator; a string is the shell's operator (the CLI),
+    who holds the database's address anyway."""
+    if not isinstance(by_user, str) and not may_cut_links(principal(by_user)):
+        raise CommandError("Only a supervisor or an administrator may cut or heal a node's link", 403)
+    with transaction.atomic():
+        node = Node.objects.select_for_update().filter(node_id=node_id).first()
+        if node is None:
+            raise CommandError(f"No node {node_id!r} on this database", 404)
+        if node.link != link.value:
+            node.link = link.value
+            node.save(update_fields=["link"])
+            audit.record(f"node_link_{link.value}", actor=_actor(by_user), target=node_id, at=now)
+    return node

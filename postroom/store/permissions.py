@@ -41,6 +41,7 @@ __all__ = [
     "boxes_granted",
     "handled_interactions",
     "may_change_agent",
+    "may_cut_links",
     "may_decide_approval",
     "may_evaluate",
     "may_handle",
@@ -211,6 +212,12 @@ def may_see(who: Principal, ix: Interaction) -> bool:
     if may_handle(who, ix):
         return True
     return who.role >= Role.AGENT and ix.mailbox_id in who.boxes
+
+
+def may_cut_links(who: Principal) -> bool:
+    """Cut or heal a node's database link (the demo's relays, docs/redundancy.md): it
+    stops a node's work for the whole site, so supervisors and administrators only."""
+    return who.at_least(Role.SUPERVISOR)
 
 
 def may_evaluate(who: Principal, ix: Interaction) -> bool:

@@ -7,6 +7,9 @@ never from a node itself: the page runs in the web process. Ages and liveness ar
 database's clock, as the nodes' leases are, so a web server whose clock is off does not
 call a live node dead. A lease counts as held only while its node's row still has the
 lease's epoch and a live lease (the same test the nodes apply before they take one over).
+
+A POST (a form per node, CSRF-protected like every form) cuts or heals a node's database
+link: `store.commands.set_link`, which `postroom demo` carries out on its relays.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from typing import Any
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_http_methods
 
-from postroom.core.cluster import ROUTER, box_of
+from postroom.core.cluster import ROUTER, Link, box_of
+from postroom.store.commands import CommandError, set_link
 from postroom.store.models import Lease, Mailbox, Node
 from postroom.store.permissions import Role
-from postroom.web.access import page
+from postroom.web.access import forbidden, page
 
 
 def nodes_dict() -> dict[str, Any]:
@@ -49,6 +55,7 @@ def nodes_dict() -> dict[str, Any]:
                 "node_id": n.node_id,
                 "role": n.role,
                 "mode": n.mode,
+                "link": n.link,
                 "live": bool(n.live),
                 "state": "live" if n.live else ("stopped" if n.stopped_at else "lease ran out"),
                 "epoch": n.epoch,
@@ -65,10 +72,22 @@ def nodes_dict() -> dict[str, Any]:
     return {"nodes": nodes}
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @never_cache
 @page(Role.SUPERVISOR)
 def nodes_page(request: HttpRequest) -> HttpResponse:
     from postroom.web.views import render_page  # the page header; views import this module's peers
 
+    if request.method == "POST":
+        try:
+            link = Link(request.POST.get("link", ""))
+        except ValueError:
+            return HttpResponse("link must be up or cut", status=400, content_type="text/plain")
+        try:
+            set_link(request.POST.get("node", ""), link, by_user=request.user, now=timezone.now())
+        except CommandError as exc:
+            if exc.status == 403:
+                return forbidden(request, exc.message)
+            return HttpResponse(exc.message, status=exc.status, content_type="text/plain")
+        return redirect("nodes")  # post/redirect/get: a reload does not post again
     return render_page(request, "postroom/nodes.html", nodes_dict())

@@ -38,6 +38,17 @@ POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 MAILS = 8
 
 
+def ask(center, n: int) -> None:
+    """Carol's question number `n`, to the support box."""
+    msg = EmailMessage()
+    msg["From"] = f"Carol Customer <{center.address('carol')}>"
+    msg["To"] = center.address("support")
+    msg["Subject"] = f"Question {n}"
+    msg["Message-ID"] = make_msgid("c", domain="customer.test")
+    msg.set_content(f"Question number {n}.\n")
+    center.send(msg, center.address("support"), center.address("carol"))
+
+
 @pytest.fixture
 def proxy(mailstack):
     p = proxy_for(mailstack)
@@ -58,13 +69,7 @@ def test_two_nodes_send_each_row_once(mailstack, new_user, tmp_path, proxy) -> N
         dep.load()
         first, second = dep.start_engine(node_id="node-a"), dep.start_engine(node_id="node-b")
         for n in range(MAILS):
-            msg = EmailMessage()
-            msg["From"] = f"Carol Customer <{center.address('carol')}>"
-            msg["To"] = center.address("support")
-            msg["Subject"] = f"Question {n}"
-            msg["Message-ID"] = make_msgid("c", domain="customer.test")
-            msg.set_content(f"Question number {n}.\n")
-            center.send(msg, center.address("support"), center.address("carol"))
+            ask(center, n)
             wait_until(f"mail {n} to be taken", lambda n=n: len(dep.interactions()) > n, timeout=30, engine=first)
 
         def all_sent() -> bool:
@@ -99,13 +104,7 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     site = center.engine.site
     site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
     for n in range(MAILS):
-        msg = EmailMessage()
-        msg["From"] = f"Carol Customer <{center.address('carol')}>"
-        msg["To"] = center.address("support")
-        msg["Subject"] = f"Question {n}"
-        msg["Message-ID"] = make_msgid("c", domain="customer.test")
-        msg.set_content(f"Question number {n}.\n")
-        center.send(msg, center.address("support"), center.address("carol"))
+        ask(center, n)
     center.wait_for("support", MAILS)
     sessions = Sessions(site)
     try:

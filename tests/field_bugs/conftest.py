@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from postroom.devstack import DevStack
-from tests.chaos.netproxy import TcpProxy
+from postroom.devstack.netproxy import TcpProxy
 from tests.e2e.conftest import center, make_center  # noqa: F401
 
 __all__ = ["center", "make_center"]

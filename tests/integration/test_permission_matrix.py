@@ -38,6 +38,7 @@ from postroom.store.models import (
     EvaluationCriterion,
     Interaction,
     Mailbox,
+    Node,
     OutboundMessage,
     Outgoing,
     Quarantined,
@@ -313,6 +314,40 @@ def test_every_page_as_everyone(world):
     assert not failures, "\n".join(failures)
     for person in world["people"]:
         assert person.client.get("/api/").status_code == 404
+
+
+def test_cutting_a_nodes_link_as_everyone(world):
+    """The nodes page's one action (POST /nodes/, cut or heal a node's database link):
+    supervisors, whoever they oversee, and administrators; nobody else; never without the
+    form's CSRF token."""
+    now = timezone.now()
+    Node.objects.create(
+        node_id="node-x", hostname="h", pid=1, started_at=now, heartbeat_at=now, lease_until=now
+    )
+    failures = []
+    for person in world["people"]:
+        response = person.client.post("/nodes/", {"node": "node-x", "link": "cut"})
+        link = Node.objects.get(node_id="node-x").link
+        if person.role is Role.ANONYMOUS:
+            ok = response.status_code == 302 and "/accounts/login/" in response["Location"] and link == "up"
+        elif person.role >= Role.SUPERVISOR:
+            ok = response.status_code == 302 and response["Location"] == "/nodes/" and link == "cut"
+        else:
+            ok = response.status_code == 403 and link == "up"
+        if not ok:
+            failures.append(f"POST /nodes/ as {person.name}: {response.status_code}, link {link}")
+        Node.objects.filter(node_id="node-x").update(link="up")
+    assert not failures, "\n".join(failures)
+
+    admin = next(p for p in world["people"] if p.role is Role.ADMINISTRATOR)
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = admin.client.cookies  # the same session, without the form's token
+    assert strict.post("/nodes/", {"node": "node-x", "link": "cut"}).status_code == 403
+    assert Node.objects.get(node_id="node-x").link == "up"
+    # An unknown node, an unknown link state: refused, nothing written.
+    assert admin.client.post("/nodes/", {"node": "node-y", "link": "cut"}).status_code == 404
+    assert admin.client.post("/nodes/", {"node": "node-x", "link": "down"}).status_code == 400
+    assert Node.objects.get(node_id="node-x").link == "up"
 
 
 def test_the_admin_is_for_administrators_only(world):

@@ -1,11 +1,15 @@
-"""A loopback TCP relay in front of the real Dovecot or Postfix, with the faults networks
-and servers have: slow answers, an SMTP server that answers the end of DATA late, a
-connection cut in the middle of a response, a server that is down (connections refused
-and dropped), and half-open connections that simply stop carrying anything.
+"""A loopback TCP relay in front of a real server (Dovecot, Postfix, PostgreSQL), with the
+faults networks and servers have: slow answers, an SMTP server that answers the end of
+DATA late, a connection cut in the middle of a response, a server that is down
+(connections refused and dropped), and half-open connections that carry nothing more.
 
 It relays bytes and nothing else (TLS passes through untouched; only the plaintext
 faults, `hold_after_dot` and `cut_on`, need the client to speak in clear). Every socket
 binds 127.0.0.1. Faults are attributes, changed by the test while the proxy runs.
+
+The field-bug tests put it in front of the mail server; `postroom demo --nodes N` puts one
+between each node after the first and PostgreSQL, so that a node's database link can be
+cut and healed (`down()` / `up()`, driven by dblink.py from the console or the CLI).
 """
 
 from __future__ import annotations
