@@ -694,5 +694,7 @@ class Config(Table):
         for agent in self.agents:
             if agent.password is not None:
                 found.setdefault(agent.address, agent.password)
+        if self.cluster.sync_address is not None and self.cluster.sync_password is not None:
+            found.setdefault(self.cluster.sync_address, self.cluster.sync_password)
         return found
 
