@@ -125,12 +125,16 @@ class Claims:
         return True
 
     def detail(self) -> dict[str, Any]:
-        """What the node's row shows (the console): its island boxes and claims held."""
+        """What the node's row shows (the nodes page reads `claims`): the emails whose
+        claims it holds ("<mailbox> <Message-ID>") and its island boxes."""
         with self._lock:
-            held = 0 if self._claimer is None else sum(
-                1 for key in self._claimer.wanted if self._claimer.book.owner(key) == self.site.node_id
-            )
-            return {"island": {"boxes": sorted(self.boxes), "claims_held": held}} if self.boxes else {}
+            if not self.boxes:
+                return {}
+            claimer, me = self._claimer, self.site.node_id
+            held = [] if claimer is None else [
+                f"{key.mailbox} {key.message_id}" for key in sorted(claimer.wanted) if claimer.book.owner(key) == me
+            ]
+            return {"claims": held, "island_boxes": sorted(self.boxes)}
 
     def close(self) -> None:
         with self._lock:

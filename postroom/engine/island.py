@@ -12,9 +12,9 @@ its claim is won": true only while this node's claim is live as read from the bo
 last assertion, by this node's own clock, is young enough that no other node can yet
 count it expired (`Holding`).
 
-Not yet wired into the engine's workers (decision 0036): the engine does not yet fall
-back to a local store when PostgreSQL goes away, so nothing calls this outside the tests
-and the bench.
+In the running engine, `engine/claims.py` drives one `Claimer` per node for its island
+boxes and puts `may_send` in front of the outbox (decision 0036). The four values of
+`IslandSettings` come from `[cluster]` (`IslandSettings.of`).
 """
 
 from __future__ import annotations
