@@ -67,7 +67,7 @@ from postroom.store.transitions import StaleInteraction, apply
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# Island mode's send gate (engine/island.py): may this row leave now? None: normal mode.
+# Island mode's send gate (engine/claims.py): may this row leave now? None: normal mode.
 Gate = Callable[[Outgoing], bool]
 # How soon a row held back by the gate is looked at again: about one claim round trip.
 CLAIM_WAIT = timedelta(seconds=1)
