@@ -9,6 +9,7 @@ across tables (duplicate addresses, "no agent has skill ...") are in ``checks.py
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
@@ -364,6 +365,15 @@ class DevstackConfig(Table):
     base_port: Annotated[StrictInt, limits(1024, 65535 - 6)] = 21000
 
 
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(seconds: int) -> int:
+        if not low <= seconds <= high:
+            raise fail(f"must be between {low} s and {high} s, got {seconds} s")
+        return seconds
+
+    return check
+
+
 def _node_lease(seconds: int) -> int:
     if not 2 <= seconds <= 300:
         raise fail(f"must be between 2 seconds and 5 minutes, got {seconds} s")
@@ -395,6 +405,45 @@ class ClusterConfig(Table):
     # The node's lease on the database, renewed every second: another node takes over
     # this node's mailboxes once it has run out (failover within about this plus 2 s).
     node_lease_seconds: Annotated[Duration, AfterValidator(_node_lease)] = _key("node_lease", 6)
+    # Island mode (decision 0036), off unless sync_address is set: the mailbox on the mail
+    # server through which nodes that cannot all reach the database claim each email.
+    sync_address: Address | None = None
+    sync_password: OptionalSecret = secret("sync_password", None)
+    # How long this node goes without PostgreSQL before it works on its local store.
+    island_after_seconds: Annotated[Duration, AfterValidator(_between(5, 3600))] = _key("island_after", 30)
+    # A claim not re-asserted for this long (server time) expires; the patent's 60 minutes.
+    claim_expiry_seconds: Annotated[Duration, AfterValidator(_between(10, 86400))] = _key("claim_expiry", 3600)
+    claim_reassert_seconds: Annotated[Duration, AfterValidator(_between(1, 43200))] = _key("claim_reassert", 1200)
+
+    @model_validator(mode="after")
+    def _island(self, info: ValidationInfo) -> Self:
+        found: list[tuple[Loc, str]] = []
+        url = context_of(info.context).environ.get("DATABASE_URL", "")
+        if self.sync_address is not None and not url.startswith(("postgres://", "postgresql://")):
+            # SQLite holds one node (decision 0030): there is nobody to claim against.
+            found.append((("sync_address",), "island mode needs nodes sharing a PostgreSQL database "
+                          "(DATABASE_URL=postgres://...); this site runs on SQLite"))
+        given = self.model_fields_set & {"island_after_seconds", "claim_expiry_seconds",
+                                         "claim_reassert_seconds", "sync_password"}
+        if given and self.sync_address is None:
+            found.append((("sync_address",), "required by the other island keys (island_after, "
+                          "claim_expiry, claim_reassert, sync_password): island mode is off without it"))
+        if self.sync_address is not None and self.sync_password is None:
+            found.append((("sync_password",), "required with sync_address (give one of sync_password, "
+                          "sync_password_env, sync_password_file)"))
+        # A holder re-claims every claim_reassert and must see its re-claim back well before
+        # the others count the claim expired: half an expiry leaves room for a slow round trip.
+        if 2 * self.claim_reassert_seconds > self.claim_expiry_seconds:
+            found.append((("claim_reassert",), f"must be at most half of claim_expiry "
+                          f"({self.claim_expiry_seconds // 2} s), got {self.claim_reassert_seconds} s"))
+        if found:
+            raise fail_at(found, self)
+        return self
+
+    @property
+    def island(self) -> bool:
+        """Whether island mode is configured (docs/redundancy.md)."""
+        return self.sync_address is not None
 
 
 class ContactConfig(Table):
@@ -645,5 +694,7 @@ class Config(Table):
         for agent in self.agents:
             if agent.password is not None:
                 found.setdefault(agent.address, agent.password)
+        if self.cluster.sync_address is not None and self.cluster.sync_password is not None:
+            found.setdefault(self.cluster.sync_address, self.cluster.sync_password)
         return found
 

@@ -188,6 +188,12 @@ def after_send(row: Row, result: Result, now: datetime, policy: Policy) -> Row:
     return replace(settled, state=OutboxState.RETRY_WAIT, due=now + backoff(row.attempts, policy))
 
 
+def wait_for_claim(row: Row, now: datetime, retry: timedelta) -> Row:
+    """Island mode: the email's claim is not won yet, so nothing was tried (decision 0036).
+    The row goes back unclaimed, its attempts untouched, due again after `retry`."""
+    return replace(row, state=OutboxState.RETRY_WAIT, lease_until=None, holder="", due=now + retry)
+
+
 def after_check(row: Row, found: bool) -> Row:
     """The journal box was searched. Found: it left, record it sent. Not found: the holder
     goes on to `before_send` under the same lease."""

@@ -12,9 +12,9 @@ its claim is won": true only while this node's claim is live as read from the bo
 last assertion, by this node's own clock, is young enough that no other node can yet
 count it expired (`Holding`).
 
-Not yet wired into the engine's workers (decision 0036): the engine does not yet fall
-back to a local store when PostgreSQL goes away, so nothing calls this outside the tests
-and the bench.
+In the running engine, `engine/claims.py` drives one `Claimer` per node for its island
+boxes and puts `may_send` in front of the outbox (decision 0036). The four values of
+`IslandSettings` come from `[cluster]` (`IslandSettings.of`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from postroom.config import Config
 from postroom.core.island import (
     Change,
     ChangeKind,
@@ -52,6 +53,18 @@ class IslandSettings:
         # before its last assertion could expire: both must fit inside one expiry.
         if self.claim_reassert + self.clock_margin >= self.claim_expiry:
             raise ValueError("claim_reassert + clock_margin must be shorter than claim_expiry")
+
+    @classmethod
+    def of(cls, config: Config) -> IslandSettings | None:
+        """The site's island settings ([cluster], docs/configuration.md); None when island
+        mode is off. Sync mail is written from the outbound box, the engine's SMTP login."""
+        c = config.cluster
+        if c.sync_address is None:
+            return None
+        expiry = timedelta(seconds=c.claim_expiry_seconds)
+        # A clock's drift is a rate: 30 s over the patent's hour, in proportion for others.
+        return cls(c.sync_address, config.outbound.address, expiry,
+                   timedelta(seconds=c.claim_reassert_seconds), expiry / 120)
 
 
 def _now() -> datetime:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from postroom.core.cluster import ROUTER, box_of, mailbox_lease
+from postroom.core.cluster import ROUTER, Mode, box_of, mailbox_lease
 from postroom.engine import nodes
 from postroom.engine.site import Site
 
@@ -36,6 +36,14 @@ class Membership:
         # Lease name → token, as the database said at the last tick.
         self.held: dict[str, int] = {}
         self._renewed = 0.0
+        # Island mode (decision 0036), kept by the engine: NORMAL or ISLAND, as the heartbeat
+        # records it on the node's row (the console shows it), and what detail() adds.
+        self.mode = Mode.NORMAL
+        self.island_detail: dict[str, Any] = {}
+        # At the last tick: each lease taken from a node that lost it without a clean stop,
+        # by the name of that node, and which nodes were live.
+        self.taken_from: dict[str, str] = {}
+        self.live: set[str] = set()
 
     @property
     def node_id(self) -> str:
@@ -71,7 +79,7 @@ class Membership:
         each give-back (the engine stops what depends on the lease before it)."""
         ticket = self.ticket
         assert ticket is not None
-        nodes.heartbeat(ticket, self.detail())
+        nodes.heartbeat(ticket, self.detail(), self.mode)
         self._renewed = time.monotonic()
         boxes = sorted(boxes)
         view = nodes.look()
@@ -81,14 +89,19 @@ class Membership:
             if lease.node_id == ticket.node_id and lease.epoch == ticket.epoch
         }
         plan = nodes.plan_for(ticket, view, boxes)
+        self.live = {node_id for node_id, node in view.nodes.items() if node.live}
+        self.taken_from = {}
         for name in plan.release:
             with releasing(name):
                 self.held.pop(name, None)
                 nodes.release(ticket, name)
             log.info("node %s gave back %s", ticket.node_id, name)
         for name in plan.take:
+            lost_by = nodes.lost_holder(ticket, name, view)
             token = nodes.take(ticket, name, view)
             if token is not None:
+                if lost_by is not None:
+                    self.taken_from[name] = lost_by
                 self.held[name] = token
                 log.info("node %s took %s (token %d)", ticket.node_id, name, token)
 
@@ -110,4 +123,4 @@ class Membership:
         return sorted(pk for name in self.held if (pk := box_of(name)) is not None)
 
     def detail(self) -> dict[str, Any]:
-        return {"boxes": self.boxes(), "router": self.router}
+        return {"boxes": self.boxes(), "router": self.router, **self.island_detail}

@@ -175,10 +175,10 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
     return ticket
 
 
-def heartbeat(ticket: Ticket, detail: dict[str, Any]) -> None:
+def heartbeat(ticket: Ticket, detail: dict[str, Any], mode: Mode = Mode.NORMAL) -> None:
     """Renew our lease (only while it is still live); Fenced if it is not ours any more."""
     renewed = Node.objects.filter(node_id=ticket.node_id, epoch=ticket.epoch).filter(_live()).update(
-        heartbeat_at=Now(), lease_until=Now() + ticket.lease, detail=detail
+        heartbeat_at=Now(), lease_until=Now() + ticket.lease, detail=detail, mode=mode.value
     )
     if renewed == 1:
         return
@@ -322,6 +322,17 @@ def take(ticket: Ticket, name: str, view: View) -> int | None:
         node_id=ticket.node_id, epoch=ticket.epoch, token=F("token") + 1, acquired_at=Now()
     )
     return seen.token + 1 if won == 1 else None
+
+
+def lost_holder(ticket: Ticket, name: str, view: View) -> str | None:
+    """The node that held lease `name` in `view` and lost it without stopping cleanly (it
+    died, or lost the database: it may be working on its own, decision 0036); None when the
+    lease was free, ours, or given back by a clean stop."""
+    seen = view.leases.get(name)
+    if seen is None or not seen.node_id or seen.node_id == ticket.node_id:
+        return None
+    holder = view.nodes.get(seen.node_id)
+    return seen.node_id if holder is not None and holder.stopped_at is None else None
 
 
 def release(ticket: Ticket, name: str) -> None:

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
@@ -51,6 +51,7 @@ from postroom.core.outbox import (
     claim,
     due_for,
     expired_before,
+    wait_for_claim,
 )
 from postroom.engine.alerts import raise_alert
 from postroom.engine.faults import checkpoint
@@ -66,6 +67,10 @@ from postroom.store.transitions import StaleInteraction, apply
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Island mode's send gate (engine/claims.py): may this row leave now? None: normal mode.
+Gate = Callable[[Outgoing], bool]
+# How soon a row held back by the gate is looked at again: about one claim round trip.
+CLAIM_WAIT = timedelta(seconds=1)
 
 
 def claimant(node_id: str) -> str:
@@ -113,6 +118,7 @@ def send(
     *,
     share: int = 0,
     shares: int = 1,
+    gate: Gate | None = None,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
@@ -127,7 +133,7 @@ def send(
     for n, row in enumerate(rows):
         if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
             break
-        send_one(row, site, sender, box, holder, clock)
+        send_one(row, site, sender, box, holder, clock, gate)
     return bool(rows)
 
 
@@ -153,7 +159,10 @@ def snapshot(row: Outgoing) -> Row:
     )
 
 
-def send_one(row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock) -> None:
+def send_one(
+    row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock,
+    gate: Gate | None = None,
+) -> None:
     policy = site.outbox
     now = clock()
     seen = snapshot(row)
@@ -205,6 +214,12 @@ def send_one(row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | No
                 stale_forward(row, clock(), possibly_sent=kind is Claim.CHECK and box is None)
         return
 
+    if gate is not None and not gate(row):
+        # Island mode: nothing leaves for an email before this node has won its claim
+        # (decision 0036). Asked as late as an attempt can still be left uncounted; the
+        # journal box settles a send made by a node paused past its claim.
+        fence.write(wait_for_claim(held, clock(), CLAIM_WAIT))
+        return
     held = before_send(held, policy)
     if held.state is OutboxState.DEAD:
         with transaction.atomic():

@@ -8,6 +8,7 @@ take is quarantined: recorded with its reason, then moved to a folder beside the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -282,6 +283,7 @@ def create_interaction(
         uid=message.uid,
         message_id=mail.message_id or "",
         dedupe_key=key,
+        raw_sha256=hashlib.sha256(message.raw).hexdigest(),
         references=list(mail.references),
         to_addr=", ".join(mail.to),
         reply_to=mail.reply_to[0] if mail.reply_to else "",

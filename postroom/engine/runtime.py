@@ -42,7 +42,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.utils import timezone
 
 from postroom.core.backoff import delay
-from postroom.core.cluster import ROUTER, box_of
+from postroom.core.cluster import ROUTER, Mode, box_of
 from postroom.engine import (
     alerts,
     approvals,
@@ -58,6 +58,7 @@ from postroom.engine import (
     timers,
     withdrawals,
 )
+from postroom.engine.claims import Claims
 from postroom.engine.connections import Sessions
 from postroom.engine.listener import listen
 from postroom.engine.membership import Membership
@@ -107,6 +108,8 @@ class Engine:
         self._journal_expired_at: datetime | None = None
         # Set while sender threads run (start()): then the worker skips the outbox step.
         self._sender_wakes: list[threading.Event] = []
+        # Island mode ([cluster] sync_address; engine/claims.py): None when off.
+        self.claims = Claims(site, site.island) if site.island is not None else None
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -205,7 +208,12 @@ class Engine:
     def _send_in_worker(self) -> bool:
         if self._sender_wakes:
             return False  # the sender threads send
-        return outbox.send(self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now)
+        return outbox.send(
+            self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now, gate=self._gate()
+        )
+
+    def _gate(self) -> outbox.Gate | None:
+        return self.claims.admits if self.claims is not None else None
 
     def _wake_all(self) -> None:
         self.wake.set()
@@ -310,12 +318,13 @@ class Engine:
                     # ends this one) and raises Fenced, unless our lease is in fact live.
                     self._fenced.clear()
                     if membership.ticket is not None:
-                        nodes.heartbeat(membership.ticket, membership.detail())
+                        nodes.heartbeat(membership.ticket, membership.detail(), membership.mode)
                 if membership.ticket is None:
                     membership.join()  # after a stand-down: a new epoch
                     connection.close()  # the next one carries the new epoch
                     self._started_at = timezone.now()
                 membership.tick([b.pk for b in watched_boxes()], self._releasing)
+                self._keep_island(membership)
                 self._keep_threads()
                 if membership.router:
                     health.watchdog(self.site, timezone.now(), self._started_at)
@@ -386,6 +395,8 @@ class Engine:
         for share in range(shares):
             if not self._alive(f"sender-{share}"):
                 self._spawn(f"sender-{share}", lambda s=share: self._sender_loop(s, shares))
+        if self.claims is not None and not self._alive("claims"):
+            self._spawn("claims", self._claims_loop)
         if nodes.shared() and not self._alive("listener"):
             self._spawn("listener", lambda: listen(self._wake_all, self.work_stop))
         for box in watched_boxes():
@@ -417,7 +428,9 @@ class Engine:
                 close_old_connections()
                 busy = False
                 try:
-                    busy = outbox.send(self.site, sender, box, holder, self.now, share=share, shares=shares)
+                    busy = outbox.send(
+                        self.site, sender, box, holder, self.now, share=share, shares=shares, gate=self._gate()
+                    )
                 except MailboxUnavailable as exc:
                     log.warning("outbox: %s", exc)
                 except (OperationalError, InterfaceError) as exc:
@@ -438,6 +451,43 @@ class Engine:
             sender.close()
             if box is not None:
                 box.close()
+
+    def _keep_island(self, membership: Membership) -> None:
+        """Boxes taken from a node that did not stop cleanly are island boxes until it is
+        live again (engine/claims.py); the node's row says so (mode, detail)."""
+        claims = self.claims
+        if claims is None:
+            return
+        for name, peer in membership.taken_from.items():
+            if (pk := box_of(name)) is not None:
+                claims.enter(pk, peer)
+        claims.settle(membership.live, membership.boxes())
+        membership.mode = Mode.ISLAND if claims.island else Mode.NORMAL
+        membership.island_detail = claims.detail()
+
+    def _claims_loop(self) -> None:
+        """Island mode's claims (engine/claims.py): read the sync box and claim, often
+        while there is island work (a claim's round trip is what a customer waits)."""
+        claims = self.claims
+        assert claims is not None
+        try:
+            while not self.work_stop.is_set():
+                close_old_connections()
+                busy = False
+                try:
+                    busy = claims.step()
+                except (OperationalError, InterfaceError) as exc:
+                    log.warning("claims: database error: %s", exc)
+                    connection.close()
+                except MailboxUnavailable as exc:
+                    log.warning("claims: sync box: %s", exc)
+                    claims.close()
+                except Exception:
+                    log.exception("claims step failed")
+                    claims.close()
+                self.work_stop.wait(0.25 if busy else 1.0)
+        finally:
+            claims.close()
 
     def _watch(self, box_pk: int) -> None:
         failures = 0

@@ -18,6 +18,7 @@ from postroom.core.keys import KeyRing
 from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.core.senderauth import SenderAuthPolicy
+from postroom.engine.island import IslandSettings
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
 
@@ -84,6 +85,8 @@ class Site:
     automatic_envelope_from: str = "null"
     # SMTP sessions (sender threads) of a running engine ([outbox] sessions, decision 0039).
     smtp_sessions: int = 4
+    # Island mode ([cluster] sync_address; decision 0036); None: off.
+    island: IslandSettings | None = None
 
     @property
     def heartbeat(self) -> float:
@@ -176,6 +179,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         journal=journal_of(config, cafile),
         automatic_envelope_from=config.outbox.automatic_envelope_from,
         smtp_sessions=config.outbox.sessions,
+        island=IslandSettings.of(config),
     )
 
 

@@ -213,6 +213,9 @@ class Interaction(models.Model):
     # Message-ID plus a digest of sender, Date and Subject (core/dedupe.py): one interaction
     # per mail across all boxes, backed by a unique index; "" (no Message-ID) never dedupes.
     dedupe_key = models.CharField(max_length=64, blank=True, default="")
+    # The sha256 of the raw mail as the box holds it: with the box and Message-ID, the
+    # email's name in island mode's claims (decision 0036), the same on every node.
+    raw_sha256 = models.CharField(max_length=64, blank=True, default="")
     references = models.JSONField(default=list, blank=True)
     # The same mail seen in other boxes too (To support@, Cc sales@): [[mailbox, uidvalidity,
     # uid], ...]; one interaction, one auto-response, and every copy cleared at the end.

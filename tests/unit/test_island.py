@@ -5,11 +5,13 @@ sync box."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postroom.config import load_config
 from postroom.core.island import (
     ChangeKind,
     ClaimBook,
@@ -282,3 +284,19 @@ def test_three_nodes(steps: list) -> None:
     check(nodes, full, box)
     settle(nodes, full, box)
     check(nodes, full, box)
+
+
+def test_settings_come_from_the_cluster_table_and_always_fit(tmp_path: Path) -> None:
+    from tests.unit.test_config import base, write
+
+    environ = {"DATABASE_URL": "postgres://postgres@127.0.0.1/postroom"}
+    assert IslandSettings.of(load_config(write(tmp_path, base()), environ=environ)) is None
+    cluster = {"sync_address": "sync@example.test", "sync_password": "pw", "claim_expiry": "10s", "claim_reassert": "5s"}
+    config = load_config(write(tmp_path, base() | {"cluster": cluster}), environ=environ)
+    assert IslandSettings.of(config) == IslandSettings(
+        "sync@example.test", config.outbound.address, timedelta(seconds=10), timedelta(seconds=5),
+        timedelta(seconds=10) / 120,
+    )
+    config = load_config(write(tmp_path, base() | {"cluster": cluster | {"claim_expiry": "1h", "claim_reassert": "20m"}}),
+                         environ=environ)
+    assert IslandSettings.of(config).clock_margin == timedelta(seconds=30)  # type: ignore[union-attr]

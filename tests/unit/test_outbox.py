@@ -30,6 +30,7 @@ from postroom.core.outbox import (
     due_for,
     may_retry_fresh,
     resend,
+    wait_for_claim,
 )
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -292,3 +293,12 @@ class OutboxModel(RuleBasedStateMachine):
 
 OutboxModel.TestCase.settings = settings(max_examples=400, stateful_step_count=50, deadline=None)
 TestOutboxModel = OutboxModel.TestCase
+
+
+def test_a_row_held_back_for_its_claim_is_not_an_attempt_and_comes_back_due() -> None:
+    # Island mode (decision 0036): claimed, then held back by the gate before any SMTP.
+    held = claim(Row(OutboxState.RETRY_WAIT, attempts=2, due=T0), T0, "a", POLICY)
+    back = wait_for_claim(held, T0, timedelta(seconds=1))
+    assert back == Row(OutboxState.RETRY_WAIT, attempts=2, due=T0 + timedelta(seconds=1))
+    assert due_for(back, T0, POLICY) is None
+    assert due_for(back, T0 + timedelta(seconds=1), POLICY) is Claim.SEND
