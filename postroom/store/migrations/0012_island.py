@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('store', '0010_redundancy'),
+        ('store', '0011_perfin'),
     ]
 
     operations = [
