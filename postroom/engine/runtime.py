@@ -72,6 +72,25 @@ log = logging.getLogger(__name__)
 
 TAKERS = {Mailbox.INCOMING: reception.take_incoming, Mailbox.OUTBOUND: replies.take_outbound}
 WATCH_BACKOFF_CAP = 30.0
+# A worker step that found nothing to do is asked again after this long, unless something
+# in this process made work for it meanwhile (`Engine.mark`): asking every step after every
+# change cost a round of queries each (decisions 0026, 0041). Work made elsewhere (the web
+# process, another node) is seen within this time, or at once on PostgreSQL (LISTEN/NOTIFY
+# marks every step).
+POLL_EVERY = 1.0
+# What a step that did something may have made work for (itself: there may be more). A
+# step not named here marks every step (EVERY).
+EVERY = "*"
+FOLLOWS = {
+    "routing": ("routing", "delivery", "withdrawals", "alerts"),
+    "delivery": ("delivery", "routing", "withdrawals", "alerts"),
+    "journal expiry": (),
+    "cleanup": ("cleanup",),
+    "withdrawals": ("withdrawals", "alerts"),
+    "alerts": ("alerts",),
+}
+# Steps whose work never queues mail: the senders are not woken for them.
+SILENT = frozenset({"routing", "cleanup", "withdrawals", "journal expiry"})
 # How often a busy watcher writes its box's health row (a failure or recovery at once).
 HEALTH_EVERY = 5.0
 
@@ -107,6 +126,12 @@ class Engine:
         self._journal_expired_at: datetime | None = None
         # Set while sender threads run (start()): then the worker skips the outbox step.
         self._sender_wakes: list[threading.Event] = []
+        # The worker steps something in this process made work for, and when each step
+        # was last asked (the worker's lazy rounds, `work(lazy=True)`).
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._asked: dict[str, float] = {}
+        self._named_steps: list[tuple[str, Callable[[], bool]]] = []
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -134,12 +159,23 @@ class Engine:
             ("alerts", lambda: self.is_router() and alerts.notify(site, now())),
         ]
 
-    def work(self) -> bool:
-        """One round of every worker step, each on its own; True if any did something."""
-        did = False
-        for name, step in self.steps():
+    def work(self, *, lazy: bool = False) -> bool:
+        """One round of the worker steps, each on its own; True if any did something.
+
+        `lazy` (the running engine's worker): only the steps marked as having work, and the
+        others once every `POLL_EVERY`. Senders are woken when a step that may queue mail
+        did something."""
+        did = loud = False
+        self._named_steps = self.steps()
+        for name, step in self._named_steps:
+            if lazy and not self._due(name):
+                continue
             try:
-                did = step() or did
+                worked = step()
+                if worked:
+                    did = True
+                    loud = loud or name not in SILENT
+                    self.mark(*FOLLOWS.get(name, (EVERY,)))
             except MailboxUnavailable as exc:
                 log.warning("%s: %s", name, exc)
             except (OperationalError, InterfaceError) as exc:
@@ -153,7 +189,34 @@ class Engine:
                 # Steps isolate their items; this guards against the unexpected so that
                 # one step failing never keeps the others from running (B-8).
                 log.exception("worker step %s failed", name)
+        if loud:
+            self._wake_senders()
         return did
+
+    def mark(self, *steps: str) -> None:
+        """Something made work for these worker steps: the next lazy round runs them."""
+        with self._dirty_lock:
+            self._dirty.update(steps)
+
+    def _due(self, name: str) -> bool:
+        """Whether a lazy round runs this step now (marked, or not asked for POLL_EVERY)."""
+        now = time.monotonic()
+        with self._dirty_lock:
+            if EVERY in self._dirty:
+                # Every step is due once: the names stand in for the mark.
+                self._dirty.discard(EVERY)
+                self._dirty.update(name for name, _ in self._named_steps)
+            marked = name in self._dirty
+            self._dirty.discard(name)
+        if marked or now - self._asked.get(name, float("-inf")) >= POLL_EVERY:
+            self._asked[name] = now
+            return True
+        return False
+
+    def _next_poll_in(self) -> float:
+        """Seconds until the step asked longest ago is due again (at most POLL_EVERY)."""
+        oldest = min(self._asked.values(), default=float("-inf"))
+        return min(POLL_EVERY, max(0.01, oldest + POLL_EVERY - time.monotonic()))
 
     def _refused(self, where: str, exc: BaseException) -> None:
         """The database refused a write of ours: this node's lease is gone."""
@@ -208,9 +271,24 @@ class Engine:
         return outbox.send(self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now)
 
     def _wake_all(self) -> None:
+        """Anything may have changed (another node or the web, a stop): every step runs."""
+        self.mark(EVERY)
         self.wake.set()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
         for event in self._sender_wakes:
             event.set()
+
+    def _took_mail(self, box: Mailbox) -> None:
+        """A watcher took mail in: new interactions to route and deliver, auto-responses to
+        send; a reply or an approval from the outbound box may change anything."""
+        if box.kind == Mailbox.INCOMING:
+            self.mark("routing", "delivery")
+        else:
+            self.mark(EVERY)
+        self.wake.set()
+        self._wake_senders()
 
     def _sessions_for_worker(self) -> Sessions:
         if self._sessions is None:
@@ -396,10 +474,8 @@ class Engine:
         try:
             while not self.work_stop.is_set():
                 close_old_connections()
-                if self.work():
-                    self._wake_all()  # a forward queued, an interaction closed ...
-                else:
-                    self.wake.wait(1.0)
+                if not self.work(lazy=True):
+                    self.wake.wait(self._next_poll_in())
                     self.wake.clear()
         finally:
             self.close()
@@ -462,7 +538,7 @@ class Engine:
                 backlog = 0
                 while (took := self.ingest_box(box, session)) and not self.work_stop.is_set():
                     backlog = backlog or took
-                    self._wake_all()
+                    self._took_mail(box)
                     quiet = 0
                 now = timezone.now()
                 if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:
