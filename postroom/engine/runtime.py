@@ -72,11 +72,16 @@ log = logging.getLogger(__name__)
 
 TAKERS = {Mailbox.INCOMING: reception.take_incoming, Mailbox.OUTBOUND: replies.take_outbound}
 WATCH_BACKOFF_CAP = 30.0
+# The worker's steps, in the order of a round (`Engine.steps`).
+STEPS = (
+    "timers", "approval requests", "approvals", "routing", "delivery", "outbox", "journal expiry",
+    "cleanup", "withdrawals", "alerts",
+)
 # A worker step that found nothing to do is asked again after this long, unless something
-# in this process made work for it meanwhile (`Engine.mark`): asking every step after every
-# change cost a round of queries each (decisions 0026, 0041). Work made elsewhere (the web
-# process, another node) is seen within this time, or at once on PostgreSQL (LISTEN/NOTIFY
-# marks every step).
+# in this process made work for it meanwhile (`Schedule.mark`): asking every step after
+# every change cost a round of queries each (decisions 0026, 0041). Work made elsewhere
+# (the web process, another node) is seen within this time, or at once on PostgreSQL
+# (LISTEN/NOTIFY marks every step).
 POLL_EVERY = 1.0
 # What a step that did something may have made work for (itself: there may be more). A
 # step not named here marks every step (EVERY).
@@ -91,6 +96,38 @@ FOLLOWS = {
 }
 # Steps whose work never queues mail: the senders are not woken for them.
 SILENT = frozenset({"routing", "cleanup", "withdrawals", "journal expiry"})
+
+
+class Schedule:
+    """Which worker steps a lazy round runs: the ones marked as having work since they last
+    ran, and every other one once per `every` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, every: float = POLL_EVERY) -> None:
+        self.clock, self.every = clock, every
+        self._marked: set[str] = set()
+        self._lock = threading.Lock()  # watchers, senders and the listener mark
+        self._asked: dict[str, float] = {}
+
+    def mark(self, *steps: str) -> None:
+        with self._lock:
+            self._marked.update(STEPS if EVERY in steps else steps)
+
+    def due(self, name: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            marked = name in self._marked
+            self._marked.discard(name)
+        if marked or now - self._asked.get(name, float("-inf")) >= self.every:
+            self._asked[name] = now
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """Seconds until the step asked longest ago is due again (at most `every`)."""
+        oldest = min(self._asked.values(), default=float("-inf"))
+        return min(self.every, max(0.01, oldest + self.every - self.clock()))
+
+
 # How often a busy watcher writes its box's health row (a failure or recovery at once).
 HEALTH_EVERY = 5.0
 
@@ -126,12 +163,8 @@ class Engine:
         self._journal_expired_at: datetime | None = None
         # Set while sender threads run (start()): then the worker skips the outbox step.
         self._sender_wakes: list[threading.Event] = []
-        # The worker steps something in this process made work for, and when each step
-        # was last asked (the worker's lazy rounds, `work(lazy=True)`).
-        self._dirty: set[str] = set()
-        self._dirty_lock = threading.Lock()
-        self._asked: dict[str, float] = {}
-        self._named_steps: list[tuple[str, Callable[[], bool]]] = []
+        # Which worker steps the running engine's rounds run (`work(lazy=True)`).
+        self.schedule = Schedule()
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -146,7 +179,7 @@ class Engine:
         site, now = self.site, self.now
         # Routing, the journal box's expiry and the alert mails run on the node holding
         # the router lease; the rest on every node (each item claimed: decision 0030).
-        return [
+        steps = [
             ("timers", lambda: timers.fire(site, now())),
             ("approval requests", lambda: approvals.request_waiting(site, now())),
             ("approvals", lambda: approvals.act(site, now())),
@@ -158,6 +191,8 @@ class Engine:
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
             ("alerts", lambda: self.is_router() and alerts.notify(site, now())),
         ]
+        assert tuple(name for name, _ in steps) == STEPS
+        return steps
 
     def work(self, *, lazy: bool = False) -> bool:
         """One round of the worker steps, each on its own; True if any did something.
@@ -166,16 +201,15 @@ class Engine:
         others once every `POLL_EVERY`. Senders are woken when a step that may queue mail
         did something."""
         did = loud = False
-        self._named_steps = self.steps()
-        for name, step in self._named_steps:
-            if lazy and not self._due(name):
+        for name, step in self.steps():
+            if lazy and not self.schedule.due(name):
                 continue
             try:
                 worked = step()
                 if worked:
                     did = True
                     loud = loud or name not in SILENT
-                    self.mark(*FOLLOWS.get(name, (EVERY,)))
+                    self.schedule.mark(*FOLLOWS.get(name, (EVERY,)))
             except MailboxUnavailable as exc:
                 log.warning("%s: %s", name, exc)
             except (OperationalError, InterfaceError) as exc:
@@ -192,31 +226,6 @@ class Engine:
         if loud:
             self._wake_senders()
         return did
-
-    def mark(self, *steps: str) -> None:
-        """Something made work for these worker steps: the next lazy round runs them."""
-        with self._dirty_lock:
-            self._dirty.update(steps)
-
-    def _due(self, name: str) -> bool:
-        """Whether a lazy round runs this step now (marked, or not asked for POLL_EVERY)."""
-        now = time.monotonic()
-        with self._dirty_lock:
-            if EVERY in self._dirty:
-                # Every step is due once: the names stand in for the mark.
-                self._dirty.discard(EVERY)
-                self._dirty.update(name for name, _ in self._named_steps)
-            marked = name in self._dirty
-            self._dirty.discard(name)
-        if marked or now - self._asked.get(name, float("-inf")) >= POLL_EVERY:
-            self._asked[name] = now
-            return True
-        return False
-
-    def _next_poll_in(self) -> float:
-        """Seconds until the step asked longest ago is due again (at most POLL_EVERY)."""
-        oldest = min(self._asked.values(), default=float("-inf"))
-        return min(POLL_EVERY, max(0.01, oldest + POLL_EVERY - time.monotonic()))
 
     def _refused(self, where: str, exc: BaseException) -> None:
         """The database refused a write of ours: this node's lease is gone."""
@@ -272,7 +281,7 @@ class Engine:
 
     def _wake_all(self) -> None:
         """Anything may have changed (another node or the web, a stop): every step runs."""
-        self.mark(EVERY)
+        self.schedule.mark(EVERY)
         self.wake.set()
         self._wake_senders()
 
@@ -284,9 +293,9 @@ class Engine:
         """A watcher took mail in: new interactions to route and deliver, auto-responses to
         send; a reply or an approval from the outbound box may change anything."""
         if box.kind == Mailbox.INCOMING:
-            self.mark("routing", "delivery")
+            self.schedule.mark("routing", "delivery")
         else:
-            self.mark(EVERY)
+            self.schedule.mark(EVERY)
         self.wake.set()
         self._wake_senders()
 
@@ -475,7 +484,7 @@ class Engine:
             while not self.work_stop.is_set():
                 close_old_connections()
                 if not self.work(lazy=True):
-                    self.wake.wait(self._next_poll_in())
+                    self.wake.wait(self.schedule.wait_s())
                     self.wake.clear()
         finally:
             self.close()
