@@ -4,10 +4,12 @@ for the rest.
 Watchers hold an IDLE connection each (polling where the server has no IDLE), take new
 mail into the database as soon as the server reports it, reconcile their box with the
 ledger from time to time, and wake the worker. The worker runs the step functions (route,
-deliver, send, clean, ...) until none has work, then sleeps until woken or for a second,
-so changes made elsewhere (an agent going Ready in the web process) are seen quickly;
-on PostgreSQL a listener thread wakes it as soon as another node or the web commits a
-change (LISTEN/NOTIFY).
+deliver, clean, ...) in lazy rounds (decision 0041): a step runs when something in this
+process made work for it (mail taken in marks routing and delivery; a step that did
+something marks the steps that follow from it, `FOLLOWS`), and otherwise once a second,
+so changes made elsewhere (an agent going Ready in the web process) are seen within a
+second; on PostgreSQL a listener thread marks every step as soon as another node or the
+web commits a change, and wakes the senders when mail was queued (LISTEN/NOTIFY).
 
 Several engines (nodes) may share one PostgreSQL database (decisions 0030, 0031): the
 supervisor thread keeps this node's membership (heartbeat, mailbox and router leases,
@@ -66,7 +68,7 @@ from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.fence import is_fence_error
-from postroom.store.models import Mailbox
+from postroom.store.models import Mailbox, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class Schedule:
         oldest = min(self._asked.values(), default=float("-inf"))
         return min(self.every, max(0.01, oldest + self.every - self.clock()))
 
+
+# The table whose inserts (NOTIFY, store/fence.py) are mail for the senders only.
+OUTBOX_TABLE = Outgoing._meta.db_table
 
 # How often a busy watcher writes its box's health row (a failure or recovery at once).
 HEALTH_EVERY = 5.0
@@ -284,6 +289,15 @@ class Engine:
         self.schedule.mark(EVERY)
         self.wake.set()
         self._wake_senders()
+
+    def _notified(self, table: str) -> None:
+        """A commit (this node's, another's, the web's) added mail to the outbox: the
+        senders look; anything else (a journal event: any change): every worker step."""
+        if table == OUTBOX_TABLE:
+            self._wake_senders()
+            return
+        self.schedule.mark(EVERY)
+        self.wake.set()
 
     def _wake_senders(self) -> None:
         for event in self._sender_wakes:
@@ -474,7 +488,7 @@ class Engine:
             if not self._alive(f"sender-{share}"):
                 self._spawn(f"sender-{share}", lambda s=share: self._sender_loop(s, shares))
         if nodes.shared() and not self._alive("listener"):
-            self._spawn("listener", lambda: listen(self._wake_all, self.work_stop))
+            self._spawn("listener", lambda: listen(self._notified, self.work_stop))
         for box in watched_boxes():
             if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
                 self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
