@@ -96,8 +96,9 @@ FOLLOWS = {
     "withdrawals": ("withdrawals", "alerts"),
     "alerts": ("alerts",),
 }
-# Steps whose work never queues mail: the senders are not woken for them.
-SILENT = frozenset({"routing", "cleanup", "withdrawals", "journal expiry"})
+# Steps whose work never queues mail: the senders are not woken for them. (Routing does:
+# an offer notice to an agent who is not auto-answer.)
+SILENT = frozenset({"cleanup", "withdrawals", "journal expiry"})
 
 
 class Schedule:
