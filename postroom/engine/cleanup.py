@@ -111,14 +111,17 @@ def close(due: list[Interaction], sessions: Sessions, now: datetime) -> None:
                 originals.add(box, uidvalidity, uid, archive_of(box), ix.pk)
     originals.run(sessions)
     checkpoint("cleanup-original-removed")
-    for ix in due:
-        if ix.pk in originals.failed or ix.pk in waiting:
-            continue  # its box is unreachable: closed at a later round
-        try:
-            with transaction.atomic():
+    # The batch's closes in one transaction (issue 9: one commit, not one per interaction).
+    # A close that loses its compare-and-set wrote nothing (apply raises before any other
+    # write), so it needs no savepoint of its own.
+    with transaction.atomic():
+        for ix in due:
+            if ix.pk in originals.failed or ix.pk in waiting:
+                continue  # its box is unreachable: closed at a later round
+            try:
                 apply(ix, CleanedUp(), now)
-        except StaleInteraction:
-            log.info("interaction %s changed during cleanup; will look again", ix.guid)
+            except StaleInteraction:
+                log.info("interaction %s changed during cleanup; will look again", ix.guid)
 
 
 def archive_ledger_rows(rows: list[OutboundMessage], sessions: Sessions, now: datetime) -> set[int]:

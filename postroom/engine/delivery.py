@@ -51,6 +51,7 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
         .order_by("-priority", "arrival_time")
     )
     did = False
+    outbound: Mailbox | None = None
     # Every node runs this step: the batch is locked while its forwards are built
     # (another node skips those rows, decision 0030) and each build is a
     # compare-and-set anyway.
@@ -65,11 +66,14 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
                 # The originals of the whole batch in one FETCH, not a NOOP and a FETCH each.
                 originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
                 for ix in items:
-                    did = build_forward(ix, site, session, originals.get(ix.uid), now) or did
+                    outbound = outbound or outbound_box()
+                    did = build_forward(ix, site, session, originals.get(ix.uid), now, outbound) or did
     return did
 
 
-def build_forward(ix: Interaction, site: Site, session: ImapSession, original: FetchedMessage | None, now: datetime) -> bool:
+def build_forward(
+    ix: Interaction, site: Site, session: ImapSession, original: FetchedMessage | None, now: datetime, outbound: Mailbox
+) -> bool:
     if ix.uidvalidity != session.uidvalidity:
         original = None
     elif original is None:
@@ -88,7 +92,6 @@ def build_forward(ix: Interaction, site: Site, session: ImapSession, original: F
     except UnreadableMessage as exc:  # it parsed at reception; the server changed it?
         log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
         return False
-    outbound = outbound_box()
     token = mint_token(site.keys.token_key, ix.guid, ix.agent.address)
     seq = ix.deliveries + 1
     message_id = forward_message_id(token, seq, site.message_id_domain)

@@ -34,9 +34,10 @@ def conninfo(db: dict[str, Any]) -> str:
     )
 
 
-def listen(wake: Callable[[], None], stop: threading.Event) -> None:
-    """Until `stop`: call `wake` at every notification (it wakes the worker and the
-    senders); reconnect after failures."""
+def listen(wake: Callable[[str], None], stop: threading.Event) -> None:
+    """Until `stop`: call `wake` with the table named by every notification (the engine
+    wakes the senders for the outbox, the worker for the journal); reconnect after
+    failures."""
     info = conninfo(settings.DATABASES["default"])
     failures = 0
     while not stop.is_set():
@@ -45,8 +46,8 @@ def listen(wake: Callable[[], None], stop: threading.Event) -> None:
                 conn.execute(f"LISTEN {CHANNEL}")
                 failures = 0
                 while not stop.is_set():
-                    for _ in conn.notifies(timeout=1.0, stop_after=1):
-                        wake()
+                    for note in conn.notifies(timeout=1.0, stop_after=1):
+                        wake(note.payload)
         except psycopg.Error as exc:
             failures += 1
             log.warning("listener: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)

@@ -25,6 +25,7 @@ from postroom.core.lifecycle import WITH_AGENT, Answered, Routed, State
 from postroom.core.router import QueuedItem, Router
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
+from postroom.store import locking
 from postroom.store.models import Agent, Interaction, JournalEvent, skill_levels
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -36,8 +37,14 @@ AGENT_EVENTS = ("agent_ready", "agent_not_ready")
 # PostgreSQL numbers a row at its insert and shows it at its commit: with several writers
 # (watchers, the worker, the web, other nodes: decision 0030) an event may become visible
 # after one with a higher id was read. Each round re-reads this many ids below the cursor
-# and takes the events it has not seen yet.
+# and takes the events it has not seen yet. SQLite has one writer at a time, which commits
+# before the next one numbers a row: there, ids become visible in order and no look back is
+# needed (issue 9: the window was 500 rows read each round).
 LOOKBACK = 500
+
+
+def lookback() -> int:
+    return LOOKBACK if locking.shared() else 0
 
 
 def item_for(ix: Interaction) -> QueuedItem:
@@ -75,7 +82,8 @@ class RoutingDesk:
         router = Router()
         # Read the cursor first: anything journaled while we load is replayed after.
         self.cursor = JournalEvent.objects.aggregate(m=Max("id"))["m"] or 0
-        self.seen = set(JournalEvent.objects.filter(id__gt=self.cursor - LOOKBACK).values_list("id", flat=True))
+        back = lookback()
+        self.seen = set(JournalEvent.objects.filter(id__gt=self.cursor - back).values_list("id", flat=True)) if back else set()
         self.router = router
         self._load_agents(now)
         queued = Interaction.objects.filter(status=State.QUEUED).select_related(*QUEUED_FIELDS)
@@ -117,15 +125,16 @@ class RoutingDesk:
         if self.router is None or time.monotonic() - self.built_at > REBUILD_EVERY:
             self.rebuild(now)
             return
+        back = lookback()
         window = list(
-            JournalEvent.objects.filter(id__gt=self.cursor - LOOKBACK)
+            JournalEvent.objects.filter(id__gt=self.cursor - back)
             .order_by("id")
             .values_list("id", "kind", "interaction_id", "agent_id")
         )
         events = [e for e in window if e[0] not in self.seen]
         if window:
             self.cursor = max(self.cursor, window[-1][0])
-        self.seen = {e[0] for e in window if e[0] > self.cursor - LOOKBACK}
+        self.seen = {e[0] for e in window if e[0] > self.cursor - back} if back else set()
         changed = {ix for _, kind, ix, _ in events if ix is not None}
         agents_changed = {a for _, kind, _, a in events if a is not None}
         if changed:

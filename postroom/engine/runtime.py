@@ -4,10 +4,12 @@ for the rest.
 Watchers hold an IDLE connection each (polling where the server has no IDLE), take new
 mail into the database as soon as the server reports it, reconcile their box with the
 ledger from time to time, and wake the worker. The worker runs the step functions (route,
-deliver, send, clean, ...) until none has work, then sleeps until woken or for a second,
-so changes made elsewhere (an agent going Ready in the web process) are seen quickly;
-on PostgreSQL a listener thread wakes it as soon as another node or the web commits a
-change (LISTEN/NOTIFY).
+deliver, clean, ...) in lazy rounds (decision 0041): a step runs when something in this
+process made work for it (mail taken in marks routing and delivery; a step that did
+something marks the steps that follow from it, `FOLLOWS`), and otherwise once a second,
+so changes made elsewhere (an agent going Ready in the web process) are seen within a
+second; on PostgreSQL a listener thread marks every step as soon as another node or the
+web commits a change, and wakes the senders when mail was queued (LISTEN/NOTIFY).
 
 Several engines (nodes) may share one PostgreSQL database (decisions 0030, 0031): the
 supervisor thread keeps this node's membership (heartbeat, mailbox and router leases,
@@ -67,12 +69,72 @@ from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.fence import is_fence_error
-from postroom.store.models import Mailbox
+from postroom.store.models import Mailbox, Outgoing
 
 log = logging.getLogger(__name__)
 
 TAKERS = {Mailbox.INCOMING: reception.take_incoming, Mailbox.OUTBOUND: replies.take_outbound}
 WATCH_BACKOFF_CAP = 30.0
+# The worker's steps, in the order of a round (`Engine.steps`).
+STEPS = (
+    "timers", "approval requests", "approvals", "routing", "delivery", "outbox", "journal expiry",
+    "cleanup", "withdrawals", "alerts",
+)
+# A worker step that found nothing to do is asked again after this long, unless something
+# in this process made work for it meanwhile (`Schedule.mark`): asking every step after
+# every change cost a round of queries each (decisions 0026, 0041). Work made elsewhere
+# (the web process, another node) is seen within this time, or at once on PostgreSQL
+# (LISTEN/NOTIFY marks every step).
+POLL_EVERY = 1.0
+# What a step that did something may have made work for (itself: there may be more). A
+# step not named here marks every step (EVERY).
+EVERY = "*"
+FOLLOWS = {
+    "routing": ("routing", "delivery", "withdrawals", "alerts"),
+    "delivery": ("delivery", "routing", "withdrawals", "alerts"),
+    "journal expiry": (),
+    "cleanup": ("cleanup",),
+    "withdrawals": ("withdrawals", "alerts"),
+    "alerts": ("alerts",),
+}
+# Steps whose work never queues mail: the senders are not woken for them. (Routing does:
+# an offer notice to an agent who is not auto-answer.)
+SILENT = frozenset({"cleanup", "withdrawals", "journal expiry"})
+
+
+class Schedule:
+    """Which worker steps a lazy round runs: the ones marked as having work since they last
+    ran, and every other one once per `every` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, every: float = POLL_EVERY) -> None:
+        self.clock, self.every = clock, every
+        self._marked: set[str] = set()
+        self._lock = threading.Lock()  # watchers, senders and the listener mark
+        self._asked: dict[str, float] = {}
+
+    def mark(self, *steps: str) -> None:
+        with self._lock:
+            self._marked.update(STEPS if EVERY in steps else steps)
+
+    def due(self, name: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            marked = name in self._marked
+            self._marked.discard(name)
+        if marked or now - self._asked.get(name, float("-inf")) >= self.every:
+            self._asked[name] = now
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """Seconds until the step asked longest ago is due again (at most `every`)."""
+        oldest = min(self._asked.values(), default=float("-inf"))
+        return min(self.every, max(0.01, oldest + self.every - self.clock()))
+
+
+# The table whose inserts (NOTIFY, store/fence.py) are mail for the senders only.
+OUTBOX_TABLE = Outgoing._meta.db_table
+
 # How often a busy watcher writes its box's health row (a failure or recovery at once).
 HEALTH_EVERY = 5.0
 
@@ -108,6 +170,8 @@ class Engine:
         self._journal_expired_at: datetime | None = None
         # Set while sender threads run (start()): then the worker skips the outbox step.
         self._sender_wakes: list[threading.Event] = []
+        # Which worker steps the running engine's rounds run (`work(lazy=True)`).
+        self.schedule = Schedule()
         # Island mode ([cluster] sync_address; engine/claims.py): None when off.
         self.claims = Claims(site, site.island) if site.island is not None else None
         if site.journal is None:
@@ -124,7 +188,7 @@ class Engine:
         site, now = self.site, self.now
         # Routing, the journal box's expiry and the alert mails run on the node holding
         # the router lease; the rest on every node (each item claimed: decision 0030).
-        return [
+        steps = [
             ("timers", lambda: timers.fire(site, now())),
             ("approval requests", lambda: approvals.request_waiting(site, now())),
             ("approvals", lambda: approvals.act(site, now())),
@@ -136,13 +200,25 @@ class Engine:
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
             ("alerts", lambda: self.is_router() and alerts.notify(site, now())),
         ]
+        assert tuple(name for name, _ in steps) == STEPS
+        return steps
 
-    def work(self) -> bool:
-        """One round of every worker step, each on its own; True if any did something."""
-        did = False
+    def work(self, *, lazy: bool = False) -> bool:
+        """One round of the worker steps, each on its own; True if any did something.
+
+        `lazy` (the running engine's worker): only the steps marked as having work, and the
+        others once every `POLL_EVERY`. Senders are woken when a step that may queue mail
+        did something."""
+        did = loud = False
         for name, step in self.steps():
+            if lazy and not self.schedule.due(name):
+                continue
             try:
-                did = step() or did
+                worked = step()
+                if worked:
+                    did = True
+                    loud = loud or name not in SILENT
+                    self.schedule.mark(*FOLLOWS.get(name, (EVERY,)))
             except MailboxUnavailable as exc:
                 log.warning("%s: %s", name, exc)
             except (OperationalError, InterfaceError) as exc:
@@ -156,6 +232,8 @@ class Engine:
                 # Steps isolate their items; this guards against the unexpected so that
                 # one step failing never keeps the others from running (B-8).
                 log.exception("worker step %s failed", name)
+        if loud:
+            self._wake_senders()
         return did
 
     def _refused(self, where: str, exc: BaseException) -> None:
@@ -216,9 +294,33 @@ class Engine:
         return self.claims.admits if self.claims is not None else None
 
     def _wake_all(self) -> None:
+        """Anything may have changed (another node or the web, a stop): every step runs."""
+        self.schedule.mark(EVERY)
         self.wake.set()
+        self._wake_senders()
+
+    def _notified(self, table: str) -> None:
+        """A commit (this node's, another's, the web's) added mail to the outbox: the
+        senders look; anything else (a journal event: any change): every worker step."""
+        if table == OUTBOX_TABLE:
+            self._wake_senders()
+            return
+        self.schedule.mark(EVERY)
+        self.wake.set()
+
+    def _wake_senders(self) -> None:
         for event in self._sender_wakes:
             event.set()
+
+    def _took_mail(self, box: Mailbox) -> None:
+        """A watcher took mail in: new interactions to route and deliver, auto-responses to
+        send; a reply or an approval from the outbound box may change anything."""
+        if box.kind == Mailbox.INCOMING:
+            self.schedule.mark("routing", "delivery")
+        else:
+            self.schedule.mark(EVERY)
+        self.wake.set()
+        self._wake_senders()
 
     def _sessions_for_worker(self) -> Sessions:
         if self._sessions is None:
@@ -398,7 +500,7 @@ class Engine:
         if self.claims is not None and not self._alive("claims"):
             self._spawn("claims", self._claims_loop)
         if nodes.shared() and not self._alive("listener"):
-            self._spawn("listener", lambda: listen(self._wake_all, self.work_stop))
+            self._spawn("listener", lambda: listen(self._notified, self.work_stop))
         for box in watched_boxes():
             if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
                 self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
@@ -407,10 +509,8 @@ class Engine:
         try:
             while not self.work_stop.is_set():
                 close_old_connections()
-                if self.work():
-                    self._wake_all()  # a forward queued, an interaction closed ...
-                else:
-                    self.wake.wait(1.0)
+                if not self.work(lazy=True):
+                    self.wake.wait(self.schedule.wait_s())
                     self.wake.clear()
         finally:
             self.close()
@@ -512,7 +612,7 @@ class Engine:
                 backlog = 0
                 while (took := self.ingest_box(box, session)) and not self.work_stop.is_set():
                     backlog = backlog or took
-                    self._wake_all()
+                    self._took_mail(box)
                     quiet = 0
                 now = timezone.now()
                 if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:

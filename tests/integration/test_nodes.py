@@ -165,14 +165,21 @@ def test_leases_are_shared_out_and_a_dead_nodes_taken_over() -> None:
 
 @postgres_only
 def test_a_commit_anywhere_wakes_a_listening_node() -> None:
-    """LISTEN/NOTIFY: an insert into the journal (any node, the web) wakes the workers."""
+    """LISTEN/NOTIFY: an insert into the journal (any node, the web) wakes the workers,
+    told which table it was (decision 0041: the outbox's wake the senders)."""
     import threading
 
     from postroom.engine.listener import listen
     from postroom.store.models import JournalEvent
 
     wake, stop = threading.Event(), threading.Event()
-    thread = threading.Thread(target=listen, args=(wake.set, stop), daemon=True)
+    tables: list[str] = []
+
+    def heard(table: str) -> None:
+        tables.append(table)
+        wake.set()
+
+    thread = threading.Thread(target=listen, args=(heard, stop), daemon=True)
     thread.start()
     try:
         # Until the listener has said LISTEN, a notification may go unheard: say it again.
@@ -184,6 +191,7 @@ def test_a_commit_anywhere_wakes_a_listening_node() -> None:
         wake.clear()
         JournalEvent.objects.create(at=timezone.now(), kind="probe", detail={})
         assert wake.wait(10.0)
+        assert set(tables) == {JournalEvent._meta.db_table}
     finally:
         stop.set()
         thread.join(5)
