@@ -71,6 +71,16 @@ class NodesRun(ChaosRun):
         site.engines.append(engine)
         return engine
 
+    def primary_then_secondary(self) -> tuple[Engine, Engine]:
+        """A primary that holds every box, then a secondary that has joined, once some
+        customer mail has been taken: the start of every kill-the-primary test."""
+        primary = self.start_node("node-p", "primary")
+        wait_for("the primary to hold every box", lambda: self.held_by("node-p"), timeout=60, engine=primary)
+        secondary = self.start_node("node-s", "secondary")
+        wait_for("the secondary to join", lambda: "secondary" in secondary.log.read_text(errors="replace"), timeout=60, engine=secondary)
+        wait_for("some mail to be taken", lambda: taken(self) >= PLAN.customers // 4, timeout=120, engine=primary)
+        return primary, secondary
+
     def holders(self) -> dict[str, str]:
         """Each live lease (router, mailbox:<pk>) and the node holding it."""
         rows = self.site.database.rows(
@@ -197,11 +207,7 @@ def test_the_secondary_takes_every_box_within_10_s_of_the_primarys_sigkill(nodes
     measured: dict[str, float] = {}
 
     def steer(customers) -> Engine:  # type: ignore[no-untyped-def]
-        primary = run.start_node("node-p", "primary")
-        wait_for("the primary to hold every box", lambda: run.held_by("node-p"), timeout=60, engine=primary)
-        secondary = run.start_node("node-s", "secondary")
-        wait_for("the secondary to join", lambda: "secondary" in secondary.log.read_text(errors="replace"), timeout=60, engine=secondary)
-        wait_for("some mail to be taken", lambda: taken(run) >= PLAN.customers // 4, timeout=120, engine=primary)
+        primary, secondary = run.primary_then_secondary()
         assert "node-s" not in run.holders().values()  # stands by while the primary lives
         primary.stop(signal.SIGKILL)
         killed = time.monotonic()

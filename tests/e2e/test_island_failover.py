@@ -71,11 +71,7 @@ def test_the_survivor_works_the_lost_nodes_boxes_in_island_mode_until_it_is_back
     seen: dict[str, object] = {}
 
     def steer(customers) -> Engine:  # type: ignore[no-untyped-def]
-        primary = run.start_node("node-p", "primary")
-        wait_for("the primary to hold every box", lambda: run.held_by("node-p"), timeout=60, engine=primary)
-        survivor = run.start_node("node-s", "secondary")
-        wait_for("the secondary to join", lambda: "secondary" in survivor.log.read_text(errors="replace"), timeout=60, engine=survivor)
-        wait_for("some mail to be taken", lambda: taken(run) >= PLAN.customers // 4, timeout=120, engine=primary)
+        primary, survivor = run.primary_then_secondary()
         assert mode(run, "node-s") == "normal"
         primary.stop(signal.SIGKILL)
         wait_for("the survivor to hold everything", lambda: run.held_by("node-s"), timeout=60, engine=survivor)
