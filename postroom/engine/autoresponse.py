@@ -20,8 +20,10 @@ from email.utils import make_msgid
 from postroom.config import DEFAULT_AUTO_RESPONSE_SUBJECT, DEFAULT_AUTO_RESPONSE_TEXT
 from postroom.core import autoreply
 from postroom.core.compose import auto_response
+from postroom.engine import batchreads
 from postroom.engine.site import Site
 from postroom.mail.message import ParsedMail
+from postroom.store import journal
 from postroom.store.models import Interaction, Mailbox, Outgoing
 
 
@@ -51,7 +53,11 @@ def auto_response_skip_reason(
 
 def recent_auto_responses(address: str, *, since: datetime) -> int:
     """Auto-responses queued for ``address`` since ``since`` (by where they were sent):
-    one indexed range count on ``Outgoing.rate_key``."""
+    one indexed range count on ``Outgoing.rate_key``; inside a FETCH batch read ahead,
+    from what was read for the batch and the batch's own (decision 0043)."""
+    reads = batchreads.current()
+    if reads is not None:
+        return reads.recent_auto_responses(address, since)
     return Outgoing.objects.filter(
         rate_key=rate_key(address), created_at__gte=since, kind=Outgoing.AUTO_RESPONSE
     ).count()
@@ -79,7 +85,7 @@ def queue_auto_response(
         date=now,
     )
     # The key makes a second auto-response for this interaction impossible (fig. 5 310).
-    Outgoing.objects.create(
+    row = Outgoing(
         key=f"auto_response:{ix.guid}",
         kind=Outgoing.AUTO_RESPONSE,
         interaction=ix,
@@ -92,6 +98,10 @@ def queue_auto_response(
         raw=msg.as_bytes(),
         next_attempt_at=now,
     )
+    if batchreads.current() is not None:
+        journal.defer(row)  # with the batch's interactions (decision 0043)
+    else:
+        row.save(force_insert=True)
 
 
 def reply_target(ix: Interaction) -> str:

@@ -25,6 +25,7 @@ from postroom.core.dedupe import dedupe_key
 from postroom.core.lifecycle import Discarded, State
 from postroom.core.priority import PriorityInput, importance
 from postroom.core.rules import evaluate
+from postroom.engine import batchreads
 from postroom.engine import quarantine as held
 from postroom.engine.alerts import raise_alert
 from postroom.engine.autoresponse import auto_response_skip_reason, queue_auto_response
@@ -123,7 +124,7 @@ def ingest(
         batch = uids[start : start + BATCH]
         fetched = session.fetch(batch, max_size=site.max_message_bytes)
         if per_batch:
-            take_batch(box, session, batch, fetched, site, now, take)
+            take_batch(box, session, batch, fetched, site, now, take, read_ahead=take is take_incoming)
             checkpoint("received")
         else:
             for uid in batch:
@@ -139,19 +140,52 @@ def take_batch(
     site: Site,
     now: Callable[[], datetime],
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
+    *,
+    read_ahead: bool = False,
 ) -> None:
     """One FETCH batch in one transaction (decision 0039), its journal rows inserted in
     one statement and the cursor written once, both at its end (decision 0040): every
     message of the batch is taken, quarantined or gone, so the cursor ends past the
-    batch's highest UID, as it did message by message."""
+    batch's highest UID, as it did message by message.
+
+    With `read_ahead` (incoming boxes, decision 0043) what the batch's mails ask of the
+    database is read once for all of them (`batchreads.Reads`) and their new rows are
+    inserted one table at a time. Another node may commit the same mail meanwhile: then
+    the unique indexes refuse the batch's insert, the batch rolls back whole, and it is
+    taken again mail by mail, where each mail sees the other node's row (window 4)."""
+    try:
+        _take_batch(box, session, batch, fetched, site, now, take, read_ahead=read_ahead)
+    except IntegrityError:
+        if not read_ahead:
+            raise
+        log.info("%s uids %s-%s: a mail was taken elsewhere meanwhile; the batch again, mail by mail",
+                 box.address, batch[0], batch[-1])
+        _take_batch(box, session, batch, fetched, site, now, take, read_ahead=False)
+
+
+def _take_batch(
+    box: Mailbox,
+    session: ImapSession,
+    batch: list[int],
+    fetched: dict[int, FetchedMessage],
+    site: Site,
+    now: Callable[[], datetime],
+    take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
+    *,
+    read_ahead: bool,
+) -> None:
     before = box.last_uid
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
             with journal.batched(), held_rules():
-                for uid in batch:
-                    take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
-                    checkpoint("receiving")  # inside the batch: a kill here leaves none of it
+                reads = batchreads.Reads(box, session, fetched, site, now()) if read_ahead else None
+                with batchreads.reading(reads):
+                    for uid in batch:
+                        if reads is not None and uid in reads.flush_before:
+                            journal.flush()  # this mail reads the earlier ones' rows
+                        take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=True)
+                        checkpoint("receiving")  # inside the batch: a kill here leaves none of it
             box.in_batch = False  # type: ignore[attr-defined]
             advance_cursor(box, max(batch))
     except BaseException:
@@ -193,7 +227,12 @@ def take_one(
 
 
 def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
-    if Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
+    reads = batchreads.current()
+    if (
+        message.uid in reads.taken
+        if reads is not None
+        else Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists()
+    ):
         with transaction.atomic():
             advance_cursor(box, message.uid)
         return
@@ -202,7 +241,7 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         quarantine(box, session, message, f"message of {message.size} bytes is over the limit of {site.max_message_bytes}", now)
         return
     try:
-        mail = parse(message.raw)
+        mail = reads.parsed(message.uid) if reads is not None else parse(message.raw)
     except UnreadableMessage as exc:
         quarantine(box, session, message, f"unreadable: {exc}", now)
         return
@@ -226,7 +265,7 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         # another box (the unique indexes waited for its commit): look again, now it is
         # a duplicate whose copy is recorded (issue 7, window 4).
         log.info("%s uid %s: taken by another watcher at the same moment", box.address, message.uid)
-        with transaction.atomic():
+        with transaction.atomic(), batchreads.reading(None):
             if Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
                 advance_cursor(box, message.uid)
             else:
@@ -246,16 +285,17 @@ def create_interaction(
     # Plain read first (nearly always empty); lock only the rare duplicate we update. The
     # unique index on dedupe_key is what makes this check safe under concurrency.
     key = dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject)
+    reads = batchreads.current()
     first = None
-    if key and Interaction.objects.filter(dedupe_key=key).exists():
-        first = Interaction.objects.select_for_update(of=("self",)).get(dedupe_key=key)
+    if key and (reads.maybe_known(message.uid, key) if reads is not None else True):
+        first = Interaction.objects.select_for_update(of=("self",)).filter(dedupe_key=key).first()
     if first is not None:
         take_copy(first, box, session, message, mail, now)
         advance_cursor(box, message.uid)
         return None
     facts = facts_from_mail(mail)
     rules = evaluate(active_rules(), facts)
-    contact = contacts.lookup(customer)
+    contact = reads.contact(customer) if reads is not None else contacts.lookup(customer)
     priority = site.priority_policy(
         PriorityInput(
             box_default=box.default_priority,
@@ -274,9 +314,13 @@ def create_interaction(
         contact_requires=bool(contact and contact.requires_approval),
         rule_requires=rules.require_approval,
     )
-    earlier = follow_up_of(mail, customer, box)
+    earlier = (
+        reads.follow_up(message.uid, mail, customer)
+        if reads is not None and message.uid not in reads.flush_before
+        else follow_up_of(mail, customer, box)
+    )
     target = Agent.objects.filter(address__iexact=rules.agent).first() if rules.agent else None
-    ix = Interaction.objects.create(
+    ix = Interaction(
         node_id=site.node_id,
         mailbox=box,
         uidvalidity=session.uidvalidity,
@@ -302,6 +346,11 @@ def create_interaction(
         preferred_agent=earlier.agent if earlier and earlier.agent_id else None,
         preferred_until=now + site.follow_up_wait if earlier and earlier.agent_id else None,
     )
+    if reads is not None and not (rules.delete or rules.forward_copies):
+        # Inserted with the batch's others (decision 0043): nothing below reads it back.
+        journal.defer(ix)
+    else:
+        ix.save(force_insert=True)
     journal.record(
         "received", now, interaction=ix, uid=message.uid, size=message.size, classified=verdict.kind,
         follows=str(earlier.guid) if earlier else None,
@@ -314,14 +363,14 @@ def create_interaction(
     # Mail a rule deletes is not answered: it is spam or noise by the site's own say-so.
     skip = "deleted by a routing rule" if rules.delete else ""
     skip = skip or auto_response_skip_reason(box, verdict, rules.auto_response, ix=ix, site=site, now=now)
-    if skip:
-        ix.auto_response_skipped = skip
-        ix.save(update_fields=["auto_response_skipped"])
-    else:
+    if not skip:
         try:
             queue_auto_response(ix, box, mail, site, now, template=rules.auto_response)
         except UnsafeHeaderValue as exc:
-            ix.auto_response_skipped = f"cannot address an auto-response: {exc}"[:200]
+            skip = f"cannot address an auto-response: {exc}"[:200]
+    if skip:
+        ix.auto_response_skipped = skip
+        if ix.pk is not None:  # else it is inserted with the field set
             ix.save(update_fields=["auto_response_skipped"])
     for address in rules.forward_copies:
         queue_copy(ix, mail, address, site, now)

@@ -5,6 +5,11 @@ the rows it records are kept and inserted in one statement at the batch's end (d
 0040: one INSERT, one fence check and one wake-up on PostgreSQL instead of two or three
 per mail). A step that may fail alone inside the batch runs in ``savepoint()``, so its
 rows leave with its rollback.
+
+The batch's other new rows (interactions, their outbox and search rows: decision 0043)
+may be kept the same way with ``defer()``: inserted one ``bulk_create`` per table, the
+interactions first (the other rows point at them), at the batch's end or at a
+``flush()`` between two mails.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 
 from postroom.store.models import Agent, Interaction, JournalEvent, Mailbox
 
-__all__ = ["batched", "record", "savepoint"]
+__all__ = ["batched", "deferred", "defer", "flush", "record", "savepoint"]
 
 # Per thread: each watcher takes its own box's batches; senders record at once.
 _local = threading.local()
@@ -37,12 +42,24 @@ def record(
     if interaction is not None:
         agent = agent or interaction.agent
         mailbox = mailbox or interaction.mailbox
-    event = JournalEvent(at=now, kind=kind, interaction=interaction, agent=agent, mailbox=mailbox, detail=detail)
-    pending: list[JournalEvent] | None = getattr(_local, "pending", None)
+    defer(JournalEvent(at=now, kind=kind, interaction=interaction, agent=agent, mailbox=mailbox, detail=detail))
+
+
+def defer(row: models.Model) -> None:
+    """Insert `row` with the batch (at its end or its next `flush()`); at once outside
+    one."""
+    pending: list[models.Model] | None = getattr(_local, "pending", None)
     if pending is not None:
-        pending.append(event)
+        pending.append(row)
     else:
-        event.save(force_insert=True)
+        row.save(force_insert=True)
+
+
+def deferred(model: type[models.Model]) -> list[Any]:
+    """The rows of `model` this thread's batch has kept so far, written by a `flush()` or
+    not (none outside a batch)."""
+    pending: list[models.Model] = getattr(_local, "pending", None) or []
+    return [row for row in pending if type(row) is model]
 
 
 @contextmanager
@@ -54,22 +71,43 @@ def batched() -> Iterator[None]:
         return
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journal.batched() needs the caller's transaction")
-    _local.pending = []
+    _local.pending, _local.written, _local.depth = [], 0, 0
     try:
         yield
-        rows = _local.pending
+        flush()
     finally:
         _local.pending = None
-    if rows:
-        JournalEvent.objects.bulk_create(rows)
+
+
+def flush() -> None:
+    """Insert the rows kept since the last flush: one INSERT per table, interactions first.
+
+    Only between two steps, never inside a `savepoint()`: a rollback of that savepoint
+    would take rows of steps before it with it."""
+    pending: list[models.Model] | None = getattr(_local, "pending", None)
+    if pending is None:
+        return
+    if _local.depth:
+        raise RuntimeError("journal.flush() inside a savepoint")
+    rows, _local.written = pending[_local.written :], len(pending)
+    tables: dict[type[models.Model], list[models.Model]] = {Interaction: []}
+    for row in rows:
+        tables.setdefault(type(row), []).append(row)
+    for model, of_model in tables.items():
+        if of_model:
+            # Each row's foreign keys are taken from the rows inserted before it
+            # (bulk_create sets the primary keys: RETURNING on both databases).
+            model.objects.bulk_create(of_model)
 
 
 @contextmanager
 def savepoint() -> Iterator[None]:
     """``transaction.atomic()`` whose rows recorded in a ``batched()`` block are dropped
     when it rolls back (the rows of the steps before it stay)."""
-    pending: list[JournalEvent] | None = getattr(_local, "pending", None)
+    pending: list[models.Model] | None = getattr(_local, "pending", None)
     mark = len(pending) if pending is not None else 0
+    if pending is not None:
+        _local.depth += 1
     try:
         with transaction.atomic():
             yield
@@ -77,3 +115,6 @@ def savepoint() -> Iterator[None]:
         if pending is not None:
             del pending[mark:]
         raise
+    finally:
+        if pending is not None:
+            _local.depth -= 1

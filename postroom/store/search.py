@@ -32,6 +32,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from postroom.mail.message import UnreadableMessage, parse
+from postroom.store import journal
 from postroom.store.models import Interaction, InteractionText, Outgoing
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,9 @@ def _excerpt(text: str) -> str:
 def keep_customer_text(ix: Interaction, text: str) -> None:
     """At reception: the subject and the start of the customer's mail, for search."""
     # The interaction is new (reception creates both in one transaction): a plain INSERT,
-    # not update_or_create's savepoint, locking SELECT and INSERT (issue 9).
-    InteractionText.objects.create(interaction=ix, subject=_excerpt(ix.subject), customer_text=_excerpt(text))
+    # not update_or_create's savepoint, locking SELECT and INSERT (issue 9), with the
+    # FETCH batch's others (journal.defer, decision 0043).
+    journal.defer(InteractionText(interaction=ix, subject=_excerpt(ix.subject), customer_text=_excerpt(text)))
 
 
 def keep_reply_text(ix: Interaction, text: str) -> None:
