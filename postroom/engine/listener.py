@@ -5,6 +5,11 @@ outbox (store/fence.py), whichever node or web process made it, at its commit. E
 keeps one connection listening and wakes its worker on every notification, so mail taken
 by one node is routed, delivered and sent by the others at once rather than at their next
 poll (the worker still looks every second for timers that fall due). PostgreSQL only.
+
+Each notification carries the notifying session's backend pid (psycopg's `Notify.pid`):
+a node tells its own commits apart from the others' by it (decision 0043). Its
+watchers and its worker mark what their own work made work for, so their notifications
+wake nothing more; everyone else's (other nodes, the web, this node's senders) do.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.db import connection
 
 from postroom.store.fence import CHANNEL
 
@@ -34,10 +40,17 @@ def conninfo(db: dict[str, Any]) -> str:
     )
 
 
-def listen(wake: Callable[[str], None], stop: threading.Event) -> None:
+def backend_pid() -> int | None:
+    """The PostgreSQL backend pid of this thread's database session (None: not connected,
+    or not PostgreSQL)."""
+    info = getattr(connection.connection, "info", None)
+    return getattr(info, "backend_pid", None)
+
+
+def listen(wake: Callable[[str, int], None], stop: threading.Event) -> None:
     """Until `stop`: call `wake` with the table named by every notification (the engine
-    wakes the senders for the outbox, the worker for the journal); reconnect after
-    failures."""
+    wakes the senders for the outbox, the worker for the journal) and the notifying
+    backend's pid; reconnect after failures."""
     info = conninfo(settings.DATABASES["default"])
     failures = 0
     while not stop.is_set():
@@ -47,7 +60,7 @@ def listen(wake: Callable[[str], None], stop: threading.Event) -> None:
                 failures = 0
                 while not stop.is_set():
                     for note in conn.notifies(timeout=1.0, stop_after=1):
-                        wake(note.payload)
+                        wake(note.payload, note.pid)
         except psycopg.Error as exc:
             failures += 1
             log.warning("listener: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)

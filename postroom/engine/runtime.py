@@ -62,7 +62,7 @@ from postroom.engine import (
 )
 from postroom.engine.claims import Claims
 from postroom.engine.connections import Sessions
-from postroom.engine.listener import listen
+from postroom.engine.listener import backend_pid, listen
 from postroom.engine.membership import Membership
 from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
@@ -110,6 +110,9 @@ class Schedule:
         self.clock, self.every = clock, every
         self._marked: set[str] = set()
         self._lock = threading.Lock()  # watchers, senders and the listener mark
+        # The database sessions of the threads that mark their own work (watchers, the
+        # worker), by thread: their notifications tell this node nothing new (0043).
+        self._own_sessions: dict[str, int] = {}
         self._asked: dict[str, float] = {}
 
     def mark(self, *steps: str) -> None:
@@ -299,9 +302,12 @@ class Engine:
         self.wake.set()
         self._wake_senders()
 
-    def _notified(self, table: str) -> None:
+    def _notified(self, table: str, pid: int | None = None) -> None:
         """A commit (this node's, another's, the web's) added mail to the outbox: the
-        senders look; anything else (a journal event: any change): every worker step."""
+        senders look; anything else (a journal event: any change): every worker step.
+        Not for a commit of this node's watchers or worker: they marked its work."""
+        if pid is not None and pid in self._own_sessions.values():
+            return
         if table == OUTBOX_TABLE:
             self._wake_senders()
             return
@@ -311,6 +317,11 @@ class Engine:
     def _wake_senders(self) -> None:
         for event in self._sender_wakes:
             event.set()
+
+    def _own_session(self) -> None:
+        """This thread marks what its commits make work for: the listener may ignore them."""
+        if (pid := backend_pid()) is not None:
+            self._own_sessions[threading.current_thread().name] = pid
 
     def _took_mail(self, box: Mailbox) -> None:
         """A watcher took mail in: new interactions to route and deliver, auto-responses to
@@ -512,6 +523,8 @@ class Engine:
                 if not self.work(lazy=True):
                     self.wake.wait(self.schedule.wait_s())
                     self.wake.clear()
+                else:
+                    self._own_session()
         finally:
             self.close()
 
@@ -612,6 +625,7 @@ class Engine:
                 backlog = 0
                 while (took := self.ingest_box(box, session)) and not self.work_stop.is_set():
                     backlog = backlog or took
+                    self._own_session()
                     self._took_mail(box)
                     quiet = 0
                 now = timezone.now()

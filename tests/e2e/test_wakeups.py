@@ -46,3 +46,23 @@ def test_mail_taken_in_marks_routing_and_delivery_a_reply_every_step(center) -> 
     asked_just_now(engine)
     engine._took_mail(Mailbox.objects.get(kind=Mailbox.OUTBOUND))
     assert all(engine.schedule.due(name) for name in STEPS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_notification_of_this_nodes_own_watcher_or_worker_wakes_nothing(center) -> None:
+    """They marked what their commit made work for (decision 0043); any other session's
+    commit (another node, the web, a sender) still wakes as before."""
+    engine = center.engine
+    engine._sender_wakes = [threading.Event()]
+    engine._own_sessions = {"postroom-worker": 4242}
+    asked_just_now(engine)
+
+    engine._notified(JournalEvent._meta.db_table, 4242)
+    engine._notified(Outgoing._meta.db_table, 4242)
+    assert not engine.wake.is_set() and not engine._sender_wakes[0].is_set()
+    assert not any(engine.schedule.due(name) for name in STEPS)
+
+    engine._notified(JournalEvent._meta.db_table, 4343)
+    engine._notified(Outgoing._meta.db_table, 4343)
+    assert engine.wake.is_set() and engine._sender_wakes[0].is_set()
+    assert all(engine.schedule.due(name) for name in STEPS)
