@@ -594,7 +594,7 @@ class Bench:
             Figure("helpdesk_ingest_noack_per_s", hn, "mails/s", reps=n_hn, note=note),
             Figure("ingest_noack_vs_helpdesk", ratio(pn, hn), "×", "helpdesk_ingest_noack_per_s", hn, n_pn, note),
             Figure("postroom_ingest_cpu_ms_per_mail", icpu("postroom", "ack", "engine_cpu_s"), "ms", reps=n_pa,
-                   note=note or "engine process CPU ÷ mails, start-up included"),
+                   note=note or "engine process CPU from its first FETCH ÷ mails (start-up left out, as in the time)"),
             Figure("helpdesk_ingest_tuned_cpu_ms_per_mail", icpu("helpdesk_tuned", "ack", "cpu_s"), "ms", reps=n_ta,
                    note=note or "get_email process CPU ÷ mails, start-up included"),
             Figure("helpdesk_version", (ing or {}).get("helpdesk_version"), "", note=note or "django-helpdesk from PyPI, own venv"),

@@ -6,6 +6,8 @@ through the standard library's imaplib (Postroom through IMAPClient, which sends
 command with ``imaplib.IMAP4._command``), so one wrapper there sees both:
 
 * the wall-clock time the first FETCH was sent (``first_fetch``): where ingest starts;
+  and the process's CPU time then (``first_fetch_cpu``: user + system, reaped children
+  included, as /proc counts it), so its CPU per mail leaves out its start-up;
 * every STORE and EXPUNGE, with its start and end (``changes``): django-helpdesk marks
   each message it has taken ``\\Deleted`` right after that message's last commit, so the
   start of its last STORE is where its ingest ends, and the time its earlier STOREs took
@@ -43,6 +45,7 @@ if _PATH:
         now = time.time()
         if name == "FETCH" and _stamps["first_fetch"] is None:
             _stamps["first_fetch"] = now
+            _stamps["first_fetch_cpu"] = sum(os.times()[:4])
         if name in ("STORE", "EXPUNGE"):
             self._bench_change = now
         return _command(self, *args)
