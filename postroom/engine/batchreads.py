@@ -76,15 +76,24 @@ class Reads:
             except UnreadableMessage as exc:
                 self.mails[uid] = exc
         parsed = {uid: m for uid, m in sorted(self.mails.items()) if isinstance(m, ParsedMail)}
+        # Mails that must see the rows of the batch's earlier mails in the database.
+        self.flush_before: set[int] = set()
+        keys: dict[int, str] = {}
+        for uid, mail in list(parsed.items()):
+            try:
+                keys[uid] = dedupe_key(mail.message_id, mail.from_addr, mail.date, mail.subject)
+                rate_target(mail), reference_ids(mail)
+            except Exception:  # noqa: BLE001 - the mail's own take meets it again, alone
+                # Hostile mail must not stop the box: this one is read from the database
+                # as if taken alone, and fails (is quarantined) alone if it fails again.
+                del parsed[uid]
+                self.flush_before.add(uid)
         self.taken = set(
             Interaction.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid__in=list(fetched))
             .values_list("uid", flat=True)
         )
-        keys = {uid: dedupe_key(m.message_id, m.from_addr, m.date, m.subject) for uid, m in parsed.items()}
         wanted = [k for k in keys.values() if k]
         self.known = set(Interaction.objects.filter(dedupe_key__in=wanted).values_list("dedupe_key", flat=True))
-        # Mails that must see the rows of the batch's earlier mails in the database.
-        self.flush_before: set[int] = set()
         seen_keys: set[str] = set()
         seen_ids: set[str] = set()
         for uid, mail in parsed.items():
@@ -100,11 +109,13 @@ class Reads:
             [m.from_addr or (m.reply_to[0] if m.reply_to else None) for m in parsed.values()]
         )
         self.sent: list[tuple[str, datetime]] = []
+        self.rate_keys: set[str] = set()
         if site.auto_response_limit:
+            self.rate_keys = {rate_target(m) for m in parsed.values()} - {""}
             self.sent = list(
                 Outgoing.objects.filter(
                     kind=Outgoing.AUTO_RESPONSE,
-                    rate_key__in={rate_target(m) for m in parsed.values()} - {""},
+                    rate_key__in=self.rate_keys,
                     created_at__gte=now - site.auto_response_window,
                 ).values_list("rate_key", "created_at")
             )
@@ -147,9 +158,13 @@ class Reads:
     def recent_auto_responses(self, address: str, since: datetime) -> int:
         """autoresponse.recent_auto_responses: as read before the batch, plus the batch's."""
         key = address.lower()
-        before = sum(1 for k, at in self.sent if k == key and at >= since)
-        queued = sum(1 for row in journal.deferred(Outgoing) if row.kind == Outgoing.AUTO_RESPONSE and row.rate_key == key)
-        return before + queued
+        if key in self.rate_keys:
+            before = sum(1 for k, at in self.sent if k == key and at >= since)
+            queued = journal.deferred(Outgoing)
+        else:  # not read ahead: the database has what is written, flushed rows included
+            before = Outgoing.objects.filter(rate_key=key, created_at__gte=since, kind=Outgoing.AUTO_RESPONSE).count()
+            queued = journal.deferred(Outgoing, unwritten=True)
+        return before + sum(1 for row in queued if row.kind == Outgoing.AUTO_RESPONSE and row.rate_key == key)
 
     def follow_up(self, uid: int, mail: ParsedMail, customer: str) -> Interaction | None:
         ids = set(reference_ids(mail))

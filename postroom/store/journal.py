@@ -55,10 +55,12 @@ def defer(row: models.Model) -> None:
         row.save(force_insert=True)
 
 
-def deferred(model: type[models.Model]) -> list[Any]:
+def deferred(model: type[models.Model], *, unwritten: bool = False) -> list[Any]:
     """The rows of `model` this thread's batch has kept so far, written by a `flush()` or
-    not (none outside a batch)."""
+    not, or with `unwritten` only those not yet written (none outside a batch)."""
     pending: list[models.Model] = getattr(_local, "pending", None) or []
+    if unwritten:
+        pending = pending[_local.written :]
     return [row for row in pending if type(row) is model]
 
 

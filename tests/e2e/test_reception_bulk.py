@@ -79,3 +79,20 @@ def test_a_mail_taken_elsewhere_after_the_reads_makes_the_batch_run_mail_by_mail
     assert len(ix.copies) == 1
     assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == 2
     assert not Quarantined.objects.exists()
+
+
+def test_a_mail_the_reads_ahead_cannot_read_is_taken_alone_not_the_batch_stopped(center, monkeypatch) -> None:
+    real = batchreads.dedupe_key
+
+    def fails_on_odd(message_id, sender, date, subject):
+        if subject == "Odd":
+            raise ValueError("something in this mail the reads ahead do not expect")
+        return real(message_id, sender, date, subject)
+
+    monkeypatch.setattr(batchreads, "dedupe_key", fails_on_odd)
+    write_in(center, mail(center, subject="Odd"))
+    write_in(center, mail(center, subject="Plain"), count=2)
+    run(center)
+    assert sorted(Interaction.objects.values_list("subject", flat=True)) == ["Odd", "Plain"]
+    assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == 2
+    assert not Quarantined.objects.exists()
