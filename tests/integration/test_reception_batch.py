@@ -75,3 +75,20 @@ def test_the_migration_gives_queued_auto_responses_their_key() -> None:
     migration.rate_keys(apps, None)
     keys = dict(Outgoing.objects.values_list("key", "rate_key"))
     assert keys == {"auto_response:1": "ann@customer.test", "auto_response:2": "carl@customer.test"}
+
+
+def test_the_contacts_of_a_whole_batch_in_one_query(django_assert_num_queries) -> None:
+    from postroom.store import contacts
+    from postroom.store.models import Contact
+
+    vip = Contact.objects.create(address="Ann@Customer.test", level="vip")
+    firm = Contact.objects.create(domain="Example.COM", level="gold")
+    sub = Contact.objects.create(domain="eu.example.com", level="silver")
+    wanted = ["ann@customer.test", "bob@customer.test", "carl@a.eu.example.com", "dora@example.com", "nobody", None]
+    with django_assert_num_queries(1):
+        found = contacts.lookup_many(wanted)
+    assert found == {
+        "ann@customer.test": vip, "bob@customer.test": None, "carl@a.eu.example.com": sub,
+        "dora@example.com": firm, "nobody": None,
+    }
+    assert [contacts.lookup(a) for a in wanted] == [vip, None, sub, firm, None, None]
