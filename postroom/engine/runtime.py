@@ -110,9 +110,6 @@ class Schedule:
         self.clock, self.every = clock, every
         self._marked: set[str] = set()
         self._lock = threading.Lock()  # watchers, senders and the listener mark
-        # The database sessions of the threads that mark their own work (watchers, the
-        # worker), by thread: their notifications tell this node nothing new (0043).
-        self._own_sessions: dict[str, int] = {}
         self._asked: dict[str, float] = {}
 
     def mark(self, *steps: str) -> None:
@@ -175,6 +172,9 @@ class Engine:
         self._sender_wakes: list[threading.Event] = []
         # Which worker steps the running engine's rounds run (`work(lazy=True)`).
         self.schedule = Schedule()
+        # The database sessions of the threads that mark their own work (watchers, the
+        # worker), by thread: their notifications tell this node nothing new (0043).
+        self._own_sessions: dict[str, int] = {}
         # Island mode ([cluster] sync_address; engine/claims.py): None when off.
         self.claims = Claims(site, site.island) if site.island is not None else None
         if site.journal is None:

@@ -54,7 +54,7 @@ def test_a_notification_of_this_nodes_own_watcher_or_worker_wakes_nothing(center
     commit (another node, the web, a sender) still wakes as before."""
     engine = center.engine
     engine._sender_wakes = [threading.Event()]
-    engine._own_sessions = {"postroom-worker": 4242}
+    engine._own_sessions["postroom-worker"] = 4242  # what _own_session() records
     asked_just_now(engine)
 
     engine._notified(JournalEvent._meta.db_table, 4242)

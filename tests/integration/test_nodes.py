@@ -174,9 +174,11 @@ def test_a_commit_anywhere_wakes_a_listening_node() -> None:
 
     wake, stop = threading.Event(), threading.Event()
     tables: list[str] = []
+    pids: list[int] = []
 
-    def heard(table: str) -> None:
+    def heard(table: str, pid: int) -> None:
         tables.append(table)
+        pids.append(pid)
         wake.set()
 
     thread = threading.Thread(target=listen, args=(heard, stop), daemon=True)
@@ -192,6 +194,8 @@ def test_a_commit_anywhere_wakes_a_listening_node() -> None:
         JournalEvent.objects.create(at=timezone.now(), kind="probe", detail={})
         assert wake.wait(10.0)
         assert set(tables) == {JournalEvent._meta.db_table}
+        # The notifying session's backend: how a node tells its own commits apart (0043).
+        assert set(pids) == {connection.connection.info.backend_pid}
     finally:
         stop.set()
         thread.join(5)
