@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from postroom.core.island import ChangeKind, EmailKey
+from postroom.engine import claimloss
 from postroom.engine.island import Claimer, IslandSettings
 from postroom.engine.site import Site
 from postroom.mail.smtp import SmtpSender
@@ -41,13 +43,16 @@ def email_key(ix: Interaction, box_address: str) -> EmailKey:
 
 
 class Claims:
-    def __init__(self, site: Site, settings: IslandSettings) -> None:
+    def __init__(self, site: Site, settings: IslandSettings, clock: Callable[[], datetime] | None = None) -> None:
         self.site = site
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.settings = settings
         self._lock = threading.Lock()
         # Island box pk -> the node whose lost lease made it one.
         self.boxes: dict[int, str] = {}
         self._claimer: Claimer | None = None
+        # Interactions closed as claimed elsewhere whose outbox rows are not all settled.
+        self._sweep: set[int] = set()
 
     # -- which boxes ----------------------------------------------------------------------
     def enter(self, box_pk: int, peer: str) -> None:
@@ -80,7 +85,7 @@ class Claims:
     def admits(self, row: Outgoing) -> bool:
         """May `row` be sent now? Always, for mail of no island box; else only while this
         node holds the email's claim (`Claimer.may_send`)."""
-        if not self.boxes or row.interaction_id is None:
+        if not self.boxes or row.interaction_id is None or claimloss.ungated(row):
             return True
         ix = Interaction.objects.select_related("mailbox").get(pk=row.interaction_id)
         with self._lock:
@@ -120,9 +125,27 @@ class Claims:
                     raw_sha256=claim.email.sha256, claim_node="",
                 ).update(claim_node=claim.node, claim_time=claim.local_time)
                 log.info("claim won: %s", claim.email)
-        for key in claimer.lost(changes):
-            log.warning("claim lost to another node: %s; nothing is sent for it here", key)
+        for change in changes:
+            if change.kind is ChangeKind.EXPIRED and change.claim.node == self.site.node_id:
+                log.warning("claim expired before this node re-asserted it: %s; nothing is sent for it "
+                            "until it is won again", change.claim.email)
+        self._end_lost(claimer)
         return True
+
+    def _end_lost(self, claimer: Claimer) -> None:
+        """Another node holds the claim of an email this node wants: it handles it, and this
+        node ends its interaction and tells the agent (`engine/claimloss.py`). Judged from
+        the book's state, not from this reading's changes, so a claim won before this node
+        wanted the email counts too; retried each step until the interaction is closed."""
+        me = self.site.node_id
+        with self._lock:
+            lost = {key: owner for key in claimer.wanted if (owner := claimer.book.owner(key)) not in (None, me)}
+        now = self.clock()
+        for key, owner in sorted(lost.items()):
+            closed = claimloss.end_lost(self.site, key, owner, now)
+            self._sweep.update(closed or ())
+        if self._sweep:
+            self._sweep = claimloss.sweep(self._sweep)
 
     def detail(self) -> dict[str, Any]:
         """What the node's row shows (the nodes page reads `claims`): the emails whose

@@ -173,7 +173,7 @@ class Engine:
         # Which worker steps the running engine's rounds run (`work(lazy=True)`).
         self.schedule = Schedule()
         # Island mode ([cluster] sync_address; engine/claims.py): None when off.
-        self.claims = Claims(site, site.island) if site.island is not None else None
+        self.claims = Claims(site, site.island, now) if site.island is not None else None
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
