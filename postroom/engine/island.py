@@ -86,7 +86,7 @@ class Claimer:
     pending: dict[EmailKey, datetime] = field(default_factory=dict)
     # Local send time of this node's latest assertion read back, per email it holds.
     asserted_local: dict[EmailKey, datetime] = field(default_factory=dict)
-    last_sent: datetime | None = None
+    last_sent: datetime | None = None  # the last sync mail this node tried to send
     last_uid: int = 0
     uidvalidity: int = 0
 
@@ -172,11 +172,12 @@ class Claimer:
         now = self.clock()
         s = self.settings
         out = send(self.smtp, s.sender, s.sync_address, kind, self.node, now, email)
-        if out.sent:
-            self.last_sent = now
-        else:
-            # Unknown or refused: reading the box tells whether it arrived; the next
-            # step sends again what is still owed.
+        # An attempt counts, sent or not: a node cut from SMTP tries its time-sync again
+        # after `claim_reassert`, not at every step (a connection and a warning each).
+        self.last_sent = now
+        if not out.sent:
+            # Unknown or refused: reading the box tells whether it arrived; a claim that
+            # never shows up is sent again after `claim_reassert` (`pending`).
             log.warning("sync %s for %s not sent: %s", kind.value, email, out.detail)
 
 
