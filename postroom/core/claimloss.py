@@ -17,8 +17,12 @@ that means depends on how far the interaction got here:
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 from postroom.core.lifecycle import TRANSITIONS, ClaimedElsewhere, State
+
+# The interaction's outcome (`lifecycle.decide` for `ClaimedElsewhere`).
+OUTCOME: Final = "claimed_elsewhere"
 
 
 class Loss(enum.Enum):
@@ -44,4 +48,4 @@ def notice_text(customer: str, mailbox: str, node: str) -> str:
     )
 
 
-__all__ = ["Loss", "notice_text", "on_lost_claim"]
+__all__ = ["OUTCOME", "Loss", "notice_text", "on_lost_claim"]

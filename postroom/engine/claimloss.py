@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 
-from postroom.core.claimloss import Loss, notice_text, on_lost_claim
+from postroom.core.claimloss import OUTCOME, Loss, notice_text, on_lost_claim
 from postroom.core.island import EmailKey
 from postroom.core.lifecycle import ClaimedElsewhere
 from postroom.core.outbox import OutboxState
@@ -32,10 +33,9 @@ log = logging.getLogger(__name__)
 
 NOTICE_KEY = "notice:claim_lost:"
 # Rows that can still be stopped before they leave. An UNKNOWN row may have left: the
-# outbox settles it from the journal box first, and a later sweep cancels it if not.
+# outbox settles it from the journal box first; one in SENDING comes back. Either, if it
+# did not leave, waits at the gate (RETRY_WAIT), where `sweep` cancels it.
 WAITING = (OutboxState.PENDING, OutboxState.RETRY_WAIT)
-# Rows that are not settled yet: swept again until none is left.
-UNSETTLED = (OutboxState.PENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN, OutboxState.SENDING)
 
 
 def ungated(row: Outgoing) -> bool:
@@ -43,10 +43,9 @@ def ungated(row: Outgoing) -> bool:
     return row.kind == Outgoing.NOTICE and row.key.startswith(NOTICE_KEY)
 
 
-def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> list[int] | None:
-    """Close this node's interactions for `email`, whose claim `winner` holds; the pks
-    closed, or None when one changed under us (the caller tries again next step)."""
-    closed: list[int] = []
+def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> bool:
+    """Close this node's interactions for `email`, whose claim `winner` holds; False when
+    one changed under us (the caller tries again next step)."""
     candidates = Interaction.objects.filter(
         mailbox__address=email.mailbox, message_id=email.message_id, raw_sha256=email.sha256, closed_at=None
     ).values_list("pk", flat=True)
@@ -72,8 +71,7 @@ def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> list[in
                         interaction=ix,
                     )
         except StaleInteraction:
-            return None
-        closed.append(pk)
+            return False
         # The audit line: what was given up, to whom, and what it cancelled.
         log.warning(
             "claim lost to node %s: interaction %s (%s, was %s, agent %s) closed as claimed elsewhere; "
@@ -81,27 +79,26 @@ def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> list[in
             winner, ix.guid, email, was, agent.address if agent else "-", cancelled,
             "; the agent is told" if loss is Loss.CLOSE_AND_TELL else "",
         )
-    return closed
+    return True
 
 
 def cancel_waiting(pks: Iterable[int]) -> int:
     """Cancel what still waits to leave for these interactions (not their agents' notices)."""
+    return _cancel(Outgoing.objects.filter(interaction_id__in=list(pks)))
+
+
+def sweep() -> int:
+    """Cancel the rows of interactions closed as claimed elsewhere that came back to wait
+    since (from a sender, or a journal-box check that found nothing). From the database,
+    so a restart leaves none waiting at the gate for good."""
+    return _cancel(Outgoing.objects.filter(interaction__outcome=OUTCOME))
+
+
+def _cancel(rows: QuerySet[Outgoing]) -> int:
     return (
-        Outgoing.objects.filter(interaction_id__in=list(pks), state__in=[s.value for s in WAITING])
+        rows.filter(state__in=[s.value for s in WAITING])
         .exclude(key__startswith=NOTICE_KEY)
         .update(state=OutboxState.CANCELLED, claimed_by="", lease_until=None)
-    )
-
-
-def sweep(pks: Iterable[int]) -> set[int]:
-    """Cancel rows of closed-elsewhere interactions that came back from a sender or from a
-    journal-box check since; the pks that still have rows not settled."""
-    pks = list(pks)
-    cancel_waiting(pks)
-    return set(
-        Outgoing.objects.filter(interaction_id__in=pks, state__in=[s.value for s in UNSETTLED])
-        .exclude(key__startswith=NOTICE_KEY)
-        .values_list("interaction_id", flat=True)
     )
 
 

@@ -60,8 +60,6 @@ class Claims:
         # (its own clock, the sync clock), and what the node's row shows.
         self._safe: dict[EmailKey, datetime] = {}
         self._held: list[str] = []
-        # Interactions closed as claimed elsewhere whose outbox rows are not all settled.
-        self._sweep: set[int] = set()
 
     # -- which boxes ----------------------------------------------------------------------
     def enter(self, box_pk: int, peer: str) -> None:
@@ -153,10 +151,8 @@ class Claims:
         lost = {key: owner for key in claimer.wanted if (owner := claimer.book.owner(key)) not in (None, me)}
         now = self.clock()
         for key, owner in sorted(lost.items()):
-            closed = claimloss.end_lost(self.site, key, owner, now)
-            self._sweep.update(closed or ())
-        if self._sweep:
-            self._sweep = claimloss.sweep(self._sweep)
+            claimloss.end_lost(self.site, key, owner, now)
+        claimloss.sweep()
 
     def _publish(self, claimer: Claimer) -> None:
         """What the gate and the node's row read, after a step (or a failed one)."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from postroom.core.claimloss import Loss, notice_text, on_lost_claim
+from postroom.core.claimloss import OUTCOME, Loss, notice_text, on_lost_claim
 from postroom.core.lifecycle import LIVE, ClaimedElsewhere, Snapshot, State, decide
 
 NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
@@ -48,7 +48,7 @@ def test_it_closes_through_the_lifecycle_releasing_the_agent(state: State) -> No
     agent = None if state is State.QUEUED else AGENT
     decision = decide(Snapshot(state, agent), ClaimedElsewhere(), NOW)
     # Closed, not ended: the original is the winner's to clean up (no clean-up here).
-    assert decision.state is State.CLOSED and decision.outcome == "claimed_elsewhere"
+    assert decision.state is State.CLOSED and decision.outcome == OUTCOME == "claimed_elsewhere"
     assert decision.stamps == ("closed_at",) and decision.journal == "claimed_elsewhere"
     assert decision.released == agent
     assert all(due is None for due in decision.timers.values())
