@@ -175,6 +175,13 @@ class Vanished(Event):
     (deleted by someone on the mail server): there is nothing left to deliver."""
 
 
+@dataclass(frozen=True)
+class ClaimedElsewhere(Event):
+    """Island mode (decision 0036): another node won this email's claim in the sync box,
+    so that node handles it and this one ends its copy. Closed at once, not ended: the
+    original in the incoming box is the winner's to answer and clean up."""
+
+
 TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.QUEUED, Routed): State.ROUTED,
     (State.ROUTED, Answered): State.ANSWERED,
@@ -208,6 +215,14 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.QUEUED, Vanished): State.CLOSED,
     (State.ROUTED, Vanished): State.CLOSED,
     (State.ANSWERED, Vanished): State.CLOSED,
+    # Every state in which nothing has reached the customer's side for good yet.
+    (State.QUEUED, ClaimedElsewhere): State.CLOSED,
+    (State.ROUTED, ClaimedElsewhere): State.CLOSED,
+    (State.ANSWERED, ClaimedElsewhere): State.CLOSED,
+    (State.DELIVERED, ClaimedElsewhere): State.CLOSED,
+    (State.AWAITING_APPROVAL, ClaimedElsewhere): State.CLOSED,
+    (State.REPLYING, ClaimedElsewhere): State.CLOSED,
+    (State.REPLY_FAILED, ClaimedElsewhere): State.CLOSED,
 }
 
 
@@ -249,7 +264,8 @@ class Decision:
     # The agent who just stopped holding the interaction, if any (no-reply, transfer,
     # rejection with reroute): routing avoids them for this interaction.
     released: str | None = None
-    # How the interaction ended, when it did: replied, wrapped_up, discarded, vanished.
+    # How the interaction ended, when it did: replied, wrapped_up, discarded, vanished,
+    # claimed_elsewhere.
     outcome: str | None = None
     journal: str = ""
 
@@ -311,6 +327,11 @@ def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = No
         case Vanished():
             stamps = ("closed_at",)
             outcome = "vanished"
+            released = agent
+        case ClaimedElsewhere():
+            # The agent no longer holds it: their forwarded copy is taken back out.
+            stamps = ("closed_at",)
+            outcome = "claimed_elsewhere"
             released = agent
         case CleanedUp():
             stamps = ("closed_at",)

@@ -15,22 +15,29 @@ the box is live again, this node releases the claims of that box's emails and th
 back in normal mode.
 
 One `Claims` per engine: its thread runs `step()`; the sender threads call `admits()`.
-The claim book is read and written under one lock (the `Claimer` is not thread-safe).
+The `Claimer` (not thread-safe) belongs to the claims' thread alone, which does the sync
+box's I/O with no lock held; after each step it publishes, under a short lock, the time
+until which this node may act on each claim it holds (`Claimer.safe_until`). The gate
+reads that snapshot and never waits on the network. A snapshot that is a step old is
+still safe: each time in it is bounded by this node's own clock, before which no other
+node can win the claim (decision 0036, "the send gate").
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from postroom.core.island import ChangeKind, EmailKey
-from postroom.engine.island import Claimer, IslandSettings
+from postroom.engine import claimloss
+from postroom.engine.island import Claimer, IslandSettings, sync_clock
 from postroom.engine.site import Site
 from postroom.mail.smtp import SmtpSender
 from postroom.mail.syncbox import SyncBox
-from postroom.store.models import Interaction, Mailbox, Outgoing
+from postroom.store.models import Interaction, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +48,18 @@ def email_key(ix: Interaction, box_address: str) -> EmailKey:
 
 
 class Claims:
-    def __init__(self, site: Site, settings: IslandSettings) -> None:
+    def __init__(self, site: Site, settings: IslandSettings, clock: Callable[[], datetime] | None = None) -> None:
         self.site = site
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.settings = settings
         self._lock = threading.Lock()
         # Island box pk -> the node whose lost lease made it one.
         self.boxes: dict[int, str] = {}
-        self._claimer: Claimer | None = None
+        self._claimer: Claimer | None = None  # the claims' thread's alone
+        # Published by the claims' thread: email -> until when this node may send for it
+        # (its own clock, the sync clock), and what the node's row shows.
+        self._safe: dict[EmailKey, datetime] = {}
+        self._held: list[str] = []
 
     # -- which boxes ----------------------------------------------------------------------
     def enter(self, box_pk: int, peer: str) -> None:
@@ -66,11 +78,7 @@ class Claims:
             for pk in back:
                 log.info("mailbox %s: back in normal mode", pk)
                 del self.boxes[pk]
-            if back and self._claimer is not None:
-                addresses = set(Mailbox.objects.filter(pk__in=back).values_list("address", flat=True))
-                for key in sorted(self._claimer.wanted):
-                    if key.mailbox in addresses:
-                        self._claimer.release(key)
+            # Their claims are released by the claims' thread's next step (no longer wanted).
 
     @property
     def island(self) -> bool:
@@ -80,38 +88,45 @@ class Claims:
     def admits(self, row: Outgoing) -> bool:
         """May `row` be sent now? Always, for mail of no island box; else only while this
         node holds the email's claim (`Claimer.may_send`)."""
-        if not self.boxes or row.interaction_id is None:
+        if not self.boxes or row.interaction_id is None or claimloss.ungated(row):
             return True
         ix = Interaction.objects.select_related("mailbox").get(pk=row.interaction_id)
         with self._lock:
             if ix.mailbox_id not in self.boxes:
                 return True
-            if self._claimer is None:
-                return False
-            key = email_key(ix, ix.mailbox.address)
-            self._claimer.want(key)
-            return self._claimer.may_send(key)
+            # Not in the snapshot: not won yet (the claims' thread claims every unclosed
+            # interaction of the island boxes), lost, or released.
+            safe = self._safe.get(email_key(ix, ix.mailbox.address))
+        return safe is not None and sync_clock() <= safe
 
     # -- the claims' thread ---------------------------------------------------------------
     def step(self) -> bool:
         """Claim every unclosed interaction of the island boxes, read the sync box, send
-        what is owed; record won claims. True while there is island work."""
+        what is owed; record won claims, end lost ones. True while there is island work.
+        Runs on the claims' thread only; no lock is held during the sync box's I/O."""
         with self._lock:
             boxes = dict(self.boxes)
-            if not boxes and (self._claimer is None or not self._claimer.wanted):
-                return False
-        wanted = [
+        if not boxes and (self._claimer is None or not self._claimer.wanted):
+            return False
+        wanted = {
             email_key(ix, ix.mailbox.address)
             for ix in Interaction.objects.filter(mailbox_id__in=list(boxes), closed_at=None).select_related("mailbox")
-        ]
-        with self._lock:
-            claimer = self._open()
-            for key in wanted:
-                claimer.want(key)
-            # Closed here (replied, cleaned up), or its box back in normal mode: released.
-            for key in sorted(claimer.wanted - set(wanted)):
+        }
+        claimer = self._open()
+        for key in wanted:
+            claimer.want(key)
+        # Closed here (replied, cleaned up), or its box back in normal mode: released.
+        gone = claimer.wanted - wanted
+        if gone:
+            with self._lock:
+                for key in gone:
+                    self._safe.pop(key, None)
+            for key in sorted(gone):
                 claimer.release(key)
+        try:
             changes = claimer.step()
+        finally:
+            self._publish(claimer)
         for change in changes:
             claim = change.claim
             if change.kind is ChangeKind.WON and claim.node == self.site.node_id:
@@ -120,9 +135,31 @@ class Claims:
                     raw_sha256=claim.email.sha256, claim_node="",
                 ).update(claim_node=claim.node, claim_time=claim.local_time)
                 log.info("claim won: %s", claim.email)
-        for key in claimer.lost(changes):
-            log.warning("claim lost to another node: %s; nothing is sent for it here", key)
+        for change in changes:
+            if change.kind is ChangeKind.EXPIRED and change.claim.node == self.site.node_id:
+                log.warning("claim expired before this node re-asserted it: %s; nothing is sent for it "
+                            "until it is won again", change.claim.email)
+        self._end_lost(claimer)
         return True
+
+    def _end_lost(self, claimer: Claimer) -> None:
+        """Another node holds the claim of an email this node wants: it handles it, and this
+        node ends its interaction and tells the agent (`engine/claimloss.py`). Judged from
+        the book's state, not from this reading's changes, so a claim won before this node
+        wanted the email counts too; retried each step until the interaction is closed."""
+        me = self.site.node_id
+        lost = {key: owner for key in claimer.wanted if (owner := claimer.book.owner(key)) not in (None, me)}
+        now = self.clock()
+        for key, owner in sorted(lost.items()):
+            claimloss.end_lost(self.site, key, owner, now)
+        claimloss.sweep()
+
+    def _publish(self, claimer: Claimer) -> None:
+        """What the gate and the node's row read, after a step (or a failed one)."""
+        safe = {key: until for key in claimer.wanted if (until := claimer.safe_until(key)) is not None}
+        held = [f"{key.mailbox} {key.message_id}" for key in sorted(claimer.wanted) if claimer.book.owner(key) == claimer.node]
+        with self._lock:
+            self._safe, self._held = safe, held
 
     def detail(self) -> dict[str, Any]:
         """What the node's row shows (the nodes page reads `claims`): the emails whose
@@ -130,24 +167,21 @@ class Claims:
         with self._lock:
             if not self.boxes:
                 return {}
-            claimer, me = self._claimer, self.site.node_id
-            held = [] if claimer is None else [
-                f"{key.mailbox} {key.message_id}" for key in sorted(claimer.wanted) if claimer.book.owner(key) == me
-            ]
-            return {"claims": held, "island_boxes": sorted(self.boxes)}
+            return {"claims": list(self._held), "island_boxes": sorted(self.boxes)}
 
     def close(self) -> None:
-        with self._lock:
-            if self._claimer is not None:
-                self._claimer.box.close()
-                self._claimer.smtp.close()
-                self._claimer = None
+        """Drop the sync box's connections (claims' thread; reopened by the next step).
+        The published times stay: each is bounded by this node's own clock."""
+        if self._claimer is not None:
+            self._claimer.box.close()
+            self._claimer.smtp.close()
+            self._claimer = None
 
     def _open(self) -> Claimer:
         if self._claimer is None:
             site, settings = self.site, self.settings
             box = SyncBox(site.imap_account(settings.sync_address, site.password_for(settings.sync_address))).open()
-            self._claimer = Claimer(site.node_id, settings, box, SmtpSender(site.smtp))
+            self._claimer = Claimer(site.node_id, settings, box, SmtpSender(site.smtp), clock=sync_clock)
         return self._claimer
 
 

@@ -67,7 +67,9 @@ class IslandSettings:
                    timedelta(seconds=c.claim_reassert_seconds), expiry / 120)
 
 
-def _now() -> datetime:
+def sync_clock() -> datetime:
+    """This node's clock for claims: real UTC time (never a test's skipped-ahead clock),
+    since it is compared with the server's arrival stamps' passage of time."""
     return datetime.now(UTC)
 
 
@@ -77,14 +79,14 @@ class Claimer:
     settings: IslandSettings
     box: SyncBox
     smtp: SmtpSender
-    clock: Callable[[], datetime] = _now
+    clock: Callable[[], datetime] = sync_clock
     book: ClaimBook = field(init=False)
     wanted: set[EmailKey] = field(default_factory=set)
     # Claims sent and not yet read back, by local send time (resent when no answer).
     pending: dict[EmailKey, datetime] = field(default_factory=dict)
     # Local send time of this node's latest assertion read back, per email it holds.
     asserted_local: dict[EmailKey, datetime] = field(default_factory=dict)
-    last_sent: datetime | None = None
+    last_sent: datetime | None = None  # the last sync mail this node tried to send
     last_uid: int = 0
     uidvalidity: int = 0
 
@@ -102,12 +104,15 @@ class Claimer:
             self._send(SyncKind.RELEASE, email)
 
     def may_send(self, email: EmailKey) -> bool:
+        until = self.safe_until(email)
+        return until is not None and self.clock() <= until
+
+    def safe_until(self, email: EmailKey) -> datetime | None:
+        """Until when this node may act on `email` by its own clock (`Holding`); None when
+        it does not hold the claim in its reading, or has not read its assertion back."""
         if self.book.owner(email) != self.node or email not in self.asserted_local:
-            return False
-        hold = Holding(
-            self.asserted_local[email], self.settings.claim_expiry, self.settings.clock_margin
-        )
-        return self.clock() <= hold.safe_until
+            return None
+        return Holding(self.asserted_local[email], self.settings.claim_expiry, self.settings.clock_margin).safe_until
 
     def lost(self, changes: list[Change]) -> list[EmailKey]:
         """The emails this node held, or wanted and saw another win, in `changes`."""
@@ -167,12 +172,13 @@ class Claimer:
         now = self.clock()
         s = self.settings
         out = send(self.smtp, s.sender, s.sync_address, kind, self.node, now, email)
-        if out.sent:
-            self.last_sent = now
-        else:
-            # Unknown or refused: reading the box tells whether it arrived; the next
-            # step sends again what is still owed.
+        # An attempt counts, sent or not: a node cut from SMTP tries its time-sync again
+        # after `claim_reassert`, not at every step (a connection and a warning each).
+        self.last_sent = now
+        if not out.sent:
+            # Unknown or refused: reading the box tells whether it arrived; a claim that
+            # never shows up is sent again after `claim_reassert` (`pending`).
             log.warning("sync %s for %s not sent: %s", kind.value, email, out.detail)
 
 
-__all__ = ["Claimer", "IslandSettings"]
+__all__ = ["Claimer", "IslandSettings", "sync_clock"]

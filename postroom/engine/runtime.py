@@ -176,7 +176,7 @@ class Engine:
         # worker), by thread: their notifications tell this node nothing new (0043).
         self._own_sessions: dict[str, int] = {}
         # Island mode ([cluster] sync_address; engine/claims.py): None when off.
-        self.claims = Claims(site, site.island) if site.island is not None else None
+        self.claims = Claims(site, site.island, now) if site.island is not None else None
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 

@@ -264,7 +264,7 @@ class Interaction(models.Model):
     replied_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
-    # replied | wrapped_up | discarded | vanished
+    # replied | wrapped_up | discarded | vanished | claimed_elsewhere
     outcome = models.CharField(max_length=20, blank=True)
     wrapup_code = models.CharField(max_length=60, blank=True)
     resolution_code = models.CharField(max_length=60, blank=True)

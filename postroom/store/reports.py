@@ -194,7 +194,7 @@ def build(who: Principal, q: ReportQuery, now: datetime | None = None) -> Report
         for iid, _b, _a, arrival, outcome, status in rows:
             if iid in response:
                 times.append(response[iid])
-            elif outcome in ("wrapped_up", "discarded", "vanished") or status == State.ENDED.value:
+            elif outcome in ("wrapped_up", "discarded", "vanished", "claimed_elsewhere") or status == State.ENDED.value:
                 continue
             elif (now - arrival).total_seconds() > within:
                 times.append(None)

@@ -124,8 +124,10 @@ def test_an_email_another_node_claimed_first_gets_nothing_from_this_node(center:
     until(center, "rounds", lambda: time.monotonic() > deadline)
     ix.refresh_from_db()
     assert auto_responses(center) == [] and ix.claim_node == ""
+    # The loss ends this node's copy (engine/claimloss.py): its auto-response never tried.
+    assert (ix.status, ix.outcome) == ("closed", "claimed_elsewhere")
     row = Outgoing.objects.get(interaction=ix, kind=Outgoing.AUTO_RESPONSE)
-    assert (row.state, row.attempts) == ("retry_wait", 0)
+    assert (row.state, row.attempts) == ("cancelled", 0)
     # This node lost the race for it: no claim of its own stands before the other's.
     kinds = [(c["node"], c["kind"]) for c in sync_claims(center)]
     assert kinds[0] == ("node-other", SyncKind.CLAIM.value), kinds

@@ -84,3 +84,26 @@ def test_a_refused_claim_is_sent_again_and_wins(claimer, proxy) -> None:
     step_until_won(claimer)
     assert claims_in_box(claimer) == 1
     assert len(proxy.log) >= 2  # the refused one, then the one that won
+
+
+def test_a_node_whose_smtp_is_cut_does_not_retry_its_time_sync_every_step(mailstack, new_user) -> None:  # type: ignore[no-untyped-def]
+    """A time-sync that could not be sent waits `claim_reassert` like a sent one: a node
+    cut from SMTP for minutes must not open a connection (and log a warning) at every
+    step of its claims' thread, four times a second."""
+    from postroom.devstack.netproxy import TcpProxy
+
+    relay = TcpProxy(mailstack.submission_port)
+    relay.down()
+    sync, login = new_user("sync"), new_user("n1")
+    smtp = SmtpSender(SmtpAccount("127.0.0.1", relay.port, "starttls", *login, str(mailstack.cafile), 3.0))
+    box = SyncBox(ImapAccount("127.0.0.1", mailstack.imap_port, "starttls", *sync, cafile=str(mailstack.cafile))).open()
+    settings = IslandSettings(sync[0], login[0], claim_expiry=timedelta(minutes=10), claim_reassert=timedelta(minutes=5))
+    c = Claimer("n1", settings, box, smtp)
+    try:
+        for _ in range(5):
+            c.step()
+        assert relay.refused == 1  # the first step's time-sync, and nothing since
+    finally:
+        box.close()
+        smtp.close()
+        relay.stop()

@@ -17,6 +17,7 @@ from postroom.core.lifecycle import (
     WITH_AGENT,
     Answered,
     Approved,
+    ClaimedElsewhere,
     CleanedUp,
     Delivered,
     DeliveryFailed,
@@ -68,6 +69,7 @@ EVENTS: list[Event] = [
     Discarded(rule="spam"),
     CleanedUp(),
     Vanished(),
+    ClaimedElsewhere(),
 ]
 
 
