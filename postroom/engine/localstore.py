@@ -31,13 +31,38 @@ log = logging.getLogger(__name__)
 
 LOCAL = "island"
 # How long the probe of the shared database waits for an answer.
-PROBE_TIMEOUT_S = 3
+PROBE_TIMEOUT_S = 2
 
 
 class LocalStore:
     def __init__(self, node_id: str, config: Config, state_dir: Path | None = None) -> None:
         self.config = config
         self.path = Path(state_dir or settings.STATE_DIR) / f"island-{node_id}.sqlite3"
+        self._preparing: threading.Thread | None = None
+        self._ready = False
+
+    def prepare_soon(self) -> None:
+        """`prepare()` in a thread of its own: migrating takes seconds that neither the
+        start of the engine nor a node coming back should wait for."""
+        self.wait()
+        self._ready = False
+        self._preparing = threading.Thread(target=self._prepare_logged, name="postroom-localstore", daemon=True)
+        self._preparing.start()
+
+    def wait(self) -> bool:
+        """Wait for a `prepare_soon()` under way; whether the store is ready."""
+        if self._preparing is not None:
+            self._preparing.join()
+            self._preparing = None
+        return self._ready
+
+    def _prepare_logged(self) -> None:
+        try:
+            self.prepare()
+        except Exception:
+            log.exception("island mode: the local store could not be prepared; this node will not island")
+        finally:
+            connections.close_all()
 
     def prepare(self) -> None:
         """A fresh local store, migrated and loaded. What an earlier island left was
@@ -54,22 +79,29 @@ class LocalStore:
         connections.settings[LOCAL] = connections.configure_settings(
             {DEFAULT_DB_ALIAS: sqlite_database(self.path)}
         )[DEFAULT_DB_ALIAS]
-        call_command("migrate", database=LOCAL, verbosity=0, interactive=False)
-        in_local(lambda: apply_config(self.config))
+        # Migrated as `default` in a thread whose `default` is the local file: a data
+        # migration that uses the default manager (0006) then writes there too, never to
+        # PostgreSQL, which may be the very thing that is away.
+        in_local(lambda: (call_command("migrate", verbosity=0, interactive=False), apply_config(self.config)))
         connections[LOCAL].close()
+        self._ready = True
         log.info("island mode: local store ready at %s", self.path)
 
 
 def use_local() -> None:
     """From now on this thread's `default` database is the local store."""
     connections[DEFAULT_DB_ALIAS].close()
-    connections[DEFAULT_DB_ALIAS] = connections.create_connection(LOCAL)
+    local = connections.create_connection(LOCAL)
+    # One connection under both names: code that names the alias (`using(LOCAL)`, the
+    # migration recorder) must not open a second one, which SQLite would lock out.
+    connections[DEFAULT_DB_ALIAS] = connections[LOCAL] = local
 
 
 def use_shared() -> None:
     """This thread's `default` database is the configured one again."""
     connections[DEFAULT_DB_ALIAS].close()
     del connections[DEFAULT_DB_ALIAS]
+    del connections[LOCAL]
 
 
 def on_local() -> bool:

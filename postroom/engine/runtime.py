@@ -379,7 +379,7 @@ class Engine:
         """Register this node (NodeRefused if it may not run), then the supervisor thread,
         which takes this node's leases and starts the working threads."""
         if self.local is not None:
-            self.local.prepare()  # before joining: it takes seconds, the lease does not wait
+            self.local.prepare_soon()
         self.membership = Membership(self.site)
         self.membership.join()
         self._started_at = timezone.now()
@@ -453,7 +453,7 @@ class Engine:
                 if self.islanded and self._db_back():
                     continue
                 if membership.ticket is None:
-                    if self._unmerged:
+                    if self._unmerged and not self.islanded:
                         self._merge_back()
                     membership.join()  # after a stand-down: a new epoch
                     connection.close()  # the next one carries the new epoch
@@ -524,7 +524,10 @@ class Engine:
         sent for an email before this node has won its claim in the sync box), the boxes
         are read again from the start (the local store knows nothing yet), and what the
         other side already sent is found in the journal box by its derived Message-ID."""
-        assert self.membership is not None and self.claims is not None
+        assert self.membership is not None and self.claims is not None and self.local is not None
+        if not self.local.wait():
+            self._db_ok_at = time.monotonic()  # asked again after another island_after
+            return
         log.error(
             "the database has been away for more than %d s: island mode on the local store",
             self.island_after,
@@ -556,7 +559,7 @@ class Engine:
         Node.objects.filter(node_id=self.site.node_id).update(mode=Mode.ISLAND.value)
         merge_back(self.site.node_id, localstore.LOCAL, self.now())
         self._unmerged = False
-        self.local.prepare()  # fresh for the next island
+        self.local.prepare_soon()  # fresh for the next island
         self._db_ok_at = time.monotonic()
 
     def _releasing(self, name: str) -> contextlib.AbstractContextManager[object]:
