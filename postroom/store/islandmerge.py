@@ -9,7 +9,8 @@ GUID and carrying the node id. Which copy survives is `core/islandlocal.merge`; 
 module does the reads and writes: the surviving record takes the winning claim's
 `claim_node`/`claim_time`, the outbox rows sent locally are recorded as sent (their
 Message-IDs are derived from the email's name, so they are the shared rows' IDs too), and
-an email another node holds is journaled as claimed elsewhere.
+what was merged is journaled `island_merged` (with the Message-IDs sent on the island),
+and an email another node holds is journaled `island_claimed_elsewhere`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                     }
                     shared = Interaction.objects.create(**{**values, "mailbox": box, "node_id": me})
                     _record_sent(shared, sent)
+                    journal.record("island_merged", now, interaction=shared, node=me, inserted=True,
+                                   sent=[r.message_id for r in sent])
                 case Merge.TAKE_OVER:
                     assert shared is not None
                     Interaction.objects.filter(pk=shared.pk).update(
@@ -97,6 +100,8 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                         or lx.auto_response_sent_at,
                     )
                     _record_sent(shared, sent)
+                    journal.record("island_merged", now, interaction=shared, node=me, inserted=False,
+                                   sent=[r.message_id for r in sent])
                 case Merge.CLAIMED_ELSEWHERE:
                     assert shared is not None
                     journal.record(
