@@ -401,7 +401,6 @@ class Engine:
         self._sender_wakes = []
         if self.membership is not None and self.membership.ticket is not None and not self.islanded:
             try:
-                connection.close()  # this thread's may be from before a cut link
                 self.membership.leave()
             except Exception:  # the database may be gone; the lease then simply runs out
                 log.warning("could not record this node's stop", exc_info=True)
