@@ -43,8 +43,10 @@ from postroom.core.headers import (
     decode_words,
     first_msg_id,
     header_text,
+    put_header,
     raw_header_values,
     references,
+    settle_headers,
     unfold,
 )
 from postroom.core.mimetext import part_text, set_text, text_body
@@ -190,7 +192,7 @@ def _echo_ids(ids: Iterable[str | None]) -> list[str]:
 def _set_ids(msg: EmailMessage, name: str, ids: Iterable[str | None]) -> None:
     echo = _echo_ids(ids)
     if echo:
-        msg[name] = " ".join(echo)
+        put_header(msg, name, " ".join(echo))
 
 
 def forward_to_agent(
@@ -236,20 +238,22 @@ def forward_to_agent(
 
     new = _copy(original, keep)
     add_header_block(new, facts)
-    new["From"] = Address(
+    sender = Address(
         display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
         addr_spec=reply.addr_spec,
     )
-    new["To"] = to
-    new["Reply-To"] = reply
-    new["Subject"] = f"{subject} {tag}".strip()
-    new["Message-ID"] = mid
+    put_header(new, "From", sender)
+    put_header(new, "To", to)
+    put_header(new, "Reply-To", reply)
+    put_header(new, "Subject", f"{subject} {tag}".strip())
+    put_header(new, "Message-ID", mid)
     _set_ids(new, "References", refs)
-    new["X-Postroom-Interaction"] = str(guid)
+    put_header(new, "X-Postroom-Interaction", str(guid))
     for echo in _echo_ids([original_mid]):
-        new["X-Postroom-Original-Message-ID"] = echo
-    new["X-Postroom-Box"] = box.addr_spec
-    new["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+        put_header(new, "X-Postroom-Original-Message-ID", echo)
+    put_header(new, "X-Postroom-Box", box.addr_spec)
+    put_header(new, "X-Auto-Response-Suppress", "OOF, AutoReply")
+    settle_headers(new)
     return new
 
 
@@ -309,16 +313,17 @@ def reply_to_customer(
 
     new = _copy(agent_reply, keep)
     _scrub_tokens(new, replacement=sender.addr_spec)
-    new["From"] = sender
-    new["Reply-To"] = Address(addr_spec=sender.addr_spec)
-    new["To"] = to
-    new["Subject"] = clean_subject
-    new["Message-ID"] = mid
+    put_header(new, "From", sender)
+    put_header(new, "Reply-To", Address(addr_spec=sender.addr_spec))
+    put_header(new, "To", to)
+    put_header(new, "Subject", clean_subject)
+    put_header(new, "Message-ID", mid)
     if parent:
-        new["In-Reply-To"] = parent
+        put_header(new, "In-Reply-To", parent)
     _set_ids(new, "References", [*refs, parent])
     if "Date" not in new and date is not None:
-        new["Date"] = format_datetime(date)
+        put_header(new, "Date", format_datetime(date))
+    settle_headers(new)
     return new
 
 
@@ -368,7 +373,7 @@ def with_text(reply: EmailMessage, text: str) -> EmailMessage:
             new.make_mixed()
         new.attach(part)
     if mime_version is not None and "MIME-Version" not in new:
-        new["MIME-Version"] = mime_version
+        put_header(new, "MIME-Version", mime_version)
     return new
 
 
@@ -430,18 +435,19 @@ def auto_response(
     original_mid = (_echo_ids([first_msg_id(original, "Message-ID")]) or [None])[0]
 
     new = EmailMessage(policy=POLICY)
-    new["From"] = sender
-    new["To"] = to
-    new["Subject"] = subject
-    new["Message-ID"] = mid
+    put_header(new, "From", sender)
+    put_header(new, "To", to)
+    put_header(new, "Subject", subject)
+    put_header(new, "Message-ID", mid)
     if date is not None:
-        new["Date"] = format_datetime(date)
+        put_header(new, "Date", format_datetime(date))
     if original_mid:
-        new["In-Reply-To"] = original_mid
+        put_header(new, "In-Reply-To", original_mid)
         _set_ids(new, "References", [*references(original), original_mid])
-    new["Auto-Submitted"] = "auto-replied"
-    new["X-Auto-Response-Suppress"] = "All"
+    put_header(new, "Auto-Submitted", "auto-replied")
+    put_header(new, "X-Auto-Response-Suppress", "All")
     text_body(new, _fill(text, values))
+    settle_headers(new)
     return new
 
 
@@ -471,18 +477,19 @@ def notice(
         raise UnsafeHeaderValue("text must be a string without NUL")
 
     new = EmailMessage(policy=POLICY)
-    new["From"] = from_
-    new["To"] = to_
-    new["Subject"] = subject
-    new["Message-ID"] = mid
+    put_header(new, "From", from_)
+    put_header(new, "To", to_)
+    put_header(new, "Subject", subject)
+    put_header(new, "Message-ID", mid)
     if date is not None:
-        new["Date"] = format_datetime(date)
+        put_header(new, "Date", format_datetime(date))
     if parent:
-        new["In-Reply-To"] = parent
-        new["References"] = parent
-    new["Auto-Submitted"] = "auto-generated"
-    new["X-Auto-Response-Suppress"] = "All"
+        put_header(new, "In-Reply-To", parent)
+        put_header(new, "References", parent)
+    put_header(new, "Auto-Submitted", "auto-generated")
+    put_header(new, "X-Auto-Response-Suppress", "All")
     text_body(new, text)
     if attach is not None:
         new.add_attachment(_copy(attach))
+    settle_headers(new)
     return new

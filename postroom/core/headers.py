@@ -19,7 +19,7 @@ import contextlib
 import functools
 import re
 from email import policy as _policy
-from email.headerregistry import HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import Message
 from email.utils import getaddresses
 from urllib.parse import quote, unquote_to_bytes
@@ -39,7 +39,9 @@ __all__ = [
     "header_text",
     "msg_ids",
     "raw_header_values",
+    "put_header",
     "references",
+    "settle_headers",
     "unfold",
 ]
 
@@ -171,6 +173,52 @@ class _TolerantHeaderRegistry(HeaderRegistry):
 POLICY: _policy.EmailPolicy = _policy.default.clone(
     header_factory=_TolerantHeaderRegistry(), refold_source="none"
 )
+
+
+# Printable ASCII words with single spaces between them: a header object holding such a
+# text, when it fits on one line, folds to ``Name: text`` exactly (``settle_headers``).
+_SETTLED_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
+_SETTLED_LINE = 78  # policy.default's max_line_length
+
+
+def _settled(name: str, text: str) -> bool:
+    return len(name) + 2 + len(text) <= _SETTLED_LINE and "=?" not in text and _SETTLED_RE.fullmatch(text) is not None
+
+
+def put_header(msg: Message, name: str, value: object) -> None:
+    """``msg[name] = value``, stored as text when its folded form is that text anyway
+    (see ``settle_headers``): the header registry neither parses nor folds it."""
+    if isinstance(value, list | tuple):  # of Address: an address list, as AddressHeader writes it
+        text = ", ".join(str(a) for a in value) if all(isinstance(a, Address) for a in value) else ""
+    else:
+        text = str(value) if isinstance(value, str | Address) else ""
+    # A second Subject, From... is refused by ``msg[name]`` (RFC 5322 §3.6), not written.
+    if text and _settled(name, text) and not (msg.policy.header_max_count(name) and name in msg):
+        msg.set_raw(name, text)
+    else:
+        msg[name] = value
+
+
+def settle_headers(msg: Message) -> None:
+    """Store each header object that code set on ``msg`` (and its parts) as its text
+    when writing it out would give that text anyway: printable ASCII, one short line,
+    no encoded-word (``=?``).  Folding a header object is the email package's slowest
+    path (its parse tree refolded token by token: a third of a forward's build, issue 9);
+    a text header is written as is (``refold_source="none"``).  Anything else (non-ASCII,
+    RFC 2047 words, long lines to fold) keeps its object and policy.default's folding.
+    """
+    for part in msg.walk():
+        items = list(part.raw_items())
+        if all(type(v) is str for _k, v in items):
+            continue  # all parsed (kept as their source text) or settled already
+        for name in {k for k, _ in items}:
+            del part[name]
+        for name, value in items:
+            if type(value) is not str:
+                text = str(value)
+                if _settled(name, text):
+                    value = text
+            part.set_raw(name, value)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Headers we write as text (``core.headers.put_header``/``settle_headers``, issue 9) come
+out byte for byte as policy.default's header registry would have folded them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import pytest
+
+from postroom.core import compose
+from postroom.core import correlation as corr
+from postroom.core.headers import POLICY, put_header, settle_headers
+from tests.unit.conftest import corpus_files, parsed
+
+VALUES: list[tuple[str, object]] = [
+    ("Subject", "Where is my parcel? [PR:abc]"),
+    ("Subject", "Re:  two  spaces and a trailing one "),
+    ("Subject", "Wo ist mein Paket? Grüße"),
+    ("Subject", "=?utf-8?q?caf=C3=A9?= literally"),
+    ("Subject", "A subject long enough that policy.default has to fold it onto a second line, and more"),
+    ("Subject", "(a comment?) \"quotes\" and \\backslash\\ ; , : @ < >"),
+    ("From", Address("Carol Customer via Example Support", addr_spec="outbound+tok@example.test")),
+    ("From", Address("Carol C. Customer, Jr. via Support", addr_spec="outbound+tok@example.test")),
+    ("From", Address('Carol "the" Customer (x) via Support', addr_spec="outbound+tok@example.test")),
+    ("From", Address("Zoë Kundin via Support", addr_spec="outbound+tok@example.test")),
+    ("From", Address("A display name long enough to need folding when written out in full via Support", addr_spec="o@example.test")),
+    ("To", [Address("Alice", addr_spec="alice@example.test"), Address(addr_spec="bob@example.test")]),
+    ("To", Address(addr_spec="agent@example.test")),
+    ("Reply-To", Address(addr_spec="outbound+tok@example.test")),
+    ("Message-ID", "<f.abc.1@pr.example.test>"),
+    ("References", "<a@x.test> <b@x.test>"),
+    ("References", " ".join(f"<{'id' * 12}-{i}@outlook.example.test>" for i in range(4))),
+    ("Date", "Mon, 07 Dec 2026 04:30:00 +0000"),
+    ("X-Postroom-Interaction", str(uuid.UUID(int=7))),
+    ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+]
+
+
+def test_put_header_writes_what_the_registry_writes() -> None:
+    for name, value in VALUES:
+        ours, theirs = EmailMessage(policy=POLICY), EmailMessage(policy=POLICY)
+        put_header(ours, name, value)
+        theirs[name] = value
+        assert ours.as_bytes() == theirs.as_bytes(), (name, value)
+        assert str(ours[name]) == str(theirs[name]), (name, value)
+
+
+def test_settle_headers_writes_what_the_registry_writes() -> None:
+    settled = []
+    for name, value in VALUES:
+        msg = EmailMessage(policy=POLICY)
+        msg[name] = value
+        msg.set_content("Grüße\n", charset="utf-8", cte="quoted-printable")
+        before = msg.as_bytes()
+        settle_headers(msg)
+        assert msg.as_bytes() == before, (name, value)
+        settled.append(type(msg.raw_items().__next__()[1]) is str)
+        # set_content's own headers are short ASCII: stored as text.
+        assert all(type(v) is str for k, v in msg.raw_items() if k.startswith(("Content-", "MIME-")))
+    # The short ASCII ones were stored as text, the rest kept their header objects.
+    assert any(settled) and not all(settled)
+
+
+def test_put_header_still_refuses_a_second_subject() -> None:
+    msg = EmailMessage(policy=POLICY)
+    put_header(msg, "Subject", "one")
+    with pytest.raises(ValueError, match="at most 1 Subject"):
+        put_header(msg, "Subject", "two")
+
+
+def _registry_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compose, "put_header", lambda msg, name, value: msg.__setitem__(name, value))
+    monkeypatch.setattr(compose, "settle_headers", lambda msg: None)
+
+
+def _forward(original: EmailMessage) -> bytes:
+    token = "t0k3nT0K3Nt0k3nT0K3N"
+    return compose.forward_to_agent(
+        original,
+        agent="alice@example.test",
+        agent_name="Alice Agent",
+        reply_to=corr.reply_address("outbound@example.test", token),
+        message_id=f"<f.{token}.1@example.test>",
+        tag=corr.subject_tag(token),
+        guid=uuid.UUID(int=1),
+        box_address="support@example.test",
+        box_name="Example Support",
+    ).as_bytes()
+
+
+def _auto_response(original: EmailMessage) -> bytes:
+    return compose.auto_response(
+        original,
+        box_address="support@example.test",
+        box_name="Example Support",
+        customer="carol@customer.test",
+        text="Thank you, {name}: we have your message about {subject}.",
+        message_id="<ar.1@example.test>",
+        date=datetime(2026, 12, 7, 4, 30, tzinfo=UTC),
+        customer_text=True,
+    ).as_bytes()
+
+
+def _reply(original: EmailMessage) -> bytes:
+    return compose.reply_to_customer(
+        original,
+        box_address="support@example.test",
+        box_name="Example Support",
+        customer="Carol <carol@customer.test>",
+        original_message_id="<carol-1@customer.test>",
+        original_references=["<root@customer.test>"],
+        message_id="<re.1@example.test>",
+        subject="Wo ist mein Paket?",
+        outbound="outbound@example.test",
+        date=datetime(2026, 12, 7, 4, 30, tzinfo=UTC),
+    ).as_bytes()
+
+
+def test_builders_write_the_corpus_as_the_registry_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    rels = corpus_files("inbound")
+    if not rels:
+        pytest.skip("no corpus")
+    builders = (_forward, _auto_response, _reply)
+    ours: dict[tuple[str, int], bytes | str] = {}
+    originals = {}
+    for rel in rels:
+        try:
+            originals[rel] = parsed(rel).msg
+        except Exception:  # noqa: BLE001 - refusals are test_message_parse's business
+            continue
+
+    def build_all() -> dict[tuple[str, int], bytes | str]:
+        out: dict[tuple[str, int], bytes | str] = {}
+        for rel, original in originals.items():
+            for i, build in enumerate(builders):
+                try:
+                    out[rel, i] = build(original)
+                except Exception as exc:  # noqa: BLE001 - the same refusal on both sides
+                    out[rel, i] = type(exc).__name__
+        return out
+
+    ours = build_all()
+    _registry_only(monkeypatch)
+    theirs = build_all()
+    differ = [key for key in ours if ours[key] != theirs[key]]
+    assert not differ, differ[:10]
+    assert len(ours) > 100
