@@ -1,0 +1,88 @@
+"""Routing commits a round's decisions together (issue 9, decision 0042): what the
+database keeps and what the index believes stay the same when a round fails."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from postroom.core.keys import KeyRing
+from postroom.core.lifecycle import State
+from postroom.engine import routing
+from postroom.engine.routing import RoutingDesk
+from postroom.engine.site import Site
+from postroom.mail.smtp import SmtpAccount
+from postroom.store.models import Agent, Interaction, JournalEvent, Mailbox, Outgoing
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def site() -> Site:
+    return Site(
+        node_id="n", keys=KeyRing.from_secrets([b"x" * 32]), imap_host="127.0.0.1", imap_port=1, imap_tls="none",
+        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
+    )
+
+
+def queued(n: int) -> list[Interaction]:
+    box = Mailbox.objects.create(address="support@example.test", login="s")
+    Mailbox.objects.create(address="outbound@example.test", login="o", kind=Mailbox.OUTBOUND)
+    start = timezone.now() - timedelta(minutes=5)
+    return [
+        Interaction.objects.create(
+            node_id="n", mailbox=box, uidvalidity=1, uid=i + 1, customer=f"c{i}@customer.test",
+            arrival_time=start + timedelta(seconds=i),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_round_routes_each_item_once_with_its_journal_row_and_notice() -> None:
+    items = queued(3)
+    Agent.objects.create(
+        name="Alice", address="alice@example.test", skills=["unassigned"], capacity=5, ready=True,
+        notify_offers=True, state_changed_at=timezone.now(),
+    )
+    desk = RoutingDesk(site())
+    assert desk.route(timezone.now())
+    for ix in items:
+        ix.refresh_from_db()
+        assert ix.state is State.ROUTED and ix.agent.address == "alice@example.test"
+    assert JournalEvent.objects.filter(kind="routed").count() == 3
+    assert Outgoing.objects.filter(key__startswith="notice:offer:").count() == 3
+    assert Agent.objects.get(address="alice@example.test").routed_count == 3
+    assert not desk.route(timezone.now())
+
+
+def test_a_round_that_fails_is_routed_again_in_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second decision of a round fails (the database goes away, say): the index had
+    taken all three as routed. They are routed at the next round, not left queued until
+    the index's next full rebuild (minutes later)."""
+    items = queued(3)
+    Agent.objects.create(
+        name="Alice", address="alice@example.test", skills=["unassigned"], capacity=5, ready=True,
+        notify_offers=True, state_changed_at=timezone.now(),
+    )
+    calls = []
+    real = routing.queue_notice
+
+    def failing(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(routing, "queue_notice", failing)
+    desk = RoutingDesk(site())
+    with pytest.raises(RuntimeError):
+        desk.route(timezone.now())
+    monkeypatch.setattr(routing, "queue_notice", real)
+    desk.route(timezone.now())
+    for ix in items:
+        ix.refresh_from_db()
+        assert ix.state is State.ROUTED, ix.pk
+    # Once each: the failed round left nothing behind.
+    assert JournalEvent.objects.filter(kind="routed").count() == 3
+    assert Outgoing.objects.filter(key__startswith="notice:offer:").count() == 3
