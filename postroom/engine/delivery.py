@@ -60,6 +60,7 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
         for ix in batch:
             by_box[ix.mailbox_id].append(ix)
         for items in by_box.values():
+            built: list[tuple[Interaction, Outgoing]] = []
             # An unreachable box holds up its own interactions only (issue 7, window 10).
             with sessions.isolated(items[0].mailbox):
                 session = sessions.get(items[0].mailbox)
@@ -67,13 +68,42 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
                 originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
                 for ix in items:
                     outbound = outbound or outbound_box()
-                    did = build_forward(ix, site, session, originals.get(ix.uid), now, outbound) or did
+                    made = build_forward(ix, site, session, originals.get(ix.uid), now, outbound)
+                    if isinstance(made, Outgoing):
+                        built.append((ix, made))
+                    else:
+                        did = made or did
+            did = queue_forwards(built) or did
     return did
+
+
+def queue_forwards(built: list[tuple[Interaction, Outgoing]]) -> bool:
+    """The box's forwards queued in one write transaction (issue 9: one commit each, on
+    SQLite an fsync each), after the IMAP work, so SQLite's single write lock is not held
+    across the network. Each is still a compare-and-set on the interaction: one that
+    changed since it was read (taken back, answered elsewhere) gets no forward."""
+    if not built:
+        return False
+    with transaction.atomic():
+        rows = [
+            row
+            for ix, row in built
+            if Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(
+                deliveries=row.delivery, version=F("version") + 1
+            )
+            == 1
+        ]
+        Outgoing.objects.bulk_create(rows)
+    if rows:
+        checkpoint("forward-queued")
+    return bool(rows)
 
 
 def build_forward(
     ix: Interaction, site: Site, session: ImapSession, original: FetchedMessage | None, now: datetime, outbound: Mailbox
-) -> bool:
+) -> Outgoing | bool:
+    """The forward of `ix`, an outbox row not yet saved (`queue_forwards` saves it); or
+    True when the original is gone (recorded), False when it cannot be read."""
     if ix.uidvalidity != session.uidvalidity:
         original = None
     elif original is None:
@@ -106,23 +136,15 @@ def build_forward(
         box_address=ix.mailbox.address,
         box_name=ix.mailbox.display_name or None,
     )
-    with transaction.atomic():
-        updated = Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(
-            deliveries=seq, version=F("version") + 1
-        )
-        if updated != 1:
-            return False
-        Outgoing.objects.create(
-            key=f"forward:{ix.guid}:{seq}",
-            kind=Outgoing.FORWARD,
-            interaction=ix,
-            delivery=seq,
-            agent=ix.agent,
-            envelope_from=outbound.address,
-            recipients=[ix.agent.address],
-            message_id=message_id,
-            raw=msg.as_bytes(),
-            next_attempt_at=now,
-        )
-    checkpoint("forward-queued")
-    return True
+    return Outgoing(
+        key=f"forward:{ix.guid}:{seq}",
+        kind=Outgoing.FORWARD,
+        interaction=ix,
+        delivery=seq,
+        agent=ix.agent,
+        envelope_from=outbound.address,
+        recipients=[ix.agent.address],
+        message_id=message_id,
+        raw=msg.as_bytes(),
+        next_attempt_at=now,
+    )
