@@ -7,6 +7,7 @@ on one interaction cannot both win.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,7 @@ def apply(
     *,
     offer_timeout: timedelta | None = None,
     priority_raise: int | None = None,
+    agents: Mapping[str, Agent] | None = None,
     **detail: Any,
 ) -> Interaction:
     """Move `ix` through `event` (raises IllegalTransition or StaleInteraction).
@@ -66,6 +68,8 @@ def apply(
         agent = None
     elif previous_agent is not None and previous_agent.address == decision.agent:
         agent = previous_agent
+    elif agents is not None and decision.agent in agents:
+        agent = agents[decision.agent]  # read once for a routing round
     else:
         agent = Agent.objects.get(address=decision.agent)
     changes: dict[str, Any] = {
