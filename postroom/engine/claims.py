@@ -41,6 +41,10 @@ from postroom.store.models import Interaction, Outgoing
 
 log = logging.getLogger(__name__)
 
+# The "peer" of every box of a node working on its local store (engine/localstore.py):
+# the shared database itself, never live there, so its boxes stay island boxes.
+ISLAND_PEER = "(the database)"
+
 
 def email_key(ix: Interaction, box_address: str) -> EmailKey:
     """The email's name in claims: the same on every node that read the same bytes."""
@@ -98,6 +102,19 @@ class Claims:
             # interaction of the island boxes), lost, or released.
             safe = self._safe.get(email_key(ix, ix.mailbox.address))
         return safe is not None and sync_clock() <= safe
+
+    def island_row(self, row: Outgoing) -> bool:
+        """Is `row` mail for an island box's email? Then the journal box is asked before it
+        is sent: the other side may have sent it already (outbox.send_one)."""
+        if not self.boxes or row.interaction_id is None:
+            return False
+        box = (
+            Interaction.objects.filter(pk=row.interaction_id)
+            .values_list("mailbox_id", flat=True)
+            .first()
+        )
+        with self._lock:
+            return box in self.boxes
 
     # -- the claims' thread ---------------------------------------------------------------
     def step(self) -> bool:
@@ -185,4 +202,4 @@ class Claims:
         return self._claimer
 
 
-__all__ = ["Claims", "email_key"]
+__all__ = ["ISLAND_PEER", "Claims", "email_key"]
