@@ -40,6 +40,9 @@ class Merge(enum.Enum):
     INSERT = "insert"  # PostgreSQL never saw the email: the local record is written there
     TAKE_OVER = "take_over"  # both know it, the claim is ours: the shared record gets our facts
     CLAIMED_ELSEWHERE = "claimed_elsewhere"  # both know it, another node's claim: ours is closed
+    # Both know it, the claim is ours, and the node that lost it to us closed the shared
+    # record as claimed elsewhere: it is reopened (lifecycle `ClaimReturned`) and continues.
+    REOPEN = "reopen"
     LEAVE = "leave"  # nothing of ours to bring (never claimed here, or closed there already)
 
 
@@ -49,6 +52,8 @@ class Copy:
 
     claim_node: str
     closed: bool
+    # Closed because another node won its claim (outcome claimed_elsewhere).
+    claimed_elsewhere: bool = False
 
 
 def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
@@ -60,13 +65,18 @@ def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
     record per interaction, its GUID unchanged) and takes our claim and what we sent,
     unless it is closed already (its outcome stands) or another node holds its claim
     there (its claim was won after ours expired: its copy stands, ours is closed as
-    claimed elsewhere)."""
+    claimed elsewhere). The one closed record that does not stand is one closed as
+    claimed elsewhere: the node on the database that lost the claim to us closed it, and
+    we only sent the auto-response on our own (we neither route nor take replies there),
+    so it is reopened for the nodes on the database to route, forward and answer. Our
+    local copy is open then (the island never closes what it won: no reply is taken
+    there), so that is checked too: a closed local copy brings no reopening."""
     if local.claim_node != me:
         return Merge.LEAVE
     if shared is None:
         return Merge.INSERT
     if shared.closed:
-        return Merge.LEAVE
+        return Merge.REOPEN if shared.claimed_elsewhere and not local.closed else Merge.LEAVE
     if shared.claim_node not in ("", me):
         return Merge.CLAIMED_ELSEWHERE
     return Merge.TAKE_OVER

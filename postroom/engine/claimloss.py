@@ -54,7 +54,7 @@ def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> bool:
             with transaction.atomic():
                 ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=pk)
                 agent = ix.agent
-                loss = on_lost_claim(ix.state, agent.address if agent else None)
+                loss = on_lost_claim(ix.state, agent.address if agent else None, ix.claim_node, winner)
                 if loss is Loss.NOTHING:
                     continue
                 was = ix.status

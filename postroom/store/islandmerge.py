@@ -20,11 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import CharField, F, Value
+from django.db.models.functions import Cast, Concat
 
 from postroom.core.islandlocal import Copy, Merge, merge
+from postroom.core.lifecycle import CLAIMED_ELSEWHERE, ClaimReturned
 from postroom.core.outbox import OutboxState
 from postroom.store import journal
 from postroom.store.models import Interaction, Mailbox, Outgoing
+from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +57,40 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
     boxes = {b.address.lower(): b for b in Mailbox.objects.all()}
     for lx in Interaction.objects.using(local).select_related("mailbox").order_by("id"):
         box = boxes.get(lx.mailbox.address.lower())
-        shared = None
-        if box is not None and lx.message_id and lx.raw_sha256:
-            shared = (
-                Interaction.objects.filter(
-                    mailbox=box, message_id=lx.message_id, raw_sha256=lx.raw_sha256
-                )
-                .order_by("id")
-                .first()
-            )
-        action = merge(
-            me,
-            Copy(lx.claim_node, lx.closed_at is not None),
-            None if shared is None else Copy(shared.claim_node, shared.closed_at is not None),
-        )
-        if action is Merge.INSERT and box is None:
-            log.error(
-                "island merge: mailbox %s is not on the database; %s left out",
-                lx.mailbox.address,
-                lx.guid,
-            )
-            continue
         sent = list(
             Outgoing.objects.using(local).filter(interaction_id=lx.pk, state=OutboxState.SENT)
         )
         with transaction.atomic():
+            # The shared row is locked while the decision is made and carried out: a
+            # node on the database that lost this email's claim to us closes it under the
+            # same lock (engine/claimloss.py), so either it closed first and we reopen
+            # it, or we merged first and it sees our claim on the record and leaves it.
+            shared = None
+            if box is not None and lx.message_id and lx.raw_sha256:
+                shared = (
+                    Interaction.objects.select_for_update(of=("self",))
+                    .filter(mailbox=box, message_id=lx.message_id, raw_sha256=lx.raw_sha256)
+                    .order_by("id")
+                    .first()
+                )
+            action = merge(
+                me,
+                Copy(lx.claim_node, lx.closed_at is not None),
+                None
+                if shared is None
+                else Copy(
+                    shared.claim_node,
+                    shared.closed_at is not None,
+                    claimed_elsewhere=shared.outcome == CLAIMED_ELSEWHERE,
+                ),
+            )
+            if action is Merge.INSERT and box is None:
+                log.error(
+                    "island merge: mailbox %s is not on the database; %s left out",
+                    lx.mailbox.address,
+                    lx.guid,
+                )
+                continue
             match action:
                 case Merge.INSERT:
                     assert box is not None
@@ -90,18 +103,24 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                     _record_sent(shared, sent)
                     journal.record("island_merged", now, interaction=shared, node=me, inserted=True,
                                    sent=[r.message_id for r in sent])
-                case Merge.TAKE_OVER:
+                case Merge.TAKE_OVER | Merge.REOPEN:
                     assert shared is not None
+                    if action is Merge.REOPEN:
+                        # Back to the queue through the lifecycle (journaled
+                        # `claim_returned`), with the mail the losing node cancelled.
+                        apply(shared, ClaimReturned(), now, node=me)
+                        _restore_cancelled(shared, now)
                     Interaction.objects.filter(pk=shared.pk).update(
                         node_id=me,
                         claim_node=lx.claim_node,
                         claim_time=lx.claim_time,
                         auto_response_sent_at=shared.auto_response_sent_at
                         or lx.auto_response_sent_at,
+                        version=F("version") + 1,
                     )
                     _record_sent(shared, sent)
                     journal.record("island_merged", now, interaction=shared, node=me, inserted=False,
-                                   sent=[r.message_id for r in sent])
+                                   reopened=action is Merge.REOPEN, sent=[r.message_id for r in sent])
                 case Merge.CLAIMED_ELSEWHERE:
                     assert shared is not None
                     journal.record(
@@ -117,6 +136,27 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
         report.add(action, str(lx.guid if shared is None else shared.guid))
     log.info("island merge: %s", report.summary())
     return report
+
+
+def _restore_cancelled(ix: Interaction, now: datetime) -> None:
+    """What the node that lost the claim cancelled for a reopened interaction.
+
+    Its auto-response waits again: the losing node never sent it (nothing leaves before
+    the claim is won), and if we sent it on the island, `_record_sent` next finds it by
+    its derived Message-ID and records it sent; if we won the claim but came back before
+    sending it, it is still owed. The other cancelled rows stay as they were (what was
+    stopped, for the record: the forward of the released agent, a reply the agent was
+    told not to send) under keys of their own, since `reply:<guid>` is one per
+    interaction and the reopened interaction's reply is still to come. A cancelled row
+    never left (only waiting rows are cancelled; an unknown one is settled from the
+    journal box first)."""
+    cancelled = Outgoing.objects.filter(interaction=ix, state=OutboxState.CANCELLED)
+    cancelled.filter(kind=Outgoing.AUTO_RESPONSE, key=f"auto_response:{ix.guid}").update(
+        state=OutboxState.PENDING, next_attempt_at=now, claimed_by="", lease_until=None, last_error=""
+    )
+    cancelled.exclude(key__startswith="cancelled:").update(
+        key=Concat(Value("cancelled:"), Cast("pk", CharField()), Value(":"), "key")
+    )
 
 
 def _record_sent(ix: Interaction, sent: list[Outgoing]) -> None:
