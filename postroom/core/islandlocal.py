@@ -65,18 +65,25 @@ def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
     record per interaction, its GUID unchanged) and takes our claim and what we sent,
     unless it is closed already (its outcome stands) or another node holds its claim
     there (its claim was won after ours expired: its copy stands, ours is closed as
-    claimed elsewhere). The one closed record that does not stand is one closed as
-    claimed elsewhere: the node on the database that lost the claim to us closed it, and
-    we only sent the auto-response on our own (we neither route nor take replies there),
-    so it is reopened for the nodes on the database to route, forward and answer. Our
-    local copy is open then (the island never closes what it won: no reply is taken
-    there), so that is checked too: a closed local copy brings no reopening."""
+    claimed elsewhere).
+
+    The one closed record that does not stand is one the node on the database closed as
+    claimed elsewhere because it lost the claim to us: we sent at most the auto-response
+    on our own (we neither route nor take replies there), so it is reopened for the nodes
+    on the database to route, forward and answer. That node names the winner on the
+    record (`claim_node`); it read our win from the sync box, which we may not have done
+    ourselves before the link came back (our claim in flight): then our copy says
+    nobody's, we sent nothing for it, and it is reopened all the same. Never when our copy
+    is closed (it vanished here)."""
+    if shared is not None and shared.closed and shared.claimed_elsewhere:
+        won = (shared.claim_node or local.claim_node) == me
+        return Merge.REOPEN if won and not local.closed else Merge.LEAVE
     if local.claim_node != me:
         return Merge.LEAVE
     if shared is None:
         return Merge.INSERT
     if shared.closed:
-        return Merge.REOPEN if shared.claimed_elsewhere and not local.closed else Merge.LEAVE
+        return Merge.LEAVE
     if shared.claim_node not in ("", me):
         return Merge.CLAIMED_ELSEWHERE
     return Merge.TAKE_OVER

@@ -168,7 +168,7 @@ class Claims:
         lost = {key: owner for key in claimer.wanted if (owner := claimer.book.owner(key)) not in (None, me)}
         now = self.clock()
         for key, owner in sorted(lost.items()):
-            claimloss.end_lost(self.site, key, owner, now)
+            claimloss.end_lost(self.site, key, owner, now, claimer.book.live[key].local_time)
         claimloss.sweep()
 
     def _publish(self, claimer: Claimer) -> None:

@@ -112,8 +112,10 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                         _restore_cancelled(shared, now)
                     Interaction.objects.filter(pk=shared.pk).update(
                         node_id=me,
-                        claim_node=lx.claim_node,
-                        claim_time=lx.claim_time,
+                        claim_node=me,
+                        # The winning claim's time: ours, or as the node that lost it
+                        # read it (we may not have read our own win yet).
+                        claim_time=lx.claim_time or shared.claim_time,
                         auto_response_sent_at=shared.auto_response_sent_at
                         or lx.auto_response_sent_at,
                         version=F("version") + 1,

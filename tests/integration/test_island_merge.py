@@ -75,14 +75,14 @@ def ar_id(n: int) -> str:
     return ident
 
 
-def won_on_the_island(alias: str, n: int, now: datetime, *, sent: bool = True) -> Interaction:
+def won_on_the_island(alias: str, n: int, now: datetime, *, sent: bool = True, read: bool = True) -> Interaction:
     """The island's record: claim won, auto-response sent under its derived ID (unless
-    the link came back before it left)."""
+    the link came back before it left, or before the island read its win)."""
     box = Mailbox.objects.using(alias).get(address=BOX)
     ix = Interaction.objects.using(alias).create(
         node_id=WINNER, mailbox=box, uidvalidity=1, uid=n, customer=f"c{n}@customer.test",
         arrival_time=now - timedelta(minutes=5), message_id=f"<m{n}@customer.test>", raw_sha256=SHA,
-        claim_node=WINNER, claim_time=now - timedelta(minutes=2),
+        claim_node=WINNER if read else "", claim_time=now - timedelta(minutes=2) if read else None,
         auto_response_sent_at=now - timedelta(minutes=2) if sent else None,
     )
     if not sent:
@@ -146,6 +146,22 @@ def test_an_auto_response_the_island_had_not_sent_yet_is_queued_again(local: str
     assert ix.state is State.QUEUED and ix.claim_node == WINNER and ix.auto_response_sent_at is None
     (ar,) = Outgoing.objects.filter(interaction=ix, kind=Outgoing.AUTO_RESPONSE)
     assert ar.key == f"auto_response:{ix.guid}" and ar.state == OutboxState.PENDING
+
+
+def test_a_win_the_island_had_not_read_before_the_link_came_back_is_reopened(local: str) -> None:
+    # The island's claim was in flight when the link came back: the node on the database
+    # read the win (and named it on the record it closed), the island never did, so it
+    # sent nothing; the email must still be answered, with the winning claim's fields.
+    now = timezone.now()
+    claimed = now - timedelta(minutes=1)
+    shared = shared_email(5, now)
+    assert end_lost(site(), EmailKey(BOX, shared.message_id, SHA), WINNER, now, claimed)
+    won_on_the_island(local, 5, now, sent=False, read=False)
+
+    merge_back(WINNER, local, now)
+
+    ix = Interaction.objects.get(pk=shared.pk)
+    assert ix.state is State.QUEUED and (ix.claim_node, ix.claim_time) == (WINNER, claimed)
 
 
 def test_a_record_closed_for_another_reason_keeps_its_outcome(local: str) -> None:
