@@ -64,6 +64,9 @@ class Claims:
         # (its own clock, the sync clock), and what the node's row shows.
         self._safe: dict[EmailKey, datetime] = {}
         self._held: list[str] = []
+        # Set when this node is back from its local store: its claims there are released
+        # by the claims' thread's next step (`release_own`).
+        self._release_own = False
 
     # -- which boxes ----------------------------------------------------------------------
     def enter(self, box_pk: int, peer: str) -> None:
@@ -87,6 +90,12 @@ class Claims:
     @property
     def island(self) -> bool:
         return bool(self.boxes)
+
+    def release_own(self) -> None:
+        """Back on the database after an island on the local store, merged: the claims this
+        node won there are released at the next step rather than left to expire."""
+        with self._lock:
+            self._release_own = True
 
     # -- the gate -------------------------------------------------------------------------
     def admits(self, row: Outgoing) -> bool:
@@ -123,7 +132,8 @@ class Claims:
         Runs on the claims' thread only; no lock is held during the sync box's I/O."""
         with self._lock:
             boxes = dict(self.boxes)
-        if not boxes and (self._claimer is None or not self._claimer.wanted):
+            release_own = self._release_own
+        if not boxes and not release_own and (self._claimer is None or not self._claimer.wanted):
             return False
         wanted = {
             email_key(ix, ix.mailbox.address)
@@ -132,6 +142,15 @@ class Claims:
         claimer = self._open()
         for key in wanted:
             claimer.want(key)
+        if release_own:
+            # The claimer that held them went with the island's threads: a fresh one reads
+            # the box and releases what this node holds there and does not want here.
+            released = claimer.release_unwanted()
+            log.info("back from the local store: %d claim(s) released", len(released))
+            with self._lock:
+                self._release_own = False
+            if not boxes and not claimer.wanted:
+                return False
         # Closed here (replied, cleaned up), or its box back in normal mode: released.
         gone = claimer.wanted - wanted
         if gone:

@@ -569,6 +569,8 @@ class Engine:
         Node.objects.filter(node_id=self.site.node_id).update(mode=Mode.ISLAND.value)
         merge_back(self.site.node_id, localstore.LOCAL, self.now())
         self._unmerged = False
+        assert self.claims is not None
+        self.claims.release_own()  # no longer re-asserted; released, not left to expire
         self.local.prepare_soon()  # fresh for the next island
         self._db_ok_at = time.monotonic()
 

@@ -117,14 +117,28 @@ def test_the_cut_off_node_works_on_its_own_store_and_merges_back(linked_run: Lin
         wait_for("the merge", lambda: "island merge:" in primary.log.read_text(errors="replace"), timeout=60, engine=primary)
         wait_for("both nodes in normal mode", lambda: mode(run, "node-p") == mode(run, "node-s") == "normal",
                  timeout=60, engine=secondary)
+        # Back on the database, the primary releases the claims it won on its own store
+        # (they would otherwise stand until claim_expiry).
+        wait_for(
+            "the primary to release its island claims",
+            lambda: any(m["node"] == "node-p" and m["kind"] == "release" for m in sync_messages(run)),
+            timeout=60, engine=primary,
+        )
         return secondary
 
     run.run_with(steer)
     print(f"sent by the primary on its local store: {seen.get('island_sent')}")
     run.assert_exactly_once()
     # One record per interaction, each with the node id of a node that took it.
-    rows = run.site.database.rows("SELECT mailbox_id, message_id, node_id, claim_node, claim_time FROM store_interaction")
+    rows = run.site.database.rows(
+        "SELECT mailbox_id, message_id, node_id, claim_node, claim_time, outcome FROM store_interaction"
+    )
     assert len(rows) == PLAN.customers, rows
+    # None left closed as claimed elsewhere: what the secondary closed because the cut-off
+    # primary won it was reopened by the merge and answered (every customer has a reply).
+    assert not [r for r in rows if r["outcome"] == "claimed_elsewhere"], rows
+    reopened = run.site.database.scalar("SELECT COUNT(*) FROM store_journalevent WHERE kind = 'claim_returned'")
+    print(f"reopened by the merge: {reopened}")
     assert len({(r["mailbox_id"], r["message_id"]) for r in rows}) == PLAN.customers
     assert {r["node_id"] for r in rows} <= {"node-p", "node-s"}
     # Both sides claimed through the real sync box; every claim recorded names a claimant
