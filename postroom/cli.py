@@ -128,7 +128,7 @@ def devstack_port(config) -> int:
 def start_engine(config):
     from postroom.engine.runtime import Engine
 
-    engine = Engine(site_from(config))
+    engine = Engine(site_from(config), config=config)
     engine.start()
     return engine
 

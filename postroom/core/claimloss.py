@@ -19,10 +19,10 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from postroom.core.lifecycle import TRANSITIONS, ClaimedElsewhere, State
+from postroom.core.lifecycle import CLAIMED_ELSEWHERE, TRANSITIONS, ClaimedElsewhere, State
 
 # The interaction's outcome (`lifecycle.decide` for `ClaimedElsewhere`).
-OUTCOME: Final = "claimed_elsewhere"
+OUTCOME: Final = CLAIMED_ELSEWHERE
 
 
 class Loss(enum.Enum):
@@ -31,8 +31,14 @@ class Loss(enum.Enum):
     CLOSE_AND_TELL = "close_and_tell"
 
 
-def on_lost_claim(state: State, agent: str | None) -> Loss:
-    """The consequence of losing the claim of an interaction in `state`, held by `agent`."""
+def on_lost_claim(state: State, agent: str | None, claim_node: str = "", winner: str = "") -> Loss:
+    """The consequence of losing the claim of an interaction in `state`, held by `agent`.
+
+    A record whose `claim_node` is the winner is the winner's own copy: the node that won
+    while cut off from the database merged it back (store/islandmerge.py) before this
+    node's book let the claim go; closing it would leave the email unanswered."""
+    if winner and claim_node == winner:
+        return Loss.NOTHING
     if (state, ClaimedElsewhere) not in TRANSITIONS:
         return Loss.NOTHING
     return Loss.CLOSE_AND_TELL if agent else Loss.CLOSE

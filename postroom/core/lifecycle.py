@@ -46,6 +46,9 @@ class State(enum.StrEnum):
 
 
 TERMINAL: Final = frozenset({State.CLOSED})
+# The outcome of an interaction whose claim another node won (island mode, decision 0036):
+# the only closed interaction that can come back (`ClaimReturned`).
+CLAIMED_ELSEWHERE: Final = "claimed_elsewhere"
 # States in which an agent holds the interaction (counts against their capacity).
 WITH_AGENT: Final = frozenset({State.ROUTED, State.ANSWERED, State.DELIVERED, State.AWAITING_APPROVAL})
 # States in which a reply from the assigned agent is acceptable (fig. 9 504, fig. 10 556).
@@ -182,6 +185,16 @@ class ClaimedElsewhere(Event):
     original in the incoming box is the winner's to answer and clean up."""
 
 
+@dataclass(frozen=True)
+class ClaimReturned(Event):
+    """Island mode (decision 0036): the node that won this email's claim while cut off
+    from the database merges back, and this record was closed as claimed elsewhere by
+    the node that lost the claim to it. The winner sent only the auto-response on its own
+    (it neither routes nor takes replies there), so the email is queued again for the
+    nodes on the database to route, forward and answer. Only from that outcome: a record
+    closed for any other reason (replied, ended, vanished) stays closed."""
+
+
 TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.QUEUED, Routed): State.ROUTED,
     (State.ROUTED, Answered): State.ANSWERED,
@@ -223,6 +236,8 @@ TRANSITIONS: Final[Mapping[tuple[State, type[Event]], State]] = {
     (State.AWAITING_APPROVAL, ClaimedElsewhere): State.CLOSED,
     (State.REPLYING, ClaimedElsewhere): State.CLOSED,
     (State.REPLY_FAILED, ClaimedElsewhere): State.CLOSED,
+    # The one way out of CLOSED, and only for outcome claimed_elsewhere (`decide`).
+    (State.CLOSED, ClaimReturned): State.QUEUED,
 }
 
 
@@ -249,6 +264,8 @@ class Snapshot:
     state: State
     agent: str | None = None
     priority: int = 0
+    # How it ended, once it has (`Decision.outcome`); only ClaimReturned asks.
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,9 @@ class Decision:
     # How the interaction ended, when it did: replied, wrapped_up, discarded, vanished,
     # claimed_elsewhere.
     outcome: str | None = None
+    # Fields put back to their empty value (a reopened interaction: no closing time, no
+    # outcome, nobody excluded from routing it).
+    clears: tuple[str, ...] = ()
     journal: str = ""
 
 
@@ -281,12 +301,15 @@ def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = No
     """The new state of `ix` after `event`, with what to stamp, time and journal."""
     timing = timing or Timing()
     state = next_state(ix.state, event)
+    if isinstance(event, ClaimReturned) and ix.outcome != CLAIMED_ELSEWHERE:
+        raise IllegalTransition(ix.state, event)
     agent = ix.agent
     priority = ix.priority
     stamps: tuple[str, ...] = ()
     timers: dict[Timer, datetime | None] = {}
     released: str | None = None
     outcome: str | None = None
+    clears: tuple[str, ...] = ()
     match event:
         case Routed(agent=chosen):
             agent = chosen
@@ -331,8 +354,13 @@ def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = No
         case ClaimedElsewhere():
             # The agent no longer holds it: their forwarded copy is taken back out.
             stamps = ("closed_at",)
-            outcome = "claimed_elsewhere"
+            outcome = CLAIMED_ELSEWHERE
             released = agent
+        case ClaimReturned():
+            # Starts over in the queue: the agent it had was released when it closed
+            # (the forward taken back), and was excluded only because of the lost claim.
+            agent = None
+            clears = ("closed_at", "outcome", "excluded_agents")
         case CleanedUp():
             stamps = ("closed_at",)
     if state not in LIVE or state is State.QUEUED:
@@ -346,6 +374,7 @@ def decide(ix: Snapshot, event: Event, now: datetime, timing: Timing | None = No
         timers=timers,
         released=released,
         outcome=outcome,
+        clears=clears,
         journal=event_name(event),
     )
 

@@ -20,6 +20,7 @@ from email.utils import make_msgid
 from postroom.config import DEFAULT_AUTO_RESPONSE_SUBJECT, DEFAULT_AUTO_RESPONSE_TEXT
 from postroom.core import autoreply
 from postroom.core.compose import auto_response
+from postroom.core.islandlocal import answer_message_id
 from postroom.engine import batchreads
 from postroom.engine.site import Site
 from postroom.mail.message import ParsedMail
@@ -71,7 +72,11 @@ def rate_key(address: str) -> str:
 def queue_auto_response(
     ix: Interaction, box: Mailbox, mail: ParsedMail, site: Site, now: datetime, template: str | None = None
 ) -> None:
-    message_id = make_msgid("ar", domain=site.message_id_domain)
+    # Derived from the email's name, so a node rebuilding its view from the boxes (island
+    # mode, decision 0036) mints the ID the journal box may already hold.
+    message_id = answer_message_id(
+        "ar", box.address, ix.message_id, ix.raw_sha256, site.message_id_domain
+    ) or make_msgid("ar", domain=site.message_id_domain)
     msg = auto_response(
         mail.msg,
         box_address=box.address,

@@ -43,9 +43,14 @@ def ungated(row: Outgoing) -> bool:
     return row.kind == Outgoing.NOTICE and row.key.startswith(NOTICE_KEY)
 
 
-def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> bool:
-    """Close this node's interactions for `email`, whose claim `winner` holds; False when
-    one changed under us (the caller tries again next step)."""
+def end_lost(
+    site: Site, email: EmailKey, winner: str, now: datetime, claim_time: datetime | None = None
+) -> bool:
+    """Close this node's interactions for `email`, whose claim `winner` holds (sent at
+    `claim_time` by its clock); False when one changed under us (the caller tries again
+    next step). The closed record names the winning claim (`claim_node`, `claim_time`):
+    a winner cut off from the database may come back without having read its own win,
+    and its merge reopens the records that name it (store/islandmerge.py)."""
     candidates = Interaction.objects.filter(
         mailbox__address=email.mailbox, message_id=email.message_id, raw_sha256=email.sha256, closed_at=None
     ).values_list("pk", flat=True)
@@ -54,12 +59,13 @@ def end_lost(site: Site, email: EmailKey, winner: str, now: datetime) -> bool:
             with transaction.atomic():
                 ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=pk)
                 agent = ix.agent
-                loss = on_lost_claim(ix.state, agent.address if agent else None)
+                loss = on_lost_claim(ix.state, agent.address if agent else None, ix.claim_node, winner)
                 if loss is Loss.NOTHING:
                     continue
                 was = ix.status
                 cancelled = cancel_waiting([pk])
                 apply(ix, ClaimedElsewhere(), now, winner=winner, was=was, cancelled=cancelled)
+                Interaction.objects.filter(pk=pk).update(claim_node=winner, claim_time=claim_time)
                 if loss is Loss.CLOSE_AND_TELL and agent is not None:
                     queue_notice(
                         site,

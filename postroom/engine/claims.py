@@ -41,6 +41,10 @@ from postroom.store.models import Interaction, Outgoing
 
 log = logging.getLogger(__name__)
 
+# The "peer" of every box of a node working on its local store (engine/localstore.py):
+# the shared database itself, never live there, so its boxes stay island boxes.
+ISLAND_PEER = "(the database)"
+
 
 def email_key(ix: Interaction, box_address: str) -> EmailKey:
     """The email's name in claims: the same on every node that read the same bytes."""
@@ -60,6 +64,9 @@ class Claims:
         # (its own clock, the sync clock), and what the node's row shows.
         self._safe: dict[EmailKey, datetime] = {}
         self._held: list[str] = []
+        # Set when this node is back from its local store: its claims there are released
+        # by the claims' thread's next step (`release_own`).
+        self._release_own = False
 
     # -- which boxes ----------------------------------------------------------------------
     def enter(self, box_pk: int, peer: str) -> None:
@@ -84,6 +91,12 @@ class Claims:
     def island(self) -> bool:
         return bool(self.boxes)
 
+    def release_own(self) -> None:
+        """Back on the database after an island on the local store, merged: the claims this
+        node won there are released at the next step rather than left to expire."""
+        with self._lock:
+            self._release_own = True
+
     # -- the gate -------------------------------------------------------------------------
     def admits(self, row: Outgoing) -> bool:
         """May `row` be sent now? Always, for mail of no island box; else only while this
@@ -99,6 +112,19 @@ class Claims:
             safe = self._safe.get(email_key(ix, ix.mailbox.address))
         return safe is not None and sync_clock() <= safe
 
+    def island_row(self, row: Outgoing) -> bool:
+        """Is `row` mail for an island box's email? Then the journal box is asked before it
+        is sent: the other side may have sent it already (outbox.send_one)."""
+        if not self.boxes or row.interaction_id is None:
+            return False
+        box = (
+            Interaction.objects.filter(pk=row.interaction_id)
+            .values_list("mailbox_id", flat=True)
+            .first()
+        )
+        with self._lock:
+            return box in self.boxes
+
     # -- the claims' thread ---------------------------------------------------------------
     def step(self) -> bool:
         """Claim every unclosed interaction of the island boxes, read the sync box, send
@@ -106,7 +132,8 @@ class Claims:
         Runs on the claims' thread only; no lock is held during the sync box's I/O."""
         with self._lock:
             boxes = dict(self.boxes)
-        if not boxes and (self._claimer is None or not self._claimer.wanted):
+            release_own = self._release_own
+        if not boxes and not release_own and (self._claimer is None or not self._claimer.wanted):
             return False
         wanted = {
             email_key(ix, ix.mailbox.address)
@@ -115,6 +142,15 @@ class Claims:
         claimer = self._open()
         for key in wanted:
             claimer.want(key)
+        if release_own:
+            # The claimer that held them went with the island's threads: a fresh one reads
+            # the box and releases what this node holds there and does not want here.
+            released = claimer.release_unwanted()
+            log.info("back from the local store: %d claim(s) released", len(released))
+            with self._lock:
+                self._release_own = False
+            if not boxes and not claimer.wanted:
+                return False
         # Closed here (replied, cleaned up), or its box back in normal mode: released.
         gone = claimer.wanted - wanted
         if gone:
@@ -151,7 +187,7 @@ class Claims:
         lost = {key: owner for key in claimer.wanted if (owner := claimer.book.owner(key)) not in (None, me)}
         now = self.clock()
         for key, owner in sorted(lost.items()):
-            claimloss.end_lost(self.site, key, owner, now)
+            claimloss.end_lost(self.site, key, owner, now, claimer.book.live[key].local_time)
         claimloss.sweep()
 
     def _publish(self, claimer: Claimer) -> None:
@@ -185,4 +221,4 @@ class Claims:
         return self._claimer
 
 
-__all__ = ["Claims", "email_key"]
+__all__ = ["ISLAND_PEER", "Claims", "email_key"]

@@ -103,6 +103,17 @@ class Claimer:
         if self.book.owner(email) == self.node:
             self._send(SyncKind.RELEASE, email)
 
+    def release_unwanted(self) -> list[EmailKey]:
+        """Read the box and release every claim this node holds but does not want: a node
+        back on the database after working on its local store (decision 0036) drops the
+        claims it won there, so that another island need not wait for them to expire.
+        Sends nothing else (no claim, no time-sync)."""
+        self._read()
+        strays = sorted(e for e, c in self.book.live.items() if c.node == self.node and e not in self.wanted)
+        for email in strays:
+            self.release(email)
+        return strays
+
     def may_send(self, email: EmailKey) -> bool:
         until = self.safe_until(email)
         return until is not None and self.clock() <= until

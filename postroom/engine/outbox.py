@@ -119,6 +119,7 @@ def send(
     share: int = 0,
     shares: int = 1,
     gate: Gate | None = None,
+    ask_journal: Gate | None = None,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
@@ -133,7 +134,7 @@ def send(
     for n, row in enumerate(rows):
         if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
             break
-        send_one(row, site, sender, box, holder, clock, gate)
+        send_one(row, site, sender, box, holder, clock, gate, ask_journal)
     return bool(rows)
 
 
@@ -162,6 +163,7 @@ def snapshot(row: Outgoing) -> Row:
 def send_one(
     row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock,
     gate: Gate | None = None,
+    ask_journal: Gate | None = None,
 ) -> None:
     policy = site.outbox
     now = clock()
@@ -233,6 +235,29 @@ def send_one(
         # send made by a node paused past its claim.
         fence.write(wait_for_claim(replace(held, attempts=seen.attempts), clock(), CLAIM_WAIT))
         return
+    if kind is Claim.SEND and box is not None and ask_journal is not None and ask_journal(row):
+        # Island mode: the other side (or this node before it lost the database) may have
+        # sent this very mail already; its Message-ID is derived from the email's name
+        # (core/islandlocal.py), so the journal box says so (decision 0036).
+        try:
+            found = box.holds(row.message_id)
+        except MailboxUnavailable:
+            box.close()
+            fence.write(wait_for_claim(replace(held, attempts=seen.attempts), clock(), CLAIM_WAIT))
+            return
+        if found:
+            with transaction.atomic():
+                if fence.write(after_check(held, True), sent_at=clock()):
+                    journal.record(
+                        "unknown_settled",
+                        clock(),
+                        interaction=row.interaction,
+                        message_id=row.message_id,
+                        found=True,
+                        island=True,
+                    )
+                    on_sent(row, site, clock())
+            return
     if not counted:
         held = before_send(held, policy)
         if held.state is OutboxState.DEAD:

@@ -29,6 +29,7 @@ from postroom.core.correlation import (
     parse_token,
     verify_token,
 )
+from postroom.core.islandlocal import answer_message_id
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
 from postroom.core.senderauth import vouch
 from postroom.engine.approvals import approval_bound, request_by_mail
@@ -215,7 +216,10 @@ def accept(
     ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=ix.pk)
     if ix.state not in AWAITING_REPLY:
         raise IntegrityError("interaction no longer waits for a reply")
-    message_id = make_msgid("re", domain=site.message_id_domain)
+    # One reply per interaction (its key); its ID derived from the email's name (0036).
+    message_id = answer_message_id(
+        "re", ix.mailbox.address, ix.message_id, ix.raw_sha256, site.message_id_domain
+    ) or make_msgid("re", domain=site.message_id_domain)
     reply = reply_to_customer(
         mail.msg,
         box_address=ix.mailbox.address,

@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
+from postroom.config import Config
 from postroom.core.backoff import delay
 from postroom.core.cluster import ROUTER, Mode, box_of
 from postroom.engine import (
@@ -51,6 +52,7 @@ from postroom.engine import (
     cleanup,
     delivery,
     health,
+    localstore,
     nodes,
     outbox,
     reception,
@@ -60,7 +62,7 @@ from postroom.engine import (
     timers,
     withdrawals,
 )
-from postroom.engine.claims import Claims
+from postroom.engine.claims import ISLAND_PEER, Claims
 from postroom.engine.connections import Sessions
 from postroom.engine.listener import backend_pid, listen
 from postroom.engine.membership import Membership
@@ -69,7 +71,8 @@ from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.fence import is_fence_error
-from postroom.store.models import Mailbox, Outgoing
+from postroom.store.islandmerge import merge_back
+from postroom.store.models import Mailbox, Node, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,9 @@ HEALTH_EVERY = 5.0
 
 
 class Engine:
-    def __init__(self, site: Site, now: Callable[[], datetime] = timezone.now) -> None:
+    def __init__(
+        self, site: Site, now: Callable[[], datetime] = timezone.now, config: Config | None = None
+    ) -> None:
         self.site = site
         self.now = now
         self.wake = threading.Event()
@@ -177,6 +182,21 @@ class Engine:
         self._own_sessions: dict[str, int] = {}
         # Island mode ([cluster] sync_address; engine/claims.py): None when off.
         self.claims = Claims(site, site.island, now) if site.island is not None else None
+        # The cut-off node's own island mode (decision 0036): the local store it works on
+        # once the database has been away for `island_after`; None when island mode is off
+        # (or no configuration was given: tests driving the steps).
+        self.local = (
+            localstore.LocalStore(site.node_id, config)
+            if self.claims is not None and config
+            else None
+        )
+        self.island_after = config.cluster.island_after_seconds if config is not None else 0
+        # True while the working threads run on the local store; `_unmerged` until what
+        # they did there is written back into PostgreSQL.
+        self.islanded = False
+        self._unmerged = False
+        # When the shared database last answered the supervisor (monotonic seconds).
+        self._db_ok_at = time.monotonic()
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -290,11 +310,15 @@ class Engine:
         if self._sender_wakes:
             return False  # the sender threads send
         return outbox.send(
-            self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now, gate=self._gate()
+            self.site, self._sender_for_worker(), self._journal_for_worker(), self.claimant, self.now,
+            gate=self._gate(), ask_journal=self._ask_journal(),
         )
 
     def _gate(self) -> outbox.Gate | None:
         return self.claims.admits if self.claims is not None else None
+
+    def _ask_journal(self) -> outbox.Gate | None:
+        return self.claims.island_row if self.claims is not None else None
 
     def _wake_all(self) -> None:
         """Anything may have changed (another node or the web, a stop): every step runs."""
@@ -365,6 +389,8 @@ class Engine:
     def start(self) -> None:
         """Register this node (NodeRefused if it may not run), then the supervisor thread,
         which takes this node's leases and starts the working threads."""
+        if self.local is not None:
+            self.local.prepare_soon()
         self.membership = Membership(self.site)
         self.membership.join()
         self._started_at = timezone.now()
@@ -384,7 +410,7 @@ class Engine:
                 thread.join(timeout)
         self._threads.clear()
         self._sender_wakes = []
-        if self.membership is not None and self.membership.ticket is not None:
+        if self.membership is not None and self.membership.ticket is not None and not self.islanded:
             try:
                 self.membership.leave()
             except Exception:  # the database may be gone; the lease then simply runs out
@@ -400,12 +426,14 @@ class Engine:
             self._journal.close()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=self._guarded(target), name=f"postroom-{name}", daemon=True)
+        thread = threading.Thread(target=self._guarded(target, self.islanded), name=f"postroom-{name}", daemon=True)
         self._threads[name] = thread
         thread.start()
 
-    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+    def _guarded(self, target: Callable[[], None], local: bool = False) -> Callable[[], None]:
         def run() -> None:
+            if local:
+                localstore.use_local()  # an island thread: its `default` is the local store
             try:
                 target()
             finally:
@@ -432,11 +460,17 @@ class Engine:
                     self._fenced.clear()
                     if membership.ticket is not None:
                         nodes.heartbeat(membership.ticket, membership.detail(), membership.mode)
+                if self.islanded and self._db_back():
+                    continue
                 if membership.ticket is None:
+                    if self._unmerged and not self.islanded:
+                        self._merge_back()
                     membership.join()  # after a stand-down: a new epoch
                     connection.close()  # the next one carries the new epoch
                     self._started_at = timezone.now()
                 membership.tick([b.pk for b in watched_boxes()], self._releasing)
+                if not self.islanded:
+                    self._db_ok_at = time.monotonic()
                 self._keep_island(membership)
                 self._keep_threads()
                 if membership.router:
@@ -463,6 +497,8 @@ class Engine:
                 if membership.expired():
                     log.error("this node's lease ran out while the database was away: stopping its work")
                     self._stand_down()
+                if self._island_due():
+                    self._go_island()
             except Exception:
                 log.exception("supervisor round failed")
                 connection.close()
@@ -481,6 +517,62 @@ class Engine:
         self.membership.stand_down()
         with self._route_lock:
             self.desk = routing.RoutingDesk(self.site)
+
+    # -- the cut-off node's own island mode (decision 0036) ---------------------------
+    def _island_due(self) -> bool:
+        return (
+            self.local is not None
+            and not self.islanded
+            and self.membership is not None
+            and self.membership.ticket is None
+            and time.monotonic() - self._db_ok_at > self.island_after
+        )
+
+    def _go_island(self) -> None:
+        """The database has been away for `island_after`: work on the local store as an
+        independent master. Every box is an island box there (claims first: nothing is
+        sent for an email before this node has won its claim in the sync box), the boxes
+        are read again from the start (the local store knows nothing yet), and what the
+        other side already sent is found in the journal box by its derived Message-ID."""
+        assert self.membership is not None and self.claims is not None and self.local is not None
+        if not self.local.wait():
+            self._db_ok_at = time.monotonic()  # asked again after another island_after
+            return
+        log.error(
+            "the database has been away for more than %d s: island mode on the local store",
+            self.island_after,
+        )
+        self.claims.settle((), ())  # boxes named by the database's ids: none of them holds now
+        connection.close()
+        localstore.use_local()
+        self.islanded = self._unmerged = True
+        self.membership.join()  # the only node of the local store
+        self._started_at = timezone.now()
+
+    def _db_back(self) -> bool:
+        """In island mode: if PostgreSQL answers again, stop the island's threads and go
+        back to it (the next round merges, then registers with a new epoch)."""
+        if not localstore.shared_answers():
+            return False
+        log.warning("the database answers again: leaving island mode")
+        self._stand_down()
+        assert self.claims is not None
+        self.claims.settle((), ())
+        localstore.use_shared()
+        self.islanded = False
+        return True
+
+    def _merge_back(self) -> None:
+        """Write the island's records into PostgreSQL before registering: until then the
+        nodes that took this node's boxes keep them in island mode (decision 0036)."""
+        assert self.local is not None
+        Node.objects.filter(node_id=self.site.node_id).update(mode=Mode.ISLAND.value)
+        merge_back(self.site.node_id, localstore.LOCAL, self.now())
+        self._unmerged = False
+        assert self.claims is not None
+        self.claims.release_own()  # no longer re-asserted; released, not left to expire
+        self.local.prepare_soon()  # fresh for the next island
+        self._db_ok_at = time.monotonic()
 
     def _releasing(self, name: str) -> contextlib.AbstractContextManager[object]:
         """Around giving a lease back: the work that depends on it stops first."""
@@ -513,6 +605,10 @@ class Engine:
         if nodes.shared() and not self._alive("listener"):
             self._spawn("listener", lambda: listen(self._notified, self.work_stop))
         for box in watched_boxes():
+            if self.islanded and box.kind != Mailbox.INCOMING:
+                # The agents' replies carry tokens of the shared database's interactions:
+                # the outbound box waits for it (decision 0036, "Not yet").
+                continue
             if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
                 self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
 
@@ -542,7 +638,8 @@ class Engine:
                 busy = False
                 try:
                     busy = outbox.send(
-                        self.site, sender, box, holder, self.now, share=share, shares=shares, gate=self._gate()
+                        self.site, sender, box, holder, self.now, share=share, shares=shares,
+                        gate=self._gate(), ask_journal=self._ask_journal(),
                     )
                 except MailboxUnavailable as exc:
                     log.warning("outbox: %s", exc)
@@ -574,6 +671,11 @@ class Engine:
         for name, peer in membership.taken_from.items():
             if (pk := box_of(name)) is not None:
                 claims.enter(pk, peer)
+        if self.islanded:
+            # On its own, the node knows nothing of what the others did: every box it
+            # holds is an island box until it is back on the database.
+            for pk in membership.boxes():
+                claims.enter(pk, ISLAND_PEER)
         claims.settle(membership.live, membership.boxes())
         membership.mode = Mode.ISLAND if claims.island else Mode.NORMAL
         membership.island_detail = claims.detail()

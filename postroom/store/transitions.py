@@ -61,7 +61,10 @@ def apply(
     previous_agent = ix.agent if ix.agent_id else None
     previous_state = ix.state
     snap = Snapshot(
-        state=ix.state, agent=previous_agent.address if previous_agent else None, priority=ix.priority
+        state=ix.state,
+        agent=previous_agent.address if previous_agent else None,
+        priority=ix.priority,
+        outcome=ix.outcome,
     )
     decision = decide(snap, event, now, timing_for(ix, offer_timeout, priority_raise))
     if decision.agent is None:
@@ -85,6 +88,8 @@ def apply(
         changes["excluded_agents"] = [*(ix.excluded_agents or []), decision.released]
     if decision.outcome:
         changes["outcome"] = decision.outcome
+    for name in decision.clears:
+        changes[name] = Interaction._meta.get_field(name).get_default()
     updated = Interaction.objects.filter(pk=ix.pk, version=ix.version).update(
         version=F("version") + 1, **changes
     )

@@ -123,8 +123,10 @@ def test_an_email_another_node_claimed_first_gets_nothing_from_this_node(center:
     deadline = time.monotonic() + 4
     until(center, "rounds", lambda: time.monotonic() > deadline)
     ix.refresh_from_db()
-    assert auto_responses(center) == [] and ix.claim_node == ""
-    # The loss ends this node's copy (engine/claimloss.py): its auto-response never tried.
+    assert auto_responses(center) == []
+    # The loss ends this node's copy (engine/claimloss.py): its auto-response never tried;
+    # the record names the winning claim (a winner cut off from the database merges it back).
+    assert ix.claim_node == "node-other" and ix.claim_time is not None
     assert (ix.status, ix.outcome) == ("closed", "claimed_elsewhere")
     row = Outgoing.objects.get(interaction=ix, kind=Outgoing.AUTO_RESPONSE)
     assert (row.state, row.attempts) == ("cancelled", 0)

@@ -58,3 +58,11 @@ def test_the_notice_names_the_customer_the_box_and_the_winner() -> None:
     text = notice_text("carol@customer.test", "support@example.test", "node-b")
     assert "carol@customer.test" in text and "support@example.test" in text and "node-b" in text
     assert "do not reply" in text
+
+
+def test_the_winners_own_merged_copy_is_not_closed() -> None:
+    # The winner merged its island copy into the shared record (claim_node = winner)
+    # before this node's book let the claim go: closing it would leave the email unanswered.
+    assert on_lost_claim(State.QUEUED, None, "node-p", "node-p") is Loss.NOTHING
+    assert on_lost_claim(State.QUEUED, None, "", "node-p") is Loss.CLOSE
+    assert on_lost_claim(State.QUEUED, None, "node-s", "node-p") is Loss.CLOSE

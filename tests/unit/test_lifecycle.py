@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from postroom.core.lifecycle import (
+    CLAIMED_ELSEWHERE,
     LIVE,
     TERMINAL,
     TRANSITIONS,
@@ -18,6 +19,7 @@ from postroom.core.lifecycle import (
     Answered,
     Approved,
     ClaimedElsewhere,
+    ClaimReturned,
     CleanedUp,
     Delivered,
     DeliveryFailed,
@@ -70,12 +72,15 @@ EVENTS: list[Event] = [
     CleanedUp(),
     Vanished(),
     ClaimedElsewhere(),
+    ClaimReturned(),
 ]
 
 
 def snapshot(state: State) -> Snapshot:
     agent = "alice@example.test" if state not in (State.QUEUED, State.CLOSED) else None
-    return Snapshot(state=state, agent=agent)
+    # The one closed interaction with a way out (ClaimReturned) is one claimed elsewhere.
+    outcome = CLAIMED_ELSEWHERE if state is State.CLOSED else ""
+    return Snapshot(state=state, agent=agent, outcome=outcome)
 
 
 @pytest.mark.parametrize(("state", "event_type"), sorted(TRANSITIONS, key=str))
@@ -99,9 +104,24 @@ def test_every_event_type_appears_in_the_table() -> None:
     assert {type(e) for e in EVENTS} == {e for (_, e) in TRANSITIONS}
 
 
-def test_terminal_states_absorb_every_event() -> None:
+def test_terminal_states_absorb_every_event_but_a_returned_claim() -> None:
     for state in TERMINAL:
-        assert not [e for (s, e) in TRANSITIONS if s is state]
+        assert [e for (s, e) in TRANSITIONS if s is state] == [ClaimReturned]
+
+
+@pytest.mark.parametrize("outcome", ["", "replied", "wrapped_up", "discarded", "vanished"])
+def test_only_an_interaction_closed_as_claimed_elsewhere_comes_back(outcome: str) -> None:
+    with pytest.raises(IllegalTransition):
+        decide(Snapshot(State.CLOSED, outcome=outcome), ClaimReturned(), NOW, TIMING)
+
+
+def test_a_returned_claim_queues_the_interaction_again_as_it_was_before_it_closed() -> None:
+    closed = decide(Snapshot(State.DELIVERED, "a@example.test", 7), ClaimedElsewhere(), NOW, TIMING)
+    assert closed.state is State.CLOSED and closed.outcome == CLAIMED_ELSEWHERE
+    back = decide(Snapshot(closed.state, closed.agent, closed.priority, closed.outcome or ""), ClaimReturned(), NOW, TIMING)
+    assert back.state is State.QUEUED and back.agent is None and back.priority == 7
+    assert set(back.clears) == {"closed_at", "outcome", "excluded_agents"}
+    assert back.journal == "claim_returned" and back.outcome is None
 
 
 def test_routing_records_the_agent_and_an_expired_offer_forgets_it() -> None:
@@ -173,11 +193,14 @@ class Lifecycle(RuleBasedStateMachine):
             decision = decide(self.snap, event, self.now, TIMING)
         except IllegalTransition:
             return
-        assert not self.closed, "nothing happens after CLOSED"
+        assert not self.closed or (
+            isinstance(event, ClaimReturned) and self.snap.outcome == CLAIMED_ELSEWHERE
+        ), "nothing happens after CLOSED but the return of a claim lost elsewhere"
         if isinstance(event, ReplySent):
             self.replies_sent += 1
         self.timers.update(decision.timers)
-        self.snap = Snapshot(decision.state, decision.agent, decision.priority)
+        outcome = "" if decision.clears and "outcome" in decision.clears else self.snap.outcome
+        self.snap = Snapshot(decision.state, decision.agent, decision.priority, decision.outcome or outcome)
         self.closed = decision.state is State.CLOSED
 
     @invariant()
