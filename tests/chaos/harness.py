@@ -262,11 +262,19 @@ class Customers(threading.Thread):
         self.sent: dict[str, str] = {}
         self.errors: list[str] = []
         self.halt = threading.Event()
+        # A test may hold the customers after `hold_after` mails until `resume` is set
+        # (so some mail is sure to arrive after a state it steers the nodes into).
+        self.hold_after: int | None = None
+        self.resume = threading.Event()
 
     def run(self) -> None:
         rng = random.Random(f"customers/{self.plan.seed}")
         samples = sample_paths()
-        for customer in self.customers:
+        for i, customer in enumerate(self.customers):
+            if i == self.hold_after:
+                while not self.resume.wait(0.2):
+                    if self.halt.is_set():
+                        return
             if self.halt.wait(rng.uniform(0.5, 1.5) / self.plan.mails_per_s):
                 return
             sample, box = rng.choice(samples), rng.choice(self.boxes)

@@ -93,6 +93,11 @@ def test_the_cut_off_node_works_on_its_own_store_and_merges_back(linked_run: Lin
     seen: dict[str, int] = {}
 
     def steer(customers) -> Engine:  # type: ignore[no-untyped-def]
+        # Half the customers write only once the primary works on its local store: their
+        # mail is raced for by both islands, so both claim in the sync box. (Without the
+        # hold, on a loaded machine the secondary could claim every email before the
+        # primary's island read one, and the primary would have nothing to claim.)
+        customers.hold_after = PLAN.customers // 2
         primary = run.start_node("node-p", "primary")
         wait_for("the primary to hold every box", lambda: run.held_by("node-p"), timeout=60, engine=primary)
         # Cut while most customers are still to write: both sides take that mail in.
@@ -105,10 +110,11 @@ def test_the_cut_off_node_works_on_its_own_store_and_merges_back(linked_run: Lin
             lambda: "island mode on the local store" in primary.log.read_text(errors="replace"),
             timeout=60, engine=primary,
         )
+        customers.resume.set()
         wait_for(
             "the primary to claim in the sync box",
             lambda: any(m["node"] == "node-p" and m["kind"] == "claim" for m in sync_messages(run)),
-            timeout=60, engine=primary,
+            timeout=90, engine=primary,
         )
         customers.join()
         wait_for("all mail to be taken", lambda: taken(run) == PLAN.customers, timeout=120, engine=secondary)
