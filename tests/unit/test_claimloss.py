@@ -58,3 +58,9 @@ def test_the_notice_names_the_customer_the_box_and_the_winner() -> None:
     text = notice_text("carol@customer.test", "support@example.test", "node-b")
     assert "carol@customer.test" in text and "support@example.test" in text and "node-b" in text
     assert "do not reply" in text
+    assert "dead box" not in text
+
+
+def test_the_notice_says_where_a_reply_that_will_not_leave_is_kept() -> None:
+    text = notice_text("carol@customer.test", "support@example.test", "node-b", reply_kept=True)
+    assert "not sent to the customer" in text and "dead box" in text
