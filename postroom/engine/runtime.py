@@ -567,14 +567,15 @@ class Engine:
 
     def _keep_island(self, membership: Membership) -> None:
         """Boxes taken from a node that did not stop cleanly are island boxes until it is
-        live again (engine/claims.py); the node's row says so (mode, detail)."""
+        live again or stopped (forgotten by the operator: `postroom node forget`)
+        (engine/claims.py); the node's row says so (mode, detail)."""
         claims = self.claims
         if claims is None:
             return
         for name, peer in membership.taken_from.items():
             if (pk := box_of(name)) is not None:
                 claims.enter(pk, peer)
-        claims.settle(membership.live, membership.boxes())
+        claims.settle(membership.live | membership.stopped, membership.boxes())
         membership.mode = Mode.ISLAND if claims.island else Mode.NORMAL
         membership.island_detail = claims.detail()
 

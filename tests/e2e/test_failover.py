@@ -289,6 +289,6 @@ def stood_down(log: str) -> bool:
     return any(line in log for line in STOOD_DOWN)
 
 
-def registered_epochs(log: str) -> list[int]:
-    """The epochs node-a registered under, in order ("node … registered (role, epoch N)")."""
-    return [int(m) for m in re.findall(r"node node-a registered \(\w+, epoch (\d+)\)", log)]
+def registered_epochs(log: str, node_id: str = "node-a") -> list[int]:
+    """The epochs a node registered under, in order ("node … registered (role, epoch N)")."""
+    return [int(m) for m in re.findall(rf"node {re.escape(node_id)} registered \(\w+, epoch (\d+)\)", log)]
