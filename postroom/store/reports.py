@@ -20,12 +20,12 @@ Definitions (docs/architecture.md, decision 0024):
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, Min, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from postroom.core import figures
@@ -123,17 +123,19 @@ def build(who: Principal, q: ReportQuery, now: datetime | None = None) -> Report
     shown_agents = {a.pk: a for a in visible_agents(who, Agent.objects.all())}
 
     # --- trend ------------------------------------------------------------------------
-    # Days in the site's time zone, counted here: a date function per row in SQL (SQLite
-    # calls back into Python for it) costs more than reading the times.
+    # Days in the site's time zone: each day's bounds are computed here (DST included) and
+    # the events counted per day in SQL, one conditional count per day over the (kind, at)
+    # index. Reading every event's time into Python (a datetime conversion and a time-zone
+    # shift per row) was most of the page at 100,000 interactions.
+    days = [q.since + timedelta(days=i) for i in range((q.until - q.since).days + 1)]
+    bounds = [_start(d) for d in days] + [hi]
     per_day: dict[str, dict[date, int]] = {}
     for kind in ("received", "reply_sent"):
-        times = _events(scope, (kind,), lo, hi, everything).values_list("at", flat=True)
-        per_day[kind] = Counter(timezone.localtime(at).date() for at in times)
-    trend = []
-    day = q.since
-    while day <= q.until:
-        trend.append((day, per_day["received"].get(day, 0), per_day["reply_sent"].get(day, 0)))
-        day += timedelta(days=1)
+        counted = _events(scope, (kind,), lo, hi, everything).aggregate(
+            **{f"d{i}": Count("id", filter=Q(at__gte=bounds[i], at__lt=bounds[i + 1])) for i in range(len(days))}
+        )
+        per_day[kind] = {d: counted[f"d{i}"] for i, d in enumerate(days)}
+    trend = [(d, per_day["received"][d], per_day["reply_sent"][d]) for d in days]
     daily = Table(
         "daily", TABLES["daily"], [("day", "Day"), ("inbound", "Inbound"), ("outbound", "Outbound")],
         [[d.isoformat(), i, o] for d, i, o in trend],

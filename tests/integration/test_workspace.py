@@ -339,6 +339,25 @@ def test_report_figures_come_from_the_journal(site):
     assert wide.tables["boxes"].as_dicts()[0]["service_level_pct"] == 100.0
 
 
+def test_the_daily_trend_counts_days_in_the_sites_time_zone(site):
+    """An email at 23:30 in New York is that day's, though it is the next day in UTC; and
+    each of the range's days has its row (zero when nothing happened)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    late = datetime(2026, 3, 7, 23, 30, tzinfo=ny)  # 04:30 UTC on March 8
+    early = datetime(2026, 3, 9, 0, 30, tzinfo=ny)  # after the DST change of March 8
+    for when in (late, early):
+        one = ix(site["support"], arrival_time=when)
+        event(one, "received", when)
+    event(one, "reply_sent", early + timedelta(hours=1))
+    sue = principal(site["sue"].user)
+    with timezone.override(ny):
+        report = build(sue, ReportQuery(since=late.date(), until=early.date()), now=early + timedelta(hours=2))
+    assert report.tables["daily"].rows == [["2026-03-07", 1, 0], ["2026-03-08", 0, 0], ["2026-03-09", 1, 1]]
+
+
 def _value(cell):
     """A cell as a number when it is one (CSV has text only), else as text."""
     if cell is None or cell == "":

@@ -8,7 +8,8 @@ def quarantine_rows_were_moved(apps, schema_editor):
     # Before this migration a quarantined message was moved right after its row was
     # written; take the old rows as moved, so nobody tries to move them again.
     Quarantined = apps.get_model("store", "Quarantined")
-    Quarantined.objects.filter(moved_at=None).update(moved_at=models.F("created_at"))
+    # The database being migrated (`migrate --database`), not necessarily "default".
+    Quarantined.objects.using(schema_editor.connection.alias).filter(moved_at=None).update(moved_at=models.F("created_at"))
 
 
 class Migration(migrations.Migration):

@@ -10,12 +10,13 @@ def rate_keys(apps, schema_editor):
     (Reply-To, else From) lower-cased, as engine/autoresponse.py now records it."""
     Outgoing = apps.get_model("store", "Outgoing")
     Interaction = apps.get_model("store", "Interaction")
+    db = schema_editor.connection.alias  # the database being migrated (`migrate --database`)
     target = (
-        Interaction.objects.filter(pk=OuterRef("interaction_id"))
+        Interaction.objects.using(db).filter(pk=OuterRef("interaction_id"))
         .annotate(to=Lower(Case(When(reply_to="", then=F("customer")), default=F("reply_to"))))
         .values("to")[:1]
     )
-    Outgoing.objects.filter(kind="auto_response").update(rate_key=Coalesce(Subquery(target), Value("")))
+    Outgoing.objects.using(db).filter(kind="auto_response").update(rate_key=Coalesce(Subquery(target), Value("")))
 
 
 class Migration(migrations.Migration):
