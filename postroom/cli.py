@@ -352,13 +352,30 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     """`postroom node cut|heal NODE_ID`: ask `postroom demo` to cut or heal the relay
-    between that node and the database (docs/redundancy.md, "Cut and heal")."""
+    between that node and the database (docs/redundancy.md, "Cut and heal").
+    `postroom node forget NODE_ID`: confirm that a node whose lease ran out is down for
+    good; the boxes taken from it leave island mode (docs/redundancy.md, "Forgetting a
+    node")."""
     setup_django()
     from django.utils import timezone
 
     from postroom.core.cluster import Link
-    from postroom.store.commands import CommandError, set_link
+    from postroom.store.commands import CommandError, forget_node, set_link
 
+    if args.action == "forget":
+        try:
+            forgotten = forget_node(args.node_id, by_user=f"cli:{os.environ.get('USER', '')}", now=timezone.now())
+        except CommandError as exc:
+            print(exc.message, file=sys.stderr)
+            return 1
+        if not forgotten:
+            print(f"{args.node_id}: already stopped (cleanly, or forgotten); nothing to do")
+            return 0
+        print(
+            f"{args.node_id}: forgotten. The boxes taken from it leave island mode at the other nodes' next "
+            "heartbeat; should it come back, it registers again as a new incarnation (its old one's writes are refused)"
+        )
+        return 0
     link = Link.CUT if args.action == "cut" else Link.UP
     try:
         set_link(args.node_id, link, by_user=f"cli:{os.environ.get('USER', '')}", now=timezone.now())
@@ -441,8 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="list released messages too")
     s.set_defaults(fn=cmd_quarantine)
 
-    s = sub.add_parser("node", help="node cut|heal NODE_ID: cut or heal a demo node's database link")
-    s.add_argument("action", choices=["cut", "heal"])
+    s = sub.add_parser(
+        "node",
+        help="node cut|heal NODE_ID: cut or heal a demo node's database link; "
+        "node forget NODE_ID: confirm a node whose lease ran out is down for good (ends island mode for its boxes)",
+    )
+    s.add_argument("action", choices=["cut", "heal", "forget"])
     s.add_argument("node_id")
     s.set_defaults(fn=cmd_node)
 

@@ -44,11 +44,16 @@ def on_lost_claim(state: State, agent: str | None, claim_node: str = "", winner:
     return Loss.CLOSE_AND_TELL if agent else Loss.CLOSE
 
 
-def notice_text(customer: str, mailbox: str, node: str) -> str:
-    """The agent's notice: what happened, and what not to do."""
+def notice_text(customer: str, mailbox: str, node: str, reply_kept: bool = False) -> str:
+    """The agent's notice: what happened, and what not to do; `reply_kept` when the
+    agent's reply had been taken but will never be sent (it goes to the dead box)."""
+    kept = (
+        "Your reply to it was not sent to the customer; it is kept in the dead box.\n\n" if reply_kept else ""
+    )
     return (
         f"The email from {customer} to {mailbox} is being handled by another Postroom node "
         f"({node}), which claimed it first while the nodes could not share their database.\n\n"
+        f"{kept}"
         "It has been taken off your list here and out of your mailbox. Please do not reply "
         "to it: a reply from you would not reach the customer through this node.\n"
     )

@@ -26,7 +26,7 @@ from postroom.core.lifecycle import ClaimedElsewhere
 from postroom.core.outbox import OutboxState
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
-from postroom.store.models import Interaction, Outgoing
+from postroom.store.models import Interaction, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,20 @@ def end_lost(
                 apply(ix, ClaimedElsewhere(), now, winner=winner, was=was, cancelled=cancelled)
                 Interaction.objects.filter(pk=pk).update(claim_node=winner, claim_time=claim_time)
                 if loss is Loss.CLOSE_AND_TELL and agent is not None:
+                    # A reply taken whose outbox row is now cancelled (or that waited for an
+                    # approval) never leaves: clean-up moves it to the dead box.
+                    reply_kept = ix.replies.filter(outcome=OutboundMessage.ACCEPTED, removed_at=None).exists() and not (
+                        Outgoing.objects.filter(interaction=ix, kind=Outgoing.REPLY)
+                        .exclude(state__in=[OutboxState.CANCELLED, OutboxState.DEAD])
+                        .exists()
+                    )
                     queue_notice(
                         site,
                         now,
                         key=f"{NOTICE_KEY}{ix.guid}",
                         to=agent.address,
                         subject=f"Handled by another node: {ix.subject}",
-                        text=notice_text(ix.customer, ix.mailbox.address, winner),
+                        text=notice_text(ix.customer, ix.mailbox.address, winner, reply_kept),
                         interaction=ix,
                     )
         except StaleInteraction:

@@ -12,7 +12,8 @@ sends nothing for it (auto-response, forward, reply, notice) before the claim is
 A won claim fills the interaction's `claim_node` and `claim_time` (the claimant's clock
 when it sent the winning claim: the patent's claim timestamp). When the node that lost
 the box is live again, this node releases the claims of that box's emails and the box is
-back in normal mode.
+back in normal mode; so it is when the operator forgets that node (`postroom node
+forget`: it is down for good, and its row says it stopped).
 
 One `Claims` per engine: its thread runs `step()`; the sender threads call `admits()`.
 The `Claimer` (not thread-safe) belongs to the claims' thread alone, which does the sync
@@ -76,10 +77,12 @@ class Claims:
                             "for it (claims first) until %s is back", box_pk, peer, peer)
             self.boxes.setdefault(box_pk, peer)
 
-    def settle(self, live: Iterable[str], held: Iterable[int]) -> None:
-        """After a membership tick: boxes whose node is live again, or that this node no
-        longer holds, are back in normal mode and their claims released."""
-        live, held = set(live), set(held)
+    def settle(self, back: Iterable[str], held: Iterable[int]) -> None:
+        """After a membership tick: boxes whose node is `back` (live again, or stopped:
+        cleanly, or forgotten by the operator, who confirms it is down: `postroom node
+        forget`), or that this node no longer holds, are back in normal mode and their
+        claims released."""
+        live, held = set(back), set(held)
         with self._lock:
             back = [pk for pk, peer in self.boxes.items() if peer in live or pk not in held]
             for pk in back:

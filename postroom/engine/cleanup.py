@@ -6,7 +6,10 @@ the interaction is closed. Nothing finished is ever destroyed: it is moved to th
 archive folder (`Mailbox.archive_folder`, default `Postroom-Archive`, or the Trash if the
 site says so), and mail a rule discarded to the box's trash folder (issue 7, window 8).
 Refused outbound mail is copied into the dead box, then removed from the outbound box;
-an approver's answer is archived once acted on.
+an approver's answer is archived once acted on. So is an agent's reply that was taken but
+never sent because another node won the email's claim in island mode (decision 0036,
+`unsent_replies_to_dead_box`): its interaction is closed, not replied, and the reply must
+not wait in the outbound box for good.
 
 Moves are made per box and folder as one UID set (one command for everything due, RFC
 6851 MOVE; a bulk move is fifty times faster than one per message on Maildir). Each box is
@@ -23,12 +26,14 @@ from datetime import datetime
 
 from django.db import transaction
 
+from postroom.core.claimloss import OUTCOME as CLAIMED_ELSEWHERE
 from postroom.core.lifecycle import CleanedUp, State
+from postroom.core.outbox import OutboxState
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.mail.imap import MailboxUnavailable
 from postroom.store import journal, locking
-from postroom.store.models import Interaction, Mailbox, OutboundMessage
+from postroom.store.models import Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ BATCH = 200
 
 def clean(sessions: Sessions, now: datetime) -> bool:
     # Every node runs this step; each batch is held by one (store/locking.py).
-    did = False
+    did = unsent_replies_to_dead_box(sessions, now)
     dead = OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None).select_related("mailbox")
     with locking.batch(dead, 50) as rows:
         for row in rows:
@@ -151,6 +156,51 @@ def archive_late_copies(closed: list[Interaction], sessions: Sessions, now: date
         if ix.pk not in moves.failed:
             Interaction.objects.filter(pk=ix.pk).update(copies_pending=False)
             journal.record("late_copy_archived", now, interaction=ix)
+
+
+# Why a reply taken for an email another node won stays unsent (the ledger's reason).
+CLAIMED_ELSEWHERE_REASON = (
+    "not sent: another node claimed the customer's email first (island mode) and answers it; "
+    "the interaction here was closed as claimed elsewhere"
+)
+
+
+def unsent_replies_to_dead_box(sessions: Sessions, now: datetime) -> bool:
+    """Fig. 8-10: a reply that cannot be sent goes to the dead box. An agent's reply taken
+    for an interaction later closed as claimed elsewhere (engine/claimloss.py) never
+    leaves: its outbox row was cancelled, or it waited for an approval that will not come.
+    Its ledger row turns dead here (then `to_dead_box` moves it, as any refused mail), once
+    its outbox row is settled: a reply that did leave (under this node's claim, in flight
+    when the claim was lost) is archived as a replied one's is, and one still sending or
+    unknown waits until the outbox knows. The agent was told by the claim-loss notice."""
+    rows = OutboundMessage.objects.filter(
+        outcome=OutboundMessage.ACCEPTED, removed_at=None, interaction__outcome=CLAIMED_ELSEWHERE
+    ).select_related("interaction", "mailbox")
+    did = False
+    for row in rows:
+        assert row.interaction is not None
+        states = {
+            OutboxState(s)
+            for s in Outgoing.objects.filter(interaction=row.interaction, kind=Outgoing.REPLY).values_list("state", flat=True)
+        }
+        if OutboxState.SENT in states:
+            archive_ledger_rows([row], sessions, now)
+            did = True
+            continue
+        if states - {OutboxState.CANCELLED, OutboxState.DEAD}:
+            continue  # not settled yet: the outbox settles it, or `claimloss.sweep` cancels it
+        with transaction.atomic():
+            if not OutboundMessage.objects.filter(pk=row.pk, outcome=OutboundMessage.ACCEPTED).update(
+                outcome=OutboundMessage.DEAD, reason=CLAIMED_ELSEWHERE_REASON
+            ):
+                continue  # another node's clean-up was quicker
+            journal.record(
+                "dead_boxed", now, interaction=row.interaction, mailbox=row.mailbox,
+                reason=CLAIMED_ELSEWHERE_REASON, sender=row.sender,
+            )
+        log.warning("outbound uid %s to the dead box: %s (interaction %s)", row.uid, CLAIMED_ELSEWHERE_REASON, row.interaction.guid)
+        did = True
+    return did
 
 
 def archive_of(box: Mailbox) -> str:

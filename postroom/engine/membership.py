@@ -44,6 +44,9 @@ class Membership:
         # by the name of that node, and which nodes were live.
         self.taken_from: dict[str, str] = {}
         self.live: set[str] = set()
+        # ... and which had stopped: cleanly, or forgotten by the operator (`postroom node
+        # forget`): either way not working on its own, so no reason for island mode.
+        self.stopped: set[str] = set()
 
     @property
     def node_id(self) -> str:
@@ -90,6 +93,7 @@ class Membership:
         }
         plan = nodes.plan_for(ticket, view, boxes)
         self.live = {node_id for node_id, node in view.nodes.items() if node.live}
+        self.stopped = {node_id for node_id, node in view.nodes.items() if node.stopped_at is not None}
         self.taken_from = {}
         for name in plan.release:
             with releasing(name):

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from postroom.core.cluster import Mode, Peer, Plan, Role, plan
 from postroom.store import fence
+from postroom.store.fence import app_name, end_sessions
 from postroom.store.models import Lease, Node, Outgoing
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,6 @@ class Ticket:
 
 # The ticket of this process, read by every new database connection (`_configure`).
 _current: Ticket | None = None
-
-
-def app_name(node_id: str, epoch: int) -> str:
-    """The PostgreSQL application_name of a node incarnation's connections (63 bytes at
-    most), by which a node that fences it out ends them."""
-    return f"postroom:{epoch}:{node_id}"[:63]
 
 
 def _configure(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -225,19 +220,6 @@ def end_claims_of_dead(row: Node) -> int:
     if ended:
         log.warning("ended %d outbox claims of node %s pid %s, which is gone: settled from the journal box", ended, row.node_id, row.pid)
     return ended
-
-
-def end_sessions(node_id: str, epoch: int) -> int:
-    """End the database sessions of one incarnation of a node (PostgreSQL): its open
-    transactions roll back and let go of their locks, whatever state its process is in
-    (a paused process cannot commit them)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()",
-            [app_name(node_id, epoch)],
-        )
-        return int(cursor.fetchone()[0])
 
 
 def fence_out(victim: str, epoch: int) -> bool:

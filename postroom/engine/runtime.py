@@ -664,7 +664,8 @@ class Engine:
 
     def _keep_island(self, membership: Membership) -> None:
         """Boxes taken from a node that did not stop cleanly are island boxes until it is
-        live again (engine/claims.py); the node's row says so (mode, detail)."""
+        live again or stopped (forgotten by the operator: `postroom node forget`)
+        (engine/claims.py); the node's row says so (mode, detail)."""
         claims = self.claims
         if claims is None:
             return
@@ -676,7 +677,7 @@ class Engine:
             # holds is an island box until it is back on the database.
             for pk in membership.boxes():
                 claims.enter(pk, ISLAND_PEER)
-        claims.settle(membership.live, membership.boxes())
+        claims.settle(membership.live | membership.stopped, membership.boxes())
         membership.mode = Mode.ISLAND if claims.island else Mode.NORMAL
         membership.island_detail = claims.detail()
 

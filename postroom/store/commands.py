@@ -17,13 +17,15 @@ from datetime import datetime
 from email import message_from_bytes
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
 
-from postroom.core.cluster import Link
+from postroom.core.cluster import Link, Mode
 from postroom.core.headers import POLICY
 from postroom.core.lifecycle import HungUp, IllegalTransition, ReplyRetried, State, Transferred
 from postroom.core.outbox import OutboxState
-from postroom.store import audit, journal
+from postroom.store import audit, fence, journal
 from postroom.store.models import (
     Agent,
     Approval,
@@ -46,6 +48,7 @@ from postroom.store.transitions import StaleInteraction, apply
 
 __all__ = [
     "CommandError",
+    "forget_node",
     "decide_approval",
     "edit_reply",
     "end_failed_reply",
@@ -410,3 +413,62 @@ def set_link(node_id: str, link: Link, *, by_user: Any, now: datetime) -> Node:
             node.save(update_fields=["link"])
             audit.record(f"node_link_{link.value}", actor=_actor(by_user), target=node_id, at=now)
     return node
+
+
+def forget_node(node_id: str, *, by_user: Any, now: datetime) -> bool:
+    """The operator confirms that a node whose lease ran out is down for good (like a
+    cluster's "confirm the node is dead"; docs/redundancy.md, "Forgetting a node"). The
+    boxes the other nodes took from it in island mode go back to normal mode at their next
+    tick, and their claims are released (engine/claims.py: a stopped node is accounted
+    for). Refused while its heartbeat is live. True if forgotten now, False if it had
+    stopped (cleanly, or forgotten) already.
+
+    So that the node, should it come back after all, writes and sends nothing under its
+    old registration: its database sessions are ended and its epoch raised (decision 0031:
+    the fence refuses its writes; it must register again, as a new incarnation), and its
+    outbox claims end now, so each of its rows in flight is settled from the journal box
+    (decision 0007) before anyone sends it again."""
+    if not isinstance(by_user, str) and not may_cut_links(principal(by_user)):
+        raise CommandError("Only a supervisor or an administrator may forget a node", 403)
+    live = ExpressionWrapper(Q(stopped_at=None, lease_until__gt=Now()), output_field=BooleanField())
+
+    def look() -> Node:
+        node = Node.objects.annotate(live=live).filter(node_id=node_id).first()
+        if node is None:
+            raise CommandError(f"No node {node_id!r} on this database", 404)
+        if node.live:
+            raise CommandError(
+                f"node {node_id!r} is live: its heartbeat renewed its lease until {node.lease_until:%Y-%m-%d %H:%M:%S} "
+                "UTC. Forget only a node that is down (stop it, or wait until its lease has run out)",
+                409,
+            )
+        return node
+
+    seen = look()
+    if seen.stopped_at is not None:
+        return False
+    shared = connection.vendor == "postgresql"
+    if shared:
+        # A paused process's open transactions hold its row (FOR KEY SHARE): end them first.
+        fence.end_sessions(node_id, seen.epoch)
+    with transaction.atomic():
+        if shared:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '5s'")
+        Node.objects.select_for_update().filter(node_id=node_id).first()
+        node = look()  # under the lock: it may have renewed or registered meanwhile
+        if node.stopped_at is not None:
+            return False
+        actor = _actor(by_user)
+        Node.objects.filter(pk=node.pk, epoch=node.epoch).update(
+            epoch=F("epoch") + 1,
+            stopped_at=Now(),
+            lease_until=Now(),
+            mode=Mode.STOPPED.value,
+            detail={"forgotten_by": actor, "forgotten_at": now.isoformat(), "forgotten_epoch": node.epoch},
+        )
+        ended = Outgoing.objects.filter(
+            state=OutboxState.SENDING, claimed_by__startswith=f"{node_id}:", lease_until__gt=now
+        ).update(lease_until=now)
+        audit.record("node_forgotten", actor=actor, target=node_id, at=now, epoch=node.epoch, outbox_claims_ended=ended)
+    return True

@@ -71,6 +71,25 @@ END $$;
 """
 
 
+def app_name(node_id: str, epoch: int) -> str:
+    """The PostgreSQL application_name of a node incarnation's connections (63 bytes at
+    most), by which a node that fences it out ends them."""
+    return f"postroom:{epoch}:{node_id}"[:63]
+
+
+def end_sessions(node_id: str, epoch: int) -> int:
+    """End the database sessions of one incarnation of a node (PostgreSQL): its open
+    transactions roll back and let go of their locks, whatever state its process is in
+    (a paused process cannot commit them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()",
+            [app_name(node_id, epoch)],
+        )
+        return int(cursor.fetchone()[0])
+
+
 class LeaseLost(Exception):
     """The lease a write depends on has another holder now (or none)."""
 

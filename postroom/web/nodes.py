@@ -9,7 +9,10 @@ call a live node dead. A lease counts as held only while its node's row still ha
 lease's epoch and a live lease (the same test the nodes apply before they take one over).
 
 A POST (a form per node, CSRF-protected like every form) cuts or heals a node's database
-link: `store.commands.set_link`, which `postroom demo` carries out on its relays.
+link: `store.commands.set_link`, which `postroom demo` carries out on its relays. Another
+forgets a node whose lease ran out (`store.commands.forget_node`, as `postroom node
+forget`): the supervisor confirms it is down for good, and the boxes taken from it leave
+island mode (docs/redundancy.md, "Forgetting a node").
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from postroom.core.cluster import ROUTER, Link, box_of
-from postroom.store.commands import CommandError, set_link
+from postroom.store.commands import CommandError, forget_node, set_link
 from postroom.store.models import Lease, Mailbox, Node
 from postroom.store.permissions import Role
 from postroom.web.access import forbidden, page
@@ -79,12 +82,16 @@ def nodes_page(request: HttpRequest) -> HttpResponse:
     from postroom.web.views import render_page  # the page header; views import this module's peers
 
     if request.method == "POST":
+        node = request.POST.get("node", "")
         try:
-            link = Link(request.POST.get("link", ""))
-        except ValueError:
-            return HttpResponse("link must be up or cut", status=400, content_type="text/plain")
-        try:
-            set_link(request.POST.get("node", ""), link, by_user=request.user, now=timezone.now())
+            if request.POST.get("forget") == "yes":
+                forget_node(node, by_user=request.user, now=timezone.now())
+            else:
+                try:
+                    link = Link(request.POST.get("link", ""))
+                except ValueError:
+                    return HttpResponse("link must be up or cut", status=400, content_type="text/plain")
+                set_link(node, link, by_user=request.user, now=timezone.now())
         except CommandError as exc:
             if exc.status == 403:
                 return forbidden(request, exc.message)

@@ -29,7 +29,7 @@ from postroom.mail.smtp import SmtpSender
 from postroom.mail.syncbox import SyncBox
 from postroom.store.models import Interaction, JournalEvent, Mailbox, Outgoing
 from tests.e2e.conftest import Center
-from tests.field_bugs.helpers import auto_responses, customer_mail, forwards, replies, send
+from tests.field_bugs.helpers import answer, auto_responses, customer_mail, forwards, replies, send
 
 pytestmark = pytest.mark.mailstack
 
@@ -146,3 +146,38 @@ def test_the_notice_leaves_though_the_customers_email_is_another_nodes(island: C
     time.sleep(1.5)
     until(center, "a few more rounds", lambda: True)
     assert auto_responses(center) == [] and forwards(center) == [] and replies(center) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_held_at_the_gate_when_the_claim_is_lost_goes_to_the_dead_box_once(island: Center, rival: Claimer) -> None:
+    """The agent answered while this node could no longer send for the email (its claim
+    unrenewed); the rival wins the claim: the reply is cancelled, and the agent's mail
+    leaves the outbound box for the dead box, once, with its reason in the journal
+    (0036 "Not yet": it stayed in the outbound box). The agent's notice says so."""
+    center = island
+    send(center, customer_mail(center))
+    until(center, "the forward and the auto-response", lambda: len(forwards(center)) == 1 and len(auto_responses(center)) == 1)
+    key = key_of(center)
+    rival.want(key)
+    until(center, "the rival's claim", lambda: rival.book.owner(key) == RIVAL, ours=False, rival=rival)
+
+    # The agent answers; this node takes the reply, which waits at the gate (its claim ran
+    # out by its own clock), until the claims' step reads the loss.
+    answer(center)
+    center.wait_for("outbound", 1)
+    until(center, "the reply taken", lambda: Interaction.objects.get().status == "replying", ours=False, rival=rival)
+    until(center, "the notice", lambda: len(notices(center)) == 1, rival=rival)
+    (ix,) = Interaction.objects.all()
+    assert (ix.status, ix.outcome) == ("closed", "claimed_elsewhere")
+    assert Outgoing.objects.get(interaction=ix, kind=Outgoing.REPLY).state == "cancelled"
+
+    until(center, "the reply out of the outbound box", lambda: center.messages("outbound") == [], rival=rival)
+    (kept,) = center.messages("dead")
+    assert kept["From"] and center.address("alice") in kept["From"]
+    dead = JournalEvent.objects.filter(interaction=ix, kind="dead_boxed")
+    assert dead.count() == 1 and "claimed" in dead.get().detail["reason"]
+    (notice,) = notices(center)
+    assert "dead box" in notice.get_content()
+    until(center, "a few more rounds", lambda: True, rival=rival)
+    assert len(center.messages("dead")) == 1 and center.messages("outbound") == []
+    assert replies(center) == [] and len(notices(center)) == 1

@@ -8,10 +8,11 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from postroom.core.cluster import ROUTER, Role, mailbox_lease
 from postroom.engine import nodes
-from postroom.store.models import Mailbox
+from postroom.store.models import Mailbox, Node
 from tests.e2e.browser import axe_violations, needs_chromium, open_page
 from tests.e2e.test_console_pages import PASSWORD, log_in, make_agent
 
@@ -79,3 +80,28 @@ def test_an_agent_may_not_open_the_nodes_page(page, live_server, two_nodes) -> N
     page.click('#login-form button[type="submit"]')
     page.locator("#forbidden").wait_for()
     assert "node-a" not in page.content()
+
+
+def test_a_supervisor_forgets_a_node_whose_lease_ran_out(page, live_server, two_nodes) -> None:
+    """`Forget` only on a node whose lease ran out (not a live one, not a stopped one);
+    after it the node is stopped (store.commands.forget_node, as `postroom node forget`)."""
+    now = timezone.now()
+    Node.objects.create(  # registered once, its lease ran out without a clean stop
+        node_id="node-c", role="secondary", epoch=3, hostname="gone.example", pid=1, started_at=now,
+        heartbeat_at=now - timedelta(seconds=65), lease_until=now - timedelta(seconds=5),
+    )
+    make_agent("sue@example.test", "Sue Supervisor", is_supervisor=True)
+    log_in(page, live_server.url, "/nodes/", "sue")
+    table = page.locator("#nodes-table")
+    table.wait_for()
+    c = table.locator('tr[data-node="node-c"]')
+    assert c.locator(".state").inner_text().startswith("lease ran out")
+    assert table.locator('button[data-action="forget"]').count() == 1  # node-c's only
+    c.locator('button[data-action="forget"]').click()
+    page.wait_for_url(live_server.url + "/nodes/")
+    table.wait_for()
+    assert table.locator('tr[data-node="node-c"] .state').inner_text() == "stopped"
+    assert table.locator('button[data-action="forget"]').count() == 0
+    row = Node.objects.get(node_id="node-c")
+    assert row.epoch == 4 and "sue" in row.detail["forgotten_by"]
+    assert page.errors == []

@@ -16,9 +16,11 @@ from django.db import connection
 from django.utils import timezone
 
 from postroom.core.cluster import ROUTER, Role, mailbox_lease
+from postroom.core.outbox import OutboxState
 from postroom.engine import nodes
 from postroom.engine.listener import conninfo
-from postroom.store.models import Lease, Mailbox, Node
+from postroom.store.commands import CommandError, forget_node
+from postroom.store.models import Lease, Mailbox, Node, Outgoing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -233,3 +235,64 @@ def test_the_router_takes_in_an_event_that_commits_after_a_later_one() -> None:
         slow.close()
     desk.sync(timezone.now())
     assert desk.router.agent(agent.address).ready
+
+
+# -- the operator forgets a node (`postroom node forget`) -----------------------------------
+
+
+def sending_row(key: str, claimed_by: str) -> Outgoing:
+    now = timezone.now()
+    return Outgoing.objects.create(
+        key=key, kind=Outgoing.NOTICE, envelope_from="a@example.test", recipients=["b@example.test"],
+        message_id=f"<{key}@example.test>", raw=b"", state=OutboxState.SENDING, next_attempt_at=now,
+        claimed_by=claimed_by, lease_until=now + timedelta(minutes=5),
+    )
+
+
+def test_a_live_node_cannot_be_forgotten_and_an_unknown_one_is_named() -> None:
+    nodes.register("node-a", Role.PRIMARY, LEASE)
+    nodes.forget()
+    with pytest.raises(CommandError, match="is live") as refused:
+        forget_node("node-a", by_user="cli:test", now=timezone.now())
+    assert refused.value.status == 409
+    with pytest.raises(CommandError, match="No node 'node-x'"):
+        forget_node("node-x", by_user="cli:test", now=timezone.now())
+    row = Node.objects.get(node_id="node-a")
+    assert row.stopped_at is None and row.epoch == 1
+
+
+def test_forgetting_a_node_past_its_lease_stops_it_raises_its_epoch_and_ends_its_outbox_claims() -> None:
+    ticket = nodes.register("node-a", Role.PRIMARY, LEASE)
+    nodes.forget()
+    mine, other = sending_row("n1", f"node-a:{ticket.pid}:t1"), sending_row("n2", "node-b:1:t2")
+    expire("node-a")
+    now = timezone.now()
+    assert forget_node("node-a", by_user="cli:test", now=now) is True
+    row = Node.objects.get(node_id="node-a")
+    assert row.stopped_at is not None and row.epoch == ticket.epoch + 1 and row.mode == "stopped"
+    assert row.detail["forgotten_by"] == "cli:test"
+    # Its claim ends now (settled from the journal box before anyone sends it again);
+    # another node's stays.
+    mine.refresh_from_db(), other.refresh_from_db()
+    assert mine.lease_until == now and other.lease_until > now
+    assert forget_node("node-a", by_user="cli:test", now=now) is False  # already stopped
+    # Should it come back, its old registration is gone: it must register again.
+    with pytest.raises(nodes.Fenced):
+        nodes.heartbeat(ticket, {})
+    assert nodes.register("node-a", Role.PRIMARY, LEASE).epoch == ticket.epoch + 2
+
+
+@postgres_only
+def test_a_forgotten_node_s_old_incarnation_writes_nothing() -> None:
+    ticket = nodes.register("node-a", Role.PRIMARY, LEASE)
+    nodes.forget()
+    conn = node_connection(ticket)
+    write_as(conn)
+    expire("node-a")
+    forget_node("node-a", by_user="cli:test", now=timezone.now())
+    with pytest.raises(psycopg.errors.Error):
+        write_as(conn)  # its session was ended (or, were it not, the fence refuses it)
+    fresh = node_connection(ticket)
+    with pytest.raises(psycopg.errors.Error, match="postroom fence"):
+        write_as(fresh)
+    fresh.close()

@@ -350,6 +350,34 @@ def test_cutting_a_nodes_link_as_everyone(world):
     assert Node.objects.get(node_id="node-x").link == "up"
 
 
+def test_forgetting_a_node_as_everyone(world):
+    """The nodes page's other action (POST /nodes/ forget=yes, as `postroom node forget`):
+    supervisors and administrators; nobody else; never a live node."""
+    now = timezone.now()
+    failures = []
+    for person in world["people"]:
+        Node.objects.update_or_create(
+            node_id="node-x",
+            defaults={"hostname": "h", "pid": 1, "started_at": now, "heartbeat_at": now, "lease_until": now,
+                      "stopped_at": None, "epoch": 1},
+        )
+        response = person.client.post("/nodes/", {"node": "node-x", "forget": "yes"})
+        stopped = Node.objects.get(node_id="node-x").stopped_at is not None
+        if person.role is Role.ANONYMOUS:
+            ok = response.status_code == 302 and "/accounts/login/" in response["Location"] and not stopped
+        elif person.role >= Role.SUPERVISOR:
+            ok = response.status_code == 302 and response["Location"] == "/nodes/" and stopped
+        else:
+            ok = response.status_code == 403 and not stopped
+        if not ok:
+            failures.append(f"POST /nodes/ forget as {person.name}: {response.status_code}, stopped {stopped}")
+    assert not failures, "\n".join(failures)
+    admin = next(p for p in world["people"] if p.role is Role.ADMINISTRATOR)
+    Node.objects.filter(node_id="node-x").update(stopped_at=None, lease_until=now + timedelta(minutes=1))
+    assert admin.client.post("/nodes/", {"node": "node-x", "forget": "yes"}).status_code == 409  # live
+    assert Node.objects.get(node_id="node-x").stopped_at is None
+
+
 def test_the_admin_is_for_administrators_only(world):
     urls = ["/admin/"] + [
         f"/admin/{model._meta.app_label}/{model._meta.model_name}/" for model in admin.site._registry

@@ -58,6 +58,7 @@ def test_the_notice_names_the_customer_the_box_and_the_winner() -> None:
     text = notice_text("carol@customer.test", "support@example.test", "node-b")
     assert "carol@customer.test" in text and "support@example.test" in text and "node-b" in text
     assert "do not reply" in text
+    assert "dead box" not in text
 
 
 def test_the_winners_own_merged_copy_is_not_closed() -> None:
@@ -66,3 +67,8 @@ def test_the_winners_own_merged_copy_is_not_closed() -> None:
     assert on_lost_claim(State.QUEUED, None, "node-p", "node-p") is Loss.NOTHING
     assert on_lost_claim(State.QUEUED, None, "", "node-p") is Loss.CLOSE
     assert on_lost_claim(State.QUEUED, None, "node-s", "node-p") is Loss.CLOSE
+
+
+def test_the_notice_says_where_a_reply_that_will_not_leave_is_kept() -> None:
+    text = notice_text("carol@customer.test", "support@example.test", "node-b", reply_kept=True)
+    assert "not sent to the customer" in text and "dead box" in text
