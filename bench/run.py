@@ -776,6 +776,11 @@ def rebuild(path: Path, out: Path) -> int:
     return 0
 
 
+# The settings a phase reads, by prefix, where they are not named after the phase: the
+# stack phase measures the latency floor and the pattern ceiling too.
+SETTINGS_OF = {"stack": ("stack_", "floor_", "pattern_")}
+
+
 def add_to(path: Path, out: Path, phases: list[str], raw: dict, meta: dict) -> int:
     """Put the measurements of this run's phases into an earlier run's results (`path`),
     then rebuild every figure from the merged measurements, as `--from-json` does: a phase
@@ -789,8 +794,9 @@ def add_to(path: Path, out: Path, phases: list[str], raw: dict, meta: dict) -> i
             doc["details"].setdefault("phase_load", {})[phase] = raw["phase_load"][phase]
     old = doc["meta"]
     # The counts of the phases run now (`failover_reps`, `nodes_n`...) replace the old ones.
+    prefixes = tuple(p for phase in phases for p in SETTINGS_OF.get(phase, (phase,)))
     old["settings"] = {**old.get("settings", {}),
-                       **{k: v for k, v in meta["settings"].items() if k.startswith(tuple(phases))}}
+                       **{k: v for k, v in meta["settings"].items() if k.startswith(prefixes)}}
     old.setdefault("errors", {}).update(meta["errors"])
     old.setdefault("phase_seconds", {}).update(meta["phase_seconds"])
     old["notes"] = [*old.get("notes", []), f"Phases {', '.join(phases)} measured {meta['started']} on "
