@@ -159,6 +159,24 @@ class Center:
             smtp.starttls(context=tls_context(str(self.stack.cafile)))
             smtp.login(*self.users[who])
             smtp.send_message(msg)
+        self._until_in_outbound(msg)
+
+    def _until_in_outbound(self, msg: EmailMessage, timeout: float = 30.0) -> None:
+        """An agent's mail to the outbound box (its token address included) is there when
+        this returns: delivery is asynchronous, and a count of the box's messages cannot
+        tell it from one still there (a forgery on its way to the dead box, a reply not yet
+        archived), so a test's next engine round would miss it on a loaded machine."""
+        mid = msg["Message-ID"]
+        box = self.users.get("outbound", ("",))[0].lower()
+        local = box.split("@")[0]
+        to = [a.addr_spec.lower() for h in ("To", "Cc") if msg[h] is not None for a in msg[h].addresses]
+        if not (mid and box and any(a == box or a.startswith(local + "+") for a in to)):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(m["Message-ID"] == mid for m in self.messages("outbound")):
+                return
+            time.sleep(0.1)
 
     def ready(self, who: str, ready: bool = True) -> None:
         set_ready(Agent.objects.get(address=self.address(who)), ready, now=timezone.now())
