@@ -403,6 +403,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, args.listen, args.nodes)
 
 
+def cmd_oauth2(args: argparse.Namespace) -> int:
+    """`postroom oauth2 authorize BOX [CONFIG]`: a box's OAuth2 grant, new or again (B-10).
+
+    Prints the identity provider's URL for a human to open and sign in at; then takes the
+    code the IdP redirects to: by itself on a loopback redirect URI (RFC 8252 §7.3), or
+    pasted (the whole redirected URL or the bare code; or `--code`). The grant goes to the
+    database at once, and the running engine's next login uses it: no restart."""
+    config = load_config_or_exit(args.config)
+    setup_django()
+    migrate()
+    from urllib.parse import parse_qs, urlsplit
+
+    from django.utils import timezone
+
+    from postroom.engine.oauth2 import Tokens
+
+    tokens = Tokens.of(config)
+    login = _oauth2_login(config, args.box)
+    if tokens is None or login is None or login not in tokens.logins:
+        print(f"{args.box} is not a box on OAuth2 in {args.config} (give its oauth2 = provider)", file=sys.stderr)
+        return 1
+    redirect_uri = tokens.provider(login).redirect_uri
+    url, state, verifier = tokens.authorization_url(login, redirect_uri)
+    print(f"Open this URL, sign in as {login} and allow access:\n\n{url}\n", flush=True)
+    code = args.code
+    if code is None and args.listen:
+        code = _oauth2_loopback(redirect_uri, state)
+    if code is None:
+        answer = input("Paste the URL the browser was sent to (or the code): ").strip()
+        if "?" in answer:
+            query = parse_qs(urlsplit(answer).query)
+            if query.get("state", [state])[0] != state:
+                print("the state does not match this authorization (an old or forged URL)", file=sys.stderr)
+                return 1
+            code = query.get("code", [""])[0]
+        else:
+            code = answer
+    if not code:
+        print("no code given", file=sys.stderr)
+        return 1
+    reply = tokens.authorize(login, code, verifier, timezone.now(), redirect_uri)
+    if reply.detail and not reply.token.get("refresh_token"):
+        print(f"not authorized: {reply.detail}", file=sys.stderr)
+        return 1
+    print(f"{login}: authorized; the grant is stored and the engine uses it at its next login")
+    return 0
+
+
+def _oauth2_login(config, box: str) -> str | None:
+    wanted = box.lower()
+    for b in config.mailboxes:
+        if wanted in (b.address.lower(), b.login.lower()):
+            return b.login.lower()
+    smtp = (config.server.smtp_login or "").lower()
+    return smtp if wanted == smtp else None
+
+
+def _oauth2_loopback(redirect_uri: str, state: str) -> str | None:
+    """Wait for the browser's redirect on the loopback redirect URI and take its code."""
+    import http.server
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(redirect_uri)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    got: dict[str, str] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            query = parse_qs(urlsplit(self.path).query)
+            if query.get("state", [""])[0] == state and query.get("code"):
+                got["code"] = query["code"][0]
+                body = b"Postroom has the authorization; you may close this page.\n"
+            else:
+                body = b"This is not the authorization Postroom waits for.\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", parts.port or 80), Handler) as server:
+        server.timeout = 1.0
+        print(f"Waiting for the redirect to {redirect_uri} ...", flush=True)
+        for _ in range(600):
+            server.handle_request()
+            if "code" in got:
+                return got["code"]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postroom", description="Postroom, an ACD for email.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -482,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("username")
     s.add_argument("--password-file", default=None, help="read it from a file, not the terminal")
     s.set_defaults(fn=cmd_user)
+
+    s = sub.add_parser("oauth2", help="oauth2 authorize BOX [CONFIG]: (re-)authorize a box on OAuth2")
+    s.add_argument("action", choices=["authorize"])
+    s.add_argument("box", help="the box's address or login")
+    s.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    s.add_argument("--code", default=None, help="the authorization code, if you have it already")
+    s.add_argument("--listen", action="store_true",
+                   help="take the code from the browser's redirect to the loopback redirect_uri")
+    s.set_defaults(fn=cmd_oauth2)
     return p
 
 

@@ -12,6 +12,7 @@ fixes a file in one round trip rather than one error at a time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -113,15 +114,23 @@ def mail_users(config: Config) -> list[tuple[str, str]]:
     """
     users: dict[str, str] = {}
     for box in config.mailboxes:
-        users.setdefault(box.address, box.password)
+        users.setdefault(box.address, box.password if box.password is not None else _no_password(config, box.address))
     for agent in config.agents:
         if agent.password is not None:
             users.setdefault(agent.address, agent.password)
     for customer in config.customers:
         users.setdefault(customer.address, customer.password)
-    assert config.server.smtp_login is not None and config.server.smtp_password is not None
-    users.setdefault(config.server.smtp_login, config.server.smtp_password)
+    server = config.server
+    assert server.smtp_login is not None
+    users.setdefault(server.smtp_login, server.smtp_password or _no_password(config, server.smtp_login))
     return list(users.items())
+
+
+def _no_password(config: Config, address: str) -> str:
+    """The dev-stack password of a user on OAuth2: it must exist for the passwd-file (the
+    userdb), and nobody may know it (Dovecot then asks the oauth2 passdb). Derived from the
+    site's secret so that it stays the same across starts."""
+    return "oauth2-only-" + hashlib.sha256(config.secrets[0] + address.lower().encode()).hexdigest()
 
 
 def _load(path: Path, environ: Mapping[str, str] | None) -> tuple[Config | None, list[ConfigError]]:

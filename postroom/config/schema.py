@@ -195,6 +195,8 @@ class ServerConfig(Table):
     # Config once the outbound box is known).
     smtp_login: Text | None = None
     smtp_password: OptionalSecret = secret("smtp_password", None)
+    # The relay account logs in with this [[oauth2]] provider's tokens instead.
+    smtp_oauth2: Name | None = None
     # "system" (the platform's trust store), "devstack" (resolved by the caller) or a path.
     cafile: Cafile = "system"
     idle: Flag = True
@@ -206,11 +208,14 @@ class ServerConfig(Table):
     @model_validator(mode="after")
     def _check(self) -> Self:
         found: list[tuple[Loc, str]] = []
-        if self.smtp_login is None and self.smtp_password is not None:
+        if self.smtp_login is None and (self.smtp_password is not None or self.smtp_oauth2 is not None):
+            key = "smtp_password" if self.smtp_password is not None else "smtp_oauth2"
             found.append(
-                (("smtp_password",), "give smtp_login too, or neither (then the outbound box's login is used)")
+                ((key,), "give smtp_login too, or neither (then the outbound box's login is used)")
             )
-        if self.smtp_login is not None and self.smtp_password is None:
+        if self.smtp_password is not None and self.smtp_oauth2 is not None:
+            found.append((("smtp_oauth2",), "give smtp_password or smtp_oauth2, not both"))
+        if self.smtp_login is not None and self.smtp_password is None and self.smtp_oauth2 is None:
             found.append(
                 (("smtp_password",), "required (give one of smtp_password, smtp_password_env, smtp_password_file)")
             )
@@ -224,16 +229,103 @@ class ServerConfig(Table):
         return self
 
 
+# OAuth2 presets: what Microsoft 365 and Google document for IMAP/SMTP; every URL can be
+# overridden (tests point them at a fake IdP on loopback). {tenant} is the provider's tenant.
+OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
+    "microsoft": {
+        "authorize_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+        "token_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "scopes": ("https://outlook.office.com/IMAP.AccessAsUser.All",
+                   "https://outlook.office.com/SMTP.Send", "offline_access"),
+    },
+    "google": {
+        "authorize_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "scopes": ("https://mail.google.com/",),
+    },
+    "custom": {"authorize_url": None, "token_url": None, "scopes": ()},
+}
+
+
+def _preset(key: str) -> Callable[[dict[str, Any]], Any]:
+    def default(d: dict[str, Any]) -> Any:
+        value = OAUTH2_PRESETS[d["preset"]][key]
+        return value.format(tenant=d["tenant"]) if isinstance(value, str) else value
+
+    return default
+
+
+class OAuth2Provider(Table):
+    """[[oauth2]]: an identity provider (IdP) and Postroom's client registration there.
+    Boxes name it (``oauth2 = "m365"``) instead of giving a password (field bug B-10)."""
+
+    name: Annotated[Name, longest(100)]
+    preset: Annotated[str, one_of("microsoft", "google", "custom")] = "custom"
+    # Microsoft's directory: a tenant id or domain ("common" for multi-tenant apps).
+    tenant: Text = "common"
+    authorize_url: Text | None = Field(default_factory=_preset("authorize_url"))
+    token_url: Text | None = Field(default_factory=_preset("token_url"))
+    client_id: Text
+    # None: a public client (PKCE only).
+    client_secret: OptionalSecret = secret("client_secret", None)
+    scopes: Strings = Field(default_factory=_preset("scopes"))
+    # The redirect URI registered with the IdP for `postroom oauth2 authorize`; a loopback
+    # one (RFC 8252 §7.3) lets the command take the code itself.
+    redirect_uri: Text = "http://127.0.0.1:8765/"
+    # How long a refresh token lives when the IdP does not say (Google "Testing" apps: 7 days).
+    refresh_token_lifetime_seconds: OptionalDuration = _key("refresh_token_lifetime", None)
+    # Alert this long before a known refresh-token expiry.
+    warn_before_seconds: Duration = _key("warn_before", 3 * 86400)
+    # The budget of one call to the token endpoint.
+    timeout_seconds: Duration = _key("timeout", 15)
+
+    @model_validator(mode="after")
+    def _urls(self) -> Self:
+        found: list[tuple[Loc, str]] = []
+        for key in ("authorize_url", "token_url"):
+            url = getattr(self, key)
+            if url is None:
+                found.append(((key,), f'required with preset = "{self.preset}"'))
+            elif not (url.startswith("https://") or (url.startswith("http://") and loopback(_host(url)))):
+                found.append(((key,), f"must be https:// (http:// only for a loopback host), got {show(url)}"))
+        if not self.scopes:
+            found.append((("scopes",), "give at least one scope"))
+        if found:
+            raise fail_at(found, self)
+        return self
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+
+
 class Box(Table):
-    """A mailbox Postroom logs into: the outbound box is a plain box."""
+    """A mailbox Postroom logs into: the outbound box is a plain box. With ``oauth2`` it
+    logs in by SASL XOAUTH2 with tokens from that provider, and has no password."""
 
     address: Address
     name: AnyText = ""
     login: Text = Field(default_factory=lambda d: d["address"])
-    password: Secret = secret("password")
+    password: OptionalSecret = secret("password", None)
+    # The [[oauth2]] provider's name.
+    oauth2: Name | None = None
+    # The first grant's refresh token, taken into the database once (later ones, rotated,
+    # live only there); or run `postroom oauth2 authorize BOX`.
+    refresh_token: OptionalSecret = secret("refresh_token", None)
     folder: Text = "INBOX"
     # Where finished mail goes (incoming and outbound boxes): moved, never expunged.
     archive_folder: Text = "Postroom-Archive"
+
+    @model_validator(mode="after")
+    def _login_by(self) -> Self:
+        if self.oauth2 is None and self.password is None:
+            raise fail_at([(("password",), "required (give one of password, password_env, password_file; "
+                            "or oauth2 = the name of an [[oauth2]] provider)")], self)
+        if self.oauth2 is not None and self.password is not None:
+            raise fail_at([(("password",), "give password or oauth2, not both")], self)
+        if self.oauth2 is None and self.refresh_token is not None:
+            raise fail_at([(("refresh_token",), "only with oauth2")], self)
+        return self
 
 
 class DeadBox(Box):
@@ -646,6 +738,7 @@ class Config(Table):
     journal: JournalBox | None = None
     outbox: OutboxConfig = OutboxConfig()
     cluster: ClusterConfig = ClusterConfig()
+    oauth2: Annotated[tuple[OAuth2Provider, ...], Tables] = ()
     _source: Path | None = PrivateAttr(None)
 
     @field_validator("outbound")
@@ -667,12 +760,45 @@ class Config(Table):
         server = self.server
         if server.smtp_login is None:
             server = server.model_copy(update={"smtp_login": self.outbound.login,
-                                               "smtp_password": self.outbound.password})
+                                               "smtp_password": self.outbound.password,
+                                               "smtp_oauth2": self.outbound.oauth2})
+        self._check_oauth2(server)
         return self.model_copy(update={
             "agents": agents,
             "approval": self.approval.model_copy(update={"probation": probation}),
             "server": server,
         })
+
+    def _check_oauth2(self, server: ServerConfig) -> None:
+        names = [p.name for p in self.oauth2]
+        found: list[tuple[Loc, str]] = []
+        if len(set(names)) != len(names):
+            found.append((("oauth2",), "two [[oauth2]] providers have the same name"))
+        where: list[tuple[Loc, str | None]] = [(("incoming", i, "oauth2"), b.oauth2) for i, b in enumerate(self.incoming)]
+        where += [(("outbound", "oauth2"), self.outbound.oauth2), (("dead_box", "oauth2"), self.dead_box.oauth2),
+                  (("journal", "oauth2"), self.journal.oauth2 if self.journal else None),
+                  (("server", "smtp_oauth2"), self.server.smtp_oauth2)]
+        known = ", ".join(names) or "none is configured"
+        found += [(loc, f"no [[oauth2]] provider is named {show(name)} ({known})")
+                  for loc, name in where if name is not None and name not in names]
+        if found:
+            raise fail_at(found, self)
+
+    def oauth2_provider(self, name: str | None) -> OAuth2Provider | None:
+        return next((p for p in self.oauth2 if p.name == name), None) if name else None
+
+    def oauth2_logins(self) -> dict[str, tuple[OAuth2Provider, str | None]]:
+        """Login (lower-cased) -> (its provider, the file's first refresh token, if any),
+        for every box and the relay account on OAuth2."""
+        found: dict[str, tuple[OAuth2Provider, str | None]] = {}
+        for box in self.mailboxes:
+            provider = self.oauth2_provider(box.oauth2)
+            if provider is not None:
+                found.setdefault(box.login.lower(), (provider, box.refresh_token))
+        smtp = self.oauth2_provider(self.server.smtp_oauth2)
+        if smtp is not None and self.server.smtp_login:
+            found.setdefault(self.server.smtp_login.lower(), (smtp, None))
+        return found
 
     @property
     def source(self) -> Path | None:
@@ -690,7 +816,7 @@ class Config(Table):
     def mail_passwords(self) -> dict[str, str]:
         """Mailbox address -> password, for every box and every agent the file gives one
         for: what the engine logs in with (never stored in the database)."""
-        found = {box.address.lower(): box.password for box in self.mailboxes}
+        found = {box.address.lower(): box.password for box in self.mailboxes if box.password is not None}
         for agent in self.agents:
             if agent.password is not None:
                 found.setdefault(agent.address, agent.password)

@@ -28,6 +28,11 @@ class AlertKind(StrEnum):
     # The journal box cannot be read, so unknown send outcomes cannot be settled (key: its
     # address); those mails wait, neither resent nor dropped.
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+    # A box's OAuth2 grant was refused for good (revoked, expired): it needs
+    # `postroom oauth2 authorize` (key: the login). Cleared by the next good refresh.
+    OAUTH2_GRANT_INVALID = "oauth2_grant_invalid"
+    # A box's refresh token runs out within [[oauth2]] warn_before (key: the login).
+    OAUTH2_GRANT_EXPIRING = "oauth2_grant_expiring"
 
 
 def notice_due(*, pending: bool, notified_at: datetime | None, now: datetime, interval: timedelta) -> bool:

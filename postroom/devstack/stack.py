@@ -55,6 +55,7 @@ class DevStack:
         base_port: int = 21000,
         domains: tuple[str, ...] = ("example.test", "customer.test"),
         hostname: str = "mail.example.test",
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         state = Path(state_dir).absolute()
         if len(str(state)) > MAX_STATE_DIR_LEN:
@@ -66,7 +67,7 @@ class DevStack:
             raise DevStackError(f"base port {base_port} must be in 1024..65529")
         if not domains:
             raise DevStackError("at least one mail domain is needed")
-        self._lay = Layout(state, base_port, tuple(d.lower() for d in domains), hostname)
+        self._lay = Layout(state, base_port, tuple(d.lower() for d in domains), hostname, oauth2_introspection_url)
 
     def __repr__(self) -> str:
         return f"DevStack({str(self.state_dir)!r}, base_port={self.base_port})"
@@ -295,6 +296,8 @@ class DevStack:
         system.write_atomic(
             lay.dovecot_conf, config.render_dovecot_conf(lay, mail.pw_uid, mail.pw_gid)
         )
+        if lay.oauth2_introspection_url:
+            system.write_atomic(lay.oauth2_conf, config.render_oauth2_conf(lay))
         for name, text in (("main.cf", config.render_main_cf(lay)),
                            ("master.cf", config.render_master_cf(lay))):  # fmt: skip
             system.write_atomic(lay.postfix_conf / name, text)

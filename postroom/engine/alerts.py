@@ -65,8 +65,10 @@ def clear_alert(kind: AlertKind, key: str, now: datetime) -> bool:
     return bool(closed)
 
 
-def open_alerts(kind: AlertKind | None = None) -> list[Alert]:
+def open_alerts(kind: AlertKind | None = None, key: str | None = None) -> list[Alert]:
     qs = Alert.objects.filter(cleared_at=None)
+    if key is not None:
+        qs = qs.filter(key=key[:300])
     return list(qs.filter(kind=kind) if kind else qs)
 
 

@@ -81,7 +81,7 @@ WATCH_BACKOFF_CAP = 30.0
 # The worker's steps, in the order of a round (`Engine.steps`).
 STEPS = (
     "timers", "approval requests", "approvals", "routing", "delivery", "outbox", "journal expiry",
-    "cleanup", "withdrawals", "alerts",
+    "cleanup", "withdrawals", "oauth2", "alerts",
 )
 # A worker step that found nothing to do is asked again after this long, unless something
 # in this process made work for it meanwhile (`Schedule.mark`): asking every step after
@@ -221,6 +221,8 @@ class Engine:
             ("journal expiry", lambda: self.is_router() and self._expire_journal()),
             ("cleanup", lambda: cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
+            # Tokens refreshed ahead of expiry and refresh-token expiry warned about (B-10).
+            ("oauth2", lambda: site.tokens is not None and site.tokens.step(now())),
             ("alerts", lambda: self.is_router() and alerts.notify(site, now())),
         ]
         assert tuple(name for name, _ in steps) == STEPS

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from postroom.config import Config
 from postroom.core.approval import ApprovalPolicy
@@ -21,6 +22,9 @@ from postroom.core.senderauth import SenderAuthPolicy
 from postroom.engine.island import IslandSettings
 from postroom.mail.imap import ImapAccount
 from postroom.mail.smtp import SmtpAccount
+
+if TYPE_CHECKING:
+    from postroom.engine.oauth2 import Tokens
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,8 @@ class Site:
     smtp_sessions: int = 4
     # Island mode ([cluster] sync_address; decision 0036); None: off.
     island: IslandSettings | None = None
+    # The logins on OAuth2 ([[oauth2]]; engine/oauth2.py); None: every box has a password.
+    tokens: Tokens | None = field(default=None, repr=False)
 
     @property
     def heartbeat(self) -> float:
@@ -103,6 +109,10 @@ class Site:
         """The envelope sender of automatic mail written from `box_address`."""
         return box_address if self.automatic_envelope_from == "box" else ""
 
+    def token_for(self, login: str):  # -> TokenSource | None
+        """How a login on OAuth2 gets its access token; None for a password login."""
+        return self.tokens.source(login) if self.tokens is not None else None
+
     def imap_account(self, login: str, password: str, folder: str = "INBOX") -> ImapAccount:
         return ImapAccount(
             host=self.imap_host,
@@ -112,6 +122,7 @@ class Site:
             password=password,
             folder=folder,
             cafile=self.cafile,
+            token=self.token_for(login),
         )
 
 
@@ -127,13 +138,16 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         cafile = devstack_cafile
     else:
         cafile = server.cafile
+    from postroom.engine.oauth2 import Tokens  # needs Django's apps; site.py does not
+
+    tokens = Tokens.of(config)
     if not config.sender_auth.required:
         log.warning(
             "[sender_auth] required = false: replies and approval decisions in the outbound "
             "box are trusted on their From header alone; anyone who can mail the outbound box "
             "with a leaked token can make Postroom write to a customer (docs/configuration.md)"
         )
-    return Site(
+    site = Site(
         node_id=config.node_id,
         keys=KeyRing.from_secrets(config.secrets),
         imap_host=server.imap_host,
@@ -144,9 +158,10 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
             port=server.smtp_port,
             tls=server.smtp_tls,
             login=server.smtp_login,
-            password=server.smtp_password,
+            password=server.smtp_password or "",
             cafile=cafile,
             timeout=float(config.outbox.send_timeout_seconds),
+            token=tokens.source(server.smtp_login) if tokens and server.smtp_login else None,
         ),
         cafile=cafile,
         idle=server.idle,
@@ -176,14 +191,16 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
             lease=timedelta(seconds=config.outbox.lease_seconds),
             grace=timedelta(seconds=config.journal.grace_seconds if config.journal else 0),
         ),
-        journal=journal_of(config, cafile),
+        journal=journal_of(config, cafile, tokens),
         automatic_envelope_from=config.outbox.automatic_envelope_from,
         smtp_sessions=config.outbox.sessions,
         island=IslandSettings.of(config),
+        tokens=tokens,
     )
+    return site
 
 
-def journal_of(config: Config, cafile: str | None) -> Journal | None:
+def journal_of(config: Config, cafile: str | None, tokens: Tokens | None = None) -> Journal | None:
     box = config.journal
     if box is None:
         return None
@@ -193,9 +210,10 @@ def journal_of(config: Config, cafile: str | None) -> Journal | None:
         port=server.imap_port,
         tls=server.imap_tls,
         login=box.login,
-        password=box.password,
+        password=box.password or "",
         folder=box.folder,
         cafile=cafile,
+        token=tokens.source(box.login) if tokens else None,
         # Each search runs under an outbox lease: bounded like an SMTP transaction.
         timeout=float(config.outbox.send_timeout_seconds),
     )

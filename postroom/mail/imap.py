@@ -25,6 +25,11 @@ class MailboxUnavailable(Exception):
     """The server could not be reached or refused us; try again later."""
 
 
+# An OAuth2 box's current access token, asked for at each login (engine/oauth2.py): it
+# may refresh first, or raise MailboxUnavailable when the box has no usable grant.
+TokenSource = Callable[[], str]
+
+
 @dataclass(frozen=True)
 class ImapAccount:
     host: str
@@ -35,6 +40,17 @@ class ImapAccount:
     folder: str = "INBOX"
     cafile: str | None = None
     timeout: float = 30.0
+    # Set for a box on OAuth2: log in by SASL XOAUTH2 with its token, not the password.
+    token: TokenSource | None = field(default=None, repr=False, compare=False)
+
+
+def login(client: imapclient.IMAPClient, account: ImapAccount) -> None:
+    """LOGIN, or AUTHENTICATE XOAUTH2 (RFC 7628's predecessor that Microsoft 365, Google
+    and Dovecot all take) with a token asked for just now."""
+    if account.token is None:
+        client.login(account.login, account.password)
+    else:
+        client.oauth2_login(account.login, account.token())
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,7 @@ class ImapSession:
             if a.tls == "starttls":
                 client.starttls(ctx)
             client.normalise_times = False
-            client.login(a.login, a.password)
+            login(client, a)
             info = client.select_folder(a.folder)
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
             raise MailboxUnavailable(f"{a.login}@{a.host}:{a.port}/{a.folder}: {exc}") from exc
@@ -290,6 +306,8 @@ class ImapSession:
 
 __all__ = [
     "FetchedMessage",
+    "TokenSource",
+    "login",
     "ImapAccount",
     "ImapSession",
     "MailboxUnavailable",

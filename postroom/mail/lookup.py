@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import imapclient
 from imapclient.exceptions import IMAPClientError
 
-from postroom.mail.imap import ImapAccount, tls_context
+from postroom.mail.imap import ImapAccount, MailboxUnavailable, login, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,12 @@ def _open(account: ImapAccount) -> imapclient.IMAPClient:
     )
     if account.tls == "starttls":
         client.starttls(ctx)
-    client.login(account.login, account.password)
+    try:
+        login(client, account)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+        raise
     return client
 
 
@@ -57,7 +62,7 @@ def fetch_message(
     """The message's bytes, or None when no folder holds it (or the server is away)."""
     try:
         client = _open(account)
-    except (IMAPClientError, OSError, ssl.SSLError) as exc:
+    except (IMAPClientError, OSError, ssl.SSLError, MailboxUnavailable) as exc:
         log.warning("transcript: cannot read %s: %s", account.login, exc)
         return None
     try:

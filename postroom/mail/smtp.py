@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from postroom.core.outbox import Phase, Result, after_failure, classify_codes, may_retry_fresh
-from postroom.mail.imap import tls_context
+from postroom.mail.imap import TokenSource, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class SmtpAccount:
     cafile: str | None = None
     # The budget of one whole transaction (connect to the reply to the final dot).
     timeout: float = 30.0
+    # Set for a relay account on OAuth2: AUTH XOAUTH2 with its token, not the password.
+    token: TokenSource | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ class SmtpSender:
                 _budget(smtp, deadline)
                 smtp.starttls(context=ctx)
                 smtp.ehlo()
-            if a.login:
+            if a.login and a.token is not None:
+                _budget(smtp, deadline)
+                _xoauth2(smtp, a.login, a.token())
+            elif a.login:
                 _budget(smtp, deadline)
                 smtp.login(a.login, a.password)
         except BaseException:
@@ -197,6 +202,17 @@ class SmtpSender:
             smtp.quit()
         except Exception:  # noqa: BLE001 - the connection may already be dead
             smtp.close()
+
+
+def _xoauth2(smtp: smtplib.SMTP, login: str, token: str) -> None:
+    """AUTH XOAUTH2 with an initial response. A refused token gets a 334 carrying a JSON
+    error first; the empty answer to it ends the exchange with the final 5xx, which
+    smtplib raises as SMTPAuthenticationError."""
+
+    def answer(challenge: bytes | None = None) -> str:
+        return f"user={login}\x01auth=Bearer {token}\x01\x01" if challenge is None else ""
+
+    smtp.auth("XOAUTH2", answer, initial_response_ok=True)
 
 
 def _remaining(deadline: float) -> float:

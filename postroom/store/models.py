@@ -15,6 +15,7 @@ from django.db import models
 from postroom.core.alerts import AlertKind
 from postroom.core.cluster import Mode, Role
 from postroom.core.lifecycle import State
+from postroom.core.oauth2 import GrantState
 from postroom.core.outbox import OutboxState
 
 
@@ -708,3 +709,41 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.node_id} (epoch {self.epoch}, token {self.token})"
+
+
+class OAuth2Grant(models.Model):
+    """The tokens of one mailbox login on OAuth2 (core/oauth2.py, engine/oauth2.py).
+
+    The refresh token lives here, not in the configuration file: the IdP may rotate it on
+    every refresh, and the rotated one must outlive the process (B-10: a rotated token that
+    was never stored left boxes dead after 90 days). A refresh is one claimed row
+    (`refreshing_until`) and ends in ONE update of both tokens, conditional on
+    `generation`, before the new access token is used anywhere.
+    """
+
+    login = models.CharField(max_length=320, unique=True)
+    # The [[oauth2]] provider's name in the configuration.
+    provider = models.CharField(max_length=100)
+    state = models.CharField(
+        max_length=20, choices=[(s.value, s.value) for s in GrantState], default=GrantState.VALID
+    )
+    refresh_token = models.TextField()
+    access_token = models.TextField(blank=True, default="")
+    issued_at = models.DateTimeField(null=True, blank=True)
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    # Known only when the IdP says it or the provider's refresh_token_lifetime is set.
+    refresh_expires_at = models.DateTimeField(null=True, blank=True)
+    # One more per stored answer of the IdP (each refresh, each authorization).
+    generation = models.PositiveIntegerField(default=0)
+    # A node refreshing holds the row until then (a claim, never a lock held over HTTP).
+    refreshing_until = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    authorized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "OAuth2 grant"
+
+    def __str__(self) -> str:
+        return f"{self.login} ({self.provider}, {self.state})"

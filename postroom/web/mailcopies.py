@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
 from postroom.config import Config, ConfigInvalid, load_config
 from postroom.mail.imap import ImapAccount
 from postroom.mail.lookup import fetch_message
 from postroom.store.models import Interaction, InteractionText, Outgoing
+from postroom.store.oauth2 import current_access_token
 
 __all__ = ["Copy", "customer_copy", "customer_excerpt"]
 
@@ -78,18 +80,22 @@ def _from_server(ix: Interaction) -> bytes | None:
     if config is None:
         return None
     box = ix.mailbox
+    login = box.login or box.address
     password = config.mail_passwords().get(box.address.lower())
-    if not password:
+    # A box on OAuth2: the engine keeps its access token fresh; the web only reads it.
+    token = current_access_token(login, timezone.now()) if login.lower() in config.oauth2_logins() else None
+    if not password and not token:
         return None
     account = ImapAccount(
         host=config.server.imap_host,
         port=config.server.imap_port,
         tls=config.server.imap_tls,
-        login=box.login or box.address,
-        password=password,
+        login=login,
+        password=password or "",
         folder=box.folder,
         cafile=_cafile(config),
         timeout=10.0,
+        token=(lambda: token) if token else None,
     )
     return fetch_message(
         account,
