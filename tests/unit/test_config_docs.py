@@ -20,8 +20,8 @@ def sections() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for part in DOCS.read_text().split("\n## ")[1:]:
         header, _, body = part.partition("\n")
-        rows = set(re.findall(r"^\| `([a-z_]+)`", body, re.M))
-        names = re.findall(r"`\[\[?([a-z_]+)\]\]?`", header) or ([""] if header == "Top level" else [])
+        rows = set(re.findall(r"^\| `([a-z0-9_]+)`", body, re.M))
+        names = re.findall(r"`\[\[?([a-z0-9_]+)\]\]?`", header) or ([""] if header == "Top level" else [])
         for name in names:
             found[name] = rows
     return found
