@@ -412,7 +412,6 @@ def cmd_oauth2(args: argparse.Namespace) -> int:
     database at once, and the running engine's next login uses it: no restart."""
     config = load_config_or_exit(args.config)
     setup_django()
-    migrate()
     from urllib.parse import parse_qs, urlsplit
 
     from django.utils import timezone

@@ -38,6 +38,8 @@ class _Grant:
     user: str
     refresh_token: str
     revoked: bool = False
+    # When the grant itself ends, whatever refreshes happen (Google "Testing" apps: 7 days).
+    ends: float | None = None
     # Every refresh token this grant ever had (reuse of an old one revokes the grant).
     spent: set[str] = field(default_factory=set)
 
@@ -49,6 +51,10 @@ class FakeIdP:
         self.client_secret = client_secret
         self.access_lifetime = access_lifetime
         self.down = False
+        # Seconds a new grant lives, told in refresh_token_expires_in; None: no end.
+        self.grant_lifetime: float | None = None
+        # Seconds added to the IdP's clock: tests skip ahead the engine's and this together.
+        self.skew = 0.0
         self.refreshes = 0
         self.refused: list[str] = []
         self._lock = threading.Lock()
@@ -86,6 +92,9 @@ class FakeIdP:
     def url(self) -> str:
         assert self._server is not None
         return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def now(self) -> float:
+        return time.time() + self.skew
 
     # -- the test's side -------------------------------------------------------------------
     def grant(self, user: str) -> str:
@@ -156,11 +165,15 @@ class FakeIdP:
             if not user or digest != challenge or form.get("redirect_uri", "") != redirect:
                 return _send(req, 400, {"error": "invalid_grant", "error_description": "bad code"})
             g = _Grant(user, _token("rt"))
+            if self.grant_lifetime is not None:
+                g.ends = self.now() + self.grant_lifetime
             self._grants.append(g)
             return _send(req, 200, self._issue(g))
         if kind == "refresh_token":
             presented = form.get("refresh_token", "")
             g = next((g for g in self._grants if presented == g.refresh_token or presented in g.spent), None)
+            if g is not None and g.ends is not None and self.now() >= g.ends:
+                g.revoked = True
             if g is None or g.revoked or presented != g.refresh_token:
                 if g is not None:
                     g.revoked = True  # a rotated-away token came back: someone copied it
@@ -174,9 +187,13 @@ class FakeIdP:
 
     def _issue(self, g: _Grant) -> dict[str, object]:
         access = _token("at")
-        self._access[access] = (g, time.time() + self.access_lifetime)
-        return {"access_token": access, "token_type": "Bearer", "expires_in": self.access_lifetime,
-                "refresh_token": g.refresh_token, "scope": "mail"}
+        self._access[access] = (g, self.now() + self.access_lifetime)
+        answer: dict[str, object] = {"access_token": access, "token_type": "Bearer",
+                                     "expires_in": self.access_lifetime, "refresh_token": g.refresh_token,
+                                     "scope": "mail"}
+        if g.ends is not None:
+            answer["refresh_token_expires_in"] = int(g.ends - self.now())
+        return answer
 
     def _revoke(self, req: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
         token = form.get("token", "")
@@ -189,7 +206,7 @@ class FakeIdP:
 
     def _introspect(self, req: BaseHTTPRequestHandler, form: dict[str, str]) -> None:
         found = self._access.get(form.get("token", ""))
-        if found is None or found[0].revoked or time.time() >= found[1]:
+        if found is None or found[0].revoked or self.now() >= found[1]:
             return _send(req, 200, {"active": False})
         _send(req, 200, {"active": True, "username": found[0].user, "exp": int(found[1])})
 

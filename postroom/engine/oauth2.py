@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -168,8 +168,11 @@ class Tokens:
     """Every login on OAuth2 of one site: its provider, the file's first refresh token.
     Thread-safe: all state is in the database."""
 
-    def __init__(self, logins: Mapping[str, tuple[Provider, str | None]]) -> None:
+    def __init__(self, logins: Mapping[str, tuple[Provider, str | None]],
+                 clock: Callable[[], datetime] = timezone.now) -> None:
         self.logins = {login.lower(): value for login, value in logins.items()}
+        # The engine's clock (Engine sets it: the tests skip time ahead).
+        self.clock = clock
 
     @classmethod
     def of(cls, config: Config) -> Tokens | None:
@@ -189,7 +192,7 @@ class Tokens:
     # -- using ----------------------------------------------------------------------------
     def access_token(self, login: str, now: datetime | None = None) -> str:
         """A valid access token for `login`, refreshed first when it is due."""
-        now = now or timezone.now()
+        now = now or self.clock()
         grant = self._grant(login, now)
         if grant.state == GrantState.INVALID:
             raise NoGrant(f"{login}: the OAuth2 grant was refused ({grant.last_error}); "
@@ -247,7 +250,7 @@ class Tokens:
         reply = call_token_endpoint(provider, refresh_token=grant.refresh_token)
         checkpoint("oauth2_before_store")
         if reply.answer is Answer.OK:
-            self._store(grant, provider, reply.token, timezone.now())
+            self._store(grant, provider, reply.token, now)
             checkpoint("oauth2_after_store")
             log.info("%s: OAuth2 access token refreshed", grant.login)
         elif reply.answer is Answer.GRANT_INVALID:

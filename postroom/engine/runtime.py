@@ -148,6 +148,8 @@ class Engine:
     ) -> None:
         self.site = site
         self.now = now
+        if site.tokens is not None:
+            site.tokens.clock = now  # OAuth2 expiry is judged on the engine's clock
         self.wake = threading.Event()
         self.stopping = threading.Event()
         # Stops the current generation of working threads (a stand-down, or the end).
