@@ -408,7 +408,7 @@ def cmd_oauth2(args: argparse.Namespace) -> int:
 
     Prints the identity provider's URL for a human to open and sign in at; then takes the
     code the IdP redirects to: by itself on a loopback redirect URI (RFC 8252 §7.3), or
-    pasted (the whole redirected URL or the bare code; or `--code`). The grant goes to the
+    pasted (the whole redirected URL or the bare code). The grant goes to the
     database at once, and the running engine's next login uses it: no restart."""
     config = load_config_or_exit(args.config)
     setup_django()
@@ -426,8 +426,8 @@ def cmd_oauth2(args: argparse.Namespace) -> int:
     redirect_uri = tokens.provider(login).redirect_uri
     url, state, verifier = tokens.authorization_url(login, redirect_uri)
     print(f"Open this URL, sign in as {login} and allow access:\n\n{url}\n", flush=True)
-    code = args.code
-    if code is None and args.listen:
+    code = None
+    if args.listen:
         code = _oauth2_loopback(redirect_uri, state)
     if code is None:
         answer = input("Paste the URL the browser was sent to (or the code): ").strip()
@@ -579,7 +579,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["authorize"])
     s.add_argument("box", help="the box's address or login")
     s.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
-    s.add_argument("--code", default=None, help="the authorization code, if you have it already")
     s.add_argument("--listen", action="store_true",
                    help="take the code from the browser's redirect to the loopback redirect_uri")
     s.set_defaults(fn=cmd_oauth2)

@@ -53,9 +53,10 @@ from postroom.store.models import OAuth2Grant
 
 log = logging.getLogger(__name__)
 
-# How long a refresh may hold its claim on the row (the HTTP call is bounded by the
-# provider's timeout, well inside this).
-CLAIM = timedelta(seconds=60)
+# A refresh holds its claim on the row for the provider's timeout plus this: the call is
+# over by then, and a process killed while it held the claim delays the box's next
+# refresh by no more than that.
+CLAIM_MARGIN = timedelta(seconds=5)
 RETRY_BASE = 5.0
 RETRY_CAP = 300.0
 
@@ -239,14 +240,14 @@ class Tokens:
     def refresh(self, grant: OAuth2Grant, now: datetime) -> OAuth2Grant:
         """Refresh `grant` (claimed, called, stored: see the module's docstring); the row
         as it is afterwards. Never raises for the IdP's answer: the row says what it was."""
+        provider = self.provider(grant.login)
         claimed = (
             OAuth2Grant.objects.filter(pk=grant.pk, generation=grant.generation)
             .filter(Q(refreshing_until=None) | Q(refreshing_until__lt=now))
-            .update(refreshing_until=now + CLAIM)
+            .update(refreshing_until=now + timedelta(seconds=provider.timeout) + CLAIM_MARGIN)
         )
         if not claimed:
             return self._wait_for_other(grant)
-        provider = self.provider(grant.login)
         reply = call_token_endpoint(provider, refresh_token=grant.refresh_token)
         checkpoint("oauth2_before_store")
         if reply.answer is Answer.OK:

@@ -33,6 +33,7 @@ from postroom.devstack.idp import FakeIdP
 from postroom.engine.oauth2 import Provider, call_token_endpoint
 from postroom.store.models import Alert, Interaction, OAuth2Grant
 from tests.e2e import conftest as e2e
+from tests.e2e import enginerun
 from tests.e2e.conftest import Center
 from tests.field_bugs.helpers import (
     answer,
@@ -56,6 +57,7 @@ authorize_url = "{idp}/authorize"
 token_url = "{idp}/token"
 scopes = ["mail"]
 redirect_uri = "http://127.0.0.1:9/callback"
+timeout = "3s"
 """
 # A second incoming box that keeps its password: the box that must go on working.
 SALES = """
@@ -276,3 +278,58 @@ def test_a_known_refresh_token_expiry_is_warned_about_ahead(
     warned = oauth2_alerts(AlertKind.OAUTH2_GRANT_EXPIRING)
     assert [(a.key, a.count) for a in warned] == [(login, 1)], "warned once, ahead of the end"
     assert "postroom oauth2 authorize" in warned[0].message
+
+
+# -- a kill around the store of a rotated refresh token (the engine as a process) -------------
+
+
+def test_a_kill_right_after_the_rotated_token_is_stored_loses_nothing_and_one_before_is_told(
+    idp: FakeIdP, mailstack: DevStack, new_user: Callable[..., tuple[str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`POSTROOM_CRASH_AT` ends the engine like SIGKILL. Killed just after the store, the
+    restarted engine goes on with the rotated token: the file's first token, spent at the
+    IdP, is never presented again (the IdP would revoke the grant for its reuse). Killed
+    between the IdP's answer and the store (the window no order can close with an IdP this
+    strict), the grant is lost, and that is one alert naming the box, not silence."""
+    # Access tokens of 4 s: the running engine refreshes (and the IdP rotates) every ~3 s.
+    idp.down, idp.skew, idp.grant_lifetime, idp.access_lifetime = False, 0.0, None, 4
+    monkeypatch.setattr(enginerun, "CONFIG", e2e.CONFIG.replace(
+        'password = "{support_pw}"', 'oauth2 = "idp"\nrefresh_token_env = "B10_SUPPORT_REFRESH_TOKEN"'))
+    dep = enginerun.make_deployment(mailstack, new_user, tmp_path,
+                                    extra=lambda values: OAUTH2.replace("{idp}", idp.url))
+    try:
+        support = dep.center.address("support").lower()
+        stored = f"SELECT refresh_token FROM store_oauth2grant WHERE login = '{support}'"
+        monkeypatch.setenv("B10_SUPPORT_REFRESH_TOKEN", idp.grant(support))
+        dep.load()
+        dep.ready("alice")
+        crashing = dep.start_engine("oauth2_after_store")
+        enginerun.wait_until("the kill after the store", lambda: crashing.poll() is not None, timeout=40)
+        assert crashing.poll() == 137
+        assert dep.scalar(stored) == idp.live_refresh_token(support)
+
+        running = dep.start_engine()
+        send(dep.center, customer_mail(dep.center, subject="After the kill"))
+        enginerun.wait_until("the auto-response", lambda: len(auto_responses(dep.center)) == 1, timeout=40,
+                             engine=running)
+        rotations = idp.refreshes
+        enginerun.wait_until("two more rotations", lambda: idp.refreshes >= rotations + 2, timeout=40, engine=running)
+        assert idp.refused == [], "neither the file's token nor a rotated one was presented twice"
+        running.stop()
+        assert dep.scalar(stored) == idp.live_refresh_token(support)
+
+        before = idp.refreshes
+        killed = dep.start_engine("oauth2_before_store")
+        enginerun.wait_until("the kill before the store", lambda: killed.poll() is not None, timeout=40)
+        assert killed.poll() == 137 and idp.refreshes == before + 1, "the IdP answered, then the engine died"
+        again = dep.start_engine()
+        invalid = (f"SELECT count(*) FROM store_alert WHERE kind = '{AlertKind.OAUTH2_GRANT_INVALID.value}' "
+                   f"AND key = '{support}' AND cleared_at IS NULL")
+        # (Once the dead engine's claim on the grant has run out: the token endpoint's
+        # timeout, 3 s here, plus 5 s.)
+        enginerun.wait_until("the alert naming the box", lambda: dep.scalar(invalid) == 1, timeout=60, engine=again)
+        assert again.poll() is None, "the engine goes on"
+    finally:
+        idp.access_lifetime = LIFETIME
+        dep.cleanup()
