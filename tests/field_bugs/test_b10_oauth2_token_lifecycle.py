@@ -105,6 +105,7 @@ def oauth2_center(make_center: Callable[..., Center], idp: FakeIdP, monkeypatch:
     template = template.replace('password = "{outbound_pw}"', 'oauth2 = "idp"')
     monkeypatch.setattr(e2e, "CONFIG", template)
     idp.down, idp.skew, idp.grant_lifetime = False, 0.0, None
+    idp.refused.clear()
     center = make_center(OAUTH2.replace("{idp}", idp.url) + SALES)
     for who in ("support", "outbound"):
         authorize(center, who, monkeypatch, capsys)
@@ -294,6 +295,7 @@ def test_a_kill_right_after_the_rotated_token_is_stored_loses_nothing_and_one_be
     strict), the grant is lost, and that is one alert naming the box, not silence."""
     # Access tokens of 4 s: the running engine refreshes (and the IdP rotates) every ~3 s.
     idp.down, idp.skew, idp.grant_lifetime, idp.access_lifetime = False, 0.0, None, 4
+    idp.refused.clear()
     monkeypatch.setattr(enginerun, "CONFIG", e2e.CONFIG.replace(
         'password = "{support_pw}"', 'oauth2 = "idp"\nrefresh_token_env = "B10_SUPPORT_REFRESH_TOKEN"'))
     dep = enginerun.make_deployment(mailstack, new_user, tmp_path,
