@@ -17,6 +17,7 @@ from postroom.store.models import (
     Interaction,
     JournalEvent,
     Mailbox,
+    OAuth2Grant,
     OutboundMessage,
     Outgoing,
     Quarantined,
@@ -237,6 +238,96 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     def revoke(self, request, queryset) -> None:
         done = agents.revoke_tokens(queryset.select_related("user"), by=request.user.get_username())
         self.message_user(request, f"{done} token(s) revoked.")
+
+
+@admin.register(OAuth2Grant)
+class OAuth2GrantAdmin(ReadOnlyAdmin):
+    """Boxes on OAuth2 (decision 0046): their grant's state, and signing one in again.
+
+    The action sends the administrator to the identity provider; its redirect comes back
+    to `callback`, which stores the new grant (the running engine's next login uses it).
+    Every failure on the way (no configuration, a refused or lost grant, the IdP away, a
+    stale or forged redirect) is a message on the list, never an error page: this is the
+    page people open when a grant was revoked. The redirect URI to register at the IdP is
+    this site's /admin/store/oauth2grant/callback/."""
+
+    list_display = ["login", "provider", "state", "access_expires_at", "refresh_expires_at", "failures",
+                    "last_error", "authorized_at"]
+    list_filter = ["state", "provider"]
+    search_fields = ["login"]
+    # Tokens are credentials: never shown.
+    exclude = ["refresh_token", "access_token"]
+    actions = ["authorize"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The action needs it, as ApiTokenAdmin's; every field stays read-only.
+        return obj is None and request.user.is_staff and request.user.has_perm("store.change_oauth2grant")
+
+    def get_urls(self):
+        from django.urls import path
+
+        own = [path("callback/", self.admin_site.admin_view(self.callback), name="store_oauth2grant_callback")]
+        return own + super().get_urls()
+
+    def _back(self):
+        from django.http import HttpResponseRedirect
+        from django.urls import reverse
+
+        return HttpResponseRedirect(reverse("admin:store_oauth2grant_changelist"))
+
+    @admin.action(description="Authorize again: sign the box in at its identity provider", permissions=["change"])
+    def authorize(self, request, queryset):
+        from django.http import HttpResponseRedirect
+        from django.urls import reverse
+
+        from postroom.store.oauth2 import authorization_url, site_providers
+
+        grants = list(queryset[:2])
+        if len(grants) != 1:
+            self.message_user(request, "Select one box to authorize at a time.", level="warning")
+            return None
+        login = grants[0].login
+        provider = site_providers().get(login)
+        if provider is None:
+            self.message_user(request, f"{login} is not a box on OAuth2 in the site's configuration "
+                              "(POSTROOM_CONFIG); use `postroom oauth2 authorize`.", level="error")
+            return None
+        redirect_uri = request.build_absolute_uri(reverse("admin:store_oauth2grant_callback"))
+        url, state, verifier = authorization_url(provider, login, redirect_uri)
+        request.session[f"oauth2:{state}"] = {"login": login, "verifier": verifier, "redirect_uri": redirect_uri}
+        return HttpResponseRedirect(url)
+
+    def callback(self, request):
+        from postroom.core.oauth2 import Answer
+        from postroom.store.audit import record
+        from postroom.store.oauth2 import authorize, site_providers
+
+        if not self.has_change_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        pending = request.session.pop(f"oauth2:{request.GET.get('state', '')}", None)
+        if pending is None:
+            self.message_user(request, "This sign-in is not one this session started (or it was used "
+                              "already); start it again from the action.", level="error")
+            return self._back()
+        login = pending["login"]
+        if request.GET.get("error") or not request.GET.get("code"):
+            reason = request.GET.get("error_description") or request.GET.get("error") or "no code"
+            self.message_user(request, f"{login}: the identity provider did not authorize: {reason}", level="error")
+            return self._back()
+        provider = site_providers().get(login)
+        if provider is None:
+            self.message_user(request, f"{login} is no longer a box on OAuth2 in the configuration.", level="error")
+            return self._back()
+        reply = authorize(provider, login, request.GET["code"], pending["verifier"], timezone.now(),
+                          pending["redirect_uri"])
+        if reply.answer is not Answer.OK:
+            self.message_user(request, f"{login}: not authorized: {reply.detail}", level="error")
+            return self._back()
+        record("oauth2_authorized", actor=request.user.get_username(), target=login, provider=provider.name)
+        self.message_user(request, f"{login}: authorized; the engine uses the new grant at its next login.")
+        return self._back()
 
 
 @admin.register(AuditEntry)
