@@ -20,7 +20,7 @@ from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.core.senderauth import SenderAuthPolicy
 from postroom.engine.island import IslandSettings
-from postroom.mail.imap import ImapAccount
+from postroom.mail.imap import ImapAccount, TokenSource
 from postroom.mail.smtp import SmtpAccount
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class Site:
         """The envelope sender of automatic mail written from `box_address`."""
         return box_address if self.automatic_envelope_from == "box" else ""
 
-    def token_for(self, login: str):  # -> TokenSource | None
+    def token_for(self, login: str) -> TokenSource | None:
         """How a login on OAuth2 gets its access token; None for a password login."""
         return self.tokens.source(login) if self.tokens is not None else None
 
