@@ -30,7 +30,7 @@ def worker_index(worker_id: str | None) -> int:
     return int(m[1])
 
 
-def stack_for_worker(tmp_root: Path, worker_id: str | None) -> DevStack:
+def stack_for_worker(tmp_root: Path, worker_id: str | None, oauth2_introspection_url: str | None = None) -> DevStack:
     """An (unstarted) DevStack for this worker, state in ``tmp_root/pr-<index>-<pid>``.
 
     Base port ``21100 + 10*index``; when another test session on this machine already
@@ -49,18 +49,18 @@ def stack_for_worker(tmp_root: Path, worker_id: str | None) -> DevStack:
     for shift in range(0, SESSION_SLOTS * 1000, 1000):
         base = TEST_BASE_PORT + 10 * index + shift
         if not system.ports_in_use(DevStack.host, config.ports_for(base).values()):
-            return DevStack(state, base_port=base)
+            return DevStack(state, base_port=base, oauth2_introspection_url=oauth2_introspection_url)
     raise DevStackError(
         f"no free base port for worker {index}: {SESSION_SLOTS} test sessions already run"
     )
 
 
-def start_for_worker(tmp_root: Path, worker_id: str | None) -> DevStack:
+def start_for_worker(tmp_root: Path, worker_id: str | None, oauth2_introspection_url: str | None = None) -> DevStack:
     """``stack_for_worker``, started; retries when a concurrent session takes the ports
     between our check and our start. Any other failure keeps the state dir and its logs
     (the error names them); the next session of this worker index reaps it."""
     for attempt in range(3):
-        stack = stack_for_worker(tmp_root, worker_id)
+        stack = stack_for_worker(tmp_root, worker_id, oauth2_introspection_url)
         try:
             stack.start()
             return stack

@@ -17,6 +17,7 @@ IdP's together, so tokens expire for real at the IdP without waiting.
 from __future__ import annotations
 
 import builtins
+import os
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -83,13 +84,12 @@ def idp() -> Iterator[FakeIdP]:
 @pytest.fixture(scope="module")
 def mailstack(idp: FakeIdP) -> Iterator[DevStack]:
     """This module's own stack (the session's has no oauth2 passdb), on ports of its own."""
+    # A root of its own: the session's stack of this worker is /tmp/pr-<index>-<pid>.
     root = Path("/tmp/pr-oauth2")
     root.mkdir(exist_ok=True)
     root.chmod(0o755)
-    picked = devstack_testing.stack_for_worker(root, "gw9")
-    stack = DevStack(picked.state_dir, base_port=picked.base_port,
-                     oauth2_introspection_url=f"{idp.url}/introspect")
-    stack.start()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+    stack = devstack_testing.start_for_worker(root, worker, oauth2_introspection_url=f"{idp.url}/introspect")
     try:
         yield stack
     finally:
