@@ -147,7 +147,7 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
             "box are trusted on their From header alone; anyone who can mail the outbound box "
             "with a leaked token can make Postroom write to a customer (docs/configuration.md)"
         )
-    site = Site(
+    return Site(
         node_id=config.node_id,
         keys=KeyRing.from_secrets(config.secrets),
         imap_host=server.imap_host,
@@ -197,7 +197,6 @@ def site_from_config(config: Config, *, devstack_cafile: str | None = None) -> S
         island=IslandSettings.of(config),
         tokens=tokens,
     )
-    return site
 
 
 def journal_of(config: Config, cafile: str | None, tokens: Tokens | None = None) -> Journal | None:

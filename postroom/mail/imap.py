@@ -45,8 +45,9 @@ class ImapAccount:
 
 
 def login(client: imapclient.IMAPClient, account: ImapAccount) -> None:
-    """LOGIN, or AUTHENTICATE XOAUTH2 (RFC 7628's predecessor that Microsoft 365, Google
-    and Dovecot all take) with a token asked for just now."""
+    """LOGIN, or AUTHENTICATE XOAUTH2 (Google's mechanism, older than RFC 7628's
+    OAUTHBEARER, and the one Microsoft 365, Google and Dovecot all take) with a token asked
+    for just now, so that a refreshed token is used at the next login."""
     if account.token is None:
         client.login(account.login, account.password)
     else:
