@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
 
 from postroom.config import Config
 
@@ -37,6 +38,7 @@ PROBE_TIMEOUT_S = 2
 class LocalStore:
     def __init__(self, node_id: str, config: Config, state_dir: Path | None = None) -> None:
         self.config = config
+        self.node_id = node_id
         self.path = Path(state_dir or settings.STATE_DIR) / f"island-{node_id}.sqlite3"
         self._preparing: threading.Thread | None = None
         self._ready = False
@@ -64,11 +66,55 @@ class LocalStore:
         finally:
             connections.close_all()
 
+    def left_unmerged(self) -> bool:
+        """Whether the file holds an island of this node that was never merged: the node
+        was killed (or stopped) while it worked on it, or in the middle of its merge. If
+        so, the store is kept, brought to this version's schema and named `LOCAL` for the
+        merge (`store/islandmerge.py`), which the engine runs before it registers.
+
+        The marker is the node's own row in the local store: `_go_island` registers there
+        before any thread works on the file, `prepare()` never writes one, and the file is
+        prepared afresh only once the merge is done. So a store with the row may hold
+        claims won and mail sent that PostgreSQL does not know of; one without it (or one
+        whose preparing was cut short: no table yet) holds nothing of the kind."""
+        if not self.path.exists():
+            return False
+        self._name()
+        try:
+            with connections[LOCAL].cursor() as cursor:
+                cursor.execute("SELECT 1 FROM store_node WHERE node_id = %s", [self.node_id])
+                held = cursor.fetchone() is not None
+        except DatabaseError as exc:
+            held = False
+            if "no such table" not in str(exc):
+                # Never thrown away: kept aside for the operator, and a fresh one prepared.
+                aside = f"{self.path}.unreadable-{int(time.time())}"
+                log.error("island mode: local store %s unreadable (%s); kept as %s", self.path, exc, aside)
+                connections[LOCAL].close()
+                for suffix in ("", "-wal", "-shm"):  # the WAL holds committed writes too
+                    if Path(f"{self.path}{suffix}").exists():
+                        Path(f"{self.path}{suffix}").rename(f"{aside}{suffix}")
+        finally:
+            connections[LOCAL].close()
+        if held:
+            # The node may have been upgraded since: the merge reads it with this schema.
+            in_local(lambda: call_command("migrate", verbosity=0, interactive=False))
+        return held
+
+    def _name(self) -> None:
+        """The local file under the alias `LOCAL` (closing this thread's old connection)."""
+        from postroom.settings import sqlite_database
+
+        if LOCAL in connections.settings:
+            connections[LOCAL].close()
+        connections.settings[LOCAL] = connections.configure_settings(
+            {DEFAULT_DB_ALIAS: sqlite_database(self.path)}
+        )[DEFAULT_DB_ALIAS]
+
     def prepare(self) -> None:
         """A fresh local store, migrated and loaded. What an earlier island left was
-        merged back before that node registered (or is rebuilt from the boxes: mail stays
-        on the server until its interaction ends)."""
-        from postroom.settings import sqlite_database
+        merged back before that node registered: at its return to the database, or at its
+        next start if it was killed while on its local store (`left_unmerged`)."""
         from postroom.store.loader import apply_config
 
         if LOCAL in connections.settings:
@@ -76,9 +122,7 @@ class LocalStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        connections.settings[LOCAL] = connections.configure_settings(
-            {DEFAULT_DB_ALIAS: sqlite_database(self.path)}
-        )[DEFAULT_DB_ALIAS]
+        self._name()
         # Migrated as `default` in a thread whose `default` is the local file: a data
         # migration that uses the default manager (0006) then writes there too, never to
         # PostgreSQL, which may be the very thing that is away.

@@ -40,7 +40,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    connections,
+)
 from django.utils import timezone
 
 from postroom.config import Config
@@ -394,7 +400,15 @@ class Engine:
         """Register this node (NodeRefused if it may not run), then the supervisor thread,
         which takes this node's leases and starts the working threads."""
         if self.local is not None:
-            self.local.prepare_soon()
+            if self.local.left_unmerged():
+                # Killed (or stopped) while on its local store, or in the middle of the
+                # merge: merged now, before registering, as on a live return (decision
+                # 0036). Should PostgreSQL fail meanwhile, the start fails and the store
+                # stays for the next one (the merge is idempotent).
+                log.warning("this node stopped while on its local store: merging it before it registers")
+                self._merge_back()
+            else:
+                self.local.prepare_soon()
         self.membership = Membership(self.site)
         self.membership.join()
         self._started_at = timezone.now()
@@ -568,10 +582,14 @@ class Engine:
 
     def _merge_back(self) -> None:
         """Write the island's records into PostgreSQL before registering: until then the
-        nodes that took this node's boxes keep them in island mode (decision 0036)."""
+        nodes that took this node's boxes keep them in island mode (decision 0036). At a
+        return to the database, or at the start of a node killed while on its local store
+        (`start`): its claims are then released by the new process, which recognises them
+        in the sync box by its node id."""
         assert self.local is not None
         Node.objects.filter(node_id=self.site.node_id).update(mode=Mode.ISLAND.value)
         merge_back(self.site.node_id, localstore.LOCAL, self.now())
+        connections[localstore.LOCAL].close()  # this thread's: the file is prepared afresh
         self._unmerged = False
         assert self.claims is not None
         self.claims.release_own()  # no longer re-asserted; released, not left to expire

@@ -27,7 +27,7 @@ from postroom.core.islandlocal import Copy, Merge, merge
 from postroom.core.lifecycle import CLAIMED_ELSEWHERE, ClaimReturned
 from postroom.core.outbox import OutboxState
 from postroom.store import journal
-from postroom.store.models import Interaction, Mailbox, Outgoing
+from postroom.store.models import Interaction, JournalEvent, Mailbox, Outgoing
 from postroom.store.transitions import apply
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,23 @@ log = logging.getLogger(__name__)
 # Foreign keys a local record cannot carry over: the local store's agents and follow-ups
 # are not the shared ones (routing waits for the database: decision 0036, "Not yet").
 _NOT_COPIED = frozenset({"id", "mailbox", "agent", "target_agent", "preferred_agent", "follows"})
+_MAYBE_SENT = (OutboxState.SENDING, OutboxState.UNKNOWN)
+# What the merge journals for a local record it merged, with the record's GUID (`local`).
+_MERGED = ("island_merged", "island_claimed_elsewhere")
 
 
 @dataclass
 class MergeReport:
     done: dict[Merge, list[str]] = field(default_factory=dict)
+    again: int = 0  # merged by an earlier run of this merge (cut short), left alone
 
     def add(self, action: Merge, what: str) -> None:
         self.done.setdefault(action, []).append(what)
 
     def summary(self) -> str:
-        return (
-            ", ".join(f"{action.value}: {len(items)}" for action, items in self.done.items())
-            or "nothing"
-        )
+        done = [f"{action.value}: {len(items)}" for action, items in self.done.items()]
+        done += [f"merged before: {self.again}"] if self.again else []
+        return ", ".join(done) or "nothing"
 
 
 def merge_back(me: str, local: str, now: datetime) -> MergeReport:
@@ -59,6 +62,10 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
         box = boxes.get(lx.mailbox.address.lower())
         sent = list(
             Outgoing.objects.using(local).filter(interaction_id=lx.pk, state=OutboxState.SENT)
+        )
+        # Mail that may have left: the node was killed during its SMTP transaction.
+        maybe = list(
+            Outgoing.objects.using(local).filter(interaction_id=lx.pk, state__in=_MAYBE_SENT)
         )
         with transaction.atomic():
             # The shared row is locked while the decision is made and carried out: a
@@ -73,6 +80,17 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                     .order_by("id")
                     .first()
                 )
+            if shared is None:
+                # One this merge inserted before it was cut short (the node killed in the
+                # middle of it merges again at its next start): the GUID is the local one.
+                shared = Interaction.objects.select_for_update(of=("self",)).filter(guid=lx.guid).first()
+            if shared is not None and JournalEvent.objects.filter(
+                interaction=shared, kind__in=_MERGED, detail__local=str(lx.guid)
+            ).exists():
+                # Merged already, in a transaction that journaled it with this local
+                # record's GUID: a merge cut short and run again does the rest only.
+                report.again += 1
+                continue
             action = merge(
                 me,
                 Copy(lx.claim_node, lx.closed_at is not None),
@@ -100,8 +118,8 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                         if f.name not in _NOT_COPIED
                     }
                     shared = Interaction.objects.create(**{**values, "mailbox": box, "node_id": me})
-                    _record_sent(shared, sent)
-                    journal.record("island_merged", now, interaction=shared, node=me, inserted=True,
+                    _record_sent(shared, sent, maybe, now)
+                    journal.record("island_merged", now, interaction=shared, node=me, local=str(lx.guid), inserted=True,
                                    sent=[r.message_id for r in sent])
                 case Merge.TAKE_OVER | Merge.REOPEN:
                     assert shared is not None
@@ -120,8 +138,8 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                         or lx.auto_response_sent_at,
                         version=F("version") + 1,
                     )
-                    _record_sent(shared, sent)
-                    journal.record("island_merged", now, interaction=shared, node=me, inserted=False,
+                    _record_sent(shared, sent, maybe, now)
+                    journal.record("island_merged", now, interaction=shared, node=me, local=str(lx.guid), inserted=False,
                                    reopened=action is Merge.REOPEN, sent=[r.message_id for r in sent])
                 case Merge.CLAIMED_ELSEWHERE:
                     assert shared is not None
@@ -130,6 +148,7 @@ def merge_back(me: str, local: str, now: datetime) -> MergeReport:
                         now,
                         interaction=shared,
                         node=me,
+                        local=str(lx.guid),
                         holder=shared.claim_node,
                         sent=[r.message_id for r in sent],
                     )
@@ -161,9 +180,25 @@ def _restore_cancelled(ix: Interaction, now: datetime) -> None:
     )
 
 
-def _record_sent(ix: Interaction, sent: list[Outgoing]) -> None:
+def _record_sent(ix: Interaction, sent: list[Outgoing], maybe: list[Outgoing], now: datetime) -> None:
     """The mail the island sent for `ix`: a shared row with its Message-ID is recorded
-    sent (it must never leave again); one PostgreSQL never had is added, sent."""
+    sent (it must never leave again); one PostgreSQL never had is added, sent.
+
+    Mail that may have left (`maybe`: a node killed while on its local store, in the
+    middle of an SMTP transaction) is recorded unknown, due now: the journal box says
+    whether it left before anything is sent again (decision 0007)."""
+    for row in maybe:
+        same = Outgoing.objects.filter(interaction=ix, message_id=row.message_id)
+        if same.exists():
+            same.filter(state__in=(OutboxState.PENDING, OutboxState.RETRY_WAIT)).update(
+                state=OutboxState.UNKNOWN, next_attempt_at=now, claimed_by="", lease_until=None
+            )
+            continue
+        Outgoing.objects.create(
+            key=f"island:{row.key}"[:200], kind=row.kind, interaction=ix, envelope_from=row.envelope_from,
+            recipients=row.recipients, message_id=row.message_id, raw=row.raw, state=OutboxState.UNKNOWN,
+            attempts=row.attempts, next_attempt_at=now, rate_key=row.rate_key,
+        )
     for row in sent:
         updated = (
             Outgoing.objects.filter(interaction=ix, message_id=row.message_id)
