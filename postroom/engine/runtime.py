@@ -545,7 +545,9 @@ class Engine:
         independent master. Every box is an island box there (claims first: nothing is
         sent for an email before this node has won its claim in the sync box), the boxes
         are read again from the start (the local store knows nothing yet), and what the
-        other side already sent is found in the journal box by its derived Message-ID."""
+        other side already sent is found in the journal box by its derived Message-ID.
+        It routes on the agents as last seen on the database, forwards, and takes its own
+        interactions' replies (decision 0045)."""
         assert self.membership is not None and self.claims is not None and self.local is not None
         if not self.local.wait():
             self._db_ok_at = time.monotonic()  # asked again after another island_after
