@@ -119,13 +119,16 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     except Refused as refusal:
         turn_down(refusal, mail)
         return
-    if isinstance(ix, ApprovalMail) or (island and held_for_approval(ix, site)):
+    # Approvals are decided on the web and kept on the database: on the local store an
+    # approver's answer, or a reply that needs an approval, waits for the merge.
+    if isinstance(ix, ApprovalMail):
         if island:
-            # Approvals are decided on the web and kept on the database: a reply that
-            # needs one, or an approver's answer, waits for the merge.
             turn_down(Refused("approvals wait for the database"), mail)
         else:
-            take_decision(box, session, message, mail, ix, site, now)  # type: ignore[arg-type]
+            take_decision(box, session, message, mail, ix, site, now)
+        return
+    if island and held_for_approval(ix, site):
+        turn_down(Refused("approvals wait for the database"), mail)
         return
     try:
         with transaction.atomic():
