@@ -242,13 +242,20 @@ def _cancel_their_work(ix: Interaction) -> None:
     """What the database's side queued for its own copy and has not sent (its forward,
     an offer notice): the island's handling stands. Not the auto-response (one per email,
     the same Message-ID on both sides: settled by `_carry_rows`), not mail already carried
-    from an island, not a lost claim's notice to an agent."""
-    (
-        Outgoing.objects.filter(interaction=ix, state__in=[OutboxState.PENDING, OutboxState.RETRY_WAIT])
+    from an island, not a lost claim's notice to an agent. Their keys are set aside as
+    `_restore_cancelled` does (`reply:<guid>` is the record's one reply, still to come)."""
+    theirs = (
+        Outgoing.objects.filter(interaction=ix)
         .exclude(kind=Outgoing.AUTO_RESPONSE)
         .exclude(key__startswith="island:")
         .exclude(key__startswith="notice:claim_lost:")
-        .update(state=OutboxState.CANCELLED, claimed_by="", lease_until=None)
+    )
+    stopped = list(
+        theirs.filter(state__in=[OutboxState.PENDING, OutboxState.RETRY_WAIT]).values_list("pk", flat=True)
+    )
+    Outgoing.objects.filter(pk__in=stopped).update(
+        state=OutboxState.CANCELLED, claimed_by="", lease_until=None,
+        key=Concat(Value("cancelled:"), Cast("pk", CharField()), Value(":"), "key"),
     )
 
 
