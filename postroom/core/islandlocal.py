@@ -11,7 +11,8 @@ Two things every node must agree on without the database:
   for it. Without a name (no Message-ID or no hash: mail from before migration 0012) it
   falls back to a random one, as before.
 * **Which copy of an interaction survives the merge** when the islanded node writes its
-  local records back into PostgreSQL (`merge`).
+  local records back into PostgreSQL (`merge`), and whether the island's lifecycle state
+  goes with it (`carries`: it routed, forwarded or answered the email on its own).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Copy:
     closed: bool
     # Closed because another node won its claim (outcome claimed_elsewhere).
     claimed_elsewhere: bool = False
+    # This side gave the email to an agent (routed it at least once): an island that did
+    # so forwarded it, perhaps took the reply, and its lifecycle state must go with it
+    # (decision 0045).
+    progressed: bool = False
 
 
 def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
@@ -68,16 +73,17 @@ def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
     claimed elsewhere).
 
     The one closed record that does not stand is one the node on the database closed as
-    claimed elsewhere because it lost the claim to us: we sent at most the auto-response
-    on our own (we neither route nor take replies there), so it is reopened for the nodes
-    on the database to route, forward and answer. That node names the winner on the
-    record (`claim_node`); it read our win from the sync box, which we may not have done
-    ourselves before the link came back (our claim in flight): then our copy says
-    nobody's, we sent nothing for it, and it is reopened all the same. Never when our copy
-    is closed (it vanished here)."""
+    claimed elsewhere because it lost the claim to us: it is reopened, and continues
+    where our copy is (`carries`): queued for the nodes on the database to route when we
+    only sent the auto-response, else in our copy's state (routed, forwarded, answered:
+    decision 0045). That node names the winner on the record (`claim_node`); it read our
+    win from the sync box, which we may not have done ourselves before the link came back
+    (our claim in flight): then our copy says nobody's, we sent nothing for it, and it is
+    reopened all the same. Never when our copy closed before we gave it to an agent (it
+    vanished here); one we handled and then closed brings its outcome."""
     if shared is not None and shared.closed and shared.claimed_elsewhere:
         won = (shared.claim_node or local.claim_node) == me
-        return Merge.REOPEN if won and not local.closed else Merge.LEAVE
+        return Merge.REOPEN if won and (not local.closed or local.progressed) else Merge.LEAVE
     if local.claim_node != me:
         return Merge.LEAVE
     if shared is None:
@@ -87,3 +93,12 @@ def merge(me: str, local: Copy, shared: Copy | None) -> Merge:
     if shared.claim_node not in ("", me):
         return Merge.CLAIMED_ELSEWHERE
     return Merge.TAKE_OVER
+
+
+def carries(action: Merge, local: Copy) -> bool:
+    """Does the surviving record take our copy's lifecycle state (agent, answer time,
+    timers, deliveries, outcome) and its outgoing mail (decision 0045)? When the merge
+    writes our copy at all and we gave the email to an agent: what we forwarded and
+    answered must not be done again from an older state. Otherwise only our claim and
+    what we sent cross over (the auto-response), and the nodes on the database route it."""
+    return action in (Merge.INSERT, Merge.TAKE_OVER, Merge.REOPEN) and local.progressed

@@ -198,6 +198,19 @@ def stop(ticket: Ticket) -> None:
     )
 
 
+def islands_out() -> bool:
+    """May some node be working on its local store, or not have merged it yet (decision
+    0045)? One whose lease ran out without a clean stop (it may be cut off: it cannot
+    say), or whose row says island (merging, or beside such a node). Until it is live
+    again, stopped or forgotten (`postroom node forget`), its interactions may be unknown
+    here."""
+    return (
+        Node.objects.filter(stopped_at=None)
+        .filter(Q(lease_until__lte=Now()) | Q(mode=Mode.ISLAND.value))
+        .exists()
+    )
+
+
 def forget() -> None:
     """This process no longer writes as a node (its new connections carry nothing)."""
     global _current

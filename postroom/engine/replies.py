@@ -10,6 +10,13 @@ approval request is read the same way, its token bound to that one approval roun
 Anything else goes to the dead box. Only senders the mail server vouches for are told why
 (subject and reason, never the mail itself, at most a few an hour): an outsider writing
 as an agent gets Postroom to send nothing at all.
+
+While a node works on its local store (island mode, decisions 0036 and 0045) the two
+sides know different interactions: a genuine token (its MAC verifies for the vouched
+sender) that names an interaction this store does not know is **left** (`Left`: ledgered
+`waiting`, nothing sent, nobody told), never dead-boxed, and read again once every island
+is merged (`rewind_waiting`). The node on its local store takes only replies to its own
+interactions and leaves everything else for the database's side.
 """
 
 from __future__ import annotations
@@ -32,16 +39,18 @@ from postroom.core.correlation import (
 from postroom.core.islandlocal import answer_message_id
 from postroom.core.lifecycle import AWAITING_REPLY, ReplyAccepted, ReplyHeld
 from postroom.core.senderauth import vouch
+from postroom.engine import localstore, nodes
 from postroom.engine.approvals import approval_bound, request_by_mail
 from postroom.engine.autoresponse import reply_target
 from postroom.engine.faults import checkpoint
 from postroom.engine.notices import queue_notice
-from postroom.engine.reception import advance_cursor
+from postroom.engine.reception import advance_cursor, hold_box
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import journal
 from postroom.store.commands import CommandError, decide_approval
+from postroom.store.islandmerge import merged_into
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import apply
 
@@ -69,26 +78,57 @@ class Refused(Exception):
         self.notice_text = notice_text
 
 
+class Left(Refused):
+    """Mail that is not this store's to decide now (island mode, decision 0045): ledgered
+    `waiting`, nothing sent, nobody told; read again once every island is merged."""
+
+
+# Why the node on its local store leaves mail it does not accept.
+ON_LOCAL_STORE = "left for the database's side (this node works on its local store)"
+
+
 def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
     if OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
         with transaction.atomic():
             advance_cursor(box, message.uid)
         return
+    # On its local store the node knows only the interactions it took in itself: what it
+    # does not accept is the database's side's to judge (now, or after the merge), so it
+    # refuses nothing and tells nobody (two sides would dead-box and notify twice).
+    island = localstore.on_local()
+
+    def turn_down(refusal: Refused, mail: ParsedMail | None) -> None:
+        if island or isinstance(refusal, Left):
+            leave(box, session, message, mail, refusal.reason if not island else f"{ON_LOCAL_STORE}: {refusal.reason}")
+        else:
+            refuse(box, session, message, mail, refusal, site, now)
+
     mail: ParsedMail | None = None
     if message.truncated:
-        refuse_oversize(box, session, message, site, now)
+        if island:
+            turn_down(Refused("too large"), None)
+        else:
+            refuse_oversize(box, session, message, site, now)
         return
     try:
         mail = parse(message.raw)
         ix = match(box, mail, site)
     except UnreadableMessage as exc:
-        refuse(box, session, message, None, Refused(f"unreadable: {exc}"), site, now)
+        turn_down(Refused(f"unreadable: {exc}"), None)
         return
     except Refused as refusal:
-        refuse(box, session, message, mail, refusal, site, now)
+        turn_down(refusal, mail)
         return
+    # Approvals are decided on the web and kept on the database: on the local store an
+    # approver's answer, or a reply that needs an approval, waits for the merge.
     if isinstance(ix, ApprovalMail):
-        take_decision(box, session, message, mail, ix, site, now)
+        if island:
+            turn_down(Refused("approvals wait for the database"), mail)
+        else:
+            take_decision(box, session, message, mail, ix, site, now)
+        return
+    if island and held_for_approval(ix, site):
+        turn_down(Refused("approvals wait for the database"), mail)
         return
     try:
         with transaction.atomic():
@@ -96,10 +136,58 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         checkpoint("reply-committed")
     except UnsafeHeaderValue as exc:
         # e.g. a customer address that needs SMTPUTF8: the reply cannot be sent as is.
-        refuse(box, session, message, mail, Refused(f"cannot address the reply: {exc}", ix, (mail.from_addr or "",)), site, now)
+        turn_down(Refused(f"cannot address the reply: {exc}", ix, (mail.from_addr or "",)), mail)
     except IntegrityError:
         # reply:<guid> already exists: a second reply to the same interaction.
-        refuse(box, session, message, mail, Refused("the interaction already has a reply", ix, (mail.from_addr or "",)), site, now)
+        turn_down(Refused("the interaction already has a reply", ix, (mail.from_addr or "",)), mail)
+
+
+def held_for_approval(ix: Interaction, site: Site) -> bool:
+    return bool(
+        at_reply(site.approval, required_at_reception=ix.approval, agent=ix.agent.address, probationary=ix.agent.probationary)
+    )
+
+
+def leave(box: Mailbox, session: ImapSession, message: FetchedMessage, mail: ParsedMail | None, reason: str) -> None:
+    """Ledger the message `waiting` and move on: it stays in the outbound box, untouched,
+    until `rewind_waiting` has it read again (decision 0045)."""
+    log.info("outbound uid %s left for later: %s", message.uid, reason)
+    with transaction.atomic():
+        OutboundMessage.objects.get_or_create(
+            mailbox=box,
+            uidvalidity=session.uidvalidity,
+            uid=message.uid,
+            defaults={
+                "message_id": (mail.message_id if mail else "") or "",
+                "sender": (mail.from_addr if mail else "") or "",
+                "subject": (mail.subject if mail else "")[:998],
+                "outcome": OutboundMessage.WAITING,
+                "reason": reason[:500],
+            },
+        )
+        advance_cursor(box, message.uid)
+
+
+def rewind_waiting(box: Mailbox, site: Site) -> int:
+    """Once no node is on its local store or unmerged (`nodes.islands_out`), the mail left
+    `waiting` in the outbound box is read again: its ledger rows go and the box's cursor
+    moves back before the first of them (messages ledgered since are skipped as usual).
+    Its interactions are known now if an island took them in (the merge wrote them, or
+    named them: `merged_into`). In the watcher's pass, under its lease on the box; how
+    many were let go."""
+    if box.kind != Mailbox.OUTBOUND or localstore.on_local():
+        return 0
+    waiting = OutboundMessage.objects.filter(mailbox=box, uidvalidity=box.uidvalidity, outcome=OutboundMessage.WAITING)
+    first = waiting.order_by("uid").values_list("uid", flat=True).first()
+    if first is None or (site.island is not None and nodes.islands_out()):
+        return 0
+    with transaction.atomic():
+        hold_box(box)
+        count, _ = waiting.delete()
+        box.last_uid = min(box.last_uid, first - 1)
+        Mailbox.objects.filter(pk=box.pk, last_uid__gt=box.last_uid).update(last_uid=box.last_uid)
+    log.info("%s: %d message(s) left during an island read again", box.address, count)
+    return count
 
 
 def refuse_oversize(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
@@ -164,12 +252,18 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
     )
     found: Interaction | None = None
     former: Interaction | None = None
+    # A genuine token (minted for this sender) of an interaction this store does not know.
+    unknown = False
     for _source, token in candidates:
         parsed = parse_token(token)
         if parsed is None:
             continue
         ix = Interaction.objects.select_related("agent", "mailbox").filter(guid=parsed.guid).first()
+        # An island's interaction merged into the shared record of the same email keeps
+        # the tokens the island gave out (decision 0045).
+        ix = ix or merged_into(parsed.guid)
         if ix is None:
+            unknown = unknown or bool(sender and verify_token(site.keys.token, token, sender))
             continue
         approval = approval_answered(ix, token, sender, site) if sender else None
         if approval is not None:
@@ -188,6 +282,9 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
         # fig. 8/9: the interaction was taken from this agent (no reply in time, transfer):
         # the late reply goes to the dead box and the agent is told.
         raise Refused("the interaction was reassigned before this reply arrived", former, tell(sender))
+    if found is None and unknown and site.island is not None and not localstore.on_local() and nodes.islands_out():
+        # Its interaction may be a cut-off node's, written here by the merge: judged then.
+        raise Left("its token names an interaction a node on its local store may hold; read again after the merge")
     if found is None:
         raise Refused("no live interaction matches this mail", None, tell(sender))
     if sender != found.agent.address.lower():

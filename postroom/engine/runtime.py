@@ -58,6 +58,7 @@ from postroom.engine import (
     cleanup,
     delivery,
     health,
+    islandagents,
     localstore,
     nodes,
     outbox,
@@ -205,11 +206,17 @@ class Engine:
         self._unmerged = False
         # When the shared database last answered the supervisor (monotonic seconds).
         self._db_ok_at = time.monotonic()
+        # The agents as last seen on the shared database: who is ready on the island
+        # (engine/islandagents.py, decision 0045).
+        self._agents_seen: list[dict[str, object]] = []
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
     # -- the steps ------------------------------------------------------------------
     def ingest_box(self, box: Mailbox, session: ImapSession) -> int:
+        if box.kind == Mailbox.OUTBOUND:
+            # Mail left while a node was on its local store is read again once it merged.
+            replies.rewind_waiting(box, self.site)
         return reception.ingest(
             box, session, self.site, self.now, TAKERS[box.kind], per_batch=box.kind == Mailbox.INCOMING
         )
@@ -227,7 +234,10 @@ class Engine:
             ("delivery", lambda: delivery.deliver(site, sessions, now())),
             ("outbox", self._send_in_worker),
             ("journal expiry", lambda: self.is_router() and self._expire_journal()),
-            ("cleanup", lambda: cleanup.clean(sessions, now())),
+            # Not on the local store: closing and archiving what the island handled is
+            # the database's side's after the merge (the island moves nothing on the
+            # shared server that the other side may still read; decision 0045).
+            ("cleanup", lambda: not self.islanded and cleanup.clean(sessions, now())),
             ("withdrawals", lambda: withdrawals.withdraw(site, now())),
             # Tokens refreshed ahead of expiry and refresh-token expiry warned about (B-10).
             ("oauth2", lambda: site.tokens is not None and site.tokens.step(now())),
@@ -489,6 +499,8 @@ class Engine:
                 membership.tick([b.pk for b in watched_boxes()], self._releasing)
                 if not self.islanded:
                     self._db_ok_at = time.monotonic()
+                    if self.local is not None:
+                        self._agents_seen = islandagents.snapshot()
                 self._keep_island(membership)
                 self._keep_threads()
                 if membership.router:
@@ -551,7 +563,9 @@ class Engine:
         independent master. Every box is an island box there (claims first: nothing is
         sent for an email before this node has won its claim in the sync box), the boxes
         are read again from the start (the local store knows nothing yet), and what the
-        other side already sent is found in the journal box by its derived Message-ID."""
+        other side already sent is found in the journal box by its derived Message-ID.
+        It routes on the agents as last seen on the database, forwards, and takes its own
+        interactions' replies (decision 0045)."""
         assert self.membership is not None and self.claims is not None and self.local is not None
         if not self.local.wait():
             self._db_ok_at = time.monotonic()  # asked again after another island_after
@@ -564,6 +578,8 @@ class Engine:
         connection.close()
         localstore.use_local()
         self.islanded = self._unmerged = True
+        # Who is ready there: the agents as this node last saw them on the database.
+        islandagents.install(self._agents_seen)
         self.membership.join()  # the only node of the local store
         self._started_at = timezone.now()
 
@@ -627,10 +643,8 @@ class Engine:
         if nodes.shared() and not self._alive("listener"):
             self._spawn("listener", lambda: listen(self._notified, self.work_stop))
         for box in watched_boxes():
-            if self.islanded and box.kind != Mailbox.INCOMING:
-                # The agents' replies carry tokens of the shared database's interactions:
-                # the outbound box waits for it (decision 0036, "Not yet").
-                continue
+            # On the local store too: the replies to the island's own interactions are
+            # taken there, the rest left for the database's side (engine/replies.py).
             if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
                 self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
 

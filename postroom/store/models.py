@@ -374,7 +374,14 @@ class OutboundMessage(models.Model):
     DEAD = "dead"
     # An approver's answer by mail to an approval request: acted on, then deleted.
     DECISION = "decision"
-    OUTCOMES = [(ACCEPTED, "accepted"), (DEAD, "dead box"), (DECISION, "approval decision")]
+    # Left in the outbound box for later (decision 0045): an agent's mail whose token is
+    # genuine but names an interaction this store does not know while a node works on its
+    # local store (or has not merged it yet). Read again once that is over.
+    WAITING = "waiting"
+    OUTCOMES = [
+        (ACCEPTED, "accepted"), (DEAD, "dead box"), (DECISION, "approval decision"),
+        (WAITING, "waiting for an island's merge"),
+    ]
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT)
     uidvalidity = models.BigIntegerField()

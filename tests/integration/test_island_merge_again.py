@@ -80,7 +80,7 @@ def test_a_merge_cut_short_merges_the_rest_and_nothing_twice_when_run_again(
     won_on_the_island(local, 2, now)
     won_on_the_island(local, 3, now)
 
-    real = islandmerge._record_sent
+    real = islandmerge._carry_rows
     calls = []
 
     def killed_at_the_third(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def test_a_merge_cut_short_merges_the_rest_and_nothing_twice_when_run_again(
             raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(islandmerge, "_record_sent", killed_at_the_third)
+    monkeypatch.setattr(islandmerge, "_carry_rows", killed_at_the_third)
     with pytest.raises(Killed):
         merge_back(WINNER, local, now)
     # Two records merged, the third rolled back (its take-over undone), the fourth not reached.
@@ -99,7 +99,7 @@ def test_a_merge_cut_short_merges_the_rest_and_nothing_twice_when_run_again(
     assert not Interaction.objects.filter(message_id="<m3@customer.test>").exists()
     assert merged_events() == 2
 
-    monkeypatch.setattr(islandmerge, "_record_sent", real)
+    monkeypatch.setattr(islandmerge, "_carry_rows", real)
     report = merge_back(WINNER, local, now)
 
     assert report.again == 2, report.summary()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postroom.core.islandlocal import Copy, Merge, answer_message_id, merge
+from postroom.core.islandlocal import Copy, Merge, answer_message_id, carries, merge
 
 ME, PEER = "node-p", "node-s"
 
@@ -72,7 +72,7 @@ def test_no_reopening_of_another_nodes_win_or_with_our_copy_closed() -> None:
 
 
 nodes = st.sampled_from(["", ME, PEER])
-copies = st.builds(Copy, nodes, st.booleans(), st.booleans())
+copies = st.builds(Copy, nodes, st.booleans(), st.booleans(), st.booleans())
 
 
 @given(copies, st.none() | copies)
@@ -86,9 +86,51 @@ def test_the_shared_record_is_only_changed_for_an_email_this_node_won(local: Cop
     if action is Merge.REOPEN:
         # Only a record closed because its claim was lost to us, and only for an open copy
         # of ours; the winner named there, or none named and ours won.
-        assert shared is not None and shared.closed and shared.claimed_elsewhere and not local.closed
+        assert shared is not None and shared.closed and shared.claimed_elsewhere
+        assert not local.closed or local.progressed
         assert shared.claim_node == ME or (shared.claim_node == "" and local.claim_node == ME)
     if action is Merge.INSERT:
         assert shared is None
     if shared is not None and shared.closed and not shared.claimed_elsewhere:
         assert action is Merge.LEAVE
+
+
+def test_what_the_island_routed_forwarded_or_answered_goes_with_the_surviving_record() -> None:
+    routed = Copy(ME, closed=False, progressed=True)
+    assert merge(ME, routed, None) is Merge.INSERT and carries(Merge.INSERT, routed)
+    assert carries(merge(ME, routed, Copy("", closed=False)), routed)
+    # Closed as claimed elsewhere by the node that lost it to us: reopened in our state.
+    lost_to_us = Copy(ME, closed=True, claimed_elsewhere=True)
+    assert merge(ME, routed, lost_to_us) is Merge.REOPEN and carries(Merge.REOPEN, routed)
+    # Answered and closed here (or vanished after we forwarded it): its outcome goes over.
+    done = Copy(ME, closed=True, progressed=True)
+    assert merge(ME, done, lost_to_us) is Merge.REOPEN and carries(Merge.REOPEN, done)
+    # Only the auto-response sent: the claim crosses over, the nodes there route it.
+    auto_only = Copy(ME, closed=False)
+    assert not carries(merge(ME, auto_only, lost_to_us), auto_only)
+    # Never over a closed outcome or another node's claim, never for a claim not ours.
+    assert merge(ME, routed, Copy("", closed=True)) is Merge.LEAVE
+    assert merge(ME, routed, Copy(PEER, closed=False)) is Merge.CLAIMED_ELSEWHERE
+    assert not carries(Merge.CLAIMED_ELSEWHERE, routed)
+    assert merge(ME, Copy(PEER, closed=False, progressed=True), None) is Merge.LEAVE
+
+
+@given(copies, st.none() | copies)
+def test_the_island_state_is_carried_exactly_when_its_record_survives_and_it_acted(
+    local: Copy, shared: Copy | None
+) -> None:
+    action = merge(ME, local, shared)
+    carried = carries(action, local)
+    # Carried only for our own claim's records that the merge writes, and always for
+    # those when we gave the email to an agent: nothing we forwarded or answered is
+    # routed, forwarded or answered again from an older state.
+    assert carried == (action in (Merge.INSERT, Merge.TAKE_OVER, Merge.REOPEN) and local.progressed)
+    if carried:
+        assert (local.claim_node == ME) or (shared is not None and shared.claim_node == ME)
+    # A record we won and acted on is dropped only where another outcome or claim stands.
+    won = local.claim_node == ME or (
+        shared is not None and shared.closed and shared.claimed_elsewhere and shared.claim_node == ME
+    )
+    if won and local.progressed and not carried:
+        assert shared is not None
+        assert (shared.closed and not shared.claimed_elsewhere) or shared.claim_node not in ("", ME)
