@@ -130,7 +130,8 @@ def refuse_oversize(box: Mailbox, session: ImapSession, message: FetchedMessage,
 
 def approval_answered(ix: Interaction, token: str, sender: str, site: Site) -> Approval | None:
     """The approval round of `ix` whose request to `sender` carried `token`, if any."""
-    for approval in ix.approvals.order_by("-pk"):
+    # Newest round first; `approvals` may be prefetched (match), so sorted here.
+    for approval in sorted(ix.approvals.all(), key=lambda a: a.pk, reverse=True):
         if verify_token(site.keys.approval, token, sender, bound=approval_bound(approval)):
             return approval
     return None
@@ -164,11 +165,20 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
     )
     found: Interaction | None = None
     former: Interaction | None = None
-    for _source, token in candidates:
-        parsed = parse_token(token)
+    # The interactions every candidate names, read once (a reply names its token in its
+    # address, In-Reply-To, References and Subject: the same one, mostly), with their
+    # approval rounds.
+    parsed_tokens = [(token, parse_token(token)) for _source, token in candidates]
+    named = {
+        ix.guid: ix
+        for ix in Interaction.objects.select_related("agent", "mailbox")
+        .prefetch_related("approvals")
+        .filter(guid__in={p.guid for _t, p in parsed_tokens if p is not None})
+    } if any(p is not None for _t, p in parsed_tokens) else {}
+    for token, parsed in parsed_tokens:
         if parsed is None:
             continue
-        ix = Interaction.objects.select_related("agent", "mailbox").filter(guid=parsed.guid).first()
+        ix = named.get(parsed.guid)
         if ix is None:
             continue
         approval = approval_answered(ix, token, sender, site) if sender else None
