@@ -130,8 +130,7 @@ def refuse_oversize(box: Mailbox, session: ImapSession, message: FetchedMessage,
 
 def approval_answered(ix: Interaction, token: str, sender: str, site: Site) -> Approval | None:
     """The approval round of `ix` whose request to `sender` carried `token`, if any."""
-    # Newest round first; `approvals` may be prefetched (match), so sorted here.
-    for approval in sorted(ix.approvals.all(), key=lambda a: a.pk, reverse=True):
+    for approval in ix.approvals.order_by("-pk"):
         if verify_token(site.keys.approval, token, sender, bound=approval_bound(approval)):
             return approval
     return None
@@ -165,30 +164,24 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
     )
     found: Interaction | None = None
     former: Interaction | None = None
-    # The interactions every candidate names, read once (a reply names its token in its
-    # address, In-Reply-To, References and Subject: the same one, mostly), with their
-    # approval rounds.
-    parsed_tokens = [(token, parse_token(token)) for _source, token in candidates]
-    named = {
-        ix.guid: ix
-        for ix in Interaction.objects.select_related("agent", "mailbox")
-        .prefetch_related("approvals")
-        .filter(guid__in={p.guid for _t, p in parsed_tokens if p is not None})
-    } if any(p is not None for _t, p in parsed_tokens) else {}
-    for token, parsed in parsed_tokens:
+    for _source, token in candidates:
+        parsed = parse_token(token)
         if parsed is None:
             continue
-        ix = named.get(parsed.guid)
+        ix = Interaction.objects.select_related("agent", "mailbox").filter(guid=parsed.guid).first()
         if ix is None:
             continue
+        # A reply's token is the assigned agent's (`keys.token`), an approval answer's its
+        # round's (`keys.approval`, bound to the round): no token is both, so the common
+        # case, a reply, is told first and needs no read of the approval rounds (0047).
+        if ix.agent is not None and verify_token(site.keys.token, token, ix.agent.address):
+            found = ix
+            break
         approval = approval_answered(ix, token, sender, site) if sender else None
         if approval is not None:
             if not vouched.ok:
                 raise Refused(vouched.how, ix)
             return ApprovalMail(ix, approval)
-        if ix.agent is not None and verify_token(site.keys.token, token, ix.agent.address):
-            found = ix
-            break
         if any(verify_token(site.keys.token, token, a) for a in ix.excluded_agents or ()):
             former = ix  # a token we gave an agent who no longer holds it
     if not vouched.ok:
