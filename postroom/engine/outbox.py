@@ -380,6 +380,9 @@ class Outcomes:
                 if changed
                 else {}
             )
+            if len(kept) == 1:
+                settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
+                return
             for done in kept:
                 if done.settled.state is OutboxState.DEAD:
                     # on_dead reads its interaction afresh and may change it.
