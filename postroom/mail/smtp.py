@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,7 +160,13 @@ class SmtpSender:
             smtp = smtplib.SMTP_SSL(a.host, a.port, timeout=timeout, context=ctx)
         else:
             smtp = smtplib.SMTP(a.host, a.port, timeout=timeout)
+        # The message's end (".\r\n") is written apart from its body, so that a failure
+        # can be told before it (nothing accepted: retry) from after it (unknown: settled
+        # from the journal box). With Nagle's algorithm that small write waits for the
+        # server to ACK the body, which it delays (no reply to piggyback before the dot):
+        # about 40 ms per message on Linux, 10x the message's own cost. No Nagle here.
         try:
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _budget(smtp, deadline)
             smtp.ehlo()
             if a.tls == "starttls":

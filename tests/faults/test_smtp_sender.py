@@ -132,3 +132,23 @@ def test_lines_starting_with_a_dot_arrive_intact(proxy, mailstack, accounts) -> 
         body = client.fetch(uids, ["BODY.PEEK[]"])[uids[0]][b"BODY[]"]
     text = message_from_bytes(body, policy=policy.default).get_content().replace("\r\n", "\n")
     assert text == ".a line starting with a dot\n.\nand a lone dot above\n"
+
+
+def test_the_end_of_a_message_is_not_held_back_by_nagle(mailstack, accounts) -> None:
+    """The body and its final dot are two writes (so that a failure between them is known
+    to be before the dot). With Nagle's algorithm on, the dot waits for the server's
+    delayed ACK of the body, ~40 ms per message: the kept session must run without it."""
+    import socket
+
+    submission = SmtpAccount(
+        "127.0.0.1", mailstack.submission_port, "starttls", *accounts["sender"], str(mailstack.cafile), 10.0
+    )
+    sender = SmtpSender(submission)
+    try:
+        _, data = raw(accounts["rcpt"][0])
+        assert sender.send(accounts["sender"][0], [accounts["rcpt"][0]], data).sent
+        kept = sender._smtp
+        assert kept is not None, "the session is kept for the next message"
+        assert kept.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sender.close()
