@@ -116,10 +116,11 @@ def close(due: list[Interaction], sessions: Sessions, now: datetime) -> None:
                 originals.add(box, uidvalidity, uid, archive_of(box), ix.pk)
     originals.run(sessions)
     checkpoint("cleanup-original-removed")
-    # The batch's closes in one transaction (issue 9: one commit, not one per interaction).
-    # A close that loses its compare-and-set wrote nothing (apply raises before any other
-    # write), so it needs no savepoint of its own.
-    with transaction.atomic():
+    # The batch's closes in one transaction (issue 9: one commit, not one per interaction),
+    # their journal rows in one INSERT at its end (decision 0047). A close that loses its
+    # compare-and-set wrote nothing (apply raises before any other write, its journal row
+    # included), so it needs no savepoint of its own.
+    with transaction.atomic(), journal.batched():
         for ix in due:
             if ix.pk in originals.failed or ix.pk in waiting:
                 continue  # its box is unreachable: closed at a later round

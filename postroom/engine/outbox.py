@@ -33,7 +33,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Case, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
@@ -61,7 +61,8 @@ from postroom.mail.imap import MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store import journal
-from postroom.store.models import Agent, Interaction, Outgoing, Withdrawal
+from postroom.store.fence import is_fence_error
+from postroom.store.models import Agent, Interaction, JournalEvent, Outgoing, Withdrawal
 from postroom.store.transitions import StaleInteraction, apply
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,19 @@ def send(
     a compare-and-set)."""
     rows = due_rows(clock(), site, limit, share=share, shares=shares)
     until = time.monotonic() + STEP_BUDGET_S
-    for n, row in enumerate(rows):
-        if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
-            break
-        send_one(row, site, sender, box, holder, clock, gate, ask_journal)
+    wanted = forwards_wanted(rows)
+    outcomes = Outcomes(site)
+    try:
+        for n, row in enumerate(rows):
+            if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
+                break
+            if outcomes.overdue():
+                outcomes.write()
+            send_one(row, site, sender, box, holder, clock, gate, ask_journal, wanted=wanted.get(row.pk), outcomes=outcomes)
+    finally:
+        # Also when a send raised: what the server accepted before it is recorded now,
+        # not left to the journal box after the lease (decision 0047).
+        outcomes.write()
     return bool(rows)
 
 
@@ -164,7 +174,13 @@ def send_one(
     row: Outgoing, site: Site, sender: SmtpSender, box: JournalBox | None, holder: str, clock: Clock,
     gate: Gate | None = None,
     ask_journal: Gate | None = None,
+    *,
+    wanted: bool | None = None,
+    outcomes: Outcomes | None = None,
 ) -> None:
+    """Claim, send and settle one row. With `outcomes`, the outcome of its SMTP
+    transaction is kept there and written with the batch's (`Outcomes.write`); `wanted`
+    is what `forwards_wanted` found for a forward."""
     policy = site.outbox
     now = clock()
     seen = snapshot(row)
@@ -173,8 +189,12 @@ def send_one(
         return
     # A forward is looked at before its claim: one whose round is already over is then
     # claimed only to be cancelled (below); one cancelled after this look is no longer
-    # pending, so the claim's compare-and-set fails.
-    wanted = forward_wanted(row) if kind is Claim.SEND and row.kind == Outgoing.FORWARD else None
+    # pending, so the claim's compare-and-set fails. (A forward found stale stays stale: a
+    # round, once over, never comes back; so the look may be the batch's, made earlier.)
+    if kind is Claim.SEND and row.kind == Outgoing.FORWARD:
+        wanted = forward_wanted(row) if wanted is None else wanted
+    else:
+        wanted = None
     held = claim(seen, now, holder, policy)
     # A fresh row is claimed and its attempt counted in one write (issue 9: one fenced
     # write fewer per mail). A kill after it is a kill after counting, as before: the lease
@@ -273,21 +293,114 @@ def send_one(
     outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw), journal=journal_address, deadline=deadline)
     checkpoint(f"sent-{row.kind}")
     now = clock()
-    settled = after_send(held, outcome.result, now, policy)
+    done = Sent(row, fence, after_send(held, outcome.result, now, policy), outcome.detail, outcome.sent, now)
+    if outcomes is not None:
+        outcomes.keep(done)
+        return
     with transaction.atomic():
-        if not fence.write(settled, last_error=outcome.detail[:2000], sent_at=now if outcome.sent else None):
-            log.error("outgoing %s: the claim was lost while sending (%s)", row.key, outcome.result)
+        settle(done, site, {})
+
+
+class Sent:
+    """What one SMTP transaction under a claim ended with, to be written under that claim."""
+
+    def __init__(self, row: Outgoing, fence: Fence, settled: Row, detail: str, sent: bool, now: datetime) -> None:
+        self.row, self.fence, self.settled, self.detail, self.sent, self.now = row, fence, settled, detail, sent, now
+        self.at = time.monotonic()
+
+
+def settle(
+    done: Sent, site: Site, locked: dict[int, Interaction], keys: dict[int, tuple[int | None, int | None]] | None = None
+) -> None:
+    """Inside the caller's transaction: the row's outcome, fenced by its claim, and its
+    consequence (`locked`: interactions already read under lock in this transaction;
+    `keys`: the auto-responses' journal keys, `interaction_keys`)."""
+    row, settled, now, detail = done.row, done.settled, done.now, done.detail
+    if not done.fence.write(settled, last_error=detail[:2000], sent_at=now if done.sent else None):
+        log.error("outgoing %s: the claim was lost while sending (%s)", row.key, settled.state.value)
+        return
+    match settled.state:
+        case OutboxState.SENT:
+            on_sent(row, site, now, locked.get(row.interaction_id or 0), keys)
+        case OutboxState.DEAD:
+            on_dead(row, site, detail, now)
+        case OutboxState.UNKNOWN:
+            log.warning("outgoing %s: outcome unknown (%s); settled from the journal box", row.key, detail)
+            journal.record("send_unknown", now, interaction=row.interaction, mail=row.kind, error=detail[:500])
+        case _:
+            journal.record("send_deferred", now, interaction=row.interaction, mail=row.kind, error=detail[:500])
+
+
+class Outcomes:
+    """The outcomes of one sender batch's SMTP transactions, written together (decision
+    0047): one transaction, the interactions their consequences change read under lock in
+    one query (in id order, so two senders never wait on each other crosswise), the
+    journal rows in one INSERT. Each row keeps its own fenced compare-and-set, in a
+    savepoint of its own, so a row whose claim was lost, or whose consequence fails,
+    writes nothing and leaves the others' standing.
+
+    Exactly once is unchanged (decision 0007): a row is recorded sent only after the
+    server's 250, and only under its claim; a kill before the write leaves its rows
+    claimed, and after the lease the journal box says which of them left, as it did for
+    one row. The write comes at the batch's end, or sooner once the oldest kept outcome
+    is `HOLD` old, far inside the lease."""
+
+    # How long a kept outcome may wait for its write: a lease is minutes (OutboxPolicy),
+    # and the interaction's state should not lag its mail by more than a moment.
+    HOLD = 2.0
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.kept: list[Sent] = []
+
+    def keep(self, done: Sent) -> None:
+        self.kept.append(done)
+
+    def overdue(self) -> bool:
+        return bool(self.kept) and time.monotonic() - self.kept[0].at >= self.HOLD
+
+    def write(self) -> None:
+        kept, self.kept = self.kept, []
+        if not kept:
             return
-        match settled.state:
-            case OutboxState.SENT:
-                on_sent(row, site, now)
-            case OutboxState.DEAD:
-                on_dead(row, site, outcome.detail, now)
-            case OutboxState.UNKNOWN:
-                log.warning("outgoing %s: outcome unknown (%s); settled from the journal box", row.key, outcome.detail)
-                journal.record("send_unknown", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
-            case _:
-                journal.record("send_deferred", now, interaction=row.interaction, mail=row.kind, error=outcome.detail[:500])
+        settling = [d for d in kept if d.row.interaction_id is not None and d.settled.state is OutboxState.SENT]
+        stamped = [d.row.interaction_id for d in settling if d.row.kind == Outgoing.AUTO_RESPONSE]
+        changed = sorted({d.row.interaction_id for d in settling if d.row.kind != Outgoing.AUTO_RESPONSE})
+        failed: Exception | None = None
+        with transaction.atomic(), journal.batched():
+            keys = interaction_keys(stamped) if stamped else {}
+            locked = (
+                {
+                    ix.pk: ix
+                    for ix in Interaction.objects.select_for_update(of=("self",))
+                    .select_related("agent", "mailbox")
+                    .filter(pk__in=changed)
+                    .order_by("pk")
+                }
+                if changed
+                else {}
+            )
+            if len(kept) == 1:
+                settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
+                return
+            for done in kept:
+                if done.settled.state is OutboxState.DEAD:
+                    # on_dead reads its interaction afresh and may change it.
+                    locked.pop(done.row.interaction_id or 0, None)
+                try:
+                    with journal.savepoint():
+                        settle(done, self.site, locked, keys)
+                except (OperationalError, InterfaceError):
+                    raise  # the database is away: the whole batch waits for its lease
+                except Exception as exc:
+                    if is_fence_error(exc):
+                        raise  # this node is fenced out: nothing of it is kept
+                    log.exception("outgoing %s: recording its outcome failed", done.row.key)
+                    # Its interaction may have changed in memory before the rollback.
+                    locked.pop(done.row.interaction_id or 0, None)
+                    failed = failed or exc
+        if failed is not None:
+            raise failed
 
 
 class Fence:
@@ -317,6 +430,12 @@ class Fence:
 # -- consequences ----------------------------------------------------------------------------
 
 
+def interaction_keys(ids: list[int]) -> dict[int, tuple[int | None, int | None]]:
+    """The agent and box ids of these interactions (what an auto-response's journal row
+    carries), in one read."""
+    return {pk: (agent, box) for pk, agent, box in Interaction.objects.filter(pk__in=ids).values_list("pk", "agent_id", "mailbox_id")}
+
+
 def locked_interaction(row: Outgoing) -> Interaction | None:
     if row.interaction_id is None:
         return None
@@ -336,6 +455,18 @@ def forward_wanted(row: Outgoing) -> bool:
     return ix is not None and ix.state is State.ANSWERED and current_forward(row, ix)
 
 
+def forwards_wanted(rows: list[Outgoing]) -> dict[int, bool]:
+    """`forward_wanted` for every forward among `rows`, in one read."""
+    forwards = [r for r in rows if r.kind == Outgoing.FORWARD and r.interaction_id is not None]
+    if not forwards:
+        return {}
+    found = Interaction.objects.only("status", "deliveries", "agent_id").in_bulk({r.interaction_id for r in forwards})
+    return {
+        r.pk: (ix := found.get(r.interaction_id)) is not None and ix.state is State.ANSWERED and current_forward(r, ix)
+        for r in forwards
+    }
+
+
 def stale_forward(row: Outgoing, now: datetime, *, possibly_sent: bool) -> None:
     """A forward of a delivery round that is over: journaled, and where a copy may be in
     the agent's mailbox, taken back out (the agent no longer holds that round)."""
@@ -346,18 +477,28 @@ def stale_forward(row: Outgoing, now: datetime, *, possibly_sent: bool) -> None:
         )
 
 
-def on_sent(row: Outgoing, site: Site, now: datetime) -> None:
+def on_sent(
+    row: Outgoing, site: Site, now: datetime, ix: Interaction | None = None,
+    keys: dict[int, tuple[int | None, int | None]] | None = None,
+) -> None:
     # Locked (PostgreSQL) / serialised (SQLite IMMEDIATE) so the state we decide on is the
-    # state we write over: a failed CAS here would roll back the SENT mark.
+    # state we write over: a failed CAS here would roll back the SENT mark. `ix`: the
+    # interaction, read under lock by the caller in this transaction; `keys`: what
+    # `interaction_keys` read for the batch's auto-responses.
     if row.kind == Outgoing.AUTO_RESPONSE and row.interaction_id is not None:
         # Nothing here depends on the interaction's state: a stamp and a journal row, so
         # no locking read of the whole interaction (issue 9: 15-19 % of a sender), only
-        # the keys its journal row carries.
+        # the keys its journal row carries (as ids: no read at all).
         Interaction.objects.filter(pk=row.interaction_id).update(auto_response_sent_at=now)
-        keys = Interaction.objects.select_related("agent", "mailbox").only("agent__id", "mailbox__id")
-        journal.record("auto_responded", now, interaction=keys.get(pk=row.interaction_id), message_id=row.message_id)
+        agent_id, mailbox_id = (keys or interaction_keys([row.interaction_id]))[row.interaction_id]
+        journal.defer(
+            JournalEvent(
+                at=now, kind="auto_responded", interaction_id=row.interaction_id, agent_id=agent_id,
+                mailbox_id=mailbox_id, detail={"message_id": row.message_id},
+            )
+        )
         return
-    ix = locked_interaction(row)
+    ix = ix or locked_interaction(row)
     if ix is None:
         journal.record("notice_sent", now, message_id=row.message_id, to=row.recipients)
         return

@@ -96,6 +96,12 @@ STEPS = (
 # (the web process, another node) is seen within this time, or at once on PostgreSQL
 # (LISTEN/NOTIFY marks every step).
 POLL_EVERY = 1.0
+# Housekeeping nobody waits for gathers its work: it runs at most this often, whatever
+# marks it, so that one round takes everything finished meanwhile (one MOVE per box and
+# folder, one transaction, one journal INSERT) instead of a round of IMAP commands and
+# queries for each interaction or two (decision 0047). The customer has the reply by
+# then; only the archiving waits.
+GATHER = {"cleanup": 5.0}
 # What a step that did something may have made work for (itself: there may be more). A
 # step not named here marks every step (EVERY).
 EVERY = "*"
@@ -129,17 +135,22 @@ class Schedule:
     def due(self, name: str) -> bool:
         now = self.clock()
         with self._lock:
-            marked = name in self._marked
+            marked = name in self._marked and name not in GATHER
             self._marked.discard(name)
-        if marked or now - self._asked.get(name, float("-inf")) >= self.every:
+        if marked or now - self._asked.get(name, float("-inf")) >= self._every(name):
             self._asked[name] = now
             return True
         return False
 
+    def _every(self, name: str) -> float:
+        return max(self.every, GATHER.get(name, 0.0))
+
     def wait_s(self) -> float:
-        """Seconds until the step asked longest ago is due again (at most `every`)."""
-        oldest = min(self._asked.values(), default=float("-inf"))
-        return min(self.every, max(0.01, oldest + self.every - self.clock()))
+        """Seconds until the first step is due again by time (at most `every`)."""
+        if not self._asked:
+            return 0.01
+        soonest = min(asked + self._every(name) for name, asked in self._asked.items())
+        return min(self.every, max(0.01, soonest - self.clock()))
 
 
 # The table whose inserts (NOTIFY, store/fence.py) are mail for the senders only.
