@@ -205,7 +205,10 @@ class RoutingDesk:
         agents = {a.address: a for a in Agent.objects.filter(address__in={a.agent for a in assignments})}
         routed: Counter[int] = Counter()
         with transaction.atomic(), journal.batched():
-            for assignment in assignments:
+            # Written in id order, as the senders lock theirs (engine/outbox.py, Outcomes):
+            # the decisions are made already, and rows locked in one order by everyone
+            # cannot deadlock with another node's senders or router.
+            for assignment in sorted(assignments, key=lambda a: a.item_key):
                 ix = found.get(assignment.item_key)
                 if ix is not None and self.commit(ix, assignment.agent, now, agents):
                     routed[ix.agent_id] += 1
