@@ -154,19 +154,34 @@ def leave(box: Mailbox, session: ImapSession, message: FetchedMessage, mail: Par
     until `rewind_waiting` has it read again (decision 0045)."""
     log.info("outbound uid %s left for later: %s", message.uid, reason)
     with transaction.atomic():
-        OutboundMessage.objects.get_or_create(
-            mailbox=box,
-            uidvalidity=session.uidvalidity,
-            uid=message.uid,
-            defaults={
-                "message_id": (mail.message_id if mail else "") or "",
-                "sender": (mail.from_addr if mail else "") or "",
-                "subject": (mail.subject if mail else "")[:998],
-                "outcome": OutboundMessage.WAITING,
-                "reason": reason[:500],
-            },
-        )
+        ledger(box, session, message, mail, OutboundMessage.WAITING, reason)
         advance_cursor(box, message.uid)
+
+
+def ledger(
+    box: Mailbox,
+    session: ImapSession,
+    message: FetchedMessage,
+    mail: ParsedMail | None,
+    outcome: str,
+    reason: str,
+    interaction: Interaction | None = None,
+) -> tuple[OutboundMessage, bool]:
+    """The outbound box's ledger row of `message` (one per UID of this UIDVALIDITY), and
+    whether this call made it."""
+    return OutboundMessage.objects.get_or_create(
+        mailbox=box,
+        uidvalidity=session.uidvalidity,
+        uid=message.uid,
+        defaults={
+            "message_id": (mail.message_id if mail else "") or "",
+            "sender": (mail.from_addr if mail else "") or "",
+            "subject": (mail.subject if mail else "")[:998],
+            "interaction": interaction,
+            "outcome": outcome,
+            "reason": reason[:500],
+        },
+    )
 
 
 def rewind_waiting(box: Mailbox, site: Site) -> int:
@@ -472,19 +487,7 @@ def refuse(
     """Ledger it as dead (the cleanup step moves it to the dead box) and notify agents."""
     log.warning("outbound uid %s to the dead box: %s", message.uid, refusal.reason)
     with transaction.atomic():
-        row, created = OutboundMessage.objects.get_or_create(
-            mailbox=box,
-            uidvalidity=session.uidvalidity,
-            uid=message.uid,
-            defaults={
-                "message_id": (mail.message_id if mail else "") or "",
-                "sender": (mail.from_addr if mail else "") or "",
-                "subject": (mail.subject if mail else "")[:998],
-                "interaction": refusal.interaction,
-                "outcome": OutboundMessage.DEAD,
-                "reason": refusal.reason[:500],
-            },
-        )
+        row, created = ledger(box, session, message, mail, OutboundMessage.DEAD, refusal.reason, refusal.interaction)
         if created:
             journal.record(
                 "dead_boxed",

@@ -42,6 +42,28 @@ def notice(center, n: int) -> Outgoing:
     )
 
 
+def three_auto_responses(center) -> list[Outgoing]:
+    """Three customer mails taken in: their three auto-responses, queued, in id order."""
+    for n in range(3):
+        msg = EmailMessage()
+        msg["From"] = f"Carol Customer <{center.address('carol')}>"
+        msg["To"] = center.address("support")
+        msg["Subject"] = f"Order {n}"
+        msg["Message-ID"] = make_msgid("c", domain="customer.test")
+        msg.set_content("Where is my order?\n")
+        center.send(msg, center.address("support"), center.address("carol"))
+    center.wait_for("support", 3)
+    sessions = Sessions(center.engine.site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+    finally:
+        sessions.close()
+    responses = list(Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).order_by("pk"))
+    assert len(responses) == 3
+    return responses
+
+
 class StealsAClaim:
     """The real SMTP sender; after the server accepted `victim`, another engine takes its
     claim (as after a lease that ran out), before this batch writes its outcomes."""
@@ -80,23 +102,7 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
     # One customer writes all of them: no per-address auto-response limit here.
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
-    for n in range(3):
-        msg = EmailMessage()
-        msg["From"] = f"Carol Customer <{center.address('carol')}>"
-        msg["To"] = center.address("support")
-        msg["Subject"] = f"Order {n}"
-        msg["Message-ID"] = make_msgid("c", domain="customer.test")
-        msg.set_content("Where is my order?\n")
-        center.send(msg, center.address("support"), center.address("carol"))
-    center.wait_for("support", 3)
-    sessions = Sessions(site)
-    try:
-        for box in watched_boxes():
-            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
-    finally:
-        sessions.close()
-    responses = list(Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).order_by("pk"))
-    assert len(responses) == 3
+    responses = three_auto_responses(center)
     broken = responses[1]
     real_on_sent = outbox.on_sent
 
@@ -181,23 +187,7 @@ def test_a_batch_write_ended_by_a_deadlock_is_written_again(make_center) -> None
         pytest.skip("a deadlock between two writers needs PostgreSQL's row locks")
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
-    for n in range(3):
-        msg = EmailMessage()
-        msg["From"] = f"Carol Customer <{center.address('carol')}>"
-        msg["To"] = center.address("support")
-        msg["Subject"] = f"Order {n}"
-        msg["Message-ID"] = make_msgid("c", domain="customer.test")
-        msg.set_content("Where is my order?\n")
-        center.send(msg, center.address("support"), center.address("carol"))
-    center.wait_for("support", 3)
-    sessions = Sessions(site)
-    try:
-        for box in watched_boxes():
-            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
-    finally:
-        sessions.close()
-    responses = list(Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).order_by("pk"))
-    assert len(responses) == 3
+    responses = three_auto_responses(center)
     ids = sorted(r.interaction_id for r in responses)
     sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
     deadlocking = DeadlocksBeforeTheWrite(sender, responses[-1], ids[0], ids[-1])
