@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -58,6 +59,9 @@ BATCH = 50
 # moment. The message is left where it is (cursor not moved) and looked at again after
 # the watcher's backoff, never quarantined as "internal error" (issue 7, window 6).
 TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable, LeaseLost)
+# What a taker reads once for a whole FETCH batch, inside the batch's transaction (the
+# outbound box's: engine/replies.py `read_ahead`, decision 0050); a context manager.
+Ahead = Callable[[Mailbox, ImapSession, dict[int, FetchedMessage], Site, datetime], AbstractContextManager[object]]
 
 
 def transient(exc: BaseException) -> bool:
@@ -108,15 +112,17 @@ def ingest(
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
     *,
     per_batch: bool = False,
+    ahead: Ahead | None = None,
 ) -> int:
     """Run `take` on every message beyond the cursor; returns how many were looked at.
 
-    With `per_batch` (incoming boxes, decision 0039) each FETCH batch is taken in ONE write
-    transaction, every message in a savepoint of its own: one commit (one fsync under
-    SQLite's synchronous=FULL) per batch instead of one per mail, and a kill mid-batch
-    leaves the whole batch or none of it (the cursor moves with the rows). Only for takers
-    that do nothing irreversible before their commit: the outbound box's taker commits a
-    reply before it acts on the server, so it keeps a transaction per message."""
+    With `per_batch` each FETCH batch is taken in ONE write transaction, every message in
+    a savepoint of its own: one commit (one fsync under SQLite's synchronous=FULL) per
+    batch instead of one per mail, and a kill mid-batch leaves the whole batch or none of
+    it (the cursor moves with the rows). Only for takers that do nothing irreversible
+    before their commit: the incoming boxes' (decision 0039) and the outbound box's, whose
+    replies, notices and dead-box moves are all rows acted on after the commit (decision
+    0050; `ahead`: what its batch reads once)."""
     sync_cursor(box, session, now())
     held.tend(box, session, site, now())
     uids = session.new_uids(box.last_uid)
@@ -124,8 +130,10 @@ def ingest(
         batch = uids[start : start + BATCH]
         fetched = session.fetch(batch, max_size=site.max_message_bytes)
         if per_batch:
-            take_batch(box, session, batch, fetched, site, now, take, read_ahead=take is take_incoming)
-            checkpoint("received")
+            incoming = take is take_incoming
+            take_batch(box, session, batch, fetched, site, now, take, read_ahead=incoming, ahead=ahead)
+            if incoming:
+                checkpoint("received")
         else:
             for uid in batch:
                 take_one(box, session, uid, fetched.get(uid), site, now, take, savepoint=False)
@@ -142,6 +150,7 @@ def take_batch(
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
     *,
     read_ahead: bool = False,
+    ahead: Ahead | None = None,
 ) -> None:
     """One FETCH batch in one transaction (decision 0039), its journal rows inserted in
     one statement and the cursor written once, both at its end (decision 0040): every
@@ -154,7 +163,7 @@ def take_batch(
     the unique indexes refuse the batch's insert, the batch rolls back whole, and it is
     taken again mail by mail, where each mail sees the other node's row (window 4)."""
     try:
-        _take_batch(box, session, batch, fetched, site, now, take, read_ahead=read_ahead)
+        _take_batch(box, session, batch, fetched, site, now, take, read_ahead=read_ahead, ahead=ahead)
     except IntegrityError:
         if not read_ahead:
             raise
@@ -173,14 +182,17 @@ def _take_batch(
     take: Callable[[Mailbox, ImapSession, FetchedMessage, Site, datetime], None],
     *,
     read_ahead: bool,
+    ahead: Ahead | None = None,
 ) -> None:
     before = box.last_uid
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
-            with journal.batched(), held_rules():
+            # The rules are reception's (the outbound box's taker reads none).
+            with journal.batched(), held_rules() if take is take_incoming else nullcontext():
                 reads = batchreads.Reads(box, session, fetched, site, now()) if read_ahead else None
-                with batchreads.reading(reads):
+                taker_reads = ahead(box, session, fetched, site, now()) if ahead is not None else nullcontext()
+                with batchreads.reading(reads), taker_reads:
                     for uid in batch:
                         if reads is not None and uid in reads.flush_before:
                             journal.flush()  # this mail reads the earlier ones' rows

@@ -22,12 +22,15 @@ interactions and leaves everything else for the database's side.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from postroom.core import autoreply
 from postroom.core.approval import ACCEPTED_FORMS, Decision, at_reply, read_mail_decision
@@ -88,8 +91,84 @@ class Left(Refused):
 ON_LOCAL_STORE = "left for the database's side (this node works on its local store)"
 
 
+class Ahead:
+    """What a FETCH batch of the outbound box reads once, inside its transaction (decision
+    0050): which of its UIDs are ledgered already (one query, not one per message), every
+    message parsed, and on PostgreSQL the interactions its tokens name locked, in id order,
+    before any reply takes its lock: the batch holds them to its commit, and a sender's
+    outcome write (decision 0047) or a routing round locks in id order too, so the two
+    never wait on each other crosswise. Each reply's checks still read the database as it
+    stands when that reply is taken (an earlier reply of the same batch included)."""
+
+    def __init__(self, box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage]) -> None:
+        self.ledgered = set(
+            OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid__in=list(fetched)).values_list(
+                "uid", flat=True
+            )
+        )
+        self.mails: dict[int, ParsedMail | UnreadableMessage] = {}
+        guids: set[uuid.UUID] = set()
+        for uid, message in fetched.items():
+            if uid in self.ledgered or message.truncated:
+                continue
+            try:
+                mail = parse(message.raw)
+            except UnreadableMessage as exc:
+                self.mails[uid] = exc
+                continue
+            except Exception:  # noqa: BLE001 - taken alone: it fails (and is quarantined) there
+                continue
+            self.mails[uid] = mail
+            try:
+                guids.update(token_guids(box, mail))
+            except Exception:  # noqa: BLE001 - match() meets it again, alone
+                continue
+        if guids and connection.vendor == "postgresql":
+            locked = Interaction.objects.select_for_update(of=("self",)).filter(guid__in=guids).order_by("pk")
+            list(locked.values_list("pk", flat=True))
+
+    def mail(self, message: FetchedMessage) -> ParsedMail:
+        found = self.mails.pop(message.uid, None)
+        if isinstance(found, UnreadableMessage):
+            raise found
+        return found if found is not None else parse(message.raw)
+
+
+_batch = threading.local()  # per watcher thread: its box's batch
+
+
+@contextmanager
+def read_ahead(
+    box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage], site: Site, now: datetime
+) -> Iterator[Ahead]:
+    """`reception.ingest`'s `ahead` for the outbound box: its batch's `Ahead`."""
+    previous = getattr(_batch, "ahead", None)
+    _batch.ahead = ahead = Ahead(box, session, fetched)
+    try:
+        yield ahead
+    finally:
+        _batch.ahead = previous
+
+
+def token_guids(box: Mailbox, mail: ParsedMail) -> list[uuid.UUID]:
+    """The interaction guids the mail's candidate tokens name (MACs unchecked)."""
+    candidates = candidate_tokens(
+        recipients=[*mail.delivered_to, *mail.to, *mail.cc],
+        outbound=box.address,
+        in_reply_to=mail.in_reply_to,
+        references=list(mail.references),
+        subject=mail.subject,
+    )
+    return [parsed.guid for _source, token in candidates if (parsed := parse_token(token)) is not None]
+
+
 def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
-    if OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists():
+    ahead: Ahead | None = getattr(_batch, "ahead", None)
+    if (
+        message.uid in ahead.ledgered
+        if ahead is not None
+        else OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid=message.uid).exists()
+    ):
         with transaction.atomic():
             advance_cursor(box, message.uid)
         return
@@ -112,7 +191,7 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
             refuse_oversize(box, session, message, site, now)
         return
     try:
-        mail = parse(message.raw)
+        mail = ahead.mail(message) if ahead is not None else parse(message.raw)
         ix = match(box, mail, site)
     except UnreadableMessage as exc:
         turn_down(Refused(f"unreadable: {exc}"), None)
@@ -132,9 +211,12 @@ def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, s
         turn_down(Refused("approvals wait for the database"), mail)
         return
     try:
-        with transaction.atomic():
+        # A savepoint inside the outbound box's FETCH batch (decision 0050): a reply turned
+        # down below leaves no row of its acceptance, its journal rows included.
+        with journal.savepoint():
             accept(box, session, message, mail, ix, site, now)
-        checkpoint("reply-committed")
+            # After the commit that keeps the reply: the batch's, or this one's alone.
+            transaction.on_commit(lambda: checkpoint("reply-committed"))
     except UnsafeHeaderValue as exc:
         # e.g. a customer address that needs SMTPUTF8: the reply cannot be sent as is.
         turn_down(Refused(f"cannot address the reply: {exc}", ix, (mail.from_addr or "",)), mail)

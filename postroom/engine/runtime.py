@@ -116,6 +116,11 @@ FOLLOWS = {
 # Steps whose work never queues mail: the senders are not woken for them. (Routing does:
 # an offer notice to an agent who is not auto-answer.)
 SILENT = frozenset({"cleanup", "withdrawals", "journal expiry"})
+# Steps after which the senders are woken at once when the round so far queued mail (a
+# forward, an approved reply), not at the round's end: the steps after them (clean-up's
+# IMAP round, the expiry, the alerts) are nothing a customer's mail waits for
+# (decision 0050). Any later step that queues mail wakes them again at the end.
+HAND_OFF = frozenset({"approvals", "delivery"})
 
 
 class Schedule:
@@ -228,8 +233,11 @@ class Engine:
         if box.kind == Mailbox.OUTBOUND:
             # Mail left while a node was on its local store is read again once it merged.
             replies.rewind_waiting(box, self.site)
+        # Every box a FETCH batch per transaction: incoming mail (decision 0039) and the
+        # outbound box's replies (decision 0050), whose batch reads ahead what it can.
         return reception.ingest(
-            box, session, self.site, self.now, TAKERS[box.kind], per_batch=box.kind == Mailbox.INCOMING
+            box, session, self.site, self.now, TAKERS[box.kind], per_batch=True,
+            ahead=replies.read_ahead if box.kind == Mailbox.OUTBOUND else None,
         )
 
     def steps(self) -> list[tuple[str, Callable[[], bool]]]:
@@ -286,6 +294,9 @@ class Engine:
                 # Steps isolate their items; this guards against the unexpected so that
                 # one step failing never keeps the others from running (B-8).
                 log.exception("worker step %s failed", name)
+            if loud and name in HAND_OFF:
+                self._wake_senders()
+                loud = False
         if loud:
             self._wake_senders()
         return did
@@ -756,6 +767,7 @@ class Engine:
         failures = 0
         quiet = 0
         reported = 0.0
+        reported_backlog: int | None = None
         next_reconcile = 0.0
         session: ImapSession | None = None
         while not self.work_stop.is_set() and self.owns(box_pk):
@@ -779,9 +791,12 @@ class Engine:
                     self._took_mail(box)
                     quiet = 0
                 now = timezone.now()
-                if failures or backlog or time.monotonic() - reported >= HEALTH_EVERY:
+                # The backlog as soon as it changes, the sync time at least every
+                # HEALTH_EVERY: a write per pass that took mail was a write transaction
+                # (SQLite's one write lock) beside the worker's, on every mail's path.
+                if failures or backlog != reported_backlog or time.monotonic() - reported >= HEALTH_EVERY:
                     health.synced(box, now, backlog=backlog)
-                    reported = time.monotonic()
+                    reported, reported_backlog = time.monotonic(), backlog
                 if failures:
                     log.info("%s: working again after %d failure(s)", box.address, failures)
                 failures = 0

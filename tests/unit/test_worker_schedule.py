@@ -70,3 +70,46 @@ def test_the_wait_ends_when_the_step_asked_longest_ago_is_due() -> None:
     assert schedule.wait_s() == 0.75
     clock.t += 2.0
     assert schedule.wait_s() == 0.01
+
+
+def test_the_senders_are_woken_right_after_delivery_not_at_the_rounds_end() -> None:
+    """A forward queued by delivery is sent while the round goes on (decision 0050): the
+    steps after delivery (clean-up's IMAP round, the expiry, the alerts) are nothing the
+    customer's mail waits for. Failed before 0050: the senders were woken after "alerts"."""
+    from types import SimpleNamespace
+
+    from postroom.engine.runtime import Engine
+
+    events: list[str] = []
+
+    def step(name: str, worked: bool):
+        def run() -> bool:
+            events.append(name)
+            return worked
+
+        return run
+
+    worker = SimpleNamespace(
+        schedule=Schedule(Clock(), every=1.0),
+        _wake_senders=lambda: events.append("wake senders"),
+        _refused=lambda where, exc: None,
+    )
+    worker.steps = lambda: [
+        ("routing", step("routing", True)),
+        ("delivery", step("delivery", True)),
+        ("cleanup", step("cleanup", False)),
+        ("alerts", step("alerts", False)),
+    ]
+    assert Engine.work(worker) is True  # type: ignore[arg-type]
+    assert events == ["routing", "delivery", "wake senders", "cleanup", "alerts"]
+
+    # A step after delivery that queues mail wakes them again at the end; a round in which
+    # only housekeeping worked wakes nobody.
+    events.clear()
+    worker.steps = lambda: [("delivery", step("delivery", True)), ("alerts", step("alerts", True))]
+    Engine.work(worker)  # type: ignore[arg-type]
+    assert events == ["delivery", "wake senders", "alerts", "wake senders"]
+    events.clear()
+    worker.steps = lambda: [("delivery", step("delivery", False)), ("cleanup", step("cleanup", True))]
+    Engine.work(worker)  # type: ignore[arg-type]
+    assert events == ["delivery", "cleanup"]
