@@ -51,7 +51,7 @@ from postroom.engine.notices import queue_notice
 from postroom.engine.reception import advance_cursor, hold_box
 from postroom.engine.site import Site
 from postroom.mail.imap import FetchedMessage, ImapSession
-from postroom.mail.message import ParsedMail, UnreadableMessage, parse
+from postroom.mail.message import ParsedMail, UnreadableMessage, body_text, parse
 from postroom.store import journal
 from postroom.store.commands import CommandError, decide_approval
 from postroom.store.islandmerge import merged_into
@@ -470,7 +470,7 @@ def accept(
     if held:
         hold(ix, row, reply, held, site, now)
     else:
-        Outgoing.objects.create(
+        queued = Outgoing(
             key=f"reply:{ix.guid}",
             kind=Outgoing.REPLY,
             interaction=ix,
@@ -480,6 +480,8 @@ def accept(
             raw=reply.as_bytes(),
             next_attempt_at=now,
         )
+        queued.search_text = body_text(reply)  # type: ignore[attr-defined]  # for store/search.py
+        queued.save(force_insert=True)
         apply(ix, ReplyAccepted(), now, uid=message.uid, message_id=mail.message_id)
     advance_cursor(box, message.uid)
     checkpoint("reply-accepted")  # inside the transaction: the acceptance rolls back

@@ -36,7 +36,7 @@ from postroom.core.headers import (
 )
 from postroom.core.htmltext import html_to_text
 
-__all__ = ["ParsedMail", "UnreadableMessage", "addresses", "parse"]
+__all__ = ["ParsedMail", "UnreadableMessage", "addresses", "body_text", "parse"]
 
 # Compound File Binary (OLE2): an Outlook .msg, a Word document... never RFC 5322.
 _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -272,6 +272,13 @@ def _body_part(msg: EmailMessage) -> Message | None:
         if html is not None:
             return html
     return None
+
+
+def body_text(msg: EmailMessage) -> str:
+    """The text `parse` gives as `ParsedMail.text`, read from a message built in memory
+    (a composed reply) without writing it out and parsing it again: the same text for
+    every corpus message (tests/unit/test_reply_search_text.py), at a tenth of the cost."""
+    return _body_text(msg, [])
 
 
 def _body_text(msg: EmailMessage, notes: list[str]) -> str:

@@ -114,11 +114,15 @@ def _reply_queued(sender: Any, instance: Outgoing, created: bool, **kwargs: Any)
     """Every reply is an Outgoing row: its text is indexed whichever path queued it."""
     if not created or instance.kind != Outgoing.REPLY or instance.interaction_id is None:
         return
-    try:
-        text = parse(bytes(instance.raw)).text
-    except UnreadableMessage as exc:  # we built it; should not happen, never fatal
-        log.warning("reply %s: not indexed for search: %s", instance.key, exc)
-        return
+    # The builder that still holds the composed reply passes its text along (decision
+    # 0050: parsing the bytes again was a seventh of the outbound box's watcher).
+    text: str | None = getattr(instance, "search_text", None)
+    if text is None:
+        try:
+            text = parse(bytes(instance.raw)).text
+        except UnreadableMessage as exc:  # we built it; should not happen, never fatal
+            log.warning("reply %s: not indexed for search: %s", instance.key, exc)
+            return
     keep_reply_text(instance.interaction, text)
 
 

@@ -18,6 +18,7 @@ from postroom.engine import replies
 from postroom.store.models import (
     Agent,
     Interaction,
+    InteractionText,
     JournalEvent,
     Mailbox,
     OutboundMessage,
@@ -97,6 +98,9 @@ def test_one_batch_a_forged_reply_dead_boxed_a_failing_one_quarantined_the_other
     assert by_subject["Order 1"].replied_at and by_subject["Order 2"].replied_at
     assert by_subject["Boom 3"].state is State.DELIVERED and by_subject["Boom 3"].replied_at is None
     assert sorted(Outgoing.objects.filter(kind=Outgoing.REPLY).values_list("state", flat=True)) == ["sent", "sent"]
+    # Each reply's text indexed for search, read from the composed reply (not parsed again).
+    indexed = dict(InteractionText.objects.values_list("interaction__subject", "reply_text"))
+    assert "Answer one" in indexed["Order 1"] and "Answer two" in indexed["Order 2"] and not indexed["Boom 3"]
 
     # Every message of the batch accounted for: ledgered (two accepted, the forgery dead)
     # or quarantined with its reason; the cursor past them all.
