@@ -59,8 +59,8 @@ BATCH = 50
 # moment. The message is left where it is (cursor not moved) and looked at again after
 # the watcher's backoff, never quarantined as "internal error" (issue 7, window 6).
 TRANSIENT = (OperationalError, InterfaceError, MailboxUnavailable, LeaseLost)
-# What a taker reads once for a whole FETCH batch, inside the batch's transaction (the
-# outbound box's: engine/replies.py `read_ahead`, decision 0050); a context manager.
+# What a taker reads once for a whole FETCH batch (the outbound box's: engine/replies.py
+# `read_ahead`, decision 0050): made before the batch's transaction, entered inside it.
 Ahead = Callable[[Mailbox, ImapSession, dict[int, FetchedMessage], Site, datetime], AbstractContextManager[object]]
 
 
@@ -185,13 +185,13 @@ def _take_batch(
     ahead: Ahead | None = None,
 ) -> None:
     before = box.last_uid
+    # Made before the write transaction (what needs no database), entered inside it.
+    taker_reads = ahead(box, session, fetched, site, now()) if ahead is not None else nullcontext()
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
-            # The rules are reception's (the outbound box's taker reads none).
-            with journal.batched(), held_rules() if take is take_incoming else nullcontext():
+            with journal.batched(), held_rules():
                 reads = batchreads.Reads(box, session, fetched, site, now()) if read_ahead else None
-                taker_reads = ahead(box, session, fetched, site, now()) if ahead is not None else nullcontext()
                 with batchreads.reading(reads), taker_reads:
                     for uid in batch:
                         if reads is not None and uid in reads.flush_before:

@@ -24,8 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -92,24 +91,25 @@ ON_LOCAL_STORE = "left for the database's side (this node works on its local sto
 
 
 class Ahead:
-    """What a FETCH batch of the outbound box reads once, inside its transaction (decision
-    0050): which of its UIDs are ledgered already (one query, not one per message), every
-    message parsed, and on PostgreSQL the interactions its tokens name locked, in id order,
+    """What a FETCH batch of the outbound box reads once (decision 0050), a context manager
+    for `reception.ingest`'s `ahead`. Made before the batch's write transaction: every
+    message parsed (no database: SQLite's one writer does not wait behind parsing). Entered
+    inside it: which of the batch's UIDs are ledgered already (one query, not one per
+    message), and on PostgreSQL the interactions its tokens name locked, in id order,
     before any reply takes its lock: the batch holds them to its commit, and a sender's
-    outcome write (decision 0047) or a routing round locks in id order too, so the two
-    never wait on each other crosswise. Each reply's checks still read the database as it
-    stands when that reply is taken (an earlier reply of the same batch included)."""
+    outcome write (decision 0047) or a routing round locks in id order too, so they never
+    wait on each other crosswise. Each reply's checks still read the database as it stands
+    when that reply is taken (an earlier reply of the same batch included)."""
 
-    def __init__(self, box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage]) -> None:
-        self.ledgered = set(
-            OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid__in=list(fetched)).values_list(
-                "uid", flat=True
-            )
-        )
+    def __init__(
+        self, box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage], site: Site, now: datetime
+    ) -> None:
+        self.box, self.session, self.uids = box, session, list(fetched)
+        self.ledgered: set[int] = set()
         self.mails: dict[int, ParsedMail | UnreadableMessage] = {}
-        guids: set[uuid.UUID] = set()
+        self.guids: set[uuid.UUID] = set()
         for uid, message in fetched.items():
-            if uid in self.ledgered or message.truncated:
+            if message.truncated:
                 continue
             try:
                 mail = parse(message.raw)
@@ -120,12 +120,27 @@ class Ahead:
                 continue
             self.mails[uid] = mail
             try:
-                guids.update(token_guids(box, mail))
+                self.guids.update(token_guids(box, mail))
             except Exception:  # noqa: BLE001 - match() meets it again, alone
                 continue
-        if guids and connection.vendor == "postgresql":
-            locked = Interaction.objects.select_for_update(of=("self",)).filter(guid__in=guids).order_by("pk")
+        self._previous: Ahead | None = None
+
+    def __enter__(self) -> Ahead:
+        box, session = self.box, self.session
+        self.ledgered = set(
+            OutboundMessage.objects.filter(mailbox=box, uidvalidity=session.uidvalidity, uid__in=self.uids).values_list(
+                "uid", flat=True
+            )
+        )
+        if self.guids and connection.vendor == "postgresql":
+            locked = Interaction.objects.select_for_update(of=("self",)).filter(guid__in=self.guids).order_by("pk")
             list(locked.values_list("pk", flat=True))
+        self._previous = getattr(_batch, "ahead", None)
+        _batch.ahead = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _batch.ahead = self._previous
 
     def mail(self, message: FetchedMessage) -> ParsedMail:
         found = self.mails.pop(message.uid, None)
@@ -137,17 +152,11 @@ class Ahead:
 _batch = threading.local()  # per watcher thread: its box's batch
 
 
-@contextmanager
 def read_ahead(
     box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage], site: Site, now: datetime
-) -> Iterator[Ahead]:
+) -> Ahead:
     """`reception.ingest`'s `ahead` for the outbound box: its batch's `Ahead`."""
-    previous = getattr(_batch, "ahead", None)
-    _batch.ahead = ahead = Ahead(box, session, fetched)
-    try:
-        yield ahead
-    finally:
-        _batch.ahead = previous
+    return Ahead(box, session, fetched, site, now)
 
 
 def token_guids(box: Mailbox, mail: ParsedMail) -> list[uuid.UUID]:

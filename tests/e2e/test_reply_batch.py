@@ -75,9 +75,9 @@ def test_one_batch_a_forged_reply_dead_boxed_a_failing_one_quarantined_the_other
     batches: list[int] = []
     real_ahead = replies.Ahead
 
-    def counted(box, session, fetched):
+    def counted(box, session, fetched, site, now):
         batches.append(len(fetched))
-        return real_ahead(box, session, fetched)
+        return real_ahead(box, session, fetched, site, now)
 
     monkeypatch.setattr(replies, "Ahead", counted)
 
