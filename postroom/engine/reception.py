@@ -175,11 +175,14 @@ def _take_batch(
     read_ahead: bool,
 ) -> None:
     before = box.last_uid
+    # Parsing needs no database: done before the write transaction, so the senders'
+    # claims and outcome writes do not wait behind it (SQLite has one writer).
+    mails = batchreads.parse_all(fetched, site) if read_ahead else None
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
             with journal.batched(), held_rules():
-                reads = batchreads.Reads(box, session, fetched, site, now()) if read_ahead else None
+                reads = batchreads.Reads(box, session, fetched, site, now(), mails) if read_ahead else None
                 with batchreads.reading(reads):
                     for uid in batch:
                         if reads is not None and uid in reads.flush_before:
