@@ -246,11 +246,22 @@ def claim_batch(
     if not asked:
         return Batch({}, set())
     lease_until = now + policy.lease
-    with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
-        for state, group in groups.items():
-            Outgoing.objects.filter(
-                pk__in=[r.pk for r in group], state=state, next_attempt_at__lte=now, attempts__lt=policy.max_attempts
-            ).update(state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until, attempts=F("attempts") + 1)
+    try:
+        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
+            for state, group in groups.items():
+                Outgoing.objects.filter(
+                    pk__in=[r.pk for r in group], state=state, next_attempt_at__lte=now, attempts__lt=policy.max_attempts
+                ).update(
+                    state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until, attempts=F("attempts") + 1
+                )
+    except OperationalError as exc:
+        # Two senders' claims crossing on PostgreSQL's row locks: this one was ended and
+        # claimed nothing; its rows are due again for the next batch (anyone's).
+        if not is_deadlock(exc):
+            raise
+        log.info("a batch's claim of %d rows ended by the database (%s); taken again later", len(asked),
+                 str(exc).splitlines()[0])
+        return Batch({}, {r.pk for r in asked})
     won = {
         pk: (attempts, due_at)
         for pk, attempts, due_at in Outgoing.objects.filter(
@@ -511,27 +522,34 @@ class Outcomes:
 
     def _write(self, kept: list[Sent], released: list[Held]) -> None:
         settling = [d for d in kept if d.row.interaction_id is not None and d.settled.state is OutboxState.SENT]
-        stamped = [d.row.interaction_id for d in settling if d.row.kind == Outgoing.AUTO_RESPONSE]
         changed = {d.row.interaction_id for d in settling if d.row.kind != Outgoing.AUTO_RESPONSE}
         touched = sorted({d.row.interaction_id for d in kept if d.row.interaction_id is not None})
         failed: Exception | None = None
         with transaction.atomic(), journal.batched():
-            keys = interaction_keys(stamped) if stamped else {}
             # Every interaction the batch writes to is locked here, in id order, before any
             # write (an auto-response's stamp too): two senders then never wait on each
-            # other crosswise. Read whole only where a consequence needs its state.
-            locked = (
-                {
-                    ix.pk: ix
-                    for ix in Interaction.objects.select_for_update(of=("self",))
+            # other crosswise. Read whole only where a consequence needs its state; a batch
+            # of auto-responses alone reads ids (its journal rows' keys), no model at all.
+            locked: dict[int, Interaction] = {}
+            keys: dict[int, tuple[int | None, int | None]] = {}
+            if touched and changed:
+                for ix in (
+                    Interaction.objects.select_for_update(of=("self",))
                     .select_related("agent", "mailbox")
                     .filter(pk__in=touched)
                     .order_by("pk")
-                    if ix.pk in changed
+                ):
+                    if ix.pk in changed:
+                        locked[ix.pk] = ix
+                    keys[ix.pk] = (ix.agent_id, ix.mailbox_id)
+            elif touched:
+                keys = {
+                    pk: (agent, box)
+                    for pk, agent, box in Interaction.objects.select_for_update()
+                    .filter(pk__in=touched)
+                    .order_by("pk")
+                    .values_list("pk", "agent_id", "mailbox_id")
                 }
-                if touched
-                else {}
-            )
             give_back(released)
             if len(kept) == 1 and not released:
                 settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
