@@ -132,10 +132,11 @@ def send(
     auto-response or notice once the step has sent for `STEP_BUDGET_S` (`threaded`, a
     sender thread: only if a reply or forward is due by then); True if there were any.
 
-    The rows that are simply due for sending are claimed together, one compare-and-set
-    statement for the batch (`claim_batch`, decision 0049); the others (a journal check, a
-    forward whose round is over, a row out of attempts) one by one, as before. Claimed rows
-    the batch does not reach are given back with their attempt in the outcome write.
+    The rows that are simply due for sending are claimed `CLAIM_CHUNK` at a time, one
+    compare-and-set statement each (`claim_batch`, decision 0049); the others (a journal
+    check, a forward whose round is over, a row out of attempts) one by one, as before.
+    Claimed rows the batch does not reach are given back with their attempt in the
+    outcome write.
 
     With `shares` sessions sending at once (decision 0039), this one takes every
     `shares`-th row from `share` on: each session starts at the most urgent row not
@@ -148,7 +149,7 @@ def send(
         return False
     wanted = forwards_wanted(rows)
     outcomes = Outcomes(site)
-    batch = claim_batch(rows, wanted, site, holder, now, start)
+    batch = Batch({}, set())
     until = time.monotonic() + STEP_BUDGET_S
     try:
         for n, row in enumerate(rows):
@@ -158,6 +159,13 @@ def send(
                 until = time.monotonic() + STEP_BUDGET_S
             if outcomes.overdue():
                 outcomes.write()
+            if row.pk not in batch.asked:
+                if n:
+                    start, now = time.monotonic(), clock()
+                if claimable(row, wanted, now, site) is not None:
+                    # This row and the next few not asked for yet, in one claim.
+                    chunk = [r for r in rows[n:] if r.pk not in batch.asked][:CLAIM_CHUNK]
+                    batch.add(claim_batch(chunk, wanted, site, holder, now, start))
             held = batch.held.get(row.pk)
             if held is not None:
                 if time.monotonic() >= held.deadline:
@@ -212,10 +220,33 @@ class Held:
 
 class Batch:
     """What `claim_batch` claimed: `held`, by id, until each is tried (what is left when the
-    batch ends is given back); `asked`, every row the claim asked for, won or not."""
+    batch ends is given back); `asked`, every row a claim asked for, won or not."""
 
     def __init__(self, held: dict[int, Held], asked: set[int]) -> None:
         self.held, self.asked = held, asked
+
+    def add(self, other: Batch) -> None:
+        self.held.update(other.held)
+        self.asked |= other.asked
+
+
+# How many rows one claim statement takes (`claim_batch`): a tenth of the statements and
+# write transactions of a claim per row, while the rest of a batch stays claimable by the
+# other sessions (a slow relay holds a session's next ten rows, not its fifty).
+CLAIM_CHUNK = 10
+
+
+def claimable(row: Outgoing, wanted: dict[int, bool], now: datetime, site: Site) -> OutboxState | None:
+    """The state `row` was read in, if a batch claim may take it: simply due for sending
+    (not a journal check), under its attempt cap, and a forward only while its round is on
+    (`wanted`, read for the batch). Anything else is claimed alone (`send_one`)."""
+    policy = site.outbox
+    seen = snapshot(row)
+    if due_for(seen, now, policy) is not Claim.SEND or seen.attempts >= policy.max_attempts:
+        return None
+    if row.kind == Outgoing.FORWARD and wanted.get(row.pk) is not True:
+        return None
+    return seen.state
 
 
 def claim_batch(
@@ -236,12 +267,8 @@ def claim_batch(
     policy = site.outbox
     groups: dict[OutboxState, list[Outgoing]] = {}
     for row in rows:
-        seen = snapshot(row)
-        if due_for(seen, now, policy) is not Claim.SEND or seen.attempts >= policy.max_attempts:
-            continue
-        if row.kind == Outgoing.FORWARD and wanted.get(row.pk) is not True:
-            continue
-        groups.setdefault(seen.state, []).append(row)
+        if (state := claimable(row, wanted, now, site)) is not None:
+            groups.setdefault(state, []).append(row)
     asked = [row for group in groups.values() for row in group]
     if not asked:
         return Batch({}, set())
