@@ -156,6 +156,9 @@ def send(
             if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
                 if not threaded or urgent_due(clock(), site):
                     break
+                # Going on: what was sent so far is written now, as at a batch's end, so
+                # the outcomes lag their mail no more than when the batch stopped here.
+                outcomes.write()
                 until = time.monotonic() + STEP_BUDGET_S
             if outcomes.overdue():
                 outcomes.write()
