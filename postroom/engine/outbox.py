@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Case, DateTimeField, F, IntegerField, Q, TextField, Value, When
+from django.db.models import Case, F, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -584,21 +584,7 @@ class Outcomes:
             if len(kept) == 1 and not released:
                 settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
                 return
-            rest: list[Sent] = []
-            for group in plain_auto_responses(kept, rest):
-                try:
-                    with journal.savepoint():
-                        settle_sent_auto_responses(group, keys)
-                except (OperationalError, InterfaceError):
-                    raise
-                except Exception as exc:
-                    if is_fence_error(exc):
-                        raise
-                    # A claim lost meanwhile, or a consequence that fails: row by row,
-                    # below, each in its savepoint (the others' records stand).
-                    log.info("outcomes of %d auto-responses written row by row: %s", len(group), exc)
-                    rest.extend(group)
-            for done in rest:
+            for done in kept:
                 if done.settled.state is OutboxState.DEAD:
                     # on_dead reads its interaction afresh and may change it.
                     locked.pop(done.row.interaction_id or 0, None)
@@ -616,49 +602,6 @@ class Outcomes:
                     failed = failed or exc
         if failed is not None:
             raise failed
-
-
-class ClaimMoved(Exception):
-    """A row of a group written together was no longer under the claim it was sent under."""
-
-
-def plain_auto_responses(kept: list[Sent], rest: list[Sent]) -> list[list[Sent]]:
-    """The batch's auto-responses recorded sent, grouped by the claim they were sent under
-    (claimed together: one holder, one lease), two or more to a group; every other
-    outcome goes to `rest`, written row by row."""
-    groups: dict[tuple[str, datetime | None], list[Sent]] = {}
-    for done in kept:
-        if done.row.kind == Outgoing.AUTO_RESPONSE and done.row.interaction_id is not None and (
-            done.settled.state is OutboxState.SENT
-        ):
-            groups.setdefault((done.fence.holder, done.fence.lease_until), []).append(done)
-        else:
-            rest.append(done)
-    rest.extend(d for group in groups.values() if len(group) == 1 for d in group)
-    return [group for group in groups.values() if len(group) > 1]
-
-
-def settle_sent_auto_responses(group: list[Sent], keys: dict[int, tuple[int | None, int | None]]) -> None:
-    """Inside the caller's savepoint: a group of auto-responses recorded sent under the
-    claim they share, one fenced statement for the rows (each its own 250's time and
-    reply), one for their interactions' stamps (`stamp`). The fence must hold for every
-    row, or nothing of the group is written (`ClaimMoved`: the caller writes it row by
-    row, where a lost claim writes nothing for its row alone). What each row gets is
-    what `Fence.write` writes for `after_send`'s SENT: the claim cleared, the attempt and
-    due time as they are."""
-    holder, lease_until = group[0].fence.holder, group[0].fence.lease_until
-    written = Outgoing.objects.filter(
-        pk__in=[d.row.pk for d in group], state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until
-    ).update(
-        state=OutboxState.SENT,
-        claimed_by="",
-        lease_until=None,
-        sent_at=Case(*(When(pk=d.row.pk, then=Value(d.now)) for d in group), output_field=DateTimeField()),
-        last_error=Case(*(When(pk=d.row.pk, then=Value(d.detail[:2000])) for d in group), output_field=TextField()),
-    )
-    if written != len(group):
-        raise ClaimMoved(f"{len(group) - written} of {len(group)} rows")
-    stamp([(d.row, d.now) for d in group], keys)
 
 
 def give_back(released: list[Held]) -> None:
@@ -773,7 +716,14 @@ def on_sent(
         # Nothing here depends on the interaction's state: a stamp and a journal row, so
         # no locking read of the whole interaction (issue 9: 15-19 % of a sender), only
         # the keys its journal row carries (as ids: no read at all).
-        stamp([(row, now)], keys or interaction_keys([row.interaction_id]))
+        Interaction.objects.filter(pk=row.interaction_id).update(auto_response_sent_at=now)
+        agent_id, mailbox_id = (keys or interaction_keys([row.interaction_id]))[row.interaction_id]
+        journal.defer(
+            JournalEvent(
+                at=now, kind="auto_responded", interaction_id=row.interaction_id, agent_id=agent_id,
+                mailbox_id=mailbox_id, detail={"message_id": row.message_id},
+            )
+        )
         return
     ix = ix or locked_interaction(row)
     if ix is None:
@@ -795,27 +745,6 @@ def on_sent(
             journal.record("reply_sent", now, interaction=ix, message_id=row.message_id, anomaly=ix.status)
     else:
         journal.record("notice_sent", now, interaction=ix, message_id=row.message_id, to=row.recipients)
-
-
-def stamp(sent: list[tuple[Outgoing, datetime]], keys: dict[int, tuple[int | None, int | None]]) -> None:
-    """Auto-responses recorded sent (each row with the time of its 250): their
-    interactions stamped, in one statement, and an `auto_responded` journal row each."""
-    if len(sent) == 1:
-        Interaction.objects.filter(pk=sent[0][0].interaction_id).update(auto_response_sent_at=sent[0][1])
-    else:
-        Interaction.objects.filter(pk__in=[row.interaction_id for row, _ in sent]).update(
-            auto_response_sent_at=Case(
-                *(When(pk=row.interaction_id, then=Value(at)) for row, at in sent), output_field=DateTimeField()
-            )
-        )
-    for row, at in sent:
-        agent_id, mailbox_id = keys[row.interaction_id or 0]
-        journal.defer(
-            JournalEvent(
-                at=at, kind="auto_responded", interaction_id=row.interaction_id, agent_id=agent_id,
-                mailbox_id=mailbox_id, detail={"message_id": row.message_id},
-            )
-        )
 
 
 def on_dead(row: Outgoing, site: Site, reason: str, now: datetime) -> None:

@@ -104,15 +104,14 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
     site = center.engine.site
     responses = three_auto_responses(center)
     broken = responses[1]
-    real_stamp = outbox.stamp
+    real_on_sent = outbox.on_sent
 
-    def stamp(sent, *args, **kwargs):
-        # The stamp of the batch's auto-responses together (decision 0049) or of one alone.
-        if any(row.pk == broken.pk for row, _at in sent):
+    def on_sent(row, *args, **kwargs):
+        if row.pk == broken.pk:
             raise RuntimeError("a consequence that fails")
-        return real_stamp(sent, *args, **kwargs)
+        return real_on_sent(row, *args, **kwargs)
 
-    monkeypatch.setattr(outbox, "stamp", stamp)
+    monkeypatch.setattr(outbox, "on_sent", on_sent)
     sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
     try:
         with pytest.raises(RuntimeError, match="a consequence that fails"):
@@ -334,29 +333,3 @@ def test_a_send_that_raises_leaves_the_batchs_sent_rows_recorded_and_the_rest_gi
         (Outgoing.SENT, 1, ""), (Outgoing.SENDING, 1, "me:1:aaaa"), (Outgoing.PENDING, 0, ""), (Outgoing.PENDING, 0, ""),
     ]
     center.wait_for("sam", 1)
-
-
-def test_auto_responses_written_together_fall_back_to_row_by_row_when_a_claim_was_lost(make_center) -> None:
-    """The batch's auto-responses are recorded sent in one fenced statement (decision
-    0049); when one of them is no longer under its claim (another engine took it after a
-    lease ran out), none of the group is written that way: row by row, the lost one writes
-    nothing and the others are recorded, stamped and journaled."""
-    center = make_center("\n[auto_response]\nmax_per_address = 0\n")
-    site = center.engine.site
-    responses = three_auto_responses(center)
-    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
-    try:
-        assert outbox.send(site, StealsAClaim(sender, responses[1]), box, "me:1:aaaa", center.clock)
-    finally:
-        sender.close()
-        box.close()
-        connection.close()
-
-    first, stolen, last = (Outgoing.objects.get(pk=r.pk) for r in responses)
-    assert first.state == Outgoing.SENT and last.state == Outgoing.SENT
-    assert first.sent_at is not None and last.sent_at is not None and first.sent_at <= last.sent_at
-    assert stolen.state == Outgoing.SENDING and stolen.claimed_by == "other-engine:1:ffff" and stolen.sent_at is None
-    stamped = {ix.pk for ix in Interaction.objects.exclude(auto_response_sent_at=None)}
-    assert stamped == {first.interaction_id, last.interaction_id}
-    assert Interaction.objects.get(pk=first.interaction_id).auto_response_sent_at == first.sent_at
-    assert JournalEvent.objects.filter(kind="auto_responded").count() == 2
