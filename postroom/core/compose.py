@@ -38,6 +38,7 @@ from postroom.core.headers import (
     CONTROL_RE,
     POLICY,
     SPLITLINES_EXTRA,
+    _settled,
     address_list,
     clean_text,
     decode_words,
@@ -54,6 +55,7 @@ from postroom.core.mimetext import part_text, set_text, text_body
 __all__ = [
     "UnsafeHeaderValue",
     "auto_response",
+    "auto_response_bytes",
     "forward_to_agent",
     "notice",
     "reply_to_customer",
@@ -412,6 +414,78 @@ def auto_response(
     ``Auto-Submitted: auto-replied`` (RFC 3834 §5) and ``X-Auto-Response-Suppress: All``
     keep other responders quiet; no ``Precedence`` (RFC 3834 §3.1.8 says not to rely on it).
     """
+    headers, body = _auto_response_parts(
+        original, box_address=box_address, box_name=box_name, customer=customer, text=text,
+        message_id=message_id, subject_template=subject_template, reference=reference, date=date,
+        customer_text=customer_text,
+    )
+    new = EmailMessage(policy=POLICY)
+    for name, value in headers:
+        put_header(new, name, value)
+    text_body(new, body)
+    settle_headers(new)
+    return new
+
+
+# What ``text_body`` writes for 7bit text, after the headers set before it (the
+# generator's order; tests/unit/test_settled_headers.py compares the two ways).
+_TEXT_7BIT = (("Content-Type", 'text/plain; charset="utf-8"'), ("Content-Transfer-Encoding", "7bit"), ("MIME-Version", "1.0"))
+# Printable ASCII, tabs and line feeds: what ``str.splitlines`` splits only at "\n".
+_PLAIN_BODY_RE = re.compile(r"[\t\n -~]*")
+
+
+def auto_response_bytes(
+    original: EmailMessage,
+    *,
+    box_address: str,
+    box_name: str | None,
+    customer: str,
+    text: str,
+    message_id: str,
+    subject_template: str = "Re: {subject}",
+    reference: str | None = None,
+    date: datetime | None = None,
+    customer_text: bool = False,
+) -> bytes:
+    """``auto_response(...).as_bytes()``, the same bytes (issue 9): written as text when
+    every header is one short line of printable ASCII and the body is 7bit ASCII text, as
+    the generator writes them (``settle_headers``); built as a message otherwise."""
+    headers, body = _auto_response_parts(
+        original, box_address=box_address, box_name=box_name, customer=customer, text=text,
+        message_id=message_id, subject_template=subject_template, reference=reference, date=date,
+        customer_text=customer_text,
+    )
+    lines = [(name, value if isinstance(value, str) else str(value)) for name, value in headers]
+    body_lines = body.splitlines()
+    if (
+        all(_settled(name, value) for name, value in lines)
+        and _PLAIN_BODY_RE.fullmatch(body) is not None
+        and all(len(line) <= 998 for line in body_lines)
+    ):
+        head = "".join(f"{name}: {value}\n" for name, value in (*lines, *_TEXT_7BIT))
+        return (head + "\n" + ("".join(f"{line}\n" for line in body_lines) or "\n")).encode("ascii")
+    new = EmailMessage(policy=POLICY)
+    for name, value in headers:
+        put_header(new, name, value)
+    text_body(new, body)
+    settle_headers(new)
+    return new.as_bytes()
+
+
+def _auto_response_parts(
+    original: EmailMessage,
+    *,
+    box_address: str,
+    box_name: str | None,
+    customer: str,
+    text: str,
+    message_id: str,
+    subject_template: str,
+    reference: str | None,
+    date: datetime | None,
+    customer_text: bool,
+) -> tuple[list[tuple[str, object]], str]:
+    """An auto-response's headers (in order, as ``put_header`` takes them) and its text."""
     sender = _mailbox(box_address, box_name, what="box_address")
     to = _mailbox(customer, what="customer")
     mid = _check_msg_id(message_id, "message_id")
@@ -434,21 +508,17 @@ def auto_response(
     subject = clean_text(_fill(_check(subject_template, "subject_template"), values))
     original_mid = (_echo_ids([first_msg_id(original, "Message-ID")]) or [None])[0]
 
-    new = EmailMessage(policy=POLICY)
-    put_header(new, "From", sender)
-    put_header(new, "To", to)
-    put_header(new, "Subject", subject)
-    put_header(new, "Message-ID", mid)
+    headers: list[tuple[str, object]] = [("From", sender), ("To", to), ("Subject", subject), ("Message-ID", mid)]
     if date is not None:
-        put_header(new, "Date", format_datetime(date))
+        headers.append(("Date", format_datetime(date)))
     if original_mid:
-        put_header(new, "In-Reply-To", original_mid)
-        _set_ids(new, "References", [*references(original), original_mid])
-    put_header(new, "Auto-Submitted", "auto-replied")
-    put_header(new, "X-Auto-Response-Suppress", "All")
-    text_body(new, _fill(text, values))
-    settle_headers(new)
-    return new
+        headers.append(("In-Reply-To", original_mid))
+        refs = _echo_ids([*references(original), original_mid])
+        if refs:
+            headers.append(("References", " ".join(refs)))
+    headers.append(("Auto-Submitted", "auto-replied"))
+    headers.append(("X-Auto-Response-Suppress", "All"))
+    return headers, _fill(text, values)
 
 
 def notice(

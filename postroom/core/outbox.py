@@ -194,6 +194,14 @@ def wait_for_claim(row: Row, now: datetime, retry: timedelta) -> Row:
     return replace(row, state=OutboxState.RETRY_WAIT, lease_until=None, holder="", due=now + retry)
 
 
+def release(seen: Row) -> Row:
+    """A row claimed (and its attempt counted) with others of a sender's batch but never
+    tried, because the batch stopped before it (decision 0049): it goes back exactly as
+    it was before the claim, its state, attempts and due time, held by nobody. Only before
+    any SMTP byte of it was written: from then on its outcome is `after_send`'s."""
+    return replace(seen, lease_until=None, holder="")
+
+
 def after_check(row: Row, found: bool) -> Row:
     """The journal box was searched. Found: it left, record it sent. Not found: the holder
     goes on to `before_send` under the same lease."""

@@ -32,7 +32,7 @@ from postroom.mail.message import ParsedMail, UnreadableMessage, parse
 from postroom.store import contacts, journal
 from postroom.store.models import Contact, Interaction, Mailbox, Outgoing
 
-__all__ = ["Reads", "current", "reading"]
+__all__ = ["Reads", "current", "parse_all", "reading"]
 
 _local = threading.local()
 
@@ -63,18 +63,27 @@ def rate_target(mail: ParsedMail) -> str:
     return (mail.reply_to[0] if mail.reply_to else mail.from_addr or "").lower()
 
 
+def parse_all(fetched: dict[int, FetchedMessage], site: Site) -> dict[int, ParsedMail | UnreadableMessage]:
+    """The batch's mails parsed (or what parsing raised), by UID: no database, so
+    reception does it before the batch's write transaction (decision 0049)."""
+    mails: dict[int, ParsedMail | UnreadableMessage] = {}
+    for uid, message in fetched.items():
+        if message.truncated or message.size > site.max_message_bytes:
+            continue  # quarantined unread (reception)
+        try:
+            mails[uid] = parse(message.raw)
+        except UnreadableMessage as exc:
+            mails[uid] = exc
+    return mails
+
+
 class Reads:
     def __init__(
-        self, box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage], site: Site, now: datetime
+        self, box: Mailbox, session: ImapSession, fetched: dict[int, FetchedMessage], site: Site, now: datetime,
+        mails: dict[int, ParsedMail | UnreadableMessage] | None = None,
     ) -> None:
-        self.mails: dict[int, ParsedMail | UnreadableMessage] = {}
-        for uid, message in fetched.items():
-            if message.truncated or message.size > site.max_message_bytes:
-                continue  # quarantined unread (reception)
-            try:
-                self.mails[uid] = parse(message.raw)
-            except UnreadableMessage as exc:
-                self.mails[uid] = exc
+        # `mails`: `parse_all(fetched, site)`, made before the transaction.
+        self.mails = parse_all(fetched, site) if mails is None else mails
         parsed = {uid: m for uid, m in sorted(self.mails.items()) if isinstance(m, ParsedMail)}
         # Mails that must see the rows of the batch's earlier mails in the database.
         self.flush_before: set[int] = set()

@@ -22,11 +22,12 @@ sent anyway is withdrawn from the agent's mailbox.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from email import message_from_bytes
@@ -34,7 +35,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Case, IntegerField, Q, Value, When
+from django.db.models import Case, F, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -51,6 +52,7 @@ from postroom.core.outbox import (
     claim,
     due_for,
     expired_before,
+    release,
     wait_for_claim,
 )
 from postroom.engine.alerts import raise_alert
@@ -103,10 +105,13 @@ SEND_ORDER = Case(
 # How long one outbox step may send auto-responses and notices before it hands the worker
 # back to the other steps (routing, delivery): a burst of auto-responses must not hold a new
 # mail's routing and forward for the seconds fifty sends take (issue 9). Replies and
-# forwards, which people wait for, are sent without a budget. Rows not reached stay
-# unclaimed for the next round.
+# forwards, which people wait for, are sent without a budget. Rows not reached are given
+# back unclaimed for the next round (`release`). A sender thread has no other step to
+# hand back to: once its budget is spent it stops only when mail people wait for is due
+# (`urgent_due`), so that a reply or forward never waits behind a batch of auto-responses.
 STEP_BUDGET_S = 0.25
 YIELDING_KINDS = (Outgoing.AUTO_RESPONSE, Outgoing.NOTICE)
+URGENT_KINDS = (Outgoing.REPLY, Outgoing.FORWARD)
 
 
 def send(
@@ -121,31 +126,69 @@ def send(
     shares: int = 1,
     gate: Gate | None = None,
     ask_journal: Gate | None = None,
+    threaded: bool = False,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
-    auto-response or notice once the step has sent for `STEP_BUDGET_S`; True if there
-    were any.
+    auto-response or notice once the step has sent for `STEP_BUDGET_S` (`threaded`, a
+    sender thread: only if a reply or forward is due by then); True if there were any.
+
+    The rows that are simply due for sending are claimed `CLAIM_CHUNK` at a time, one
+    compare-and-set statement each (`claim_batch`, decision 0049); the others (a journal
+    check, a forward whose round is over, a row out of attempts) one by one, as before.
+    Claimed rows the batch does not reach are given back with their attempt in the
+    outcome write.
 
     With `shares` sessions sending at once (decision 0039), this one takes every
     `shares`-th row from `share` on: each session starts at the most urgent row not
     another's, and they seldom race for one claim (a lost race is harmless: the claim is
     a compare-and-set)."""
-    rows = due_rows(clock(), site, limit, share=share, shares=shares)
-    until = time.monotonic() + STEP_BUDGET_S
+    start = time.monotonic()  # before `now`: every deadline counts from before the claim
+    now = clock()
+    rows = due_rows(now, site, limit, share=share, shares=shares)
+    if not rows:
+        return False
     wanted = forwards_wanted(rows)
     outcomes = Outcomes(site)
+    batch = Batch({}, set())
+    until = time.monotonic() + STEP_BUDGET_S
     try:
         for n, row in enumerate(rows):
             if n and row.kind in YIELDING_KINDS and time.monotonic() >= until:
-                break
+                if not threaded or urgent_due(clock(), site):
+                    break
+                # Going on: what was sent so far is written now, as at a batch's end, so
+                # the outcomes lag their mail no more than when the batch stopped here.
+                outcomes.write()
+                until = time.monotonic() + STEP_BUDGET_S
             if outcomes.overdue():
                 outcomes.write()
-            send_one(row, site, sender, box, holder, clock, gate, ask_journal, wanted=wanted.get(row.pk), outcomes=outcomes)
+            if row.pk not in batch.asked:
+                if n:
+                    start, now = time.monotonic(), clock()
+                if claimable(row, wanted, now, site) is not None:
+                    # This row and the next few not asked for yet, in one claim.
+                    chunk = [r for r in rows[n:] if r.pk not in batch.asked][:CLAIM_CHUNK]
+                    batch.add(claim_batch(chunk, wanted, site, holder, now, start))
+            held = batch.held.get(row.pk)
+            if held is not None:
+                if time.monotonic() >= held.deadline:
+                    break  # no SMTP byte after half the lease: it and the rest are given back
+                del batch.held[row.pk]
+                go(held, site, sender, box, clock, gate, ask_journal, outcomes)
+            elif row.pk not in batch.asked:
+                send_one(row, site, sender, box, holder, clock, gate, ask_journal, wanted=wanted.get(row.pk), outcomes=outcomes)
     finally:
         # Also when a send raised: what the server accepted before it is recorded now,
-        # not left to the journal box after the lease (decision 0047).
+        # not left to the journal box after the lease (decision 0047), and the rows the
+        # batch claimed and never tried are given back.
+        outcomes.release(batch.held.values())
         outcomes.write()
-    return bool(rows)
+    return True
+
+
+def urgent_due(now: datetime, site: Site) -> bool:
+    """Is a reply or a forward due (mail a customer or an agent waits for)?"""
+    return Outgoing.objects.filter(due(now, site), kind__in=URGENT_KINDS).exists()
 
 
 def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1) -> list[Outgoing]:
@@ -168,6 +211,106 @@ def snapshot(row: Outgoing) -> Row:
         lease_until=row.lease_until,
         holder=row.claimed_by,
     )
+
+
+class Held:
+    """A row claimed under `fence` and its attempt counted (`held`), not yet tried; `seen`
+    is the row as it was before the claim, what `release` gives back."""
+
+    def __init__(self, row: Outgoing, seen: Row, held: Row, fence: Fence, deadline: float) -> None:
+        self.row, self.seen, self.held, self.fence, self.deadline = row, seen, held, fence, deadline
+
+
+class Batch:
+    """What `claim_batch` claimed: `held`, by id, until each is tried (what is left when the
+    batch ends is given back); `asked`, every row a claim asked for, won or not."""
+
+    def __init__(self, held: dict[int, Held], asked: set[int]) -> None:
+        self.held, self.asked = held, asked
+
+    def add(self, other: Batch) -> None:
+        self.held.update(other.held)
+        self.asked |= other.asked
+
+
+# How many rows one claim statement takes (`claim_batch`): a tenth of the statements and
+# write transactions of a claim per row, while the rest of a batch stays claimable by the
+# other sessions (a slow relay holds a session's next ten rows, not its fifty).
+CLAIM_CHUNK = 10
+
+
+def claimable(row: Outgoing, wanted: dict[int, bool], now: datetime, site: Site) -> OutboxState | None:
+    """The state `row` was read in, if a batch claim may take it: simply due for sending
+    (not a journal check), under its attempt cap, and a forward only while its round is on
+    (`wanted`, read for the batch). Anything else is claimed alone (`send_one`)."""
+    policy = site.outbox
+    seen = snapshot(row)
+    if due_for(seen, now, policy) is not Claim.SEND or seen.attempts >= policy.max_attempts:
+        return None
+    if row.kind == Outgoing.FORWARD and wanted.get(row.pk) is not True:
+        return None
+    return seen.state
+
+
+def claim_batch(
+    rows: list[Outgoing], wanted: dict[int, bool], site: Site, holder: str, now: datetime, start: float
+) -> Batch:
+    """Claim, and count an attempt of, every row of `rows` simply due for sending, in one
+    compare-and-set statement per state they were read in (decision 0049): nobody holds a
+    row in a due state (SENDING is the one held state), so "still in the state read, due,
+    under its cap" is the whole condition, as `due_for` says; a row another sender took
+    meanwhile is not in it. The claimed rows are then read back (ids only): one that moved
+    between the read and the claim (sent, failed, resent by a person) is loaded again, and
+    what is sent is what the row holds under this claim.
+
+    Every SMTP transaction under these claims ends before half the lease counted from
+    `start`, taken before `now` (decision 0007): one deadline for the batch. Left one by
+    one (`send_one`): rows to check in the journal box, forwards whose round is over (claimed
+    only to be cancelled), rows out of attempts."""
+    policy = site.outbox
+    groups: dict[OutboxState, list[Outgoing]] = {}
+    for row in rows:
+        if (state := claimable(row, wanted, now, site)) is not None:
+            groups.setdefault(state, []).append(row)
+    asked = [row for group in groups.values() for row in group]
+    if not asked:
+        return Batch({}, set())
+    lease_until = now + policy.lease
+    try:
+        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
+            for state, group in groups.items():
+                Outgoing.objects.filter(
+                    pk__in=[r.pk for r in group], state=state, next_attempt_at__lte=now, attempts__lt=policy.max_attempts
+                ).update(
+                    state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until, attempts=F("attempts") + 1
+                )
+    except OperationalError as exc:
+        # Two senders' claims crossing on PostgreSQL's row locks: this one was ended and
+        # claimed nothing; its rows are due again for the next batch (anyone's).
+        if not is_deadlock(exc):
+            raise
+        log.info("a batch's claim of %d rows ended by the database (%s); taken again later", len(asked),
+                 str(exc).splitlines()[0])
+        return Batch({}, {r.pk for r in asked})
+    won = {
+        pk: (attempts, due_at)
+        for pk, attempts, due_at in Outgoing.objects.filter(
+            pk__in=[r.pk for r in asked], state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until
+        ).values_list("pk", "attempts", "next_attempt_at")
+    }
+    deadline = start + policy.lease.total_seconds() / 2
+    held: dict[int, Held] = {}
+    for row in asked:
+        if row.pk not in won:
+            continue  # another sender took it first
+        seen = snapshot(row)
+        if won[row.pk] != (seen.attempts + 1, seen.due):
+            # It moved between the read and the claim: send what it holds now.
+            state, row = seen.state, Outgoing.objects.get(pk=row.pk)
+            seen = Row(state=state, attempts=row.attempts - 1, due=row.next_attempt_at)
+        claimed = before_send(claim(seen, now, holder, policy), policy)
+        held[row.pk] = Held(row, seen, claimed, Fence(row.pk, holder, lease_until), deadline)
+    return Batch(held, {r.pk for r in asked})
 
 
 def send_one(
@@ -248,6 +391,24 @@ def send_one(
                 stale_forward(row, clock(), possibly_sent=kind is Claim.CHECK and box is None)
         return
 
+    go(Held(row, seen, held, fence, deadline), site, sender, box, clock, gate, ask_journal, outcomes,
+       counted=counted, kind=kind)
+
+
+def go(
+    h: Held, site: Site, sender: SmtpSender, box: JournalBox | None, clock: Clock,
+    gate: Gate | None = None,
+    ask_journal: Gate | None = None,
+    outcomes: Outcomes | None = None,
+    *,
+    counted: bool = True,
+    kind: Claim = Claim.SEND,
+) -> None:
+    """The rest of a claimed row's way: island mode's gate and journal look, its attempt
+    counted (if the claim did not), its SMTP transaction, its outcome (kept in `outcomes`,
+    or written at once)."""
+    policy = site.outbox
+    row, seen, held, fence = h.row, h.seen, h.held, h.fence
     if gate is not None and not gate(row):
         # Island mode: nothing leaves for an email before this node has won its claim
         # (decision 0036). Asked as late as possible before the send; the attempt a fresh
@@ -290,7 +451,7 @@ def send_one(
 
     checkpoint(f"sending-{row.kind}")  # claimed and counted; nothing of it sent yet
     journal_address = site.journal.address if site.journal else None
-    outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw), journal=journal_address, deadline=deadline)
+    outcome = sender.send(row.envelope_from, row.recipients, bytes(row.raw), journal=journal_address, deadline=h.deadline)
     checkpoint(f"sent-{row.kind}")
     now = clock()
     done = Sent(row, fence, after_send(held, outcome.result, now, policy), outcome.detail, outcome.sent, now)
@@ -343,7 +504,12 @@ class Outcomes:
     server's 250, and only under its claim; a kill before the write leaves its rows
     claimed, and after the lease the journal box says which of them left, as it did for
     one row. The write comes at the batch's end, or sooner once the oldest kept outcome
-    is `HOLD` old, far inside the lease."""
+    is `HOLD` old, far inside the lease.
+
+    The rows the batch claimed together and never tried (`release`: the batch stopped
+    early, or a send raised) are given back in the same transaction (decision 0049).
+    If that write fails they stay claimed: after the lease the journal box finds nothing
+    of them and they are sent, as after a kill."""
 
     # How long a kept outcome may wait for its write: a lease is minutes (OutboxPolicy),
     # and the interaction's state should not lag its mail by more than a moment.
@@ -352,9 +518,13 @@ class Outcomes:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.kept: list[Sent] = []
+        self.released: list[Held] = []
 
     def keep(self, done: Sent) -> None:
         self.kept.append(done)
+
+    def release(self, held: Iterable[Held]) -> None:
+        self.released.extend(held)
 
     def overdue(self) -> bool:
         return bool(self.kept) and time.monotonic() - self.kept[0].at >= self.HOLD
@@ -368,41 +538,50 @@ class Outcomes:
 
     def write(self) -> None:
         kept, self.kept = self.kept, []
-        if not kept:
+        released, self.released = self.released, []
+        if not kept and not released:
             return
         for attempt in range(1, self.RETRIES + 1):
             try:
-                self._write(kept)
+                self._write(kept, released)
                 return
             except OperationalError as exc:
                 if attempt == self.RETRIES or not is_deadlock(exc):
                     raise
                 log.info("outcomes of %d sent rows: %s; written again", len(kept), str(exc).splitlines()[0])
 
-    def _write(self, kept: list[Sent]) -> None:
+    def _write(self, kept: list[Sent], released: list[Held]) -> None:
         settling = [d for d in kept if d.row.interaction_id is not None and d.settled.state is OutboxState.SENT]
-        stamped = [d.row.interaction_id for d in settling if d.row.kind == Outgoing.AUTO_RESPONSE]
         changed = {d.row.interaction_id for d in settling if d.row.kind != Outgoing.AUTO_RESPONSE}
         touched = sorted({d.row.interaction_id for d in kept if d.row.interaction_id is not None})
         failed: Exception | None = None
         with transaction.atomic(), journal.batched():
-            keys = interaction_keys(stamped) if stamped else {}
             # Every interaction the batch writes to is locked here, in id order, before any
             # write (an auto-response's stamp too): two senders then never wait on each
-            # other crosswise. Read whole only where a consequence needs its state.
-            locked = (
-                {
-                    ix.pk: ix
-                    for ix in Interaction.objects.select_for_update(of=("self",))
+            # other crosswise. Read whole only where a consequence needs its state; a batch
+            # of auto-responses alone reads ids (its journal rows' keys), no model at all.
+            locked: dict[int, Interaction] = {}
+            keys: dict[int, tuple[int | None, int | None]] = {}
+            if touched and changed:
+                for ix in (
+                    Interaction.objects.select_for_update(of=("self",))
                     .select_related("agent", "mailbox")
                     .filter(pk__in=touched)
                     .order_by("pk")
-                    if ix.pk in changed
+                ):
+                    if ix.pk in changed:
+                        locked[ix.pk] = ix
+                    keys[ix.pk] = (ix.agent_id, ix.mailbox_id)
+            elif touched:
+                keys = {
+                    pk: (agent, box)
+                    for pk, agent, box in Interaction.objects.select_for_update()
+                    .filter(pk__in=touched)
+                    .order_by("pk")
+                    .values_list("pk", "agent_id", "mailbox_id")
                 }
-                if touched
-                else {}
-            )
-            if len(kept) == 1:
+            give_back(released)
+            if len(kept) == 1 and not released:
                 settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
                 return
             for done in kept:
@@ -423,6 +602,20 @@ class Outcomes:
                     failed = failed or exc
         if failed is not None:
             raise failed
+
+
+def give_back(released: list[Held]) -> None:
+    """Inside the caller's transaction: claimed rows never tried go back as they were
+    before their claim (`core.outbox.release`): its state, its attempt given back (the
+    claim counted one), due when it was; fenced by the claim, one statement per state."""
+    groups: dict[tuple[OutboxState, str, datetime | None], list[int]] = {}
+    for h in released:
+        back = release(h.seen)  # due when it was: the claim left next_attempt_at alone
+        groups.setdefault((back.state, h.fence.holder, h.fence.lease_until), []).append(h.row.pk)
+    for (state, holder, lease_until), pks in groups.items():
+        Outgoing.objects.filter(
+            pk__in=pks, state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until
+        ).update(state=state, claimed_by="", lease_until=None, attempts=F("attempts") - 1)
 
 
 def is_deadlock(exc: BaseException | None) -> bool:

@@ -187,11 +187,14 @@ def _take_batch(
     before = box.last_uid
     # Made before the write transaction (what needs no database), entered inside it.
     taker_reads = ahead(box, session, fetched, site, now()) if ahead is not None else nullcontext()
+    # Parsing needs no database: done before the write transaction, so the senders'
+    # claims and outcome writes do not wait behind it (SQLite has one writer).
+    mails = batchreads.parse_all(fetched, site) if read_ahead else None
     box.in_batch = True  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
             with journal.batched(), held_rules():
-                reads = batchreads.Reads(box, session, fetched, site, now()) if read_ahead else None
+                reads = batchreads.Reads(box, session, fetched, site, now(), mails) if read_ahead else None
                 with batchreads.reading(reads), taker_reads:
                     for uid in batch:
                         if reads is not None and uid in reads.flush_before:

@@ -697,7 +697,7 @@ class Engine:
                 try:
                     busy = outbox.send(
                         self.site, sender, box, holder, self.now, share=share, shares=shares,
-                        gate=self._gate(), ask_journal=self._ask_journal(),
+                        gate=self._gate(), ask_journal=self._ask_journal(), threaded=True,
                     )
                 except MailboxUnavailable as exc:
                     log.warning("outbox: %s", exc)

@@ -204,3 +204,132 @@ def test_a_batch_write_ended_by_a_deadlock_is_written_again(make_center) -> None
     assert {Outgoing.objects.get(pk=r.pk).state for r in responses} == {Outgoing.SENT}
     assert Interaction.objects.filter(auto_response_sent_at=None).count() == 0
     assert JournalEvent.objects.filter(kind="auto_responded").count() == 3
+
+
+class Watches:
+    """The real SMTP sender; before each send it notes what the database says of `rows`
+    (state, claimant, attempts), and after the `n`-th send it runs `then`."""
+
+    def __init__(self, sender: SmtpSender, rows: list[Outgoing], n: int = 0, then=None) -> None:
+        self.sender, self.rows, self.n, self.then = sender, rows, n, then
+        self.seen: list[dict[int, tuple[str, str, int]]] = []
+
+    def send(self, envelope_from, recipients, raw, **kw):
+        self.seen.append(
+            {o.pk: (o.state, o.claimed_by, o.attempts) for o in Outgoing.objects.filter(pk__in=[r.pk for r in self.rows])}
+        )
+        outcome = self.sender.send(envelope_from, recipients, raw, **kw)
+        if self.then is not None and len(self.seen) == self.n:
+            self.then()
+        return outcome
+
+
+def test_a_batch_claims_its_rows_together_and_gives_back_the_rows_it_did_not_reach(make_center, monkeypatch) -> None:
+    """Decision 0049: the batch's rows are claimed (and counted) in one statement before
+    the first is sent; the worker's step stops at its budget (here at once, after the
+    first mail), and the rows it claimed and never tried go back as they were: pending,
+    their attempt given back, due when they were, held by nobody. The next step sends
+    them. (Before, each row was claimed in a statement of its own as its turn came.)"""
+    center = make_center()
+    site = center.engine.site
+    rows = [notice(center, n) for n in range(3)]
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 0.0)
+    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    watching = Watches(sender, rows)
+    try:
+        assert outbox.send(site, watching, box, "me:1:aaaa", center.clock)
+        assert watching.seen == [{r.pk: (Outgoing.SENDING, "me:1:aaaa", 1) for r in rows}]
+
+        first, *rest = (Outgoing.objects.get(pk=r.pk) for r in rows)
+        assert (first.state, first.attempts, first.claimed_by, first.lease_until) == (Outgoing.SENT, 1, "", None)
+        for was, now in zip(rows[1:], rest, strict=True):
+            assert (now.state, now.attempts, now.claimed_by, now.lease_until, now.next_attempt_at) == (
+                Outgoing.PENDING, 0, "", None, was.next_attempt_at
+            )
+
+        while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
+            assert outbox.send(site, sender, box, "me:1:aaaa", center.clock)
+    finally:
+        sender.close()
+        box.close()
+        connection.close()
+    assert [Outgoing.objects.get(pk=r.pk).attempts for r in rows] == [1, 1, 1]
+    assert JournalEvent.objects.filter(kind="notice_sent").count() == 3
+    center.wait_for("sam", 3)
+
+
+def test_a_sender_thread_goes_on_past_its_budget_until_a_reply_is_due(make_center, monkeypatch) -> None:
+    """A sender thread (`threaded`) has nothing else to hand back to: past its budget it
+    goes on with its batch while no reply or forward is due, and stops at the next notice
+    or auto-response once one is, giving back what it claimed and did not reach; the
+    reply (queued after the batch was read) goes first in the next batch."""
+    center = make_center()
+    site = center.engine.site
+    rows = [notice(center, n) for n in range(4)]
+    reply: list[Outgoing] = []
+
+    def queue_reply() -> None:
+        msg = EmailMessage()
+        msg["From"] = center.address("support")
+        msg["To"] = center.address("carol")
+        msg["Subject"] = "Re: your order"
+        msg["Message-ID"] = make_msgid("r", domain="example.test")
+        msg.set_content("It is on its way.\n")
+        reply.append(Outgoing.objects.create(
+            key="reply:test:0", kind=Outgoing.REPLY, envelope_from=center.address("support"),
+            recipients=[center.address("carol")], message_id=msg["Message-ID"], raw=msg.as_bytes(),
+            next_attempt_at=timezone.now(),
+        ))
+
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 0.0)
+    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    watching = Watches(sender, rows, n=2, then=queue_reply)
+    try:
+        assert outbox.send(site, watching, box, "me:1:aaaa", center.clock, threaded=True)
+        states = [Outgoing.objects.get(pk=r.pk) for r in rows]
+        assert [(o.state, o.attempts, o.claimed_by) for o in states] == [
+            (Outgoing.SENT, 1, ""), (Outgoing.SENT, 1, ""), (Outgoing.PENDING, 0, ""), (Outgoing.PENDING, 0, ""),
+        ]
+        assert Outgoing.objects.get(pk=reply[0].pk).state == Outgoing.PENDING
+        assert [r.pk for r in outbox.due_rows(center.clock(), site, 50)][0] == reply[0].pk
+    finally:
+        sender.close()
+        box.close()
+        connection.close()
+
+
+class FailsAfter:
+    """The real SMTP sender, which raises (a bug, not an SMTP outcome) at its `n`-th send."""
+
+    def __init__(self, sender: SmtpSender, n: int) -> None:
+        self.sender, self.n, self.calls = sender, n, 0
+
+    def send(self, envelope_from, recipients, raw, **kw):
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("a sender that breaks")
+        return self.sender.send(envelope_from, recipients, raw, **kw)
+
+
+def test_a_send_that_raises_leaves_the_batchs_sent_rows_recorded_and_the_rest_given_back(make_center, monkeypatch) -> None:
+    """The second send raises before any byte of it is written: the first row's outcome
+    is written, and the rows claimed with the batch and never tried go back; the row
+    whose send raised stays claimed (what happened to it is not known here): after its
+    lease the journal box settles it (decision 0007)."""
+    center = make_center()
+    site = center.engine.site
+    rows = [notice(center, n) for n in range(4)]
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
+    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    try:
+        with pytest.raises(RuntimeError, match="a sender that breaks"):
+            outbox.send(site, FailsAfter(sender, 2), box, "me:1:aaaa", center.clock)
+    finally:
+        sender.close()
+        box.close()
+        connection.close()
+    states = [Outgoing.objects.get(pk=r.pk) for r in rows]
+    assert [(o.state, o.attempts, o.claimed_by) for o in states] == [
+        (Outgoing.SENT, 1, ""), (Outgoing.SENDING, 1, "me:1:aaaa"), (Outgoing.PENDING, 0, ""), (Outgoing.PENDING, 0, ""),
+    ]
+    center.wait_for("sam", 1)

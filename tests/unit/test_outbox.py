@@ -29,6 +29,7 @@ from postroom.core.outbox import (
     classify_codes,
     due_for,
     may_retry_fresh,
+    release,
     resend,
     wait_for_claim,
 )
@@ -161,6 +162,7 @@ class Engine:
     checked: bool = False  # searched the journal under this claim and found nothing
     began: bool = False  # before_send recorded, transaction not yet made
     outcome: Result | None = None  # transaction made, outcome not yet recorded
+    seen: Row | None = None  # the row as it was before this engine's claim
 
 
 @dataclass
@@ -198,18 +200,21 @@ class OutboxModel(RuleBasedStateMachine):
     # among many rules would rarely build them.
     @rule(
         name=st.sampled_from(["a", "b"]),
-        fate=st.sampled_from(["go"] * 16 + ["crash", "cancel"]),
+        fate=st.sampled_from(["go"] * 16 + ["crash", "cancel", "release"]),
         wait=st.sampled_from([0, 0, 0, 1, 5, 9, 10, 30, 59, 60, 61, 90]),
         server=st.sampled_from(SERVER_CHOICES),
         delay=st.sampled_from([0, 1, 5, 9, 10]),
     )
     def step(self, name: str, fate: str, wait: int, server: str, delay: int) -> None:
         """Time passes; then the engine makes its next move (claim, search the journal,
-        begin, transmit or record), or crashes, or someone cancels the row."""
+        begin, transmit or record), or crashes, or gives back a row its batch did not
+        reach, or someone cancels the row."""
         self.w.now += timedelta(seconds=wait)
         e = self.engines[name]
         if fate == "crash":
             self.engines[name] = Engine(name)
+        elif fate == "release":
+            self.release_row(e)
         elif fate == "cancel":
             self.w.row = cancel(self.w.row) or self.w.row
         elif e.outcome is not None:
@@ -229,8 +234,19 @@ class OutboxModel(RuleBasedStateMachine):
             return
         for other in self.engines.values():
             assert not (other is not e and self.fenced(other) and self.live(other)), "claimed under a live lease"
+        e.seen = self.w.row
         self.w.row = claim(self.w.row, self.w.now, e.name, POLICY)
         e.holding, e.lease_until, e.checked, e.began, e.outcome = kind, self.w.row.lease_until, False, False, None
+
+    def release_row(self, e: Engine) -> None:
+        """A sender batch stopped before this row (decision 0049): claimed and counted, no
+        SMTP byte of it written; given back as it was, if still this engine's."""
+        if e.holding is not Claim.SEND or not e.began or e.outcome is not None:
+            return
+        assert e.seen is not None
+        if self.fenced(e):
+            self.w.row = release(e.seen)
+        self.engines[e.name] = Engine(e.name)
 
     def check_journal(self, e: Engine) -> None:
         if not self.live(e) or not self.fenced(e):
@@ -302,3 +318,13 @@ def test_a_row_held_back_for_its_claim_is_not_an_attempt_and_comes_back_due() ->
     assert back == Row(OutboxState.RETRY_WAIT, attempts=2, due=T0 + timedelta(seconds=1))
     assert due_for(back, T0, POLICY) is None
     assert due_for(back, T0 + timedelta(seconds=1), POLICY) is Claim.SEND
+
+
+def test_a_row_its_batch_did_not_reach_goes_back_as_it_was() -> None:
+    # Decision 0049: claimed and counted with its batch, never tried.
+    seen = Row(OutboxState.RETRY_WAIT, attempts=2, due=T0)
+    held = before_send(claim(seen, T0, "a", POLICY), POLICY)
+    assert held.attempts == 3 and held.state is OutboxState.SENDING
+    back = release(seen)
+    assert back == Row(OutboxState.RETRY_WAIT, attempts=2, due=T0)
+    assert due_for(back, T0, POLICY) is Claim.SEND

@@ -148,3 +148,89 @@ def test_builders_write_the_corpus_as_the_registry_did(monkeypatch: pytest.Monke
     differ = [key for key in ours if ours[key] != theirs[key]]
     assert not differ, differ[:10]
     assert len(ours) > 100
+
+
+# -- the auto-response written as text (decision 0049) ----------------------------------------
+
+AUTO_VARIANTS: list[dict[str, object]] = [
+    {},
+    {"box_name": None},
+    {"box_name": 'Support "Desk", Example'},
+    {"box_name": "Kundendienst Müller"},
+    {"box_name": "A box name long enough that the From line needs folding when it is written out"},
+    {"subject_template": "Ihre Nachricht: {subject}"},
+    {"subject_template": "[{reference}] We have your mail about {subject} and will answer it as soon as we can"},
+    {"subject_template": "=?utf-8?q?x?= {reference}"},
+    {"text": ""},
+    {"text": "One line without its end"},
+    {"text": "Tabs\there\n\nand blank lines\n\n\n"},
+    {"text": "Grüße, {name}\n"},
+    {"text": "A form feed\x0cin it\n"},
+    {"text": "A carriage return\r\nin it\n"},
+    {"text": "x" * 1200 + "\n"},
+    {"customer_text": False},
+    {"reference": None, "date": None},
+    {"customer": "Carol.Customer+tag@customer.test"},
+]
+
+
+def _auto_args(original: EmailMessage, **change: object) -> dict[str, object]:
+    args: dict[str, object] = {
+        "box_address": "support@example.test",
+        "box_name": "Example Support",
+        "customer": "carol@customer.test",
+        "text": "Thank you, {name}: we have your message about {subject}.\nReference {reference}, {box}.\n",
+        "message_id": "<ar.1@example.test>",
+        "subject_template": "Re: {subject} [{reference}]",
+        "reference": "0A1B2C3D4E",
+        "date": datetime(2026, 12, 7, 4, 30, tzinfo=UTC),
+        "customer_text": True,
+    }
+    args.update(change)
+    return {"original": original, **args}
+
+
+def _both(args: dict[str, object]) -> tuple[bytes | str, bytes | str]:
+    out: list[bytes | str] = []
+    for build in (compose.auto_response_bytes, lambda **kw: compose.auto_response(**kw).as_bytes()):
+        try:
+            out.append(build(**args))
+        except Exception as exc:  # noqa: BLE001 - the same refusal on both sides
+            out.append(type(exc).__name__)
+    return out[0], out[1]
+
+
+def test_the_auto_response_written_as_text_is_the_message_built_byte_for_byte() -> None:
+    rels = corpus_files("inbound")
+    if not rels:
+        pytest.skip("no corpus")
+    compared = 0
+    for rel in rels:
+        try:
+            original = parsed(rel).msg
+        except Exception:  # noqa: BLE001 - refusals are test_message_parse's business
+            continue
+        for change in AUTO_VARIANTS if compared < 40 else AUTO_VARIANTS[:2]:
+            fast, built = _both(_auto_args(original, **change))
+            assert fast == built, (rel, change)
+            compared += 1
+    assert compared > 100
+
+
+def test_a_plain_auto_response_is_written_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = EmailMessage(policy=POLICY)
+    original["From"] = "Carol Customer <carol@customer.test>"
+    original["Subject"] = "Where is my order?"
+    original["Message-ID"] = "<c-1@customer.test>"
+    original["References"] = "<root@customer.test>"
+    original.set_content("Hello\n")
+    built = compose.auto_response(**_auto_args(original)).as_bytes()
+
+    def no_message(*_args: object, **_kw: object) -> None:
+        raise AssertionError("built as a message")
+
+    monkeypatch.setattr(compose, "text_body", no_message)
+    assert compose.auto_response_bytes(**_auto_args(original)) == built
+    assert b"\nIn-Reply-To: <c-1@customer.test>\n" in built
+    assert b"\nReferences: <root@customer.test> <c-1@customer.test>\n" in built
+    assert b"\nAuto-Submitted: auto-replied\n" in built
