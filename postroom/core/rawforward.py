@@ -36,10 +36,11 @@ from email.utils import quote
 
 from postroom.core.compose import ForwardPlan, forward_keeps, forward_plan
 from postroom.core.headerblock import block_into
-from postroom.core.headers import POLICY, _settled, decode_text, first_msg_id
+from postroom.core.headers import _SETTLED_LINE as _LINE
+from postroom.core.headers import _SETTLED_RE, POLICY, _settled, decode_text, first_msg_id
 from postroom.core.mimetext import _KEEP_ON_REWRITE, OPAQUE
 
-__all__ = ["forward_from_raw"]
+__all__ = ["forward_from_raw", "why_not"]
 
 # The first line of an RFC 5322 header field: a field name (no spaces before the colon).
 _FIELD_RE = re.compile(rb"[!-9;-~]+:")
@@ -50,10 +51,11 @@ _CLEAN_HEAD_RE = re.compile(rb"[\t\n -~]*")
 _SPLITLINES_ASCII_RE = re.compile(rb"[\x0b\x0c\x1c-\x1e]")
 _TOKEN = r"[!#$%&'+.0-9A-Za-z^_`{|}~-]+"
 _CONTENT_TYPE_RE = re.compile(
-    rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*((?:;[ \t]*[A-Za-z0-9._-]+=(?:\"[^\"\\\n]*\"|{_TOKEN})[ \t]*)*);?[ \t]*"
+    rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*((?:;[ \t]*[A-Za-z0-9._-]+=(?:\"[^\"\\\n]*\"|{_TOKEN})[ \t]*)*)"
 )
 _LOOSE_TYPE_RE = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*(?:;.*)?", re.S)
 _PARAM_RE = re.compile(rf";[ \t]*([A-Za-z0-9._-]+)=(?:\"([^\"\\\n]*)\"|({_TOKEN}))")
+_DISPOSITION_RE = re.compile(r"[a-z0-9_-]*")
 _FOLD_RE = re.compile(r"\n(?=[ \t])")
 _IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
 _MAX_DEPTH = 8
@@ -61,6 +63,10 @@ _MAX_DEPTH = 8
 
 class _CannotTell(Exception):
     """The text path cannot be sure; the composer builds this forward."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,43 @@ def forward_from_raw(
     whitespace and the quoting of parameters), or None when only the composer can tell.
 
     Raises what ``compose.forward_plan`` raises for our own values (UnsafeHeaderValue)."""
+    made = _forward(
+        raw,
+        agent=agent,
+        agent_name=agent_name,
+        reply_to=reply_to,
+        message_id=message_id,
+        tag=tag,
+        guid=guid,
+        box_address=box_address,
+        box_name=box_name,
+    )
+    return made if isinstance(made, bytes) else None
+
+
+def why_not(raw: bytes, **values: object) -> str | None:
+    """Why ``forward_from_raw`` leaves ``raw`` to the composer (None: it does not)."""
+    made = _forward(raw, **values)  # type: ignore[arg-type]
+    return made.reason if isinstance(made, _CannotTell) else None
+
+
+def _forward(
+    raw: bytes,
+    *,
+    agent: str,
+    agent_name: str | None,
+    reply_to: str,
+    message_id: str,
+    tag: str,
+    guid: uuid.UUID,
+    box_address: str,
+    box_name: str | None = None,
+) -> bytes | _CannotTell:
     try:
         data = _lf(raw)
         fields, body_at = _fields(data, 0, len(data), top=True)
-    except _CannotTell:
-        return None
+    except _CannotTell as exc:
+        return exc
     original = Message()
     for field in fields:
         original.set_raw(field.name, field.value)
@@ -124,8 +162,8 @@ def forward_from_raw(
         if plan.facts.sender is None and first_msg_id(original, "Message-ID") is None:
             raise _CannotTell("parse() refuses a mail with neither From nor Message-ID")
         return _build(data, fields, body_at, plan)
-    except _CannotTell:
-        return None
+    except _CannotTell as exc:
+        return exc
 
 
 def _lf(raw: bytes) -> bytes:
@@ -246,6 +284,8 @@ def _readable(data: bytes, start: int, end: int, depth: int, fields: list[_Field
     if ctype in OPAQUE:
         return None
     disposition = (_only(fields, "content-disposition") or "").split(";", 1)[0].strip().lower()
+    if not _DISPOSITION_RE.fullmatch(disposition):
+        raise _CannotTell("a Content-Disposition not read strictly")
     if ctype in ("text/plain", "text/html") and disposition != "attachment":
         return [_Leaf(start, end, fields, data[body_at:end], subtype, params, _cte(fields))]
     return None
@@ -286,10 +326,24 @@ def _payload(leaf: _Leaf) -> bytes:
 
 
 def _header(name: str, value: object) -> bytes:
-    """A field we set, as ``put_header``, ``settle_headers`` and the generator write it."""
+    """A field we set: as ``put_header``, ``settle_headers`` and the generator write it
+    when that is one line of text; folded at its spaces when it is printable ASCII
+    (single-spaced, no ``=?``) too long for one line (the same value once unfolded,
+    RFC 5322 §2.2.3, without the header registry's parse and refold: the longest
+    fields we write, From and Reply-To with the token, are of this kind); else by the
+    header registry, as the composer does (non-ASCII: RFC 2047 encoded words)."""
     text = str(value)
     if _settled(name, text):
         return f"{name}: {text}\n".encode("ascii")
+    if _SETTLED_RE.fullmatch(text) and "=?" not in text and len(name) + 2 + len(text) <= 998:
+        lines, line = [], f"{name}:"
+        for word in text.split(" "):
+            if len(line) + 1 + len(word) > _LINE and line != f"{name}:":
+                lines.append(line)
+                line = ""
+            line += " " + word
+        lines.append(line)
+        return ("\n".join(lines) + "\n").encode("ascii")
     return POLICY.fold_binary(*POLICY.header_store_parse(name, value))
 
 

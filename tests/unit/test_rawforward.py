@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from postroom.core import correlation as corr
 from postroom.core.compose import forward_to_agent
 from postroom.core.headerblock import BLOCK_TITLE
-from postroom.core.headers import POLICY, decode_words, unfold
-from postroom.core.rawforward import forward_from_raw
+from postroom.core.headers import POLICY, decode_words, header_text, unfold
+from postroom.core.rawforward import _header, forward_from_raw, why_not
 from postroom.mail.message import UnreadableMessage, parse
 from tests.unit.conftest import CORPUS, corpus_files
 
@@ -88,7 +88,14 @@ def agree(raw: bytes) -> bytes | None:
     assert view(mine) == view(theirs)
     stock = email.message_from_bytes(mine, policy=policy.default)
     assert isinstance(stock, EmailMessage)
-    assert str(stock["Subject"]) == str(email.message_from_bytes(theirs, policy=policy.default)["Subject"])
+    # The same Subject, decoded; the composer's header registry folds a long one right
+    # after "Subject:", which a stock parser reads with a leading space (the text path
+    # folds at the value's own spaces).
+    theirs_subject = str(email.message_from_bytes(theirs, policy=policy.default)["Subject"])
+    assert str(stock["Subject"]) == theirs_subject.strip()
+    assert header_text(email.message_from_bytes(mine, policy=POLICY), "Subject") == header_text(
+        email.message_from_bytes(theirs, policy=POLICY), "Subject"
+    )
     assert corr.token_from_subject(str(stock["Subject"])) == TOKEN
     assert str(stock["Message-ID"]) == KW["message_id"]
     assert stock.get_all("Reply-To") == [KW["reply_to"]]
@@ -181,8 +188,17 @@ def test_a_plain_mail_agrees() -> None:
 
 _WORDS = st.text(alphabet=st.sampled_from("abcXYZ 019.,;:!?'\"()<>@=-_/\\\tüéßø€日本"), max_size=40)
 _LINES = st.lists(
-    st.text(alphabet=st.sampled_from("abc XYZ019.,=-_<>&\"'\tüé€日 "), max_size=120), max_size=8
+    st.one_of(
+        st.text(alphabet=st.sampled_from("abc XYZ019.,=-_<>&\"'\tüé€日 "), max_size=120),
+        st.sampled_from(["", " ", "From here", ".", "--", "-- ", "=", "=3D", "x" * 1200, "<body>", "</body>"]),
+    ),
+    max_size=8,
 )
+_ATTACHMENT = (
+    'Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment; filename="a.pdf"\n'
+    "Content-Transfer-Encoding: base64\n\nJVBERi0xLjQKJcOkw7zDtsOfCg==\n"
+)
+_IMAGE = "Content-Type: image/png\nContent-ID: <img1@customer.test>\nContent-Transfer-Encoding: base64\n\niVBORw0KGgo=\n"
 
 
 def _encode_body(text: str, charset: str | None, cte: str) -> bytes:
@@ -194,27 +210,73 @@ def _encode_body(text: str, charset: str | None, cte: str) -> bytes:
     return data
 
 
-def _leaf(text: str, subtype: str, charset: str | None, cte: str, extra: str = "") -> str | None:
+@st.composite
+def leaves(draw: st.DrawFn, subtype: str, text: str) -> str:
+    charset = draw(st.sampled_from([None, "utf-8", "UTF-8", '"utf-8"', "iso-8859-1", "us-ascii", "windows-1252"]))
+    cte = draw(st.sampled_from(["7bit", "8bit", "quoted-printable", "base64", None]))
+    bare = charset.strip('"') if charset else None
     try:
-        body = _encode_body(text, charset, cte)
+        body = _encode_body(text, bare, cte or "7bit")
     except UnicodeEncodeError:
-        return None
-    if cte == "7bit" and (not body.isascii() or any(len(x) > 998 for x in body.splitlines())):
-        return None
-    ctype = f"text/{subtype}" + (f"; charset={charset}" if charset else "") + extra
-    return f"Content-Type: {ctype}\nContent-Transfer-Encoding: {cte}\n\n" + body.decode("latin-1")
+        charset, bare, cte = "utf-8", "utf-8", "quoted-printable"
+        body = _encode_body(text, bare, cte)
+    if cte in ("7bit", None) and (not body.isascii() or any(len(x) > 998 for x in body.splitlines())):
+        cte = "8bit"
+    ctype = f"text/{subtype}" + (f";{draw(st.sampled_from([' ', '', chr(10) + chr(9)]))}charset={charset}" if charset else "")
+    if subtype == "plain":
+        ctype += draw(st.sampled_from(["", "; format=flowed", '; format="flowed"; delsp=yes']))
+    fields = []
+    if ctype != "text/plain" or draw(st.booleans()):
+        fields.append(f"{draw(st.sampled_from(['Content-Type', 'content-type', 'CONTENT-TYPE']))}: {ctype}")
+    if cte is not None:
+        fields.append(f"{draw(st.sampled_from(['Content-Transfer-Encoding', 'content-transfer-encoding']))}: {cte}")
+    fields += draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "Content-ID: <part1@customer.test>",
+                    "Content-Description: the words",
+                    "Content-Language: de",
+                    "Content-Class: urn:content-classes:message",
+                    "MIME-Version: 1.0",
+                    "X-Part-Note: kept",
+                ]
+            ),
+            unique=True,
+            max_size=3,
+        )
+    )
+    disposition = draw(st.sampled_from([None, "inline", 'inline; filename="note.txt"']))
+    if disposition:
+        fields.append(f"Content-Disposition: {disposition}")
+    fields = draw(st.permutations(fields))
+    return "".join(f + "\n" for f in fields) + "\n" + body.decode("latin-1")
+
+
+def _html(text: str, with_body: bool) -> str:
+    words = html.escape(text).replace("\n", "<br>\n")
+    if not with_body:
+        return words
+    return f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"></head><body bgcolor="#fff">{words}</body></html>'
+
+
+@st.composite
+def multipart(draw: st.DrawFn, subtype: str, parts: list[str]) -> str:
+    boundary = draw(st.sampled_from(["b1", "=_mix 1", "----=_NextPart_000_0001_01D1", "a'b+c"])) + subtype[:3]
+    quoted = boundary if boundary.isalnum() and draw(st.booleans()) else f'"{boundary}"'
+    head = f"Content-Type: multipart/{subtype};{draw(st.sampled_from([' ', chr(10) + chr(9)]))}boundary={quoted}\n"
+    preamble = draw(st.sampled_from(["", "This is a multi-part message in MIME format.\n", "\n"]))
+    pad = draw(st.sampled_from(["", "  ", "\t"]))
+    body = "".join(f"--{boundary}{pad}\n{part}\n" for part in parts)
+    epilogue = draw(st.sampled_from(["", "\n", "epilogue\n"]))
+    return f"{head}\n{preamble}{body}--{boundary}--\n{epilogue}"
 
 
 @st.composite
 def mails(draw: st.DrawFn) -> bytes:
     name = draw(_WORDS)
     subject = draw(_WORDS)
-    lines = draw(_LINES)
-    text = "\n".join(lines)
-    charset = draw(st.sampled_from([None, "utf-8", "UTF-8", "iso-8859-1", "us-ascii"]))
-    cte = draw(st.sampled_from(["7bit", "8bit", "quoted-printable", "base64"]))
-    shape = draw(st.sampled_from(["plain", "html", "alternative", "mixed", "mixed-alternative"]))
-    flowed = draw(st.sampled_from(["", "; format=flowed", '; format="flowed"; delsp=yes']))
+    text = "\n".join(draw(_LINES))
     head = [
         f"From: {formataddr((name, 'carol@customer.test'), charset='utf-8')}",
         "To: Support <support@example.test>, other@customer.test",
@@ -233,43 +295,43 @@ def mails(draw: st.DrawFn) -> bytes:
                     "In-Reply-To: <b@customer.test>",
                     "X-Mailer: Test 1.0",
                     "List-Unsubscribe: <mailto:x@customer.test>",
-                    "Content-Language: de-DE",
+                    "List-Id: <list.customer.test>",
                     "MIME-Version: 1.0",
                     "X-Postroom-Box: attacker@evil.test",
                     "Thread-Topic:\n folded",
+                    "Content-Length: 12",
+                    "subject2:no space",
                 ]
             ),
             unique=True,
         )
     )
-    html_text = f"<html><head><meta charset=\"{charset or 'us-ascii'}\"></head><body>{html.escape(text)}</body></html>"
-    if shape in ("plain", "html"):
-        leaf = _leaf(text if shape == "plain" else html_text, shape, charset, cte, flowed if shape == "plain" else "")
-        if leaf is None:
-            leaf = _leaf(text, "plain", "utf-8", "quoted-printable")
-        assert leaf is not None
-        raw = "\n".join(head) + "\n" + leaf
+    shape = draw(st.sampled_from(["plain", "html", "alternative", "mixed", "mixed-alternative", "related", "noheader"]))
+    plain = draw(leaves("plain", text))
+    rich = draw(leaves("html", _html(text, draw(st.booleans()))))
+    if shape == "plain":
+        body = plain
+    elif shape == "html":
+        body = rich
+    elif shape == "noheader":
+        body = draw(multipart("alternative", ["\n" + text.encode("ascii", "replace").decode(), rich]))
+    elif shape == "alternative":
+        body = draw(multipart("alternative", [plain, rich]))
+    elif shape == "related":
+        body = draw(multipart("alternative", [plain, draw(multipart("related", [rich, _IMAGE]))]))
     else:
-        plain = _leaf(text, "plain", charset, cte, flowed) or _leaf(text, "plain", "utf-8", "base64")
-        rich = _leaf(html_text, "html", charset, cte) or _leaf(html_text, "html", "utf-8", "quoted-printable")
-        assert plain is not None and rich is not None
-        alternative = f'Content-Type: multipart/alternative; boundary="alt-1"\n\npreamble\n--alt-1\n{plain}\n--alt-1  \n{rich}\n--alt-1--\n'
-        attachment = 'Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment; filename="a.pdf"\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQKJcOkw7zDtsOfCg==\n'
-        if shape == "alternative":
-            body = alternative
-        else:
-            first = plain if shape == "mixed" else alternative
-            body = f'Content-Type: multipart/mixed;\n\tboundary="=_mix"\n\n--=_mix\n{first}\n--=_mix\n{attachment}--=_mix--\nepilogue\n'
-        raw = "\n".join(head) + "\nMIME-Version: 1.0\n" + body
-    crlf = draw(st.booleans())
+        first = plain if shape == "mixed" else draw(multipart("alternative", [plain, rich]))
+        extra = draw(st.sampled_from([[_ATTACHMENT], [_ATTACHMENT, 'Content-Type: text/plain\nContent-Disposition: attachment; filename="notes.txt"\n\nnotes\n'], []]))
+        body = draw(multipart("mixed", [first, *extra]))
+    raw = "\n".join(head) + "\n" + body
     data = raw.encode("latin-1") if not raw.isascii() else raw.encode("ascii")
-    return data.replace(b"\n", b"\r\n") if crlf else data
+    return data.replace(b"\n", b"\r\n") if draw(st.booleans()) else data
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mails())
 def test_the_text_path_and_the_composer_agree_for_many_mails(raw: bytes) -> None:
-    assert agree(raw) is not None
+    assert agree(raw) is not None, why_not(raw, **KW)
 
 
 def test_view_tells_a_changed_body_apart() -> None:
@@ -278,3 +340,15 @@ def test_view_tells_a_changed_body_apart() -> None:
     assert mine is not None
     assert view(mine) != view(mine.replace(b"Hello", b"Hallo"))
     assert isinstance(email.message_from_bytes(mine, policy=POLICY), Message)
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("abcXYZ019<>@.+-[]:\"'"), min_size=1, max_size=40), min_size=1, max_size=12))
+def test_a_long_ascii_field_is_folded_at_its_own_spaces(words: list[str]) -> None:
+    text = " ".join(words)
+    out = _header("Subject", text).decode("ascii")
+    assert out.startswith("Subject: ") and out.endswith("\n")
+    assert unfold(out[len("Subject: ") : -1]) == text
+    lines = out[:-1].split("\n")
+    assert all(len(line) <= 78 or " " not in line.strip() for line in lines)
+    parsed = email.message_from_bytes(out.encode() + b"\n", policy=policy.default)
+    assert str(parsed["Subject"]) == text.strip() or "=?" in text
