@@ -22,6 +22,7 @@ pass through is copied with those characters replaced by spaces.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -119,7 +120,11 @@ def _check(value: str, what: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def _mailbox(addr: str, name: str | None = None, *, what: str) -> Address:
+    """``addr`` (with ``name``) as an Address, checked.  Kept per value (an Address is
+    immutable; the same agents and boxes come back with every mail, and building one
+    parses its addr-spec, issue 9)."""
     _check(addr, what)
     if name is not None:
         _check(name, what + " display name")
