@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 
 from postroom.core.compose import forward_to_agent
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
@@ -30,7 +30,7 @@ from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox, Outgoing
-from postroom.store.transitions import StaleInteraction, apply
+from postroom.store.transitions import StaleInteraction, apply, compare_and_set
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ def queue_forwards(built: list[tuple[Interaction, Outgoing]]) -> bool:
         rows = [
             row
             for ix, row in built
-            if Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(
-                deliveries=row.delivery, version=F("version") + 1
-            )
-            == 1
+            if compare_and_set(ix, {"deliveries": row.delivery}, status=State.ANSWERED) == 1
         ]
         Outgoing.objects.bulk_create(rows)
     if rows:
