@@ -36,7 +36,7 @@ test: install
 	  $(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "not browser" tests/integration tests/e2e tests/chaos $(PG_FIELD_BUGS); \
 	  status=$$?; $(PY) -m postroom.devstack.postgres destroy --state $(PG_STATE) --port $(PG_PORT); exit $$status
 
-# Figures in bench/results.{json,md,png}; about 10 minutes. Not part of `make test`.
+# Figures in bench/results.{json,md,png}; about 35 minutes on 2 cores. Not part of `make test`.
 bench: install
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) bench/run.py

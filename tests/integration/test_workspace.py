@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from postroom.core import paging
+from postroom.core import figures, paging
 from postroom.core.lifecycle import State
 from postroom.store import evaluations, search
 from postroom.store.commands import CommandError
@@ -337,6 +337,59 @@ def test_report_figures_come_from_the_journal(site):
     # A whole day's service time for the reader who asks: 300 min is in, the waiting one not yet past.
     wide = build(sue, ReportQuery(since=t0.date(), until=NOW.date(), within=86400), now=NOW)
     assert wide.tables["boxes"].as_dicts()[0]["service_level_pct"] == 100.0
+
+
+def test_open_ages_message_counts_and_the_service_time_edge_per_box(site):
+    """The report's per-box tables that are counted in SQL (open by age, messages) give the
+    counts a row-by-row reading gives, at the buckets' edges too; a reply sent exactly at the
+    box's service time is within it (times are read as epoch seconds, to the millisecond)."""
+    admin = principal(get_user_model().objects.create_superuser("root", "r@x.test", None))
+    support, sales = site["support"], site["sales"]
+    ages = {  # age of an open interaction -> the bucket it belongs to
+        timedelta(minutes=-1): "under 1 h",  # stamped after `now` (a clock ahead): youngest
+        timedelta(minutes=30): "under 1 h",
+        timedelta(hours=1): "1-4 h",  # exactly at the edge: the older bucket, as age_bucket says
+        timedelta(hours=3, minutes=59): "1-4 h",
+        timedelta(hours=10): "4-24 h",
+        timedelta(days=2): "1-3 days",
+        timedelta(days=3): "over 3 days",
+        timedelta(days=40): "over 3 days",
+    }
+    for age in ages:
+        ix(support, arrival_time=NOW - age, status=State.QUEUED.value)
+    ix(sales, arrival_time=NOW - timedelta(hours=2), status=State.DELIVERED.value, agent=site["alice"])
+    ix(sales, arrival_time=NOW - timedelta(days=5), status=State.CLOSED.value)  # not open
+    expected = {"under 1 h": 2, "1-4 h": 2, "4-24 h": 1, "1-3 days": 1, "over 3 days": 2}
+    assert {figures.age_bucket(age.total_seconds()) for age in ages} == set(expected)
+    report = build(admin, ReportQuery(since=(NOW - timedelta(days=1)).date(), until=NOW.date()), now=NOW)
+    opened = {r["box"]: r for r in report.tables["open"].as_dicts()}
+    assert {k: v for k, v in opened["support@example.test"].items() if k in expected} == expected
+    assert opened["support@example.test"]["total"] == 8
+    assert opened["sales@example.test"]["1-4 h"] == 1 and opened["sales@example.test"]["total"] == 1
+
+    # Messages: the customer's mail plus what was built for it, summed per box.
+    t0 = NOW - timedelta(hours=6)
+    on_time = ix(sales, agent=site["bob"], status=State.CLOSED.value, arrival_time=t0)
+    event(on_time, "reply_sent", t0 + timedelta(hours=4))  # exactly the default 4 h: within
+    late = ix(sales, agent=site["bob"], status=State.CLOSED.value, arrival_time=t0)
+    event(late, "reply_sent", t0 + timedelta(hours=4, milliseconds=1))  # a millisecond late
+    for one in (on_time, late):
+        for n, kind in enumerate((Outgoing.AUTO_RESPONSE, Outgoing.FORWARD, Outgoing.REPLY)):
+            Outgoing.objects.create(key=f"{kind}:{one.guid}", kind=kind, interaction=one,
+                                    envelope_from="s", recipients=["c"], message_id=f"<{one.pk}.{n}@x>",
+                                    raw=b"Subject: x\r\n\r\nx", next_attempt_at=NOW)
+    report = build(admin, ReportQuery(since=t0.date(), until=NOW.date()), now=NOW)
+    messages = {r["box"]: r for r in report.tables["messages"].as_dicts()}
+    sales_row = messages["sales@example.test"]
+    arrived_in_sales = 3  # the open one (2 h old), on time and late; not the closed one of 5 days ago
+    assert sales_row["interactions"] == arrived_in_sales
+    assert (sales_row["auto_responses"], sales_row["forwards"], sales_row["replies"]) == (2, 2, 2)
+    assert sales_row["messages"] == arrived_in_sales + 6
+    assert sales_row["per_interaction"] == round((arrived_in_sales + 6) / arrived_in_sales, 2)
+    boxes = {r["box"]: r for r in report.tables["boxes"].as_dicts()}
+    assert boxes["sales@example.test"]["first_response_median_min"] == 240.0
+    # the open one (2 h old) is not yet past 4 h: on time and late count, 1 of 2
+    assert boxes["sales@example.test"]["service_level_pct"] == 50.0
 
 
 def test_the_daily_trend_counts_days_in_the_sites_time_zone(site):
