@@ -22,9 +22,11 @@ pass through is copied with those characters replaced by spaces.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -53,9 +55,12 @@ from postroom.core.headers import (
 from postroom.core.mimetext import part_text, set_text, text_body
 
 __all__ = [
+    "ForwardPlan",
     "UnsafeHeaderValue",
     "auto_response",
     "auto_response_bytes",
+    "forward_keeps",
+    "forward_plan",
     "forward_to_agent",
     "notice",
     "reply_to_customer",
@@ -117,7 +122,11 @@ def _check(value: str, what: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def _mailbox(addr: str, name: str | None = None, *, what: str) -> Address:
+    """``addr`` (with ``name``) as an Address, checked.  Kept per value (an Address is
+    immutable; the same agents and boxes come back with every mail, and building one
+    parses its addr-spec, issue 9)."""
     _check(addr, what)
     if name is not None:
         _check(name, what + " display name")
@@ -197,6 +206,71 @@ def _set_ids(msg: EmailMessage, name: str, ids: Iterable[str | None]) -> None:
         put_header(msg, name, " ".join(echo))
 
 
+def forward_keeps(name: str) -> bool:
+    """Whether a forward keeps the original's top-level header ``name`` (lowercase)."""
+    if name in _FORWARD_DROP or name.startswith(_FORWARD_DROP_PREFIXES):
+        return False
+    return not (name.startswith("list-") and name not in _FORWARD_KEEP_LIST)
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """What a forward says besides the customer's body: the header block's facts and the
+    header fields we set (name, value as ``put_header`` takes it), in the order they are
+    written.  Shared by ``forward_to_agent`` and ``core.rawforward`` (decision 0048), so
+    the two builders cannot differ in what they write."""
+
+    facts: ForwardFacts
+    headers: tuple[tuple[str, object], ...]
+
+
+def forward_plan(
+    original: Message,
+    *,
+    agent: str,
+    agent_name: str | None,
+    reply_to: str,
+    message_id: str,
+    tag: str,
+    guid: uuid.UUID,
+    box_address: str,
+    box_name: str | None = None,
+) -> ForwardPlan:
+    """The checked values and the original's facts for a forward (see ``forward_to_agent``).
+
+    ``original`` need only carry the original's top-level header fields."""
+    to = _mailbox(agent, agent_name, what="agent")
+    reply = _mailbox(reply_to, what="reply_to")
+    box = _mailbox(box_address, what="box_address")
+    if box_name is not None:
+        _check(box_name, "box_name")
+    mid = _check_msg_id(message_id, "message_id")
+    _check(tag, "tag")
+    original_mid = first_msg_id(original, "Message-ID")
+    refs = [*references(original), original_mid]
+    subject = header_text(original, "Subject") or ""
+    facts = ForwardFacts.of(original)
+    sender = Address(
+        display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
+        addr_spec=reply.addr_spec,
+    )
+    headers: list[tuple[str, object]] = [
+        ("From", sender),
+        ("To", to),
+        ("Reply-To", reply),
+        ("Subject", f"{subject} {tag}".strip()),
+        ("Message-ID", mid),
+    ]
+    echo = _echo_ids(refs)
+    if echo:
+        headers.append(("References", " ".join(echo)))
+    headers.append(("X-Postroom-Interaction", str(guid)))
+    headers += [("X-Postroom-Original-Message-ID", e) for e in _echo_ids([original_mid])]
+    headers.append(("X-Postroom-Box", box.addr_spec))
+    headers.append(("X-Auto-Response-Suppress", "OOF, AutoReply"))
+    return ForwardPlan(facts=facts, headers=tuple(headers))
+
+
 def forward_to_agent(
     original: EmailMessage,
     *,
@@ -220,41 +294,25 @@ def forward_to_agent(
     the top of the body (``core.headerblock``).  The Message-ID carries the token too,
     because agents' clients drop X- headers.  ``X-Auto-Response-Suppress`` asks
     Exchange/Outlook not to answer it with an out-of-office (MS-OXCMAIL §2.2.3.2.14).
+
+    The engine builds most forwards from the original's bytes (``core.rawforward``,
+    decision 0048); this builder is the reference and the fallback.
     """
-    to = _mailbox(agent, agent_name, what="agent")
-    reply = _mailbox(reply_to, what="reply_to")
-    box = _mailbox(box_address, what="box_address")
-    if box_name is not None:
-        _check(box_name, "box_name")
-    mid = _check_msg_id(message_id, "message_id")
-    _check(tag, "tag")
-    original_mid = first_msg_id(original, "Message-ID")
-    refs = [*references(original), original_mid]
-    subject = header_text(original, "Subject") or ""
-    facts = ForwardFacts.of(original)
-
-    def keep(name: str, _value: str) -> bool:
-        if name in _FORWARD_DROP or name.startswith(_FORWARD_DROP_PREFIXES):
-            return False
-        return not (name.startswith("list-") and name not in _FORWARD_KEEP_LIST)
-
-    new = _copy(original, keep)
-    add_header_block(new, facts)
-    sender = Address(
-        display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
-        addr_spec=reply.addr_spec,
+    plan = forward_plan(
+        original,
+        agent=agent,
+        agent_name=agent_name,
+        reply_to=reply_to,
+        message_id=message_id,
+        tag=tag,
+        guid=guid,
+        box_address=box_address,
+        box_name=box_name,
     )
-    put_header(new, "From", sender)
-    put_header(new, "To", to)
-    put_header(new, "Reply-To", reply)
-    put_header(new, "Subject", f"{subject} {tag}".strip())
-    put_header(new, "Message-ID", mid)
-    _set_ids(new, "References", refs)
-    put_header(new, "X-Postroom-Interaction", str(guid))
-    for echo in _echo_ids([original_mid]):
-        put_header(new, "X-Postroom-Original-Message-ID", echo)
-    put_header(new, "X-Postroom-Box", box.addr_spec)
-    put_header(new, "X-Auto-Response-Suppress", "OOF, AutoReply")
+    new = _copy(original, lambda name, _value: forward_keeps(name))
+    add_header_block(new, plan.facts)
+    for name, value in plan.headers:
+        put_header(new, name, value)
     settle_headers(new)
     return new
 

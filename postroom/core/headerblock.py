@@ -33,7 +33,7 @@ from postroom.core.mimetext import (
     wrap_with_text,
 )
 
-__all__ = ["BLOCK_TITLE", "ForwardFacts", "add_header_block"]
+__all__ = ["BLOCK_TITLE", "ForwardFacts", "add_header_block", "block_into"]
 
 # Bidirectional-text controls would let a display name re-order the header block.
 _BIDI_RE = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -138,7 +138,13 @@ _BODY_TAG_RE = re.compile(r"<body\b[^<>]{0,2000}>", re.I)
 _META_CHARSET_RE = re.compile(r"(<meta\b[^<>]{0,1000}?charset\s*=\s*[\"']?)([A-Za-z0-9_.:-]+)", re.I)
 
 def _with_block(part: Message, text: str, facts: ForwardFacts) -> str:
-    if part.get_content_subtype() == "html":
+    return block_into(part.get_content_subtype(), text, facts)
+
+
+def block_into(subtype: str, text: str, facts: ForwardFacts) -> str:
+    """``text``, a text/``subtype`` body, with the header block at its top (HTML: after
+    the body tag, its meta charset made UTF-8, as the text is written out as UTF-8)."""
+    if subtype == "html":
         match = _BODY_TAG_RE.search(text)
         at = match.end() if match else 0
         return _META_CHARSET_RE.sub(r"\g<1>utf-8", text[:at]) + _block_html(facts) + text[at:]

@@ -1,7 +1,9 @@
 """Delivery (fig. 7): an answered interaction's original goes to the agent's mailbox.
 
 The original is read from the incoming box over IMAP (it never left the server; one FETCH
-for a round's originals in a box), its headers are rewritten for the agent, and the result is queued in the outbox under a key
+for a round's originals in a box), its headers are rewritten for the agent (as text, from
+its bytes, decision 0048; by the composer where that cannot be sure), and the result is
+queued in the outbox under a key
 that names the interaction and the delivery number, so a restart re-sends to the same
 agent rather than building a second copy.
 """
@@ -11,14 +13,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 
 from postroom.core.compose import forward_to_agent
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
 from postroom.core.lifecycle import State, Vanished
 from postroom.core.outbox import IN_FLIGHT
+from postroom.core.rawforward import forward_from_raw
 from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.engine.site import Site
@@ -26,7 +30,7 @@ from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox, Outgoing
-from postroom.store.transitions import StaleInteraction, apply
+from postroom.store.transitions import StaleInteraction, apply, compare_and_set
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +92,7 @@ def queue_forwards(built: list[tuple[Interaction, Outgoing]]) -> bool:
         rows = [
             row
             for ix, row in built
-            if Interaction.objects.filter(pk=ix.pk, version=ix.version, status=State.ANSWERED).update(
-                deliveries=row.delivery, version=F("version") + 1
-            )
-            == 1
+            if compare_and_set(ix, {"deliveries": row.delivery}, status=State.ANSWERED) == 1
         ]
         Outgoing.objects.bulk_create(rows)
     if rows:
@@ -117,25 +118,29 @@ def build_forward(
         except StaleInteraction:
             pass
         return True
-    try:
-        mail = parse(original.raw)
-    except UnreadableMessage as exc:  # it parsed at reception; the server changed it?
-        log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
-        return False
     token = mint_token(site.keys.token_key, ix.guid, ix.agent.address)
     seq = ix.deliveries + 1
     message_id = forward_message_id(token, seq, site.message_id_domain)
-    msg = forward_to_agent(
-        mail.msg,
-        agent=ix.agent.address,
-        agent_name=ix.agent.name,
-        reply_to=reply_address(outbound.address, token),
-        message_id=message_id,
-        tag=subject_tag(token),
-        guid=ix.guid,
-        box_address=ix.mailbox.address,
-        box_name=ix.mailbox.display_name or None,
-    )
+    how: dict[str, Any] = {
+        "agent": ix.agent.address,
+        "agent_name": ix.agent.name,
+        "reply_to": reply_address(outbound.address, token),
+        "message_id": message_id,
+        "tag": subject_tag(token),
+        "guid": ix.guid,
+        "box_address": ix.mailbox.address,
+        "box_name": ix.mailbox.display_name or None,
+    }
+    # Built from the original's bytes (decision 0048); the composer does what that
+    # cannot be sure of, as it did every forward before.
+    raw = forward_from_raw(original.raw, **how)
+    if raw is None:
+        try:
+            mail = parse(original.raw)
+        except UnreadableMessage as exc:  # it parsed at reception; the server changed it?
+            log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
+            return False
+        raw = forward_to_agent(mail.msg, **how).as_bytes()
     return Outgoing(
         key=f"forward:{ix.guid}:{seq}",
         kind=Outgoing.FORWARD,
@@ -145,6 +150,6 @@ def build_forward(
         envelope_from=outbound.address,
         recipients=[ix.agent.address],
         message_id=message_id,
-        raw=msg.as_bytes(),
+        raw=raw,
         next_attempt_at=now,
     )
