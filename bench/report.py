@@ -275,7 +275,9 @@ def readme_table(doc: dict) -> str:
         TABLE_BEGIN,
         f"Run {meta['started']} ({run_kind(meta)}, "
         f"{meta['duration_s'] / 60:.0f} min, {meta.get('cpus')} CPUs); the notes in "
-        "[bench/results.md](bench/results.md) say what each figure measured in that run.",
+        "[bench/results.md](bench/results.md) say what each figure measured in that run."
+        # Phases measured again later (`run.py --add-to`) replace that run's figures: say so.
+        + "".join(f" {note}" for note in meta.get("notes", []) if "added to this run's results" in note),
         "",
         "| figure | value | reps (min–max) | compared with | target | met |",
         "| --- | ---: | --- | --- | --- | --- |",
