@@ -97,22 +97,26 @@ def test_two_nodes_send_each_row_once(mailstack, new_user, tmp_path, proxy) -> N
 @pytest.mark.skipif(POSTGRES, reason="PostgreSQL: two real nodes, above")
 @pytest.mark.django_db(transaction=True)
 def test_two_senders_send_each_row_once(make_center, proxy) -> None:
-    # Every final reply comes 2 s late: long transactions, inside the 4 s budget.
-    proxy.add(Rule(Fault.DELAY_REPLY, delay=2.0, times=None))
+    # A sender claims its due rows CLAIM_CHUNK at a time (decision 0049): with fewer rows
+    # than that the first to claim takes them all and the second never sends. More than
+    # two chunks, so that both must claim while the other is sending.
+    mails = 2 * outbox.CLAIM_CHUNK + 4
+    # Every final reply comes 1 s late: long transactions, inside the 4 s budget.
+    proxy.add(Rule(Fault.DELAY_REPLY, delay=1.0, times=None))
     # One customer writes all of them: no per-address auto-response limit here.
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
     site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
-    for n in range(MAILS):
+    for n in range(mails):
         ask(center, n)
-    center.wait_for("support", MAILS)
+    center.wait_for("support", mails)
     sessions = Sessions(site)
     try:
         for box in watched_boxes():
             center.engine.ingest_box(box, sessions.get(box, ingesting=True))
     finally:
         sessions.close()
-    assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == MAILS
+    assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == mails
 
     errors: list[BaseException] = []
 
@@ -139,11 +143,11 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     assert not any(t.is_alive() for t in threads)
 
     rows = list(Outgoing.objects.all())
-    assert len(rows) == MAILS and {r.state for r in rows} == {Outgoing.SENT}
+    assert len(rows) == mails and {r.state for r in rows} == {Outgoing.SENT}
     assert {r.claimed_by for r in rows} == {""}  # settled rows hold no claim
     # Both workers were sending (each keeps one SMTP connection of its own).
     assert len({t.client for t in proxy.log}) >= 2, [(t.client, t.message_id) for t in proxy.log]
     ids = [r.message_id for r in rows]
     assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
-    carol = center.wait_for("carol", MAILS)
+    carol = center.wait_for("carol", mails)
     assert sorted(str(m["Message-ID"]).strip() for m in carol) == sorted(ids)
