@@ -113,30 +113,12 @@ class SmtpSender:
                 self._smtp = self._connect(deadline)
             smtp = self._smtp
             phase = Phase.ENVELOPE
-            _budget(smtp, deadline)
-            code, resp = smtp.mail(envelope_from)
-            if code != 250:
-                return self._refused([code], f"MAIL FROM: {code} {_text(resp)}")
-            refused: dict[str, tuple[int, str]] = {}
-            for rcpt in recipients:
-                _budget(smtp, deadline)
-                code, resp = smtp.rcpt(rcpt)
-                if code not in (250, 251):
-                    refused[rcpt] = (code, _text(resp))
-            if len(refused) == len(recipients):
-                return self._refused([c for c, _ in refused.values()], f"RCPT TO: {refused}")
-            if journal:
-                _budget(smtp, deadline)
-                code, resp = smtp.rcpt(journal)
-                if code not in (250, 251):
-                    # Without its journal copy an unknown outcome could not be settled:
-                    # not worth the risk. Temporary: the journal box is ours to fix.
-                    self._reset()
-                    return SmtpOutcome(Result.TEMPORARY, f"the journal box was refused: {code} {_text(resp)}")
-            _budget(smtp, deadline)
-            code, resp = smtp.docmd("DATA")
-            if code != 354:
-                return self._refused([code], f"DATA: {code} {_text(resp)}")
+            if smtp.has_extn("pipelining"):
+                refused, stop = self._pipelined_envelope(smtp, envelope_from, recipients, journal, deadline)
+            else:
+                refused, stop = self._stepwise_envelope(smtp, envelope_from, recipients, journal, deadline)
+            if stop is not None:
+                return stop
             phase = Phase.BODY
             _budget(smtp, deadline)
             smtp.send(_wire(raw))
@@ -152,6 +134,96 @@ class SmtpSender:
         if result is Result.UNKNOWN:
             self.close()  # a reply we cannot read leaves the session in an unknown state
         return SmtpOutcome(result, detail[:2000])
+
+    def _stepwise_envelope(
+        self, smtp: smtplib.SMTP, envelope_from: str, recipients: list[str], journal: str | None, deadline: float
+    ) -> tuple[dict[str, tuple[int, str]], SmtpOutcome | None]:
+        """MAIL, RCPT..., DATA one round trip each (a server without PIPELINING). Returns
+        the refused recipients and, if the message must not be sent, the outcome."""
+        _budget(smtp, deadline)
+        code, resp = smtp.mail(envelope_from)
+        if code != 250:
+            return {}, self._refused([code], f"MAIL FROM: {code} {_text(resp)}")
+        refused: dict[str, tuple[int, str]] = {}
+        for rcpt in recipients:
+            _budget(smtp, deadline)
+            code, resp = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                refused[rcpt] = (code, _text(resp))
+        if len(refused) == len(recipients):
+            return refused, self._refused([c for c, _ in refused.values()], f"RCPT TO: {refused}")
+        if journal:
+            _budget(smtp, deadline)
+            code, resp = smtp.rcpt(journal)
+            if code not in (250, 251):
+                # Without its journal copy an unknown outcome could not be settled:
+                # not worth the risk. Temporary: the journal box is ours to fix.
+                self._reset()
+                return refused, SmtpOutcome(Result.TEMPORARY, f"the journal box was refused: {code} {_text(resp)}")
+        _budget(smtp, deadline)
+        code, resp = smtp.docmd("DATA")
+        if code != 354:
+            return refused, self._refused([code], f"DATA: {code} {_text(resp)}")
+        return refused, None
+
+    def _pipelined_envelope(
+        self, smtp: smtplib.SMTP, envelope_from: str, recipients: list[str], journal: str | None, deadline: float
+    ) -> tuple[dict[str, tuple[int, str]], SmtpOutcome | None]:
+        """MAIL, every RCPT (the journal box's too) and DATA in one write, then their
+        replies in order (RFC 2920): one round trip where the step-by-step path takes
+        three or more. Every reply is read and checked before anything else is written.
+
+        The server may have answered 354 to DATA although MAIL, every customer RCPT or the
+        journal RCPT was refused; it then takes whatever comes next as the message. RFC
+        2920 §3.1 would have the client send a lone dot, which delivers an empty message
+        to every recipient it did accept (the customer, or the journal box). Never: the
+        connection is dropped instead, before any body or dot, and a server queues
+        nothing without the final dot (RFC 5321 §4.1.1.4). The outcome is what the
+        refusals say, exactly as on the step-by-step path; only the session is lost."""
+        rcpts = [*recipients, journal] if journal else recipients
+        lines = [f"MAIL FROM:{smtplib.quoteaddr(envelope_from)}\r\n"]
+        lines += [f"RCPT TO:{smtplib.quoteaddr(r)}\r\n" for r in rcpts]
+        lines.append("DATA\r\n")
+        wire = "".join(lines)
+        if any("\r" in line[:-2] or "\n" in line[:-2] for line in lines):
+            raise ValueError("an address contains a line break")
+        _budget(smtp, deadline)
+        smtp.send(wire)
+        _budget(smtp, deadline)
+        mail = smtp.getreply()
+        answers = []
+        for _ in rcpts:
+            _budget(smtp, deadline)
+            answers.append(smtp.getreply())
+        _budget(smtp, deadline)
+        data_code, data_resp = smtp.getreply()
+        refused = {
+            r: (code, _text(resp))
+            for r, (code, resp) in zip(recipients, answers, strict=False)
+            if code not in (250, 251)
+        }
+        outcome: SmtpOutcome | None = None
+        if mail[0] != 250:
+            outcome = SmtpOutcome(classify_codes([mail[0]]), f"MAIL FROM: {mail[0]} {_text(mail[1])}")
+            refused = {}
+        elif len(refused) == len(recipients):
+            outcome = SmtpOutcome(classify_codes([c for c, _ in refused.values()]), f"RCPT TO: {refused}")
+        elif journal and answers[-1][0] not in (250, 251):
+            # Without its journal copy an unknown outcome could not be settled:
+            # not worth the risk. Temporary: the journal box is ours to fix.
+            code, resp = answers[-1]
+            outcome = SmtpOutcome(Result.TEMPORARY, f"the journal box was refused: {code} {_text(resp)}")
+        elif data_code != 354:
+            outcome = SmtpOutcome(classify_codes([data_code]), f"DATA: {data_code} {_text(data_resp)}")
+        if outcome is None:
+            return refused, None
+        if data_code == 354:
+            # The server waits for the message: no RSET, no QUIT (both would be its text).
+            self._abort()
+            outcome = SmtpOutcome(outcome.result, f"{outcome.detail}; DATA was answered 354 anyway: connection dropped")
+        else:
+            self._reset()
+        return refused, SmtpOutcome(outcome.result, outcome.detail[:2000])
 
     def _connect(self, deadline: float) -> smtplib.SMTP:
         a = self.account
@@ -198,6 +270,12 @@ class SmtpSender:
                 self._smtp.rset()
         except Exception:  # noqa: BLE001 - a session that cannot RSET is closed
             self.close()
+
+    def _abort(self) -> None:
+        """Drop the connection without a word: the server is reading a message's text."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None

@@ -21,6 +21,10 @@ The faults (`Fault`), each applied to the transactions a `Rule` matches:
 * ``REFUSE_DATA``: the message is read but its final dot is never passed on (Postfix
   discards it); the client is answered `code` and both legs are closed.
 
+`discard_ehlo` names EHLO keywords the proxy strips from Postfix's answer (as Postfix's
+own `smtpd_discard_ehlo_keywords` would): with ``("PIPELINING",)`` the client sees a
+server without RFC 2920 and must send step by step.
+
 Only 127.0.0.1 is bound. Everything that happened is in `log` for the test to read.
 """
 
@@ -88,8 +92,17 @@ class Transaction:
 
 
 class SmtpFaultProxy:
-    def __init__(self, upstream_port: int, *, cafile: Path, certfile: Path, keyfile: Path) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        cafile: Path,
+        certfile: Path,
+        keyfile: Path,
+        discard_ehlo: tuple[str, ...] = (),
+    ) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
+        self.discard_ehlo = tuple(k.upper() for k in discard_ehlo)
         self.client_tls = ssl.create_default_context(cafile=str(cafile))
         self.server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.server_tls.load_cert_chain(str(certfile), str(keyfile))
@@ -231,6 +244,8 @@ class SmtpFaultProxy:
                 else:
                     conn.to_up(line)
                     reply = conn.up_reply()
+                    if verb == b"EHLO" and self.discard_ehlo:
+                        reply = _discard_keywords(reply, self.discard_ehlo)
                     conn.to_client(reply)
                     if verb == b"QUIT":
                         return
@@ -329,6 +344,14 @@ class _Legs:
             self.up.close()
 
 
+def _discard_keywords(reply: bytes, keywords: tuple[str, ...]) -> bytes:
+    """The EHLO reply without the lines naming `keywords`, its continuation marks redone."""
+    lines = [ln for ln in reply.split(CRLF) if ln]
+    kept = [lines[0]] + [ln for ln in lines[1:] if ln[4:].split(b" ", 1)[0].decode("ascii", "replace").upper() not in keywords]
+    out = [ln[:3] + (b" " if i == len(kept) - 1 else b"-") + ln[4:] for i, ln in enumerate(kept)]
+    return CRLF.join(out) + CRLF
+
+
 def _address(line: bytes) -> str:
     text = line.decode("ascii", "replace")
     start, end = text.find("<"), text.find(">")
@@ -345,9 +368,13 @@ def _message_id(body: bytes) -> str:
     return ""
 
 
-def proxy_for(stack) -> SmtpFaultProxy:  # stack: postroom.devstack.DevStack
+def proxy_for(stack, *, discard_ehlo: tuple[str, ...] = ()) -> SmtpFaultProxy:  # stack: DevStack
     """A started proxy in front of `stack`'s submission port, with the stack's certificate."""
     lay = stack._lay  # the key is not public API: only a test would want it
     return SmtpFaultProxy(
-        stack.submission_port, cafile=stack.cafile, certfile=lay.cert_file, keyfile=lay.key_file
+        stack.submission_port,
+        cafile=stack.cafile,
+        certfile=lay.cert_file,
+        keyfile=lay.key_file,
+        discard_ehlo=discard_ehlo,
     ).start()

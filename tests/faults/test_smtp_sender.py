@@ -1,9 +1,13 @@
 """postroom.mail.smtp against the real Postfix, through the fault proxy: every way a
-transaction can end is reported as the right one of sent, not sent, or unknown."""
+transaction can end is reported as the right one of sent, not sent, or unknown, both
+pipelined (Postfix offers PIPELINING: MAIL, RCPTs and DATA in one write) and step by step
+(the proxy strips PIPELINING from the EHLO answer, as `smtpd_discard_ehlo_keywords`
+would)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -16,9 +20,10 @@ from tests.faults.smtp_proxy import Fault, Rule, proxy_for
 pytestmark = pytest.mark.mailstack
 
 
-@pytest.fixture
-def proxy(mailstack):
-    p = proxy_for(mailstack)
+@pytest.fixture(params=["pipelined", "stepwise"])
+def proxy(mailstack, request):
+    p = proxy_for(mailstack, discard_ehlo=() if request.param == "pipelined" else ("PIPELINING",))
+    p.pipelined = request.param == "pipelined"
     yield p
     p.stop()
 
@@ -61,15 +66,19 @@ def raw(to: str) -> tuple[str, bytes]:
 )
 def test_each_ending_is_reported_for_what_it_is(proxy, mailstack, accounts, rule, result, accepted) -> None:
     if rule is not None:
-        proxy.add(rule)
+        proxy.add(replace(rule))  # a fresh copy: the parameters are shared by both paths
     sender = sender_for(proxy, mailstack, accounts["sender"])
     mid, data = raw(accounts["rcpt"][0])
     try:
         outcome = sender.send(accounts["sender"][0], [accounts["rcpt"][0]], data, journal=accounts["journal"][0])
+        # The path taken (read now: QUIT forgets the EHLO answer).
+        pipelined = None if sender._smtp is None else bool(sender._smtp.has_extn("pipelining"))
     finally:
         sender.close()
     assert outcome.result is result, outcome.detail
     assert proxy.delivered(mid) == accepted
+    if pipelined is not None:  # Postfix offers PIPELINING unless the proxy hides it
+        assert pipelined == proxy.pipelined
     if accepted:
         (txn,) = [t for t in proxy.log if t.message_id == mid]
         assert sorted(txn.rcpts) == sorted([accounts["rcpt"][0], accounts["journal"][0]])
