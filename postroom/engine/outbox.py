@@ -34,7 +34,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, IntegerField, Q, Value, When
 
 from postroom.core.alerts import AlertKind
@@ -584,7 +584,11 @@ class Outcomes:
             if len(kept) == 1 and not released:
                 settle(kept[0], self.site, locked, keys)  # fails whole, as one row always did
                 return
-            for done in kept:
+            rest = kept
+            plain = [d for d in kept if plain_auto_response(d)]
+            if len(plain) > 1 and settle_auto_responses(plain, keys):
+                rest = [d for d in kept if not plain_auto_response(d)]
+            for done in rest:
                 if done.settled.state is OutboxState.DEAD:
                     # on_dead reads its interaction afresh and may change it.
                     locked.pop(done.row.interaction_id or 0, None)
@@ -602,6 +606,95 @@ class Outcomes:
                     failed = failed or exc
         if failed is not None:
             raise failed
+
+
+def plain_auto_response(done: Sent) -> bool:
+    """An auto-response the server took: its consequence is a stamp and a journal row,
+    nothing that depends on its interaction's state (`on_sent`)."""
+    return done.row.kind == Outgoing.AUTO_RESPONSE and done.row.interaction_id is not None and done.sent and (
+        done.settled.state is OutboxState.SENT
+    )
+
+
+class _ClaimLost(Exception):
+    """One of a group's fenced writes found its row no longer claimed as it was."""
+
+
+def settle_auto_responses(group: list[Sent], keys: dict[int, tuple[int | None, int | None]]) -> bool:
+    """Inside the caller's transaction: `settle` for sent auto-responses (`plain_auto_response`),
+    all of them in one savepoint and two prepared statements run for every row
+    (`executemany`) instead of a savepoint and two UPDATEs each (issue 9: the outcome
+    write was ~40 % of a sender). The same fenced compare-and-set per row as `Fence.write`
+    (its own holder and lease); its row counts are added up, and unless every row was
+    still ours the savepoint is rolled back and False says so: the caller then writes them
+    one by one, each in its own savepoint, where the row whose claim was lost (or whose
+    write fails) is told apart. A fence error (this node fenced out) and a database error
+    propagate, as there."""
+    out, ix = Outgoing._meta, Interaction._meta
+    col = {f: out.get_field(f).column for f in (
+        "state", "attempts", "claimed_by", "lease_until", "last_error", "sent_at", "next_attempt_at", "id"
+    )}
+    adapt = connection.ops.adapt_datetimefield_value
+    by_due: dict[bool, list[Sent]] = {}
+    for d in group:
+        by_due.setdefault(d.settled.due is not None, []).append(d)
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            for with_due, rows in by_due.items():
+                sets = ["state", "attempts", "claimed_by", "lease_until", "last_error", "sent_at"]
+                if with_due:
+                    sets.append("next_attempt_at")
+                sql = (
+                    f"UPDATE {out.db_table} SET {', '.join(f'{col[f]} = %s' for f in sets)} "
+                    f"WHERE {col['id']} = %s AND {col['state']} = %s AND {col['claimed_by']} = %s "
+                    f"AND {col['lease_until']} {{}}"
+                )
+                params = []
+                for d in rows:
+                    new, fence = d.settled, d.fence
+                    values = [
+                        new.state.value, new.attempts, new.holder, adapt(new.lease_until), d.detail[:2000], adapt(d.now)
+                    ]
+                    if with_due:
+                        values.append(adapt(new.due))
+                    values += [fence.pk, OutboxState.SENDING.value, fence.holder]
+                    params.append(values + [adapt(fence.lease_until)] if fence.lease_until is not None else values)
+                # A claim always has a lease; "IS NULL" only for a fence without one (as the ORM writes it).
+                with_lease = [p for p, d in zip(params, rows, strict=True) if d.fence.lease_until is not None]
+                without = [p for p, d in zip(params, rows, strict=True) if d.fence.lease_until is None]
+                for clause, batch in (("= %s", with_lease), ("IS NULL", without)):
+                    if not batch:
+                        continue
+                    cur.executemany(sql.format(clause), batch)
+                    if cur.rowcount != len(batch):
+                        raise _ClaimLost
+            stamps = [(adapt(d.now), d.row.interaction_id) for d in group]
+            cur.executemany(
+                f"UPDATE {ix.db_table} SET {ix.get_field('auto_response_sent_at').column} = %s "
+                f"WHERE {ix.get_field('id').column} = %s",
+                stamps,
+            )
+    except _ClaimLost:
+        return False
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the whole batch waits for its lease
+    except Exception as exc:
+        if is_fence_error(exc):
+            raise  # this node is fenced out: nothing of it is kept
+        log.exception("outcomes of %d auto-responses: the group write failed; written one by one", len(group))
+        return False
+    missing = [d.row.interaction_id for d in group if d.row.interaction_id not in keys]
+    if missing:
+        keys = {**keys, **interaction_keys(missing)}
+    for d in group:
+        agent_id, mailbox_id = keys[d.row.interaction_id]
+        journal.defer(
+            JournalEvent(
+                at=d.now, kind="auto_responded", interaction_id=d.row.interaction_id, agent_id=agent_id,
+                mailbox_id=mailbox_id, detail={"message_id": d.row.message_id},
+            )
+        )
+    return True
 
 
 def give_back(released: list[Held]) -> None:

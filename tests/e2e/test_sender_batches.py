@@ -112,6 +112,9 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
         return real_on_sent(row, *args, **kwargs)
 
     monkeypatch.setattr(outbox, "on_sent", on_sent)
+    # Sent auto-responses are written as one group (decision 0052) unless that write
+    # falls back to one row at a time: the row-by-row path is the one under test here.
+    monkeypatch.setattr(outbox, "plain_auto_response", lambda done: False)
     sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
     try:
         with pytest.raises(RuntimeError, match="a consequence that fails"):
@@ -128,6 +131,73 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
     assert JournalEvent.objects.filter(kind="auto_responded").count() == 2
     # The row left untouched is claimed still: after its lease the journal box settles it
     # (decision 0007), as for any claimant that died before writing its outcome.
+
+
+def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch) -> None:
+    """Decision 0052: the batch's sent auto-responses in one savepoint and two statements
+    run for every row; each row's write still fenced by its own claim."""
+    center = make_center("\n[auto_response]\nmax_per_address = 0\n")
+    site = center.engine.site
+    responses = three_auto_responses(center)
+    groups: list[bool] = []
+    real = outbox.settle_auto_responses
+
+    def spy(group, keys):
+        groups.append(real(group, keys))
+        return groups[-1]
+
+    monkeypatch.setattr(outbox, "settle_auto_responses", spy)
+    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    try:
+        assert outbox.send(site, sender, box, "me:1:aaaa", center.clock)
+    finally:
+        sender.close()
+        box.close()
+        connection.close()
+
+    assert groups == [True]
+    rows = [Outgoing.objects.get(pk=r.pk) for r in responses]
+    assert [(r.state, r.claimed_by, r.lease_until) for r in rows] == [(Outgoing.SENT, "", None)] * 3
+    assert all(r.sent_at is not None and r.last_error.startswith("250") for r in rows)
+    ixs = {ix.pk: ix for ix in Interaction.objects.filter(pk__in=[r.interaction_id for r in rows])}
+    assert all(ix.auto_response_sent_at is not None for ix in ixs.values())
+    events = {e.detail["message_id"]: e for e in JournalEvent.objects.filter(kind="auto_responded")}
+    assert sorted(events) == sorted(r.message_id for r in rows)
+    for r in rows:
+        e, ix = events[r.message_id], ixs[r.interaction_id]
+        assert (e.interaction_id, e.agent_id, e.mailbox_id) == (ix.pk, ix.agent_id, ix.mailbox_id)
+
+
+def test_a_claim_lost_in_a_group_of_auto_responses_writes_nothing_for_its_row(make_center, monkeypatch) -> None:
+    """The group's fenced writes count one row short: the group is rolled back and written
+    one by one, where the stolen row writes nothing and the others are recorded."""
+    center = make_center("\n[auto_response]\nmax_per_address = 0\n")
+    site = center.engine.site
+    responses = three_auto_responses(center)
+    groups: list[bool] = []
+    real = outbox.settle_auto_responses
+
+    def spy(group, keys):
+        groups.append(real(group, keys))
+        return groups[-1]
+
+    monkeypatch.setattr(outbox, "settle_auto_responses", spy)
+    sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    try:
+        assert outbox.send(site, StealsAClaim(sender, responses[1]), box, "me:1:aaaa", center.clock)
+    finally:
+        sender.close()
+        box.close()
+        connection.close()
+
+    assert groups == [False]  # the group noticed, and left it to the row-by-row write
+    first, stolen, last = (Outgoing.objects.get(pk=r.pk) for r in responses)
+    assert first.state == Outgoing.SENT and last.state == Outgoing.SENT
+    assert stolen.state == Outgoing.SENDING and stolen.claimed_by == "other-engine:1:ffff" and stolen.sent_at is None
+    stamped = {ix.pk for ix in Interaction.objects.exclude(auto_response_sent_at=None)}
+    assert stamped == {first.interaction_id, last.interaction_id}
+    sent = [e.detail["message_id"] for e in JournalEvent.objects.filter(kind="auto_responded")]
+    assert sorted(sent) == sorted([first.message_id, last.message_id])
 
 
 class DeadlocksBeforeTheWrite:
