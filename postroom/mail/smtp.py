@@ -5,7 +5,10 @@ the final dot), not sent (no connection, MAIL/RCPT/DATA refused, 4xx/5xx to the 
 temporary or permanent), and unknown: the final dot was written and the reply never came
 (connection dropped, timed out, garbled), so the server may have queued it. What a broken
 connection means depends on how far the transaction got (`Phase`), which is why the
-transaction is driven step by step here rather than through `sendmail()`.
+transaction is driven here rather than through `sendmail()`: with a server that offers
+PIPELINING (RFC 2920, Postfix does) MAIL, every RCPT and DATA go in one write and their
+replies are read in order, otherwise one command at a time; either way the body and the
+final dot are written only once every envelope reply was read (decision 0052).
 
 An unknown outcome is never retried here. A reused session that turns out dead before
 the server holds anything of the message (its idle timeout) is retried once on a fresh
