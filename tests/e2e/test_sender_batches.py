@@ -78,7 +78,8 @@ class StealsAClaim:
         return outcome
 
 
-def test_a_claim_lost_mid_batch_writes_nothing_for_its_row_and_the_others_are_recorded(make_center) -> None:
+def test_a_claim_lost_mid_batch_writes_nothing_for_its_row_and_the_others_are_recorded(make_center, monkeypatch) -> None:
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     center = make_center()
     site = center.engine.site
     rows = [notice(center, n) for n in range(3)]
@@ -99,6 +100,7 @@ def test_a_claim_lost_mid_batch_writes_nothing_for_its_row_and_the_others_are_re
 
 
 def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_center, monkeypatch) -> None:
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     # One customer writes all of them: no per-address auto-response limit here.
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
@@ -136,6 +138,7 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
 def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch) -> None:
     """Decision 0052: the batch's sent auto-responses in one savepoint and two statements
     run for every row; each row's write still fenced by its own claim."""
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
     responses = three_auto_responses(center)
@@ -171,6 +174,7 @@ def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch) 
 def test_a_claim_lost_in_a_group_of_auto_responses_writes_nothing_for_its_row(make_center, monkeypatch) -> None:
     """The group's fenced writes count one row short: the group is rolled back and written
     one by one, where the stolen row writes nothing and the others are recorded."""
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
     responses = three_auto_responses(center)
