@@ -95,8 +95,9 @@ class Site:
     # The logins on OAuth2 ([[oauth2]]; engine/oauth2.py); None: every box has a password.
     tokens: Tokens | None = field(default=None, repr=False)
     # The originals reception fetched, kept for delivery (decision 0053): this engine's
-    # own, in its memory; not configuration.
-    originals: Originals = field(default_factory=Originals, repr=False, compare=False)
+    # own, in its memory; not configuration (a Site made with dataclasses.replace starts
+    # with an empty one, as a restarted engine does).
+    originals: Originals = field(default_factory=Originals, init=False, repr=False, compare=False)
 
     @property
     def heartbeat(self) -> float:

@@ -112,3 +112,23 @@ def test_watchers_put_while_the_worker_reads() -> None:
         t.join()
     assert not errors
     assert kept.size <= 50_000 and kept.size == sum(len(m.raw) for m in kept._entries.values())
+
+
+def test_each_site_keeps_its_own_and_a_replaced_site_starts_empty() -> None:
+    """One engine's memory: a Site made from another (dataclasses.replace: another port,
+    another engine in a test) does not share what the first kept."""
+    from dataclasses import replace
+
+    from postroom.core.keys import KeyRing
+    from postroom.engine.site import Site
+    from postroom.mail.smtp import SmtpAccount
+
+    site = Site(
+        node_id="n", keys=KeyRing.from_secrets([b"x" * 32]), imap_host="127.0.0.1", imap_port=1, imap_tls="none",
+        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
+    )
+    site.originals.keep(Box(1), 7, [msg(1)])  # type: ignore[arg-type]
+    other = replace(site, imap_port=2)
+    assert other.originals is not site.originals and len(other.originals) == 0
+    assert site.originals.get(Box(1), 7, 1) is not None  # type: ignore[arg-type]
+    assert replace(site) == site  # the cache takes no part in equality
