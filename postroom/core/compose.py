@@ -56,10 +56,12 @@ from postroom.core.mimetext import part_text, set_text, text_body
 
 __all__ = [
     "ForwardPlan",
+    "ForwardTo",
     "UnsafeHeaderValue",
     "auto_response",
     "auto_response_bytes",
     "forward_keeps",
+    "forward_message",
     "forward_plan",
     "forward_to_agent",
     "notice",
@@ -224,47 +226,53 @@ class ForwardPlan:
     headers: tuple[tuple[str, object], ...]
 
 
-def forward_plan(
-    original: Message,
-    *,
-    agent: str,
-    agent_name: str | None,
-    reply_to: str,
-    message_id: str,
-    tag: str,
-    guid: uuid.UUID,
-    box_address: str,
-    box_name: str | None = None,
-) -> ForwardPlan:
+@dataclass(frozen=True)
+class ForwardTo:
+    """Our values in a forward (see ``forward_to_agent``): the agent it goes to, the
+    Reply-To and Message-ID carrying the correlation token, the subject tag, the
+    interaction and the incoming box. One value, passed as it is from the engine through
+    ``core.rawforward`` to ``forward_plan``, which checks it."""
+
+    agent: str
+    agent_name: str | None
+    reply_to: str
+    message_id: str
+    tag: str
+    guid: uuid.UUID
+    box_address: str
+    box_name: str | None = None
+
+
+def forward_plan(original: Message, to: ForwardTo) -> ForwardPlan:
     """The checked values and the original's facts for a forward (see ``forward_to_agent``).
 
     ``original`` need only carry the original's top-level header fields."""
-    to = _mailbox(agent, agent_name, what="agent")
-    reply = _mailbox(reply_to, what="reply_to")
-    box = _mailbox(box_address, what="box_address")
-    if box_name is not None:
-        _check(box_name, "box_name")
-    mid = _check_msg_id(message_id, "message_id")
-    _check(tag, "tag")
+    agent = _mailbox(to.agent, to.agent_name, what="agent")
+    reply = _mailbox(to.reply_to, what="reply_to")
+    box = _mailbox(to.box_address, what="box_address")
+    if to.box_name is not None:
+        _check(to.box_name, "box_name")
+    mid = _check_msg_id(to.message_id, "message_id")
+    _check(to.tag, "tag")
     original_mid = first_msg_id(original, "Message-ID")
     refs = [*references(original), original_mid]
     subject = header_text(original, "Subject") or ""
     facts = ForwardFacts.of(original)
     sender = Address(
-        display_name=f"{facts.writer_name()} via {box_name or box.addr_spec}"[:200],
+        display_name=f"{facts.writer_name()} via {to.box_name or box.addr_spec}"[:200],
         addr_spec=reply.addr_spec,
     )
     headers: list[tuple[str, object]] = [
         ("From", sender),
-        ("To", to),
+        ("To", agent),
         ("Reply-To", reply),
-        ("Subject", f"{subject} {tag}".strip()),
+        ("Subject", f"{subject} {to.tag}".strip()),
         ("Message-ID", mid),
     ]
     echo = _echo_ids(refs)
     if echo:
         headers.append(("References", " ".join(echo)))
-    headers.append(("X-Postroom-Interaction", str(guid)))
+    headers.append(("X-Postroom-Interaction", str(to.guid)))
     headers += [("X-Postroom-Original-Message-ID", e) for e in _echo_ids([original_mid])]
     headers.append(("X-Postroom-Box", box.addr_spec))
     headers.append(("X-Auto-Response-Suppress", "OOF, AutoReply"))
@@ -298,17 +306,24 @@ def forward_to_agent(
     The engine builds most forwards from the original's bytes (``core.rawforward``,
     decision 0048); this builder is the reference and the fallback.
     """
-    plan = forward_plan(
+    return forward_message(
         original,
-        agent=agent,
-        agent_name=agent_name,
-        reply_to=reply_to,
-        message_id=message_id,
-        tag=tag,
-        guid=guid,
-        box_address=box_address,
-        box_name=box_name,
+        ForwardTo(
+            agent=agent,
+            agent_name=agent_name,
+            reply_to=reply_to,
+            message_id=message_id,
+            tag=tag,
+            guid=guid,
+            box_address=box_address,
+            box_name=box_name,
+        ),
     )
+
+
+def forward_message(original: EmailMessage, to: ForwardTo) -> EmailMessage:
+    """``forward_to_agent`` with our values as one ``ForwardTo``."""
+    plan = forward_plan(original, to)
     new = _copy(original, lambda name, _value: forward_keeps(name))
     add_header_block(new, plan.facts)
     for name, value in plan.headers:

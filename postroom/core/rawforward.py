@@ -27,7 +27,6 @@ from __future__ import annotations
 import binascii
 import quopri
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import quoprimime
@@ -35,7 +34,7 @@ from email.headerregistry import Address
 from email.message import Message
 from email.utils import quote
 
-from postroom.core.compose import ForwardPlan, forward_keeps, forward_plan
+from postroom.core.compose import ForwardPlan, ForwardTo, forward_keeps, forward_plan
 from postroom.core.headerblock import block_into
 from postroom.core.headers import _SETTLED_LINE as _LINE
 from postroom.core.headers import POLICY, _settled, decode_text, first_msg_id
@@ -91,55 +90,23 @@ class _Leaf:
     cte: str
 
 
-def forward_from_raw(
-    raw: bytes,
-    *,
-    agent: str,
-    agent_name: str | None,
-    reply_to: str,
-    message_id: str,
-    tag: str,
-    guid: uuid.UUID,
-    box_address: str,
-    box_name: str | None = None,
-) -> bytes | None:
-    """The forward of the mail ``raw`` (what ``forward_to_agent(parse(raw).msg, ...)
+def forward_from_raw(raw: bytes, to: ForwardTo) -> bytes | None:
+    """The forward of the mail ``raw`` (what ``forward_message(parse(raw).msg, to)
     .as_bytes()`` gives, up to the order of header fields, the MIME skeleton's
     whitespace and the quoting of parameters), or None when only the composer can tell.
 
     Raises what ``compose.forward_plan`` raises for our own values (UnsafeHeaderValue)."""
-    made = _forward(
-        raw,
-        agent=agent,
-        agent_name=agent_name,
-        reply_to=reply_to,
-        message_id=message_id,
-        tag=tag,
-        guid=guid,
-        box_address=box_address,
-        box_name=box_name,
-    )
+    made = _forward(raw, to)
     return made if isinstance(made, bytes) else None
 
 
-def why_not(raw: bytes, **values: object) -> str | None:
+def why_not(raw: bytes, to: ForwardTo) -> str | None:
     """Why ``forward_from_raw`` leaves ``raw`` to the composer (None: it does not)."""
-    made = _forward(raw, **values)  # type: ignore[arg-type]
+    made = _forward(raw, to)
     return made.reason if isinstance(made, _CannotTell) else None
 
 
-def _forward(
-    raw: bytes,
-    *,
-    agent: str,
-    agent_name: str | None,
-    reply_to: str,
-    message_id: str,
-    tag: str,
-    guid: uuid.UUID,
-    box_address: str,
-    box_name: str | None = None,
-) -> bytes | _CannotTell:
+def _forward(raw: bytes, to: ForwardTo) -> bytes | _CannotTell:
     try:
         data = _lf(raw)
         fields, body_at = _fields(data, 0, len(data), top=True)
@@ -148,17 +115,7 @@ def _forward(
     original = Message()
     for field in fields:
         original.set_raw(field.name, field.value)
-    plan = forward_plan(
-        original,
-        agent=agent,
-        agent_name=agent_name,
-        reply_to=reply_to,
-        message_id=message_id,
-        tag=tag,
-        guid=guid,
-        box_address=box_address,
-        box_name=box_name,
-    )
+    plan = forward_plan(original, to)
     try:
         if plan.facts.sender is None and first_msg_id(original, "Message-ID") is None:
             raise _CannotTell("parse() refuses a mail with neither From nor Message-ID")

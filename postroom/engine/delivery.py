@@ -1,9 +1,10 @@
 """Delivery (fig. 7): an answered interaction's original goes to the agent's mailbox.
 
-The original is read from the incoming box over IMAP (it never left the server; one FETCH
-for a round's originals in a box), its headers are rewritten for the agent (as text, from
-its bytes, decision 0048; by the composer where that cannot be sure), and the result is
-queued in the outbox under a key
+The original is the bytes reception fetched, kept in the engine's memory for this
+(`engine.originals`, decision 0053), or else read from the incoming box over IMAP (it
+never left the server; one FETCH for a round's originals in a box); its headers are
+rewritten for the agent (as text, from its bytes, decision 0048; by the composer where
+that cannot be sure), and the result is queued in the outbox under a key
 that names the interaction and the delivery number, so a restart re-sends to the same
 agent rather than building a second copy.
 """
@@ -13,12 +14,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
-from postroom.core.compose import forward_to_agent
+from postroom.core.compose import ForwardTo, forward_message
 from postroom.core.correlation import forward_message_id, mint_token, reply_address, subject_tag
 from postroom.core.lifecycle import State, Vanished
 from postroom.core.outbox import IN_FLIGHT
@@ -68,8 +68,7 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
             # An unreachable box holds up its own interactions only (issue 7, window 10).
             with sessions.isolated(items[0].mailbox):
                 session = sessions.get(items[0].mailbox)
-                # The originals of the whole batch in one FETCH, not a NOOP and a FETCH each.
-                originals = session.fetch(ix.uid for ix in items if ix.uidvalidity == session.uidvalidity)
+                originals = kept_or_fetched(site, session, items)
                 for ix in items:
                     outbound = outbound or outbound_box()
                     made = build_forward(ix, site, session, originals.get(ix.uid), now, outbound)
@@ -79,6 +78,27 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
                         did = made or did
             did = queue_forwards(built) or did
     return did
+
+
+def kept_or_fetched(site: Site, session: ImapSession, items: list[Interaction]) -> dict[int, FetchedMessage]:
+    """The originals of one box's interactions by UID: the bytes reception kept
+    (decision 0053), the rest in one FETCH (not a NOOP and a FETCH each). The session
+    is still opened and checked first (`Sessions.get`: its NOOP, the box's UIDVALIDITY
+    against the database's), so an unreachable or rebuilt box holds its forwards back
+    as before."""
+    found: dict[int, FetchedMessage] = {}
+    fetch: list[int] = []
+    for ix in items:
+        if ix.uidvalidity != session.uidvalidity:
+            continue
+        kept = site.originals.get(ix.mailbox, ix.uidvalidity, ix.uid)
+        if kept is None:
+            fetch.append(ix.uid)
+        else:
+            found[ix.uid] = kept
+    if fetch:
+        found.update(session.fetch(fetch))
+    return found
 
 
 def queue_forwards(built: list[tuple[Interaction, Outgoing]]) -> bool:
@@ -121,26 +141,26 @@ def build_forward(
     token = mint_token(site.keys.token_key, ix.guid, ix.agent.address)
     seq = ix.deliveries + 1
     message_id = forward_message_id(token, seq, site.message_id_domain)
-    how: dict[str, Any] = {
-        "agent": ix.agent.address,
-        "agent_name": ix.agent.name,
-        "reply_to": reply_address(outbound.address, token),
-        "message_id": message_id,
-        "tag": subject_tag(token),
-        "guid": ix.guid,
-        "box_address": ix.mailbox.address,
-        "box_name": ix.mailbox.display_name or None,
-    }
+    to = ForwardTo(
+        agent=ix.agent.address,
+        agent_name=ix.agent.name,
+        reply_to=reply_address(outbound.address, token),
+        message_id=message_id,
+        tag=subject_tag(token),
+        guid=ix.guid,
+        box_address=ix.mailbox.address,
+        box_name=ix.mailbox.display_name or None,
+    )
     # Built from the original's bytes (decision 0048); the composer does what that
     # cannot be sure of, as it did every forward before.
-    raw = forward_from_raw(original.raw, **how)
+    raw = forward_from_raw(original.raw, to)
     if raw is None:
         try:
             mail = parse(original.raw)
         except UnreadableMessage as exc:  # it parsed at reception; the server changed it?
             log.error("interaction %s: original unreadable at delivery: %s", ix.guid, exc)
             return False
-        raw = forward_to_agent(mail.msg, **how).as_bytes()
+        raw = forward_message(mail.msg, to).as_bytes()
     return Outgoing(
         key=f"forward:{ix.guid}:{seq}",
         kind=Outgoing.FORWARD,

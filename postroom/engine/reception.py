@@ -131,6 +131,8 @@ def ingest(
         fetched = session.fetch(batch, max_size=site.max_message_bytes)
         if per_batch:
             incoming = take is take_incoming
+            if incoming:  # kept for delivery's forwards (decision 0053)
+                site.originals.keep(box, session.uidvalidity, fetched.values())
             take_batch(box, session, batch, fetched, site, now, take, read_ahead=incoming, ahead=ahead)
             if incoming:
                 checkpoint("received")

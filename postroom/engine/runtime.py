@@ -460,6 +460,9 @@ class Engine:
                 thread.join(timeout)
         self._threads.clear()
         self._sender_wakes = []
+        kept = self.site.originals
+        log.info("originals kept for delivery (decision 0053): %d used, %d fetched again, %d bytes kept now",
+                 kept.hits, kept.misses, kept.size)
         if self.membership is not None and self.membership.ticket is not None and not self.islanded:
             try:
                 self.membership.leave()

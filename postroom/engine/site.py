@@ -20,6 +20,7 @@ from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.core.priority import PriorityPolicy, default_policy
 from postroom.core.senderauth import SenderAuthPolicy
 from postroom.engine.island import IslandSettings
+from postroom.engine.originals import Originals
 from postroom.mail.imap import ImapAccount, TokenSource
 from postroom.mail.smtp import SmtpAccount
 
@@ -93,6 +94,10 @@ class Site:
     island: IslandSettings | None = None
     # The logins on OAuth2 ([[oauth2]]; engine/oauth2.py); None: every box has a password.
     tokens: Tokens | None = field(default=None, repr=False)
+    # The originals reception fetched, kept for delivery (decision 0053): this engine's
+    # own, in its memory; not configuration (a Site made with dataclasses.replace starts
+    # with an empty one, as a restarted engine does).
+    originals: Originals = field(default_factory=Originals, init=False, repr=False, compare=False)
 
     @property
     def heartbeat(self) -> float:
