@@ -138,6 +138,14 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
                 row._state.db = db
 
 
+def _placeholder(field: models.Field, connection: Any) -> bool:
+    """Does the compiler give this field's values a placeholder other than ``%s``? (A
+    BinaryField's is ``%s`` but on MySQL.)"""
+    if not hasattr(field, "get_placeholder"):
+        return False
+    return not (isinstance(field, models.BinaryField) and connection.ops.binary_placeholder_sql(b"") == "%s")
+
+
 _plans: dict[tuple[type[models.Model], str], tuple[list[models.Field], str, str] | None] = {}
 
 
@@ -154,7 +162,7 @@ def _plan(model: type[models.Model], connection: Any) -> tuple[list[models.Field
             and isinstance(pk, models.AutoField)
             and not opts.parents
             and list(opts.db_returning_fields) == [pk]
-            and not any(f.has_db_default() or hasattr(f, "get_placeholder") for f in fields)
+            and not any(f.has_db_default() or _placeholder(f, connection) for f in fields)
         )
         if not plain:
             _plans[key] = None
