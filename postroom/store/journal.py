@@ -111,7 +111,7 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
     return the ids of a multi-row insert, expressions) goes through ``bulk_create``."""
     connection = transaction.get_connection()
     plan = _plan(model, connection)
-    if plan is None or any(row.pk is not None or row._state.db is not None for row in rows):
+    if plan is None or any(row.pk is not None or not row._state.adding for row in rows):
         model.objects.bulk_create(rows)
         return
     fields, head, returning = plan
