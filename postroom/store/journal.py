@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
 
 from postroom.store.models import Agent, Interaction, JournalEvent, Mailbox
 
@@ -109,7 +109,9 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
     takes them), without the query compiler's work per value, which was most of a batch's
     flush (decision 0054). Anything else (a row with its key set, a database that cannot
     return the ids of a multi-row insert, expressions) goes through ``bulk_create``."""
-    connection = transaction.get_connection()
+    # The database bulk_create would write to: the router's (island mode writes a
+    # node's local store, decision 0036), not necessarily the default.
+    connection = connections[router.db_for_write(model)]
     plan = _plan(model, connection)
     if plan is None or any(row.pk is not None or not row._state.adding for row in rows):
         model.objects.bulk_create(rows)
