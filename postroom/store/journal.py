@@ -109,9 +109,11 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
     takes them), without the query compiler's work per value, which was most of a batch's
     flush (decision 0054). Anything else (a row with its key set, a database that cannot
     return the ids of a multi-row insert, expressions) goes through ``bulk_create``."""
-    # The database bulk_create would write to: the router's (island mode writes a
-    # node's local store, decision 0036), not necessarily the default.
-    connection = connections[router.db_for_write(model)]
+    # The database bulk_create would write to, under the name bulk_create gives the rows'
+    # `_state.db`: not `connection.alias`, since on the island a thread's `default`
+    # connection is the local store's, whose alias says `island` (engine/localstore.py).
+    db = router.db_for_write(model)
+    connection = connections[db]
     plan = _plan(model, connection)
     if plan is None or any(row.pk is not None or not row._state.adding for row in rows):
         model.objects.bulk_create(rows)
@@ -126,7 +128,6 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
         return
     size = max(connection.ops.bulk_batch_size(fields, rows), 1)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    db = connection.alias
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             part = values[start : start + size]
@@ -154,7 +155,7 @@ _plans: dict[tuple[type[models.Model], str], tuple[list[models.Field], str, str]
 def _plan(model: type[models.Model], connection: Any) -> tuple[list[models.Field], str, str] | None:
     """The model's inserted fields, ``INSERT INTO t (...)`` and `` RETURNING t.id``, or
     None when the plain statement would not be bulk_create's."""
-    key = (model, connection.alias)
+    key = (model, connection.vendor)  # one alias may be either database (the island's)
     if key not in _plans:
         opts = model._meta
         pk = opts.pk
