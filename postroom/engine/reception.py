@@ -238,6 +238,8 @@ def take_one(
     except Exception as exc:
         if transient(exc):
             raise
+        if isinstance(exc, IntegrityError) and batchreads.current() is not None:
+            raise  # taken elsewhere meanwhile: the batch again, mail by mail (take_batch)
         # One bad message never stops the box (B-7): quarantine it with the reason.
         log.exception("%s uid %s: could not be taken", box.address, uid)
         quarantine(box, session, message, "internal error while taking the message", now())
@@ -273,6 +275,14 @@ def take_incoming(box: Mailbox, session: ImapSession, message: FetchedMessage, s
     customer = mail.from_addr or (mail.reply_to[0] if mail.reply_to else None)
     if not customer:
         quarantine(box, session, message, "no sender address", now)
+        return
+    if reads is not None:
+        # Read ahead (decision 0043): no savepoint of its own (decision 0054). Its rows
+        # wait for the batch's INSERT, where a mail another node took meanwhile meets the
+        # unique indexes; an insert made at once (a rule's delete or copy) refused here
+        # goes the same way: take_one lets the IntegrityError through and the batch is
+        # taken again mail by mail (take_batch), where this except below handles it.
+        create_interaction(box, session, message, mail, customer, verdict, site, now)
         return
     try:
         with journal.savepoint():

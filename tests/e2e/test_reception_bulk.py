@@ -96,3 +96,38 @@ def test_a_mail_the_reads_ahead_cannot_read_is_taken_alone_not_the_batch_stopped
     assert sorted(Interaction.objects.values_list("subject", flat=True)) == ["Odd", "Plain"]
     assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == 2
     assert not Quarantined.objects.exists()
+
+
+def test_a_mail_a_rule_deletes_taken_elsewhere_meanwhile_makes_the_batch_run_mail_by_mail(
+    make_center, monkeypatch, caplog
+) -> None:
+    """A mail inserted at once inside the batch (a rule deletes it) that another node took
+    meanwhile: its INSERT is refused inside its take, not at the batch's end. Decision
+    0054 took the mail's own savepoint away in a batch read ahead; the refusal still makes
+    the batch run mail by mail, where the mail is a copy, and nothing is quarantined."""
+    center = make_center(
+        """
+[[rules]]
+name = "Spam"
+conditions = [{{field = "subject", op = "contains", value = "WIN A PRIZE"}}]
+actions = [{{action = "delete", value = "spam"}}]
+"""
+    )
+    spam = mail(center, subject="WIN A PRIZE now")
+    write_in(center, spam)
+    run(center)
+    (ix,) = Interaction.objects.all()
+
+    write_in(center, mail(center, subject="Order 11"), count=2)
+    write_in(center, spam, count=3)  # the same mail again, as if another node took it meanwhile
+    write_in(center, mail(center, subject="Order 12"), count=4)
+    monkeypatch.setattr(batchreads.Reads, "maybe_known", lambda self, uid, key: False)
+    with caplog.at_level("INFO", logger="postroom.engine.reception"):
+        run(center)
+    assert "taken elsewhere meanwhile" in caplog.text
+
+    assert sorted(Interaction.objects.values_list("subject", flat=True)) == ["Order 11", "Order 12", "WIN A PRIZE now"]
+    ix.refresh_from_db()
+    assert len(ix.copies) == 1
+    assert not Quarantined.objects.exists()
+    assert JournalEvent.objects.filter(kind="received").count() == 3

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from django.apps import apps
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from postroom.engine.autoresponse import recent_auto_responses
@@ -94,3 +95,83 @@ def test_the_contacts_of_a_whole_batch_in_one_query(django_assert_num_queries) -
         "dora@example.com": firm, "nobody": None,
     }
     assert [contacts.lookup(a) for a in wanted] == [vip, None, sub, firm, None, None]
+
+
+def columns(model, pk: int) -> dict:
+    """A row as the database holds it, but its own id, creation time and the ids of rows
+    it points at (compared separately)."""
+    row = model.objects.filter(pk=pk).values().get()
+    for name in ("id", "guid", "created_at", "interaction_id", "key", "message_id", "uid", "dedupe_key"):
+        row.pop(name, None)
+    return row
+
+
+def batch_rows(tag: str, box: Mailbox, now) -> tuple[Interaction, Outgoing, JournalEvent]:
+    ix = Interaction(
+        node_id="n", mailbox=box, uidvalidity=7, uid=int(tag), message_id=f"<{tag}@x>", dedupe_key=f"k{tag}",
+        references=["<a@x>", "<b@x>"], customer="Ann@Customer.test", customer_name="Ann Ö", subject="Hello ✓",
+        arrival_time=now, priority=3, priority_reasons=[["box default", 3]], queue="billing",
+        rules={"hits": ["r1"], "misses": []}, approval=True,
+    )
+    out = Outgoing(
+        key=f"auto_response:{tag}", kind=Outgoing.AUTO_RESPONSE, interaction=ix, envelope_from="",
+        recipients=["ann@customer.test"], rate_key="ann@customer.test", message_id=f"<ar{tag}@x>",
+        raw=b"Subject: x\n\n\xff", next_attempt_at=now,
+    )
+    event = JournalEvent(at=now, kind="received", interaction=ix, mailbox=box, detail={"size": 12, "a": [1, None], "s": "ö"})
+    return ix, out, event
+
+
+def test_the_batch_insert_writes_what_bulk_create_writes_and_gives_the_ids(monkeypatch) -> None:
+    """journal.flush's own multi-row INSERT (decision 0054) against bulk_create: the same
+    column values, the ids set on the rows, the foreign keys taken from the interaction
+    inserted first."""
+    box, _ = Mailbox.objects.get_or_create(address="support@example.test", defaults={"login": "s"})
+    now = timezone.now()
+    bulk, real = [], QuerySet.bulk_create
+    monkeypatch.setattr(QuerySet, "bulk_create", lambda qs, objs, *a, **k: bulk.append(qs.model) or real(qs, objs, *a, **k))
+    with transaction.atomic(), journal.batched():
+        ours = batch_rows("1", box, now)
+        for row in ours:
+            journal.defer(row)
+    assert bulk == []  # each table by the plain INSERT, none by bulk_create
+    monkeypatch.undo()
+    theirs = batch_rows("2", box, now)
+    Interaction.objects.bulk_create([theirs[0]])
+    Outgoing.objects.bulk_create([theirs[1]])
+    JournalEvent.objects.bulk_create([theirs[2]])
+    for mine, other in zip(ours, theirs, strict=True):
+        assert mine.pk is not None and not mine._state.adding and mine._state.db == "default"
+        assert columns(type(mine), mine.pk) == columns(type(other), other.pk)
+    assert ours[1].interaction_id == ours[2].interaction_id == ours[0].pk
+    assert Outgoing.objects.get(pk=ours[1].pk).raw == b"Subject: x\n\n\xff"
+    assert Interaction.objects.get(pk=ours[0].pk).guid == ours[0].guid
+
+
+def test_the_batch_insert_splits_what_one_statement_cannot_take() -> None:
+    """More rows than one statement's parameters (SQLite: 999): several INSERTs, every id
+    right."""
+    now = timezone.now()
+    with transaction.atomic(), journal.batched():
+        events = [JournalEvent(at=now, kind=f"k{n}", detail={"n": n}) for n in range(400)]
+        for event in events:
+            journal.defer(event)
+    assert [(e.kind, e.detail["n"]) for e in events] == [
+        (row.kind, row.detail["n"]) for row in (JournalEvent.objects.get(pk=e.pk) for e in events)
+    ]
+    assert len({e.pk for e in events}) == 400
+
+
+def test_a_duplicate_in_the_batch_insert_is_refused_by_the_unique_index() -> None:
+    """The uniqueness the lifecycle relies on is still the database's (one interaction per
+    mail): the batch's INSERT fails whole."""
+    from django.db import IntegrityError
+
+    box, _ = Mailbox.objects.get_or_create(address="support@example.test", defaults={"login": "s"})
+    now = timezone.now()
+    with pytest.raises(IntegrityError), transaction.atomic(), journal.batched():
+        first, second = batch_rows("1", box, now)[0], batch_rows("2", box, now)[0]
+        second.dedupe_key = first.dedupe_key
+        journal.defer(first)
+        journal.defer(second)
+    assert not Interaction.objects.exists()

@@ -839,3 +839,36 @@ def test_every_corpus_reply_goes_out_with_no_token_left() -> None:
         except Exception as exc:  # noqa: BLE001 - collect, then report them all
             failures.append(f"{rel}: {exc!r}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "addr, name",
+    [
+        ("ann@customer.test", None), ("Ann.Lee+order-7@mail.customer.test", "Ann Lee"), ("o'brien@x.test", "O'Brien"),
+        ("a!#$%&'*+/=?^_`{|}~-z@x-y.test", None), ("x@localhost", "Ünïcode Name"), ("a.b.c@1.2.3", "a, b"),
+        ("UPPER@EXAMPLE.TEST", ""), ("support@example.test", 'Support "Team"'),
+        # Not plain: the header parser's way, as before.
+        ('"quoted local"@x.test', None), ("a..b@x.test", None), (".a@x.test", None), ("a@-x.test", None),
+        ("a@[127.0.0.1]", None), ("a@x_y.test", None),
+    ],
+)
+def test_a_plain_address_is_taken_apart_as_the_header_parser_takes_it(addr: str, name: str | None) -> None:
+    """compose._mailbox's plain path (decision 0054): the same Address, the same text."""
+    from email.errors import MessageError
+    from email.headerregistry import Address
+
+    from postroom.core.compose import _PLAIN_ADDR_RE, _mailbox
+
+    _mailbox.cache_clear()
+    try:
+        parsed = Address(display_name=name or "", addr_spec=addr)
+    except (ValueError, IndexError, TypeError, MessageError):
+        assert not _PLAIN_ADDR_RE.fullmatch(addr)
+        with pytest.raises(UnsafeHeaderValue):
+            _mailbox(addr, name, what="t")
+        return
+    ours = _mailbox(addr, name, what="t")
+    assert (ours.username, ours.domain, ours.display_name, ours.addr_spec, str(ours)) == (
+        parsed.username, parsed.domain, parsed.display_name, parsed.addr_spec, str(parsed)
+    )
+    assert ours == parsed
