@@ -159,16 +159,21 @@ def read_ahead(
     return Ahead(box, session, fetched, site, now)
 
 
-def token_guids(box: Mailbox, mail: ParsedMail) -> list[uuid.UUID]:
-    """The interaction guids the mail's candidate tokens name (MACs unchecked)."""
-    candidates = candidate_tokens(
+def mail_candidates(box: Mailbox, mail: ParsedMail) -> list[tuple[str, str]]:
+    """The correlation tokens `mail` may carry for the outbound box `box` (its recipients'
+    plus-addresses, In-Reply-To, References, the subject tag), as (source, token)."""
+    return candidate_tokens(
         recipients=[*mail.delivered_to, *mail.to, *mail.cc],
         outbound=box.address,
         in_reply_to=mail.in_reply_to,
         references=list(mail.references),
         subject=mail.subject,
     )
-    return [parsed.guid for _source, token in candidates if (parsed := parse_token(token)) is not None]
+
+
+def token_guids(box: Mailbox, mail: ParsedMail) -> list[uuid.UUID]:
+    """The interaction guids the mail's candidate tokens name (MACs unchecked)."""
+    return [parsed.guid for _source, token in mail_candidates(box, mail) if (parsed := parse_token(token)) is not None]
 
 
 def take_outbound(box: Mailbox, session: ImapSession, message: FetchedMessage, site: Site, now: datetime) -> None:
@@ -339,13 +344,7 @@ def match(box: Mailbox, mail: ParsedMail, site: Site) -> Interaction | ApprovalM
         # An agent's out-of-office or a bounce must never reach the customer as a reply.
         raise Refused(f"{verdict.kind}: {verdict.reason}")
     sender = (mail.from_addr or "").lower()
-    candidates = candidate_tokens(
-        recipients=[*mail.delivered_to, *mail.to, *mail.cc],
-        outbound=box.address,
-        in_reply_to=mail.in_reply_to,
-        references=list(mail.references),
-        subject=mail.subject,
-    )
+    candidates = mail_candidates(box, mail)
     named = named_interactions(candidates)
     agent = sending_agent(sender, named.values())
     vouched = vouch(
