@@ -128,6 +128,7 @@ class Ahead:
             except Exception:  # noqa: BLE001 - match() meets it again, alone
                 continue
         self._previous: Ahead | None = None
+        self.locked: set[uuid.UUID] = set()  # the interactions the batch holds (PostgreSQL)
 
     def __enter__(self) -> Ahead:
         box, session = self.box, self.session
@@ -139,12 +140,26 @@ class Ahead:
         if self.guids and connection.vendor == "postgresql":
             locked = Interaction.objects.select_for_update(of=("self",)).filter(guid__in=self.guids).order_by("pk")
             list(locked.values_list("pk", flat=True))
+            self.locked = set(self.guids)
         self._previous = getattr(_batch, "ahead", None)
         _batch.ahead = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         _batch.ahead = self._previous
+
+    def holds(self, ix: Interaction) -> bool:
+        """Whether `ix`, read inside this batch's write transaction, is as the database has
+        it until the batch commits: on SQLite the batch holds the one write lock (BEGIN
+        IMMEDIATE) from its start, on PostgreSQL the row lock taken on entering, before any
+        reply is read. Only this batch's own replies can change it then, and each reads
+        it again (`match`) after the ones before it."""
+        conn = transaction.get_connection()
+        if not conn.in_atomic_block:
+            return False
+        if conn.vendor == "sqlite":
+            return getattr(conn, "transaction_mode", None) in ("IMMEDIATE", "EXCLUSIVE")
+        return ix.guid in self.locked
 
     def mail(self, message: FetchedMessage) -> ParsedMail:
         found = self.mails.pop(message.uid, None)
@@ -512,10 +527,13 @@ def accept(
 ) -> None:
     # Locked (PostgreSQL) / under the write lock (SQLite IMMEDIATE): the interaction as
     # `match` read it, unless its version moved since; then it is read again (0047: the
-    # full read with its agent and box was a fifth of this watcher).
-    same = Interaction.objects.select_for_update(of=("self",)).filter(pk=ix.pk, version=ix.version)
-    if not list(same.values_list("pk", flat=True)):
-        ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=ix.pk)
+    # full read with its agent and box was a fifth of this watcher). Inside a FETCH batch
+    # that already holds it (decision 0055) nothing can have moved it: no query.
+    ahead: Ahead | None = getattr(_batch, "ahead", None)
+    if ahead is None or not ahead.holds(ix):
+        same = Interaction.objects.select_for_update(of=("self",)).filter(pk=ix.pk, version=ix.version)
+        if not list(same.values_list("pk", flat=True)):
+            ix = Interaction.objects.select_for_update(of=("self",)).select_related("agent", "mailbox").get(pk=ix.pk)
     if ix.state not in AWAITING_REPLY:
         raise IntegrityError("interaction no longer waits for a reply")
     # One reply per interaction (its key); its ID derived from the email's name (0036).
