@@ -19,7 +19,8 @@ import contextlib
 import functools
 import re
 from email import policy as _policy
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.header import Header
+from email.headerregistry import Address, AddressHeader, HeaderRegistry, UnstructuredHeader
 from email.message import Message
 from email.utils import getaddresses
 from urllib.parse import quote, unquote_to_bytes
@@ -167,12 +168,73 @@ class _TolerantHeaderRegistry(HeaderRegistry):
         return self._fallback(name, value)
 
 
+class _SpaceKeepingPolicy(_policy.EmailPolicy):
+    """policy.default, whose folding sometimes loses a space between words (CPython 3.11).
+
+    Folding a header that needs RFC 2047 words, the stdlib can end one encoded-word with
+    a word and begin the next with the following word, the space between them written as
+    the fold's whitespace, which a reader ignores between two encoded-words (RFC 2047
+    §6.2): "Путін хуйло" arrives as "Путінхуйло". About one long non-ASCII Subject or
+    display name in twenty-five. Every fold that wrote encoded-words is therefore read back
+    the way a mail client reads it; if that is not what was folded, the header is written
+    again with each value's spaces inside its encoded-words (``_encoded_anew``).
+    """
+
+    def _fold(self, name: str, value: object, refold_binary: bool = False) -> str:
+        folded: str = super()._fold(name, value, refold_binary)  # type: ignore[misc]
+        if "=?" not in folded or not _free_text(value) or _reads_as_written(folded, value):
+            return folded
+        return _encoded_anew(name, value, self) or folded
+
+
+# Headers whose words a reader decodes as RFC 2047 text; never MIME parameters or msg-ids.
+_TEXT_FIELDS = frozenset({"subject", "comments", "keywords"})
+
+
+def _free_text(header: object) -> bool:
+    if isinstance(header, AddressHeader):
+        return True
+    return isinstance(header, UnstructuredHeader) and str(getattr(header, "name", "")).lower() in _TEXT_FIELDS
+
+
+def _reads_as_written(folded: str, header: object) -> bool:
+    text = unfold(folded).partition(":")[2].strip()
+    addresses = getattr(header, "addresses", None)
+    if addresses is None:
+        return decode_words(text) == str(header)
+    wanted = [(a.display_name, a.addr_spec.lower()) for a in addresses]
+    return address_list(text) == [(clean_text(n), a) for n, a in wanted]
+
+
+def _encoded_anew(name: str, header: object, policy: _policy.EmailPolicy) -> str | None:
+    """``Name: value`` folded with whole-value encoded-words (``email.header.Header``
+    splits between characters, so every space stays inside a word; a continuation line
+    may run past 78 characters, never past 998), or None for an address header with
+    groups or an address without a local part, which keeps the stdlib's folding."""
+    linesep = policy.linesep
+    addresses = getattr(header, "addresses", None)
+    if addresses is None:
+        return f"{name}: {_encoded(str(header), linesep, name)}{linesep}"
+    if any(g.display_name is not None for g in header.groups) or not all(a.username for a in addresses):  # type: ignore[attr-defined]
+        return None
+    entries = [
+        f"{_encoded(a.display_name, linesep)} <{a.addr_spec}>"
+        if not a.display_name.isascii() or "=?" in a.display_name
+        else str(a)
+        for a in addresses
+    ]
+    return f"{name}: " + f",{linesep} ".join(entries) + linesep
+
+
+def _encoded(text: str, linesep: str, name: str | None = None) -> str:
+    return Header(text, "utf-8", header_name=name).encode(linesep=linesep)
+
+
 #: policy.default, plus: header parsing never raises; headers we pass through are written
 #: back as they came (``refold_source="none"``: refolding a long unparsed header would
-#: RFC 2047-encode URLs and msg-ids); msg-id lists fold only between ids.
-POLICY: _policy.EmailPolicy = _policy.default.clone(
-    header_factory=_TolerantHeaderRegistry(), refold_source="none"
-)
+#: RFC 2047-encode URLs and msg-ids); msg-id lists fold only between ids; folding keeps
+#: every space (``_SpaceKeepingPolicy``).
+POLICY: _policy.EmailPolicy = _SpaceKeepingPolicy(header_factory=_TolerantHeaderRegistry(), refold_source="none")
 
 
 # Printable ASCII words with single spaces between them: a header object holding such a
