@@ -225,6 +225,11 @@ class RoutingDesk:
                 ix = found.get(assignment.item_key)
                 if ix is not None and self.commit(ix, assignment.agent, now, agents):
                     routed[ix.agent_id] += 1
+                else:
+                    # A decision the database did not keep: the index counted it for its
+                    # agent all the same; the round's rows are read back as before, which
+                    # sets that agent's load from the database again.
+                    alone = False
             # Fig. 6 356: the routed counts, one UPDATE per agent of the round.
             for agent_id, n in routed.items():
                 Agent.objects.filter(pk=agent_id).update(routed_count=F("routed_count") + n)

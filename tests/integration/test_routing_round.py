@@ -133,3 +133,23 @@ def test_the_next_round_does_not_read_back_what_its_own_round_wrote(monkeypatch:
     assert late.state is State.ROUTED and late.agent.address == "alice@example.test"
     # 3 routed - 1 closed + 1 routed now, as the database counts them.
     assert desk.router.agent("alice@example.test").load == 3
+
+
+def test_a_round_with_a_decision_the_database_did_not_keep_is_read_back_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision that lost its compare-and-set was counted for its agent by the index all
+    the same: that round's rows are not passed over, so the next sync reads its agents'
+    loads from the database again (decision 0055)."""
+    items = queued(3)
+    Agent.objects.create(
+        name="Alice", address="alice@example.test", skills=["unassigned"], capacity=5, ready=True,
+        state_changed_at=timezone.now(),
+    )
+    desk = RoutingDesk(site())
+    real = desk.commit
+    monkeypatch.setattr(desk, "commit", lambda ix, *a, **k: False if ix.pk == items[1].pk else real(ix, *a, **k))
+    assert desk.route(timezone.now())
+    assert desk.own == set()
+    assert desk.router.agent("alice@example.test").load == 3  # the index's count, one too many
+    monkeypatch.setattr(desk, "commit", real)
+    desk.sync(timezone.now())
+    assert desk.router.agent("alice@example.test").load == 2  # as the database counts them
