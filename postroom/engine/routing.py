@@ -87,6 +87,10 @@ class RoutingDesk:
         self.seen: set[int] = set()
         self.built_at = 0.0
         self.agents_at = 0.0
+        # The journal ids this desk's own rounds wrote and committed (decision 0055): what
+        # they say (an item routed, answered, its agent's load one up) the index made so
+        # itself when it assigned; the round after does not read those back.
+        self.own: set[int] = set()
 
     # -- keeping the index in step ---------------------------------------------------
     def rebuild(self, now: datetime) -> None:
@@ -94,6 +98,7 @@ class RoutingDesk:
         router = Router()
         # Read the cursor first: anything journaled while we load is replayed after.
         self.cursor = JournalEvent.objects.aggregate(m=Max("id"))["m"] or 0
+        self.own = set()
         back = lookback()
         self.seen = set(JournalEvent.objects.filter(id__gt=self.cursor - back).values_list("id", flat=True)) if back else set()
         self.router = router
@@ -143,10 +148,14 @@ class RoutingDesk:
             .order_by("id")
             .values_list("id", "kind", "interaction_id", "agent_id")
         )
-        events = [e for e in window if e[0] not in self.seen]
+        events = [e for e in window if e[0] not in self.seen and e[0] not in self.own]
         if window:
             self.cursor = max(self.cursor, window[-1][0])
         self.seen = {e[0] for e in window if e[0] > self.cursor - back} if back else set()
+        if self.own:
+            # Each own id is passed over once, in the first window that shows it (then it
+            # is in `seen`, or below the cursor); ids at or below the look-back are gone.
+            self.own = {i for i in self.own if i > self.cursor} - {e[0] for e in window}
         changed = {ix for _, kind, ix, _ in events if ix is not None}
         agents_changed = {a for _, kind, _, a in events if a is not None}
         if changed:
@@ -204,6 +213,10 @@ class RoutingDesk:
         found = Interaction.objects.select_related("mailbox", "agent").in_bulk([a.item_key for a in assignments])
         agents = {a.address: a for a in Agent.objects.filter(address__in={a.agent for a in assignments})}
         routed: Counter[int] = Counter()
+        own: list[JournalEvent] = []
+        # Only this round's rows, its own transaction's (an enclosing batch would hold
+        # other steps' rows too; none does in the engine's worker).
+        alone = not transaction.get_connection().in_atomic_block
         with transaction.atomic(), journal.batched():
             # Written in id order, as the senders lock theirs (engine/outbox.py, Outcomes):
             # the decisions are made already, and rows locked in one order by everyone
@@ -212,9 +225,21 @@ class RoutingDesk:
                 ix = found.get(assignment.item_key)
                 if ix is not None and self.commit(ix, assignment.agent, now, agents):
                     routed[ix.agent_id] += 1
+                else:
+                    # A decision the database did not keep: the index counted it for its
+                    # agent all the same; the round's rows are read back as before, which
+                    # sets that agent's load from the database again.
+                    alone = False
             # Fig. 6 356: the routed counts, one UPDATE per agent of the round.
             for agent_id, n in routed.items():
                 Agent.objects.filter(pk=agent_id).update(routed_count=F("routed_count") + n)
+            if alone:
+                journal.flush()  # the round's journal rows, with their ids
+                own = journal.deferred(JournalEvent)
+        # Committed: the next round's sync passes over these (their items and agents are
+        # as the index has them since `assign`; anything else that changes them journals
+        # rows of its own, read as before).
+        self.own.update(row.pk for row in own if row.pk is not None)
         return bool(routed)
 
     def commit(self, ix: Interaction, address: str, now: datetime, agents: dict[str, Agent] | None = None) -> bool:

@@ -146,3 +146,31 @@ def test_a_batch_the_database_fails_keeps_nothing_and_is_read_again_whole(center
     assert len(customer_replies(center)) == 3
     assert sorted(OutboundMessage.objects.values_list("outcome", flat=True)) == ["accepted"] * 3
     assert JournalEvent.objects.filter(kind="reply_accepted").count() == 3
+
+
+def test_a_batch_holding_its_interactions_checks_no_version_and_a_second_reply_still_sees_the_first(center) -> None:
+    """Decision 0055: inside the batch's write transaction (SQLite's write lock, PostgreSQL's
+    row locks taken on entering) the interaction `match` read is current, so `accept` does
+    not read its version again; the batch's own earlier reply is still seen: a second
+    reply to the same interaction is refused as not waiting for a reply."""
+    copies = three_delivered(center)
+    reply_as(center, "alice", "First answer", forwarded=copies["Order 1"])
+    reply_as(center, "alice", "Second answer", forwarded=copies["Order 1"])
+    reply_as(center, "alice", "Answer two", forwarded=copies["Order 2"])
+    assert len(center.wait_for("outbound", 3)) == 3
+
+    with CaptureQueriesContext(connection) as queries:
+        assert outbound_box_alone(center) == 3
+    version_checks = [
+        q["sql"] for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and '"store_interaction"."version" =' in q["sql"]
+    ]
+    assert version_checks == []  # on main one per accepted reply
+
+    run(center)
+    run(center)
+    assert answers(center, "First answer", "Second answer", "Answer two") == ["Answer two", "First answer"]
+    ledger = sorted(OutboundMessage.objects.values_list("outcome", "reason"))
+    assert [outcome for outcome, _ in ledger] == ["accepted", "accepted", "dead"]
+    assert "not waiting for a reply" in ledger[-1][1]
+    assert JournalEvent.objects.filter(kind="reply_accepted").count() == 2
