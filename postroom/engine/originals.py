@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # Enough for several seconds of mail at the benchmarks' rates (a few KB each) and for the
 # backlog phase's 100k mails taken faster than delivered (the oldest go first, and are
 # fetched again): small against the engine's 300 MB budget.
-MAX_BYTES = 16 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
 # A bigger mail is not kept (it would push many small ones out); delivery fetches it.
 MAX_ONE = 1024 * 1024
 

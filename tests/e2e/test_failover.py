@@ -210,10 +210,14 @@ def test_the_secondary_takes_every_box_within_10_s_of_the_primarys_sigkill(nodes
     measured: dict[str, float] = {}
 
     def steer(customers) -> Engine:  # type: ignore[no-untyped-def]
+        # Half the customers write only after the kill, so the secondary is sure to take
+        # mail of its own (on a loaded machine the primary had taken all 24 before it).
+        customers.hold_after = PLAN.customers // 2
         primary, secondary = run.primary_then_secondary()
         assert "node-s" not in run.holders().values()  # stands by while the primary lives
         primary.stop(signal.SIGKILL)
         killed = time.monotonic()
+        customers.resume.set()
         wait_for("the secondary to hold everything", lambda: set(run.holders().values()) == {"node-s"} and run.held_by("node-s"), timeout=60, engine=secondary)
         measured["seen_s"] = time.monotonic() - killed
         return secondary
