@@ -135,21 +135,27 @@ def test_one_rows_failing_consequence_leaves_the_batchs_other_records(make_cente
     # (decision 0007), as for any claimant that died before writing its outcome.
 
 
-def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch) -> None:
+@pytest.fixture
+def groups(monkeypatch) -> list[bool]:
+    """What each grouped write of sent auto-responses answered (True: the whole group written)."""
+    answers: list[bool] = []
+    real = outbox.settle_auto_responses
+
+    def spy(group, keys):
+        answers.append(real(group, keys))
+        return answers[-1]
+
+    monkeypatch.setattr(outbox, "settle_auto_responses", spy)
+    return answers
+
+
+def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch, groups) -> None:
     """Decision 0052: the batch's sent auto-responses in one savepoint and two statements
     run for every row; each row's write still fenced by its own claim."""
     monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
     responses = three_auto_responses(center)
-    groups: list[bool] = []
-    real = outbox.settle_auto_responses
-
-    def spy(group, keys):
-        groups.append(real(group, keys))
-        return groups[-1]
-
-    monkeypatch.setattr(outbox, "settle_auto_responses", spy)
     sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
     try:
         assert outbox.send(site, sender, box, "me:1:aaaa", center.clock)
@@ -171,21 +177,13 @@ def test_sent_auto_responses_are_written_as_one_group(make_center, monkeypatch) 
         assert (e.interaction_id, e.agent_id, e.mailbox_id) == (ix.pk, ix.agent_id, ix.mailbox_id)
 
 
-def test_a_claim_lost_in_a_group_of_auto_responses_writes_nothing_for_its_row(make_center, monkeypatch) -> None:
+def test_a_claim_lost_in_a_group_of_auto_responses_writes_nothing_for_its_row(make_center, monkeypatch, groups) -> None:
     """The group's fenced writes count one row short: the group is rolled back and written
     one by one, where the stolen row writes nothing and the others are recorded."""
     monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
     site = center.engine.site
     responses = three_auto_responses(center)
-    groups: list[bool] = []
-    real = outbox.settle_auto_responses
-
-    def spy(group, keys):
-        groups.append(real(group, keys))
-        return groups[-1]
-
-    monkeypatch.setattr(outbox, "settle_auto_responses", spy)
     sender, box = SmtpSender(site.smtp), JournalBox(site.journal.account)
     try:
         assert outbox.send(site, StealsAClaim(sender, responses[1]), box, "me:1:aaaa", center.clock)
