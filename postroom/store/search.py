@@ -24,7 +24,7 @@ import logging
 import re
 from typing import Any
 
-from django.db import connection
+from django.db import connection, connections, router, transaction
 from django.db.models import F, Func, Q, QuerySet, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
@@ -100,9 +100,33 @@ def keep_customer_text(ix: Interaction, text: str) -> None:
     journal.defer(InteractionText(interaction=ix, subject=_excerpt(ix.subject), customer_text=_excerpt(text)))
 
 
+# ``UPDATE store_interactiontext SET reply_text = %s WHERE interaction_id = %s``, per
+# database vendor (the quoting is the vendor's; one alias may be either: the island's).
+_REPLY_SQL: dict[str, str] = {}
+
+
+def _update_reply_text(ix: Interaction, text: str) -> int:
+    """``InteractionText.objects.filter(interaction=ix).update(reply_text=text)``: the same
+    statement and parameters, its SQL built once instead of by the query compiler for every
+    reply (decision 0059); on SQLite the FTS5 triggers and on PostgreSQL the fence trigger
+    fire on it as on the ORM's. The number of rows changed (0 when there is none yet)."""
+    db = router.db_for_write(InteractionText)
+    conn = connections[db]
+    sql = _REPLY_SQL.get(conn.vendor)
+    if sql is None:
+        meta, qn = InteractionText._meta, conn.ops.quote_name
+        sql = _REPLY_SQL[conn.vendor] = (
+            f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('reply_text').column)} = %s"
+            f" WHERE {qn(meta.get_field('interaction').column)} = %s"
+        )
+    with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
+        cursor.execute(sql, [text, ix.pk])
+        return cursor.rowcount
+
+
 def keep_reply_text(ix: Interaction, text: str) -> None:
     """When a reply is queued (from a mail client, the web, or an approver's edit)."""
-    updated = InteractionText.objects.filter(interaction=ix).update(reply_text=_excerpt(text))
+    updated = _update_reply_text(ix, _excerpt(text))
     if not updated:
         InteractionText.objects.create(
             interaction=ix, subject=_excerpt(ix.subject), reply_text=_excerpt(text)
