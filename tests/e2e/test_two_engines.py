@@ -151,3 +151,79 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
     carol = center.wait_for("carol", mails)
     assert sorted(str(m["Message-ID"]).strip() for m in carol) == sorted(ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sessions_that_all_ask_for_the_most_urgent_forward_send_it_once(make_center, proxy) -> None:
+    """Decision 0060: a sender session with no reply or forward of its own in the split
+    asks for the most urgent one too, so with fewer forwards due than sessions several
+    sessions claim the same forward at once. One claim wins: each forward and each
+    auto-response is sent once, with one attempt counted."""
+    shares = 4
+    # Every final reply comes late: while one session's transaction is in flight, the
+    # others read that row's neighbours due and claim them.
+    proxy.add(Rule(Fault.DELAY_REPLY, delay=0.3, times=None))
+    center = make_center("\n[auto_response]\nmax_per_address = 0\n")
+    site = center.engine.site
+    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
+    mails = 3
+    for n in range(mails):
+        ask(center, n)
+    center.wait_for("support", mails)
+    sessions = Sessions(site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+        center.ready("alice")
+        center.ready("bob")
+        steps = dict(center.engine.steps())
+        for _ in range(5):  # routing and delivery only: the senders are the test's
+            steps["routing"]()
+            steps["delivery"]()
+    finally:
+        sessions.close()
+    # Alice and Bob take one each: two forwards, three auto-responses due.
+    forwards = list(Outgoing.objects.filter(kind=Outgoing.FORWARD))
+    assert len(forwards) == 2
+    assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == mails
+    # Sessions 2 and 3 have no forward of their own: they ask for the first one too.
+    split = [[r.pk for r in outbox.due_rows(center.clock(), site, 50, share=s, shares=shares)] for s in range(shares)]
+    assert split[2][0] == split[3][0] == split[0][0] == forwards[0].pk
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(shares)
+
+    def session(share: int) -> None:
+        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
+        holder = outbox.claimant(f"{site.node_id}-{share}")
+        try:
+            start.wait()
+            while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
+                if not outbox.send(site, sender, journal, holder, center.clock, share=share, shares=shares, threaded=True):
+                    threading.Event().wait(0.05)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            sender.close()
+            journal.close()
+            connection.close()
+
+    threads = [threading.Thread(target=session, args=(s,)) for s in range(shares)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+
+    rows = list(Outgoing.objects.all())
+    assert {r.state for r in rows} == {Outgoing.SENT}
+    assert {r.attempts for r in rows} == {1}  # one claim won each row
+    assert {r.claimed_by for r in rows} == {""}
+    ids = [r.message_id for r in rows]
+    assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
+    to_agents = [r.message_id for r in forwards]
+    wait_until("the forwards in the agents' boxes",
+               lambda: len(center.messages("alice")) + len(center.messages("bob")) >= len(forwards), timeout=30)
+    got = center.messages("alice") + center.messages("bob")
+    assert sorted(str(m["Message-ID"]).strip() for m in got if str(m["Message-ID"]).strip() in to_agents) == sorted(to_agents)

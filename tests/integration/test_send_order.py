@@ -43,3 +43,33 @@ def test_replies_then_forwards_then_notices_then_auto_responses_oldest_first() -
         "reply:0", "forward:0", "forward:1", "notice:0", "auto_response:0", "auto_response:1", "auto_response:2",
     ]
     assert [r.key for r in due_rows(timezone.now(), site, limit=2)] == ["reply:0", "forward:0"]
+
+
+def test_the_static_split_of_the_sessions_is_kept_when_each_has_urgent_mail() -> None:
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    for n in range(4):
+        row(Outgoing.FORWARD, n, age_s=40 - n)
+    for n in range(4):
+        row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
+
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
+
+    assert split == [[f"forward:{s}", f"auto_response:{s}"] for s in range(4)]
+
+
+def test_a_session_without_urgent_mail_of_its_own_asks_for_the_most_urgent_row_too() -> None:
+    # Decision 0060: a forward queued while session 0 sends its interaction's
+    # auto-response waited for that send (the static split gave it to session 0 alone)
+    # although the other sessions were idle.
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    row(Outgoing.FORWARD, 0, age_s=1)
+
+    alone = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
+    assert alone == [["forward:0"]] * 4
+
+    row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
+    row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
+    row(Outgoing.REPLY, 0, age_s=2)
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
+    # Sessions 0 and 1 have urgent rows of their own; 2 and 3 ask for the reply first.
+    assert split == [["reply:0"], ["forward:0"], ["reply:0", "auto_response:0"], ["reply:0", "auto_response:1"]]
