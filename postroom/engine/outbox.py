@@ -193,8 +193,8 @@ def urgent_due(now: datetime, site: Site) -> bool:
 
 def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1) -> list[Outgoing]:
     """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first; with
-    `shares`, the first `limit` of every `shares`-th row from `share` on, and first of
-    all the most urgent reply or forward when none of those is this share's (`steal`)."""
+    `shares`, the first `limit` of every `shares`-th row from `share` on (and session 1
+    may ask for the most urgent row too: `steal`)."""
     ordered = Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")
     if shares == 1:
         return list(ordered[:limit])
@@ -207,21 +207,22 @@ def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: i
 
 def steal(due_now: list[tuple[int, str]], share: int, shares: int) -> list[int]:
     """The ids `share` of `shares` sends from `due_now` ((id, kind), in `SEND_ORDER`): every
-    `shares`-th from `share` on, and before them the first reply or forward when none of
-    those is among them (decision 0060).
+    `shares`-th from `share` on; and session 1, when none of its rows is a reply or a
+    forward, asks for the most urgent row (session 0's, the first) before its own
+    (decision 0060).
 
-    With a few rows due, the static split gives the most urgent row to share 0 only: a
-    forward queued while share 0 sends its interaction's auto-response waited for that
-    send although the other sessions were idle. Now every session with no urgent row of
-    its own asks for it too; one claim wins (a compare-and-set, decision 0049), the others
-    claim nothing for it and go on with their own rows."""
+    With a few rows due, the static split gives the most urgent row to session 0 alone:
+    a forward queued while session 0 sent its interaction's auto-response waited for that
+    send although the other sessions were idle. Session 1 now asks for it too; one claim
+    wins (a compare-and-set, decision 0049), the other claims nothing for it and goes on
+    with its own rows. One session only, not every idle one: each claim lost costs its
+    reads and a statement under SQLite's one write lock."""
     mine = [pk for pk, _ in due_now[share::shares]]
-    kinds = dict(due_now)
-    if due_now and not any(kinds[pk] in URGENT_KINDS for pk in mine):
-        first_pk, first_kind = due_now[0]
-        if first_kind in URGENT_KINDS:
-            mine.insert(0, first_pk)
-    return mine
+    if share != 1 or not due_now or due_now[0][1] not in URGENT_KINDS:
+        return mine
+    if any(kind in URGENT_KINDS for _, kind in due_now[share::shares]):
+        return mine
+    return [due_now[0][0], *mine]
 
 
 def snapshot(row: Outgoing) -> Row:

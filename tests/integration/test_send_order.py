@@ -57,7 +57,7 @@ def test_the_static_split_of_the_sessions_is_kept_when_each_has_urgent_mail() ->
     assert split == [[f"forward:{s}", f"auto_response:{s}"] for s in range(4)]
 
 
-def test_a_session_without_urgent_mail_of_its_own_asks_for_the_most_urgent_row_too() -> None:
+def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of_its_own() -> None:
     # Decision 0060: a forward queued while session 0 sends its interaction's
     # auto-response waited for that send (the static split gave it to session 0 alone)
     # although the other sessions were idle.
@@ -65,11 +65,13 @@ def test_a_session_without_urgent_mail_of_its_own_asks_for_the_most_urgent_row_t
     row(Outgoing.FORWARD, 0, age_s=1)
 
     alone = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
-    assert alone == [["forward:0"]] * 4
+    assert alone == [["forward:0"], ["forward:0"], [], []]
 
     row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
     row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
-    row(Outgoing.REPLY, 0, age_s=2)
     split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
-    # Sessions 0 and 1 have urgent rows of their own; 2 and 3 ask for the reply first.
-    assert split == [["reply:0"], ["forward:0"], ["reply:0", "auto_response:0"], ["reply:0", "auto_response:1"]]
+    assert split == [["forward:0"], ["forward:0", "auto_response:0"], ["auto_response:1"], []]
+
+    row(Outgoing.REPLY, 0, age_s=2)  # now session 1 has a forward of its own
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
+    assert split == [["reply:0"], ["forward:0"], ["auto_response:0"], ["auto_response:1"]]
