@@ -225,3 +225,62 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
                lambda: len(center.messages("alice")) >= len(forwards), timeout=30)
     got = center.messages("alice")
     assert sorted(str(m["Message-ID"]).strip() for m in got if str(m["Message-ID"]).strip() in to_agents) == sorted(to_agents)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, proxy) -> None:
+    """Decision 0060: the auto-response is the first due row, so session 0's; the forward,
+    queued while session 0 is still sending it, is the first due row again. Session 1
+    sends it meanwhile (before, it was session 0's alone and waited for that send).
+    Session 0 makes one `send` call only, read before the forward existed: the forward
+    can only have been sent by session 1."""
+    shares = 4
+    # Session 0's auto-response is held at the server's final reply.
+    proxy.add(Rule(Fault.DELAY_REPLY, match=lambda rcpts, data: data is not None and b"auto-submitted: auto-replied" in data.lower(), delay=3.0))
+    center = make_center()
+    site = center.engine.site
+    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=10.0))
+    ask(center, 0)
+    center.wait_for("support", 1)
+    sessions = Sessions(site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+    finally:
+        sessions.close()
+    response = Outgoing.objects.get(kind=Outgoing.AUTO_RESPONSE)
+    errors: list[BaseException] = []
+
+    def session(share: int) -> None:
+        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
+        try:
+            outbox.send(site, sender, journal, outbox.claimant(f"{site.node_id}-{share}"), center.clock,
+                        share=share, shares=shares, threaded=True)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            sender.close()
+            journal.close()
+            connection.close()
+
+    zero = threading.Thread(target=session, args=(0,))
+    zero.start()
+    try:
+        wait_until("session 0 holds the auto-response",
+                   lambda: Outgoing.objects.get(pk=response.pk).state == Outgoing.SENDING, timeout=30)
+        center.ready("alice")
+        steps = dict(center.engine.steps())
+        steps["routing"]()
+        steps["delivery"]()
+        forward = Outgoing.objects.get(kind=Outgoing.FORWARD)
+        session(1)
+        assert not errors, errors
+        forward.refresh_from_db()
+        assert forward.state == Outgoing.SENT and forward.attempts == 1
+    finally:
+        zero.join(60)
+    assert not errors, errors
+    response.refresh_from_db()
+    assert response.state == Outgoing.SENT and response.attempts == 1
+    assert proxy.delivered(forward.message_id) == proxy.delivered(response.message_id) == 1
+    assert [str(m["Message-ID"]).strip() for m in center.wait_for("alice", 1)] == [forward.message_id]
