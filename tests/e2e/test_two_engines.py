@@ -185,7 +185,7 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
     forwards = list(Outgoing.objects.filter(kind=Outgoing.FORWARD))
     assert len(forwards) == 1
     assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == mails
-    split = [[r.pk for r in outbox.due_rows(center.clock(), site, 50, share=s, shares=shares)] for s in range(shares)]
+    split = [[r.pk for r in outbox.due_rows(center.clock(), site, 50, share=s, shares=shares, steal=True)] for s in range(shares)]
     assert split[0][0] == split[1][0] == forwards[0].pk
 
     errors: list[BaseException] = []
@@ -197,7 +197,8 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
         try:
             start.wait()
             while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
-                if not outbox.send(site, sender, journal, holder, center.clock, share=share, shares=shares, threaded=True):
+                # Session 1 asks for session 0's row whether session 0 is busy or not.
+                if not outbox.send(site, sender, journal, holder, center.clock, share=share, shares=shares, threaded=True, steal=True):
                     threading.Event().wait(0.05)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
@@ -250,12 +251,15 @@ def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, p
         sessions.close()
     response = Outgoing.objects.get(kind=Outgoing.AUTO_RESPONSE)
     errors: list[BaseException] = []
+    sending = {0: threading.Event(), 1: threading.Event()}
 
     def session(share: int) -> None:
         sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
         try:
+            # As the engine's sender threads do (`Engine._sender_loop`).
             outbox.send(site, sender, journal, outbox.claimant(f"{site.node_id}-{share}"), center.clock,
-                        share=share, shares=shares, threaded=True)
+                        share=share, shares=shares, threaded=True,
+                        steal=share == 1 and sending[0].is_set(), sending=sending[share])
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
         finally:
@@ -266,8 +270,8 @@ def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, p
     zero = threading.Thread(target=session, args=(0,))
     zero.start()
     try:
-        wait_until("session 0 holds the auto-response",
-                   lambda: Outgoing.objects.get(pk=response.pk).state == Outgoing.SENDING, timeout=30)
+        wait_until("session 0 sends the auto-response",
+                   lambda: sending[0].is_set() and Outgoing.objects.get(pk=response.pk).state == Outgoing.SENDING, timeout=30)
         center.ready("alice")
         steps = dict(center.engine.steps())
         steps["routing"]()
@@ -280,6 +284,7 @@ def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, p
     finally:
         zero.join(60)
     assert not errors, errors
+    assert not sending[0].is_set() and not sending[1].is_set()
     response.refresh_from_db()
     assert response.state == Outgoing.SENT and response.attempts == 1
     assert proxy.delivered(forward.message_id) == proxy.delivered(response.message_id) == 1
