@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from postroom.core.backoff import delay
 from postroom.engine.site import Site
@@ -45,15 +46,17 @@ class Sessions:
         self._open: dict[int, ImapSession] = {}
         self._trouble: dict[int, _Trouble] = {}
 
-    def get(self, box: Mailbox, *, ingesting: bool = False) -> ImapSession:
+    def get(self, box: Mailbox, *, ingesting: bool = False, recorded: int | None | Literal["read"] = "read") -> ImapSession:
         """The box's open session; `ingesting`: for taking new mail, which is what re-binds
-        after a UIDVALIDITY change (everything else waits for that)."""
+        after a UIDVALIDITY change (everything else waits for that). `recorded`: the box's
+        UIDVALIDITY as the caller read it in the same statement as the rows it acts on
+        (delivery's batch, decision 0060); by default it is read from the database here."""
         trouble = self._trouble.get(box.pk)
         if trouble is not None and time.monotonic() < trouble.retry_at:
             raise BoxBackingOff(f"{box.address} backing off after {trouble.failures} failure(s): {trouble.error}")
         session = self._session(box)
         if not ingesting:
-            self._check_uidvalidity(box, session)
+            self._check_uidvalidity(box, session, recorded)
         return session
 
     def _session(self, box: Mailbox) -> ImapSession:
@@ -72,11 +75,14 @@ class Sessions:
         return session
 
     @staticmethod
-    def _check_uidvalidity(box: Mailbox, session: ImapSession) -> None:
+    def _check_uidvalidity(box: Mailbox, session: ImapSession, recorded: int | None | Literal["read"]) -> None:
         # The box was rebuilt (new UIDVALIDITY) and its watcher has not re-bound the live
         # interactions to the new UIDs yet: acting on the old UIDs now would close them as
-        # vanished (issue 7, window 7). Wait for the watcher.
-        recorded = Mailbox.objects.filter(pk=box.pk).values_list("uidvalidity", flat=True).first()
+        # vanished (issue 7, window 7). Wait for the watcher. The watcher re-binds the
+        # interactions and records the new UIDVALIDITY in one transaction, so a value read
+        # in one statement with the interactions is the one their UIDs are under.
+        if recorded == "read":
+            recorded = Mailbox.objects.filter(pk=box.pk).values_list("uidvalidity", flat=True).first()
         if recorded is not None and recorded != session.uidvalidity:
             raise MailboxUnavailable(
                 f"{box.address}: UIDVALIDITY is now {session.uidvalidity}, not {recorded}; waiting for the re-bind"

@@ -67,7 +67,10 @@ def deliver(site: Site, sessions: Sessions, now: datetime) -> bool:
             built: list[tuple[Interaction, Outgoing]] = []
             # An unreachable box holds up its own interactions only (issue 7, window 10).
             with sessions.isolated(items[0].mailbox):
-                session = sessions.get(items[0].mailbox)
+                # The box's UIDVALIDITY as read with these interactions (select_related),
+                # not read again (decision 0060).
+                box = items[0].mailbox
+                session = sessions.get(box, recorded=box.uidvalidity)
                 originals = kept_or_fetched(site, session, items)
                 for ix in items:
                     outbound = outbound or outbound_box()

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -127,6 +128,8 @@ def send(
     gate: Gate | None = None,
     ask_journal: Gate | None = None,
     threaded: bool = False,
+    steal: bool = False,
+    sending: threading.Event | None = None,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S` (`threaded`, a
@@ -141,10 +144,12 @@ def send(
     With `shares` sessions sending at once (decision 0039), this one takes every
     `shares`-th row from `share` on: each session starts at the most urgent row not
     another's, and they seldom race for one claim (a lost race is harmless: the claim is
-    a compare-and-set)."""
+    a compare-and-set). `steal`: session 1 may ask for session 0's urgent row (`with_urgent_row`,
+    decision 0060); `sending` is set while this call has mail on the wire (what session 1
+    looks at to know session 0 is busy)."""
     start = time.monotonic()  # before `now`: every deadline counts from before the claim
     now = clock()
-    rows = due_rows(now, site, limit, share=share, shares=shares)
+    rows = due_rows(now, site, limit, share=share, shares=shares, steal=steal)
     if not rows:
         return False
     wanted = forwards_wanted(rows)
@@ -174,10 +179,16 @@ def send(
                 if time.monotonic() >= held.deadline:
                     break  # no SMTP byte after half the lease: it and the rest are given back
                 del batch.held[row.pk]
+                if sending is not None:
+                    sending.set()
                 go(held, site, sender, box, clock, gate, ask_journal, outcomes)
             elif row.pk not in batch.asked:
+                if sending is not None:
+                    sending.set()
                 send_one(row, site, sender, box, holder, clock, gate, ask_journal, wanted=wanted.get(row.pk), outcomes=outcomes)
     finally:
+        if sending is not None:
+            sending.clear()
         # Also when a send raised: what the server accepted before it is recorded now,
         # not left to the journal box after the lease (decision 0047), and the rows the
         # batch claimed and never tried are given back.
@@ -191,16 +202,42 @@ def urgent_due(now: datetime, site: Site) -> bool:
     return Outgoing.objects.filter(due(now, site), kind__in=URGENT_KINDS).exists()
 
 
-def due_rows(now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1) -> list[Outgoing]:
+def due_rows(
+    now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1, steal: bool = False
+) -> list[Outgoing]:
     """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first; with
-    `shares`, the first `limit` of every `shares`-th row from `share` on."""
+    `shares`, the first `limit` of every `shares`-th row from `share` on (and, `steal`,
+    session 1 asks for the most urgent row too: `with_urgent_row`)."""
     ordered = Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")
     if shares == 1:
         return list(ordered[:limit])
     # Ids first: the other sessions' rows are not loaded (each carries its whole message).
-    mine = list(ordered.values_list("id", flat=True)[: limit * shares])[share::shares]
+    due_now = list(ordered.values_list("id", "kind")[: limit * shares])
+    mine = with_urgent_row(due_now, share, shares) if steal else [pk for pk, _ in due_now[share::shares]]
     by_id = Outgoing.objects.in_bulk(mine)
     return [by_id[i] for i in mine if i in by_id]
+
+
+def with_urgent_row(due_now: list[tuple[int, str]], share: int, shares: int) -> list[int]:
+    """The ids `share` of `shares` sends from `due_now` ((id, kind), in `SEND_ORDER`): every
+    `shares`-th from `share` on; and session 1, when none of its rows is a reply or a
+    forward, asks for the most urgent row (session 0's, the first) before its own
+    (decision 0060).
+
+    With a few rows due, the static split gives the most urgent row to session 0 alone:
+    a forward queued while session 0 sent its interaction's auto-response waited for that
+    send although the other sessions were idle. Session 1 now asks for it too while
+    session 0 has mail on the wire (the caller says so: `send(steal=...)`); should both
+    claim it, one claim wins (a compare-and-set, decision 0049) and the other claims
+    nothing for it and goes on with its own rows. One session only, and only while
+    session 0 is busy: each claim lost costs its reads and a statement under SQLite's one
+    write lock."""
+    mine = [pk for pk, _ in due_now[share::shares]]
+    if share != 1 or not due_now or due_now[0][1] not in URGENT_KINDS:
+        return mine
+    if any(kind in URGENT_KINDS for _, kind in due_now[share::shares]):
+        return mine
+    return [due_now[0][0], *mine]
 
 
 def snapshot(row: Outgoing) -> Row:

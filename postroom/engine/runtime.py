@@ -200,6 +200,9 @@ class Engine:
         self._journal_expired_at: datetime | None = None
         # Set while sender threads run (start()): then the worker skips the outbox step.
         self._sender_wakes: list[threading.Event] = []
+        # Set while a sender thread has mail on the wire, by share: sender 1 asks for the
+        # most urgent row too while sender 0 is busy (decision 0060).
+        self._senders_sending: dict[int, threading.Event] = {}
         # Which worker steps the running engine's rounds run (`work(lazy=True)`).
         self.schedule = Schedule()
         # The database sessions of the threads that mark their own work (watchers, the
@@ -693,14 +696,19 @@ class Engine:
         # Its own claimant name: a fence never mistakes another thread's claim for its own.
         holder = outbox.claimant(self.site.node_id)
         wake = self._sender_wakes[share]
+        sending = self._senders_sending.setdefault(share, threading.Event())
         try:
             while not self.work_stop.is_set():
                 close_old_connections()
                 busy = False
                 try:
+                    # A forward queued while sender 0 sends its auto-response is sender
+                    # 0's (the first due row) but is not left waiting for it.
+                    zero = self._senders_sending.get(0) if share == 1 else None
                     busy = outbox.send(
                         self.site, sender, box, holder, self.now, share=share, shares=shares,
                         gate=self._gate(), ask_journal=self._ask_journal(), threaded=True,
+                        steal=zero is not None and zero.is_set(), sending=sending,
                     )
                 except MailboxUnavailable as exc:
                     log.warning("outbox: %s", exc)

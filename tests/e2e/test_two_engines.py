@@ -151,3 +151,141 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
     carol = center.wait_for("carol", mails)
     assert sorted(str(m["Message-ID"]).strip() for m in carol) == sorted(ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, proxy) -> None:
+    """Decision 0060: sender session 1, with no reply or forward of its own in the split,
+    asks for the most urgent one too (session 0's), so the two claim the same forward at
+    once. One claim wins: the forward and each auto-response are sent once, with one
+    attempt counted."""
+    shares = 4
+    # Every final reply comes late: while one session's transaction is in flight, the
+    # others read that row's neighbours due and claim them.
+    proxy.add(Rule(Fault.DELAY_REPLY, delay=0.3, times=None))
+    center = make_center("\n[auto_response]\nmax_per_address = 0\n")
+    site = center.engine.site
+    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
+    mails = 3
+    for n in range(mails):
+        ask(center, n)
+    center.wait_for("support", mails)
+    sessions = Sessions(site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+        center.ready("alice")
+        steps = dict(center.engine.steps())
+        for _ in range(5):  # routing and delivery only: the senders are the test's
+            steps["routing"]()
+            steps["delivery"]()
+    finally:
+        sessions.close()
+    # Alice takes one: one forward, three auto-responses due.
+    forwards = list(Outgoing.objects.filter(kind=Outgoing.FORWARD))
+    assert len(forwards) == 1
+    assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == mails
+    split = [[r.pk for r in outbox.due_rows(center.clock(), site, 50, share=s, shares=shares, steal=True)] for s in range(shares)]
+    assert split[0][0] == split[1][0] == forwards[0].pk
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(shares)
+
+    def session(share: int) -> None:
+        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
+        holder = outbox.claimant(f"{site.node_id}-{share}")
+        try:
+            start.wait()
+            while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
+                # Session 1 asks for session 0's row whether session 0 is busy or not.
+                if not outbox.send(site, sender, journal, holder, center.clock, share=share, shares=shares, threaded=True, steal=True):
+                    threading.Event().wait(0.05)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            sender.close()
+            journal.close()
+            connection.close()
+
+    threads = [threading.Thread(target=session, args=(s,)) for s in range(shares)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+
+    rows = list(Outgoing.objects.all())
+    assert {r.state for r in rows} == {Outgoing.SENT}
+    assert {r.attempts for r in rows} == {1}  # one claim won each row
+    assert {r.claimed_by for r in rows} == {""}
+    ids = [r.message_id for r in rows]
+    assert {mid: proxy.delivered(mid) for mid in ids} == {mid: 1 for mid in ids}
+    to_agents = [r.message_id for r in forwards]
+    wait_until("the forwards in the agents' boxes",
+               lambda: len(center.messages("alice")) >= len(forwards), timeout=30)
+    got = center.messages("alice")
+    assert sorted(str(m["Message-ID"]).strip() for m in got if str(m["Message-ID"]).strip() in to_agents) == sorted(to_agents)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, proxy) -> None:
+    """Decision 0060: the auto-response is the first due row, so session 0's; the forward,
+    queued while session 0 is still sending it, is the first due row again. Session 1
+    sends it meanwhile (before, it was session 0's alone and waited for that send).
+    Session 0 makes one `send` call only, read before the forward existed: the forward
+    can only have been sent by session 1."""
+    shares = 4
+    # Session 0's auto-response is held at the server's final reply.
+    proxy.add(Rule(Fault.DELAY_REPLY, match=lambda rcpts, data: data is not None and b"auto-submitted: auto-replied" in data.lower(), delay=3.0))
+    center = make_center()
+    site = center.engine.site
+    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=10.0))
+    ask(center, 0)
+    center.wait_for("support", 1)
+    sessions = Sessions(site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+    finally:
+        sessions.close()
+    response = Outgoing.objects.get(kind=Outgoing.AUTO_RESPONSE)
+    errors: list[BaseException] = []
+    sending = {0: threading.Event(), 1: threading.Event()}
+
+    def session(share: int) -> None:
+        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
+        try:
+            # As the engine's sender threads do (`Engine._sender_loop`).
+            outbox.send(site, sender, journal, outbox.claimant(f"{site.node_id}-{share}"), center.clock,
+                        share=share, shares=shares, threaded=True,
+                        steal=share == 1 and sending[0].is_set(), sending=sending[share])
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            sender.close()
+            journal.close()
+            connection.close()
+
+    zero = threading.Thread(target=session, args=(0,))
+    zero.start()
+    try:
+        wait_until("session 0 sends the auto-response",
+                   lambda: sending[0].is_set() and Outgoing.objects.get(pk=response.pk).state == Outgoing.SENDING, timeout=30)
+        center.ready("alice")
+        steps = dict(center.engine.steps())
+        steps["routing"]()
+        steps["delivery"]()
+        forward = Outgoing.objects.get(kind=Outgoing.FORWARD)
+        session(1)
+        assert not errors, errors
+        forward.refresh_from_db()
+        assert forward.state == Outgoing.SENT and forward.attempts == 1
+    finally:
+        zero.join(60)
+    assert not errors, errors
+    assert not sending[0].is_set() and not sending[1].is_set()
+    response.refresh_from_db()
+    assert response.state == Outgoing.SENT and response.attempts == 1
+    assert proxy.delivered(forward.message_id) == proxy.delivered(response.message_id) == 1
+    assert [str(m["Message-ID"]).strip() for m in center.wait_for("alice", 1)] == [forward.message_id]

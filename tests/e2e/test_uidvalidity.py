@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from postroom.core.lifecycle import State
-from postroom.store.models import Interaction, JournalEvent, Mailbox
+from postroom.store.models import Interaction, JournalEvent, Mailbox, Outgoing
 from tests.e2e.boxes import (
     auto_responses,
     customer_replies,
@@ -61,3 +61,37 @@ def test_interactions_in_progress_survive_a_rebuilt_box(center) -> None:
     ix.refresh_from_db()
     assert ix.state is State.CLOSED and ix.outcome == "replied"
     assert not JournalEvent.objects.filter(kind="duplicate_ignored").exists()
+
+
+@pytest.mark.parametrize("session", ["kept open", "opened after the rebuild"])
+def test_a_box_rebuilt_between_two_forwards_holds_the_second_back_until_the_re_bind(center, session) -> None:
+    """Decision 0060: delivery checks the box's UIDVALIDITY against the one it read with
+    its interactions (not read again). The box is rebuilt after the first forward left
+    and before the watcher took it again: the second interaction's forward waits for the
+    re-bind (not built under the old UID, not closed as vanished), then goes out. A
+    session kept open learns of the rebuild from its NOOP (the server ends it); one
+    opened after it, from the UIDVALIDITY check."""
+    write_in(center, mail(center, subject="First"))
+    write_in(center, mail(center, subject="Second"), count=2)
+    center.ready("alice")
+    run(center)
+    first = Interaction.objects.get(subject="First")
+    second = Interaction.objects.get(subject="Second")
+    assert first.state is State.DELIVERED
+    assert second.state is State.QUEUED
+
+    old, new = rebuild(center, "support")
+    if session == "opened after the rebuild":
+        center.engine._sessions_for_worker().close()
+    center.ready("bob")
+    steps = dict(center.engine.steps())
+    steps["routing"]()  # the worker's steps, without the watcher's re-bind
+    steps["delivery"]()
+    second.refresh_from_db()
+    assert second.state is State.ANSWERED and second.uidvalidity == old
+    assert not second.outgoing.filter(kind=Outgoing.FORWARD).exists()
+
+    run(center)  # the watcher re-binds; delivery goes on
+    second.refresh_from_db()
+    assert second.state is State.DELIVERED and second.uidvalidity == new
+    assert not JournalEvent.objects.filter(kind="vanished").exists()

@@ -43,3 +43,38 @@ def test_replies_then_forwards_then_notices_then_auto_responses_oldest_first() -
         "reply:0", "forward:0", "forward:1", "notice:0", "auto_response:0", "auto_response:1", "auto_response:2",
     ]
     assert [r.key for r in due_rows(timezone.now(), site, limit=2)] == ["reply:0", "forward:0"]
+
+
+def test_the_static_split_of_the_sessions_is_kept_when_each_has_urgent_mail() -> None:
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    for n in range(4):
+        row(Outgoing.FORWARD, n, age_s=40 - n)
+    for n in range(4):
+        row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
+
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
+
+    assert split == [[f"forward:{s}", f"auto_response:{s}"] for s in range(4)]
+
+
+def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of_its_own() -> None:
+    # Decision 0060: a forward queued while session 0 sends its interaction's
+    # auto-response waited for that send (the static split gave it to session 0 alone)
+    # although the other sessions were idle. `steal`: the caller saw session 0 busy.
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    row(Outgoing.FORWARD, 0, age_s=1)
+    assert [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)] == [
+        ["forward:0"], [], [], [],
+    ]
+
+    alone = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
+    assert alone == [["forward:0"], ["forward:0"], [], []]
+
+    row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
+    row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
+    assert split == [["forward:0"], ["forward:0", "auto_response:0"], ["auto_response:1"], []]
+
+    row(Outgoing.REPLY, 0, age_s=2)  # now session 1 has a forward of its own
+    split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
+    assert split == [["reply:0"], ["forward:0"], ["auto_response:0"], ["auto_response:1"]]
