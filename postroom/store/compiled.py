@@ -1,0 +1,82 @@
+"""A constant read (a queryset without arguments) compiled by Django once per thread and
+connection, then run as its SQL: what the engine's supervisor asks the database at every
+heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
+building and compiling than in the database (decision 0058).
+
+The rows are what the queryset would give: model instances (`objects`, with the
+queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
+the same converters. The SQL is compiled again for another connection (a thread's own,
+the local store of island mode, a connection re-made after `use_shared`); the query
+runs at every call, nothing of its answer is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+from django.db.models import Model, QuerySet
+
+
+class _Plan:
+    def __init__(self, queryset: QuerySet[Any], db: str) -> None:
+        compiler = queryset.query.get_compiler(using=db)
+        self.connection = compiler.connection
+        self.compiler = compiler
+        self.sql, params = compiler.as_sql()
+        self.params = tuple(params)
+        self.model = queryset.model
+        self.db = db
+        columns = [s[0] for s in compiler.select[: compiler.col_count]]
+        self.converters = compiler.get_converters(columns)
+        klass_info = compiler.klass_info
+        if klass_info is not None and not queryset.query.values_select:
+            fields = klass_info["select_fields"]
+            self.start, self.end = fields[0], fields[-1] + 1
+            self.attnames = [s[0].target.attname for s in compiler.select[self.start : self.end]]
+            self.annotations = list(compiler.annotation_col_map.items())
+        else:
+            self.start = self.end = 0
+            self.attnames, self.annotations = [], []
+
+    def fetch(self) -> list[Any]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            rows = cursor.fetchall()
+        if self.converters:
+            rows = list(self.compiler.apply_converters(rows, self.converters))
+        return rows
+
+
+class Compiled:
+    """`make()` (a queryset of constant arguments, e.g. `Lease.objects.all()`) compiled
+    once per thread and connection. `make` must give the same query at every call."""
+
+    def __init__(self, make: Callable[[], QuerySet[Any]]) -> None:
+        self.make = make
+        self._local = threading.local()
+
+    def _plan(self) -> _Plan:
+        plan: _Plan | None = getattr(self._local, "plan", None)
+        if plan is not None and connections[plan.db] is plan.connection:
+            return plan
+        queryset = self.make()
+        plan = self._local.plan = _Plan(queryset, queryset.db)
+        return plan
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The rows as tuples (a `values_list` queryset: its columns)."""
+        return [tuple(row) for row in self._plan().fetch()]
+
+    def objects(self) -> list[Model]:
+        """The rows as model instances, with the queryset's annotations set on them."""
+        plan = self._plan()
+        found = []
+        for row in plan.fetch():
+            obj = plan.model.from_db(plan.db, plan.attnames, row[plan.start : plan.end])
+            for name, pos in plan.annotations:
+                setattr(obj, name, row[pos])
+            found.append(obj)
+        return found
