@@ -1,9 +1,10 @@
 """Per-box health: last successful sync, last error, backlog; and the watchdog on them.
 
 Each watcher reports its passes here (`synced`, `failed`); the engine's supervisor thread
-runs `watchdog`, which raises a "box not synced" alert for a box whose last successful
-sync is older than `Site.sync_alert_after` and clears it once the box syncs again (field
-bug B-8: a fetcher that stops silently). The figures are shown at /api/boxes and on the
+runs `watchdog` (every `watchdog_every`: a tenth of the alert's delay, 10 s at most), which
+raises a "box not synced" alert for a box whose last successful sync is older than
+`Site.sync_alert_after` and clears it once the box syncs again (field bug B-8: a fetcher
+that stops silently). The figures are shown at /api/boxes and on the
 supervisor console.
 """
 

@@ -3,7 +3,8 @@ connection, then run as its SQL: what the engine's supervisor asks the database 
 heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
 building and compiling than in the database (decision 0058).
 
-The rows are what the queryset would give: model instances (`objects`, with the
+`CompiledUpdate` does the same for an UPDATE whose arguments are fixed for a while (the
+node's heartbeat, for one registration). The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
 the local store of island mode, a connection re-made after `use_shared`); the query
@@ -16,8 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet
+from django.db.models.sql.subqueries import UpdateQuery
 
 
 class _Plan:
@@ -80,3 +82,31 @@ class Compiled:
                 setattr(obj, name, row[pos])
             found.append(obj)
         return found
+
+
+class CompiledUpdate:
+    """`make().update(**values())` compiled once per thread, connection and `key`: the key
+    names everything `make` and `values` depend on (a node's ticket), so that the same key
+    always gives the same statement. `run` gives the number of rows updated, as `update`."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def run(self, key: object, make: Callable[[], QuerySet[Any]], values: Callable[[], dict[str, Any]]) -> int:
+        plan = getattr(self._local, "plan", None)
+        if plan is None or plan[0] != key or connections[plan[1]] is not plan[2]:
+            queryset = make()
+            queryset._for_write = True  # the database `update` would write to
+            db = queryset.db
+            query = queryset.query.chain(UpdateQuery)
+            query.add_update_values(values())
+            query.clear_select_clause()
+            if query.related_updates:  # pragma: no cover - a programming error
+                raise ValueError("a compiled update writes one table")
+            compiler = query.get_compiler(db)
+            sql, params = compiler.as_sql()
+            plan = self._local.plan = (key, db, compiler.connection, sql, tuple(params))
+        _, db, conn, sql, params = plan
+        with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount

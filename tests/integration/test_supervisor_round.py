@@ -143,3 +143,33 @@ def test_the_watchdog_clears_an_open_alert_and_writes_nothing_when_none_is_open(
         health.watchdog(site, now, now - timedelta(hours=1))
     writes = [q["sql"] for q in queries.captured_queries if not q["sql"].lstrip().upper().startswith("SELECT")]
     assert writes == []
+
+
+def test_the_heartbeat_renews_every_round_and_writes_the_detail_when_it_changes(engine: Engine) -> None:
+    first = box("first@example.test")
+    engine._supervise_once(engine.membership)
+    engine._supervise_once(engine.membership)  # the leases taken in the round before are shown
+    node = Node.objects.get(node_id=engine.site.node_id)
+    assert node.detail["boxes"] == [first.pk] and node.detail["router"] is True
+    # Renewed at every round: the lease's end moves on even when nothing else changed.
+    Node.objects.filter(pk=node.pk).update(lease_until=timezone.now() + timedelta(seconds=2))
+    with CaptureQueriesContext(connection) as queries:
+        nodes.heartbeat(engine.membership.ticket, engine.membership.detail(), engine.membership.mode)
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+    assert len(writes) == 1 and "detail" not in writes[0]
+    assert Node.objects.get(pk=node.pk).lease_until > timezone.now() + timedelta(seconds=3)
+    second = box("second@example.test")
+    engine._supervise_once(engine.membership)
+    engine._supervise_once(engine.membership)
+    assert Node.objects.get(pk=node.pk).detail["boxes"] == sorted([first.pk, second.pk])
+
+
+def test_a_new_registration_writes_its_detail_again(engine: Engine) -> None:
+    first = box("first@example.test")
+    engine._supervise_once(engine.membership)
+    engine._supervise_once(engine.membership)
+    engine.membership.stand_down()
+    engine._supervise_once(engine.membership)  # registers with a new epoch: detail {} there
+    engine._supervise_once(engine.membership)
+    node = Node.objects.get(node_id=engine.site.node_id)
+    assert node.epoch == 2 and node.detail["boxes"] == [first.pk]
