@@ -3,7 +3,8 @@ connection, then run as its SQL: what the engine's supervisor asks the database 
 heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
 building and compiling than in the database (decision 0058).
 
-`CompiledUpdate` does the same for an UPDATE whose arguments are fixed for a while (the
+`CompiledAt` does it for a read whose one argument is a time (what is due by now), and
+`CompiledUpdate` for an UPDATE whose arguments are fixed for a while (the
 node's heartbeat, for one registration). The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.sql.subqueries import UpdateQuery
 
 
@@ -43,9 +45,9 @@ class _Plan:
             self.start = self.end = 0
             self.attnames, self.annotations = [], []
 
-    def fetch(self) -> list[Any]:
+    def fetch(self, params: tuple[Any, ...] | None = None) -> list[Any]:
         with self.connection.cursor() as cursor:
-            cursor.execute(self.sql, self.params)
+            cursor.execute(self.sql, self.params if params is None else params)
             rows = cursor.fetchall()
         if self.converters:
             rows = list(self.compiler.apply_converters(rows, self.converters))
@@ -110,3 +112,34 @@ class CompiledUpdate:
         with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount
+
+
+class CompiledAt:
+    """`make(at)`: a `values_list` queryset whose one argument is the time `at`, compared with
+    the datetime `field` (e.g. what is due by now). Compiled once per thread and connection
+    with a time of its own; later calls put `at`, prepared as Django prepares it, in its
+    place. Used only where the compiled statement carries that time exactly once, as Django
+    prepared it (`fits`); otherwise every call is the queryset's own."""
+
+    MARK = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+    def __init__(self, make: Callable[[datetime], QuerySet[Any]], field: Field[Any, Any]) -> None:
+        self.make, self.field = make, field
+        self._local = threading.local()
+
+    def _prepared(self, at: datetime, conn: Any) -> Any:
+        # What a lookup on `field` passes (Lookup.get_prep_lookup, get_db_prep_lookup).
+        return self.field.get_db_prep_value(self.field.get_prep_value(at), conn, prepared=True)
+
+    def rows(self, at: datetime) -> list[tuple[Any, ...]]:
+        plan = getattr(self._local, "plan", None)
+        if plan is None or connections[plan.db] is not plan.connection:
+            queryset = self.make(self.MARK)
+            plan = self._local.plan = _Plan(queryset, queryset.db)
+            marks = [i for i, p in enumerate(plan.params) if p == self._prepared(self.MARK, plan.connection)]
+            plan.at = marks[0] if len(marks) == 1 else None  # type: ignore[attr-defined]
+        if plan.at is None:  # type: ignore[attr-defined]
+            return [tuple(row) for row in self.make(at)]
+        params = list(plan.params)
+        params[plan.at] = self._prepared(at, plan.connection)  # type: ignore[attr-defined]
+        return [tuple(row) for row in plan.fetch(tuple(params))]
