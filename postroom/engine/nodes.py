@@ -108,7 +108,7 @@ def _pid_alive(pid: int) -> bool:
 
 def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
     """Register this process as `node_id` with a new epoch; NodeRefused if it may not."""
-    global _current
+    global _current, _written
     me, pid = socket.gethostname(), os.getpid()
     if shared():
         with connection.cursor() as cursor:
@@ -166,6 +166,7 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
             end_sessions(node_id, replaced.epoch)
         end_claims_of_dead(replaced)
     ticket = Ticket(node_id, role, epoch, lease, me, pid)
+    _written = None  # the row's detail and mode were just reset: the next heartbeat writes them
     # Connections opened from now on carry the ticket (one already open does not: the
     # engine opens its working threads' connections afresh).
     _current = ticket

@@ -173,3 +173,18 @@ def test_a_new_registration_writes_its_detail_again(engine: Engine) -> None:
     engine._supervise_once(engine.membership)
     node = Node.objects.get(node_id=engine.site.node_id)
     assert node.epoch == 2 and node.detail["boxes"] == [first.pk]
+
+
+def test_a_registration_with_an_equal_ticket_writes_the_detail_again(engine: Engine) -> None:
+    """A registration resets the row's detail and mode (a local store's row, a row made
+    again): the next heartbeat writes them even if its ticket equals the last one."""
+    first = box("first@example.test")
+    engine._supervise_once(engine.membership)
+    engine._supervise_once(engine.membership)
+    ticket = engine.membership.ticket
+    detail = engine.membership.detail()
+    Node.objects.filter(node_id=ticket.node_id).update(detail={}, epoch=ticket.epoch - 1)
+    again = nodes.register(ticket.node_id, ticket.role, ticket.lease)
+    assert again == ticket
+    nodes.heartbeat(again, detail)
+    assert Node.objects.get(node_id=ticket.node_id).detail["boxes"] == [first.pk]
