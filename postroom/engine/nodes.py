@@ -18,6 +18,7 @@ same host, the old process gone) takes over at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.backends.signals import connection_created
 from django.db.models import BooleanField, ExpressionWrapper, F, Q
@@ -33,6 +35,7 @@ from django.utils import timezone
 
 from postroom.core.cluster import Mode, Peer, Plan, Role, plan
 from postroom.store import fence
+from postroom.store.compiled import Compiled, CompiledUpdate
 from postroom.store.fence import app_name, end_sessions
 from postroom.store.models import Lease, Node, Outgoing
 
@@ -105,7 +108,7 @@ def _pid_alive(pid: int) -> bool:
 
 def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
     """Register this process as `node_id` with a new epoch; NodeRefused if it may not."""
-    global _current
+    global _current, _written
     me, pid = socket.gethostname(), os.getpid()
     if shared():
         with connection.cursor() as cursor:
@@ -163,6 +166,7 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
             end_sessions(node_id, replaced.epoch)
         end_claims_of_dead(replaced)
     ticket = Ticket(node_id, role, epoch, lease, me, pid)
+    _written = None  # the row's detail and mode were just reset: the next heartbeat writes them
     # Connections opened from now on carry the ticket (one already open does not: the
     # engine opens its working threads' connections afresh).
     _current = ticket
@@ -170,12 +174,28 @@ def register(node_id: str, role: Role, lease: timedelta) -> Ticket:
     return ticket
 
 
+# The heartbeat's UPDATE, compiled by Django once per registration (its node, epoch and
+# lease are the statement's only arguments): compiling it every second was half of the
+# supervisor's time once the look was compiled (decision 0058). The node's detail and mode
+# are written when they change, in a statement of their own after the renewal.
+_RENEW = CompiledUpdate()
+# (ticket, detail as JSON, mode) as last written by this process's heartbeat.
+_written: tuple[Ticket, str, str] | None = None
+
+
 def heartbeat(ticket: Ticket, detail: dict[str, Any], mode: Mode = Mode.NORMAL) -> None:
     """Renew our lease (only while it is still live); Fenced if it is not ours any more."""
-    renewed = Node.objects.filter(node_id=ticket.node_id, epoch=ticket.epoch).filter(_live()).update(
-        heartbeat_at=Now(), lease_until=Now() + ticket.lease, detail=detail, mode=mode.value
+    global _written
+    renewed = _RENEW.run(
+        ticket,
+        lambda: Node.objects.filter(node_id=ticket.node_id, epoch=ticket.epoch).filter(_live()),
+        lambda: {"heartbeat_at": Now(), "lease_until": Now() + ticket.lease},
     )
     if renewed == 1:
+        shown = (ticket, json.dumps(detail, sort_keys=True, cls=DjangoJSONEncoder), mode.value)
+        if shown != _written:
+            Node.objects.filter(node_id=ticket.node_id, epoch=ticket.epoch).update(detail=detail, mode=mode.value)
+            _written = shown
         return
     row = Node.objects.filter(node_id=ticket.node_id).first()
     if row is None:
@@ -280,10 +300,17 @@ class View:
         return [Peer(n.node_id, Role(n.role), bool(n.live)) for n in self.nodes.values()]
 
 
+# What `look` reads at every heartbeat, compiled by Django once per thread and connection:
+# building and compiling the two SELECTs was most of the supervisor thread's time
+# (decision 0058). They run at every look all the same: nothing of the answer is kept.
+_NODES = Compiled(with_liveness)
+_LEASES = Compiled(Lease.objects.all)
+
+
 def look() -> View:
     return View(
-        nodes={n.node_id: n for n in with_liveness()},
-        leases={lease.name: lease for lease in Lease.objects.all()},
+        nodes={n.node_id: n for n in _NODES.objects()},  # type: ignore[attr-defined]
+        leases={lease.name: lease for lease in _LEASES.objects()},  # type: ignore[attr-defined]
     )
 
 

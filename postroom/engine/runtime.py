@@ -47,6 +47,7 @@ from django.db import (
     connection,
     connections,
 )
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from postroom.config import Config
@@ -77,6 +78,7 @@ from postroom.engine.site import Site
 from postroom.mail.imap import ImapSession, MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
+from postroom.store.compiled import Compiled
 from postroom.store.fence import is_fence_error
 from postroom.store.islandmerge import merge_back
 from postroom.store.models import Mailbox, Node, Outgoing
@@ -228,6 +230,9 @@ class Engine:
         # The agents as last seen on the shared database: who is ready on the island
         # (engine/islandagents.py, decision 0045).
         self._agents_seen: list[dict[str, object]] = []
+        # The supervisor runs the sync watchdog at the pace its alerts need, not at every
+        # heartbeat (engine/health.py, decision 0058).
+        self._watchdog = health.Pace(health.watchdog_every(site))
         if site.journal is None:
             log.warning("no [journal] box: a send whose outcome is unknown is sent again (at least once)")
 
@@ -508,31 +513,8 @@ class Engine:
         assert membership is not None
         while not self.stopping.is_set():
             try:
-                close_old_connections()
-                if self._fenced.is_set():
-                    # A write of ours was refused: the heartbeat says why (fenced out by
-                    # another node, or our node id taken over by another process, which
-                    # ends this one) and raises Fenced, unless our lease is in fact live.
-                    self._fenced.clear()
-                    if membership.ticket is not None:
-                        nodes.heartbeat(membership.ticket, membership.detail(), membership.mode)
-                if self.islanded and self._db_back():
+                if self._supervise_once(membership):
                     continue
-                if membership.ticket is None:
-                    if self._unmerged and not self.islanded:
-                        self._merge_back()
-                    membership.join()  # after a stand-down: a new epoch
-                    connection.close()  # the next one carries the new epoch
-                    self._started_at = timezone.now()
-                membership.tick([b.pk for b in watched_boxes()], self._releasing)
-                if not self.islanded:
-                    self._db_ok_at = time.monotonic()
-                    if self.local is not None:
-                        self._agents_seen = islandagents.snapshot()
-                self._keep_island(membership)
-                self._keep_threads()
-                if membership.router:
-                    health.watchdog(self.site, timezone.now(), self._started_at)
             except nodes.Fenced as exc:
                 log.error("%s: this node stops its work and registers again", exc)
                 self._stand_down()
@@ -561,6 +543,40 @@ class Engine:
                 log.exception("supervisor round failed")
                 connection.close()
             self.stopping.wait(self.site.heartbeat)
+
+    def _supervise_once(self, membership: Membership) -> bool:
+        """One round of the supervisor: its heartbeat, leases, threads and watchdog.
+        True when it is to run again at once (back from island mode). Raises what the
+        loop handles (nodes.Fenced: our lease is gone; nodes.NodeRefused; database errors)."""
+        close_old_connections()
+        if self._fenced.is_set():
+            # A write of ours was refused: the heartbeat says why (fenced out by
+            # another node, or our node id taken over by another process, which
+            # ends this one) and raises Fenced, unless our lease is in fact live.
+            self._fenced.clear()
+            if membership.ticket is not None:
+                nodes.heartbeat(membership.ticket, membership.detail(), membership.mode)
+        if self.islanded and self._db_back():
+            return True
+        if membership.ticket is None:
+            if self._unmerged and not self.islanded:
+                self._merge_back()
+            membership.join()  # after a stand-down: a new epoch
+            connection.close()  # the next one carries the new epoch
+            self._started_at = timezone.now()
+        # The boxes read once a round (the tick's plan and the watchers both need
+        # them), as their ids, by SQL compiled once (decision 0058).
+        boxes = watched_box_ids()
+        membership.tick(boxes, self._releasing)
+        if not self.islanded:
+            self._db_ok_at = time.monotonic()
+            if self.local is not None:
+                self._agents_seen = islandagents.snapshot()
+        self._keep_island(membership)
+        self._keep_threads(boxes)
+        if membership.router and self._watchdog.due():
+            health.watchdog(self.site, timezone.now(), self._started_at)
+        return False
 
     def _stand_down(self) -> None:
         """Stop every working thread and hold nothing (the supervisor registers again)."""
@@ -659,7 +675,7 @@ class Engine:
 
         return after_watcher()
 
-    def _keep_threads(self) -> None:
+    def _keep_threads(self, boxes: list[int]) -> None:
         if not self._alive("worker"):
             self._spawn("worker", self._worker_loop)
         shares = len(self._sender_wakes)
@@ -670,11 +686,11 @@ class Engine:
             self._spawn("claims", self._claims_loop)
         if nodes.shared() and not self._alive("listener"):
             self._spawn("listener", lambda: listen(self._notified, self.work_stop))
-        for box in watched_boxes():
+        for pk in boxes:
             # On the local store too: the replies to the island's own interactions are
             # taken there, the rest left for the database's side (engine/replies.py).
-            if self.owns(box.pk) and not self._alive(f"watch:{box.pk}"):
-                self._spawn(f"watch:{box.pk}", lambda b=box.pk: self._watch(b))
+            if self.owns(pk) and not self._alive(f"watch:{pk}"):
+                self._spawn(f"watch:{pk}", lambda b=pk: self._watch(b))
 
     def _worker_loop(self) -> None:
         try:
@@ -848,5 +864,17 @@ class Engine:
             session.close()
 
 
+def _watched() -> QuerySet[Mailbox]:
+    return Mailbox.objects.filter(kind__in=[Mailbox.INCOMING, Mailbox.OUTBOUND])
+
+
 def watched_boxes() -> list[Mailbox]:
-    return list(Mailbox.objects.filter(kind__in=[Mailbox.INCOMING, Mailbox.OUTBOUND]))
+    return list(_watched())
+
+
+_WATCHED_IDS = Compiled(lambda: _watched().values_list("pk"))
+
+
+def watched_box_ids() -> list[int]:
+    """The ids of `watched_boxes()` (the supervisor's, at every heartbeat)."""
+    return [pk for (pk,) in _WATCHED_IDS.rows()]

@@ -1,0 +1,145 @@
+"""A constant read (a queryset without arguments) compiled by Django once per thread and
+connection, then run as its SQL: what the engine's supervisor asks the database at every
+heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
+building and compiling than in the database (decision 0058).
+
+`CompiledAt` does it for a read whose one argument is a time (what is due by now), and
+`CompiledUpdate` for an UPDATE whose arguments are fixed for a while (the
+node's heartbeat, for one registration). The rows are what the queryset would give: model instances (`objects`, with the
+queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
+the same converters. The SQL is compiled again for another connection (a thread's own,
+the local store of island mode, a connection re-made after `use_shared`); the query
+runs at every call, nothing of its answer is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import Field, Model, QuerySet
+from django.db.models.sql.subqueries import UpdateQuery
+
+
+class _Plan:
+    def __init__(self, queryset: QuerySet[Any], db: str) -> None:
+        compiler = queryset.query.get_compiler(using=db)
+        self.connection = compiler.connection
+        self.compiler = compiler
+        self.sql, params = compiler.as_sql()
+        self.params = tuple(params)
+        self.model = queryset.model
+        self.db = db
+        columns = [s[0] for s in compiler.select[: compiler.col_count]]
+        self.converters = compiler.get_converters(columns)
+        klass_info = compiler.klass_info
+        if klass_info is not None and not queryset.query.values_select:
+            fields = klass_info["select_fields"]
+            self.start, self.end = fields[0], fields[-1] + 1
+            self.attnames = [s[0].target.attname for s in compiler.select[self.start : self.end]]
+            self.annotations = list(compiler.annotation_col_map.items())
+        else:
+            self.start = self.end = 0
+            self.attnames, self.annotations = [], []
+
+    def fetch(self, params: tuple[Any, ...] | None = None) -> list[Any]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params if params is None else params)
+            rows = cursor.fetchall()
+        if self.converters:
+            rows = list(self.compiler.apply_converters(rows, self.converters))
+        return rows
+
+
+class Compiled:
+    """`make()` (a queryset of constant arguments, e.g. `Lease.objects.all()`) compiled
+    once per thread and connection. `make` must give the same query at every call."""
+
+    def __init__(self, make: Callable[[], QuerySet[Any]]) -> None:
+        self.make = make
+        self._local = threading.local()
+
+    def _plan(self) -> _Plan:
+        plan: _Plan | None = getattr(self._local, "plan", None)
+        if plan is not None and connections[plan.db] is plan.connection:
+            return plan
+        queryset = self.make()
+        plan = self._local.plan = _Plan(queryset, queryset.db)
+        return plan
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The rows as tuples (a `values_list` queryset: its columns)."""
+        return [tuple(row) for row in self._plan().fetch()]
+
+    def objects(self) -> list[Model]:
+        """The rows as model instances, with the queryset's annotations set on them."""
+        plan = self._plan()
+        found = []
+        for row in plan.fetch():
+            obj = plan.model.from_db(plan.db, plan.attnames, row[plan.start : plan.end])
+            for name, pos in plan.annotations:
+                setattr(obj, name, row[pos])
+            found.append(obj)
+        return found
+
+
+class CompiledUpdate:
+    """`make().update(**values())` compiled once per thread, connection and `key`: the key
+    names everything `make` and `values` depend on (a node's ticket), so that the same key
+    always gives the same statement. `run` gives the number of rows updated, as `update`."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def run(self, key: object, make: Callable[[], QuerySet[Any]], values: Callable[[], dict[str, Any]]) -> int:
+        plan = getattr(self._local, "plan", None)
+        if plan is None or plan[0] != key or connections[plan[1]] is not plan[2]:
+            queryset = make()
+            queryset._for_write = True  # the database `update` would write to
+            db = queryset.db
+            query = queryset.query.chain(UpdateQuery)
+            query.add_update_values(values())
+            query.clear_select_clause()
+            if query.related_updates:  # pragma: no cover - a programming error
+                raise ValueError("a compiled update writes one table")
+            compiler = query.get_compiler(db)
+            sql, params = compiler.as_sql()
+            plan = self._local.plan = (key, db, compiler.connection, sql, tuple(params))
+        _, db, conn, sql, params = plan
+        with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+class CompiledAt:
+    """`make(at)`: a `values_list` queryset whose one argument is the time `at`, compared with
+    the datetime `field` (e.g. what is due by now). Compiled once per thread and connection
+    with a time of its own; later calls put `at`, prepared as Django prepares it, in its
+    place. Used only where the compiled statement carries that time exactly once, as Django
+    prepared it (`fits`); otherwise every call is the queryset's own."""
+
+    MARK = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+    def __init__(self, make: Callable[[datetime], QuerySet[Any]], field: Field[Any, Any]) -> None:
+        self.make, self.field = make, field
+        self._local = threading.local()
+
+    def _prepared(self, at: datetime, conn: Any) -> Any:
+        # What a lookup on `field` passes (Lookup.get_prep_lookup, get_db_prep_lookup).
+        return self.field.get_db_prep_value(self.field.get_prep_value(at), conn, prepared=True)
+
+    def rows(self, at: datetime) -> list[tuple[Any, ...]]:
+        plan = getattr(self._local, "plan", None)
+        if plan is None or connections[plan.db] is not plan.connection:
+            queryset = self.make(self.MARK)
+            plan = self._local.plan = _Plan(queryset, queryset.db)
+            marks = [i for i, p in enumerate(plan.params) if p == self._prepared(self.MARK, plan.connection)]
+            plan.at = marks[0] if len(marks) == 1 else None  # type: ignore[attr-defined]
+        if plan.at is None:  # type: ignore[attr-defined]
+            return [tuple(row) for row in self.make(at)]
+        params = list(plan.params)
+        params[plan.at] = self._prepared(at, plan.connection)  # type: ignore[attr-defined]
+        return [tuple(row) for row in plan.fetch(tuple(params))]
