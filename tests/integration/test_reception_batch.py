@@ -97,6 +97,26 @@ def test_the_contacts_of_a_whole_batch_in_one_query(django_assert_num_queries) -
     assert [contacts.lookup(a) for a in wanted] == [vip, None, sub, firm, None, None]
 
 
+
+def test_a_batch_asks_for_each_address_and_domain_once() -> None:
+    """Fifty senders at one domain: one term per address and one for the domain (decision
+    0057; it was one term per sender per domain), the same contacts found."""
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    from postroom.store import contacts
+    from postroom.store.models import Contact
+
+    firm = Contact.objects.create(domain="Customer.TEST", level="gold")
+    ann = Contact.objects.create(address="ann@customer.test", level="vip")
+    wanted = [f"c{i}@customer.test" for i in range(50)] + ["Ann@customer.test", "ann@customer.test"]
+    with CaptureQueriesContext(conn) as queries:
+        found = contacts.lookup_many(wanted)
+    assert len(queries) == 1
+    assert queries[0]["sql"].count("customer.test") == 52  # 50 senders, ann once (two spellings), the domain once
+    assert found == {**{f"c{i}@customer.test": firm for i in range(50)}, "Ann@customer.test": ann, "ann@customer.test": ann}
+
+
 def columns(model, pk: int) -> dict:
     """A row as the database holds it, but its own id, creation time and the ids of rows
     it points at (compared separately)."""
