@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from postroom.core.headers import charset_hint, decode_words, unfold
+from postroom.core.headers import decode_words, unfold
 from postroom.core.rules import MAX_TEXT, MessageFacts
 from postroom.mail.message import ParsedMail
 
@@ -22,7 +22,7 @@ def facts_from_mail(mail: ParsedMail) -> MessageFacts:
     The body is cut to ``core.rules.MAX_TEXT`` characters here too, so a huge mail does
     not keep a second huge copy alive while rules run.
     """
-    hint = charset_hint(mail.msg)
+    hint = mail.charset_hint  # charset_hint(mail.msg), as parse read it
     items = list(mail.msg.raw_items())
     # The names of the first _MAX_HEADERS fields, in order; then every value of each in
     # one pass over the fields (`raw_header_values` per name went over all of them for

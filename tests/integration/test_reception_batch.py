@@ -182,6 +182,33 @@ def test_the_batch_insert_splits_what_one_statement_cannot_take() -> None:
     assert len({e.pk for e in events}) == 400
 
 
+
+def test_rows_that_share_a_time_are_written_as_bulk_create_writes_them() -> None:
+    """A datetime object several rows share is prepared once per statement (decision
+    0057): every row's time as bulk_create writes it, the shared ones, an equal time in
+    another zone and distinct ones alike."""
+    from datetime import timezone as tz
+
+    now = timezone.now()
+    elsewhere = now.astimezone(tz(timedelta(hours=5, minutes=30)))
+    times = [now, now, elsewhere, now + timedelta(microseconds=1), now, elsewhere, now - timedelta(days=400)]
+
+    def events(tag: str) -> list[JournalEvent]:
+        return [JournalEvent(at=at, kind=f"{tag}{n}", detail={}) for n, at in enumerate(times)]
+
+    with transaction.atomic(), journal.batched():
+        ours = events("a")
+        for event in ours:
+            journal.defer(event)
+    theirs = JournalEvent.objects.bulk_create(events("b"))
+    read = {e.kind: e.at for e in JournalEvent.objects.all()}
+    assert [read[e.kind] for e in ours] == [read[e.kind] for e in theirs] == times
+    with connection.cursor() as cursor:  # the stored text/timestamps themselves, not only as read back
+        cursor.execute("SELECT kind, at FROM store_journalevent")
+        raw = dict(cursor.fetchall())
+    assert [raw[e.kind] for e in ours] == [raw[e.kind] for e in theirs]
+
+
 def test_a_duplicate_in_the_batch_insert_is_refused_by_the_unique_index() -> None:
     """The uniqueness the lifecycle relies on is still the database's (one interaction per
     mail): the batch's INSERT fails whole."""

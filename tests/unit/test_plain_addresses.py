@@ -162,3 +162,50 @@ def test_decode_words_gives_plain_ascii_back(text: str) -> None:
         assert decode_words(text) == text
         assert decode_words(text, "koi8-r") == text
     assert unfold(text) == headers._FOLD_RE.sub("", text)
+
+
+def _messages() -> list[bytes]:
+    raws = [p.read_bytes() for p in FILES]
+    if corpus_available():
+        raws += [(CORPUS / rel).read_bytes() for rel in corpus_files()]
+    return raws
+
+
+def test_facts_and_classify_read_the_header_as_field_by_field() -> None:
+    """mail.facts and autoreply._facts read every field in one pass (decision 0057): the
+    same values as reading field by field with raw_header_values / header_text did."""
+    from postroom.core import autoreply
+    from postroom.core.headers import charset_hint, header_text, raw_header_values
+    from postroom.mail.facts import _MAX_HEADERS, _decoded, facts_from_mail
+    from postroom.mail.message import UnreadableMessage, parse
+
+    checked = 0
+    for raw in _messages():
+        try:
+            mail = parse(raw)
+        except UnreadableMessage:
+            continue
+        msg = mail.msg
+        assert mail.charset_hint == charset_hint(msg)
+        hint = charset_hint(msg)
+        wanted: dict[str, tuple[str, ...]] = {}
+        for index, name in enumerate(msg.keys()):
+            if index >= _MAX_HEADERS:
+                break
+            if name.lower() not in wanted:
+                wanted[name.lower()] = tuple(_decoded(v, hint) for v in raw_header_values(msg, name))
+        assert facts_from_mail(mail).headers == wanted
+        f = autoreply._facts(msg)
+        froms = [p for v in raw_header_values(msg, "From") for p in reference_address_list(v)]
+        auto = header_text(msg, "Auto-Submitted")
+        assert (f.subject, f.from_name, f.from_addr, f.from_raw, f.precedence, f.has) == (
+            header_text(msg, "Subject") or "",
+            (froms[0][0] if froms else "").lower(),
+            froms[0][1] if froms else "",
+            " ".join(raw_header_values(msg, "From")).lower(),
+            (header_text(msg, "Precedence") or "").lower(),
+            frozenset(name.lower() for name in msg),
+        )
+        assert f.auto_submitted == (auto.split(";", 1)[0].strip().lower() if auto is not None else None)
+        checked += 1
+    assert checked > 40
