@@ -576,13 +576,13 @@ def address_list(value: str | None, hint: str | None = None) -> list[tuple[str, 
     """
     if not value:
         return []
-    text = unfold(value)
-    pairs = plain_addresses(text)
-    if pairs is None:
-        try:
+    try:
+        text = unfold(value)
+        pairs = plain_addresses(text)
+        if pairs is None:
             pairs = getaddresses([_unsurrogate(text, hint)])
-        except Exception:  # noqa: BLE001 - stdlib parser bugs must not stop ingest
-            return []
+    except Exception:  # noqa: BLE001 - stdlib parser bugs must not stop ingest
+        return []
     out: list[tuple[str, str]] = []
     for name, addr in pairs:
         addr = clean_text(addr).strip("<>").lower()
