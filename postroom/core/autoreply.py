@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Literal
 
-from postroom.core.headers import address_list, header_text, msg_ids, raw_header_values
+from postroom.core.headers import (
+    address_list,
+    msg_ids,
+    raw_header_values,
+    unfold,
+    values_text,
+)
 
 __all__ = ["Kind", "Verdict", "classify", "is_own"]
 
@@ -77,24 +83,35 @@ def _facts(msg: Message) -> _Facts:
             part_types.add(part.get_content_type())
     except Exception:  # noqa: BLE001 - a pathological MIME tree says nothing about loops
         pass
-    froms = [pair for value in raw_header_values(msg, "From") for pair in address_list(value)]
+    # The fields the rules read, in one pass over the header (`raw_header_values` per
+    # name went over all of it for each: issue 9); the same values, in the same order.
+    values: dict[str, list[str]] = {name: [] for name in _READ}
+    has: set[str] = set()
+    for name, value in msg.raw_items():
+        key = name.lower()
+        has.add(key)
+        if key in values:
+            values[key].append(unfold(value if isinstance(value, str) else str(value)))
+    froms = [pair for value in values["from"] for pair in address_list(value)]
     from_name, from_addr = froms[0] if froms else ("", "")
-    return_paths = raw_header_values(msg, "Return-Path")
-    auto = header_text(msg, "Auto-Submitted")
+    auto = values_text(msg, values["auto-submitted"])
     return _Facts(
         content_type=content_type,
         report_type=report_type,
         part_types=frozenset(part_types),
-        subject=header_text(msg, "Subject") or "",
+        subject=values_text(msg, values["subject"]) or "",
         from_addr=from_addr,
         from_name=from_name.lower(),
-        from_raw=" ".join(raw_header_values(msg, "From")).lower(),
+        from_raw=" ".join(values["from"]).lower(),
         # RFC 5321 §4.5.5: notifications (DSNs, and RFC 3834 §3.3 auto-replies) use <>.
-        null_return_path=any(re.fullmatch(r"\s*<\s*>\s*", rp) for rp in return_paths),
+        null_return_path=any(re.fullmatch(r"\s*<\s*>\s*", rp) for rp in values["return-path"]),
         auto_submitted=auto.split(";", 1)[0].strip().lower() if auto is not None else None,
-        precedence=(header_text(msg, "Precedence") or "").lower(),
-        has=frozenset(name.lower() for name in msg),
+        precedence=(values_text(msg, values["precedence"]) or "").lower(),
+        has=frozenset(has),
     )
+
+
+_READ = ("from", "return-path", "auto-submitted", "subject", "precedence")
 
 
 # --------------------------------------------------------------------------------------

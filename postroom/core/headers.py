@@ -39,11 +39,13 @@ __all__ = [
     "foreign_reply_to",
     "header_text",
     "msg_ids",
+    "plain_addresses",
     "raw_header_values",
     "put_header",
     "references",
     "settle_headers",
     "unfold",
+    "values_text",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -336,6 +338,8 @@ def charset_hint(msg: Message) -> str | None:
 
 
 def unfold(value: str) -> str:
+    if "\n" not in value and "\r" not in value:
+        return value  # one line: nothing to unfold (most values; issue 9)
     return _FOLD_RE.sub("", value)
 
 
@@ -441,6 +445,10 @@ def decode_words(text: str, hint: str | None = None) -> str:
     the same charset are joined as bytes first, because senders split multi-byte
     characters across words; unknown charsets fall back to UTF-8, then cp1252.
     """
+    if text.isascii() and "=?" not in text and "\x1b" not in text:
+        # Nothing to decode (no encoded-word, no 8-bit byte, no ISO-2022-JP escape): the
+        # text as it is, which is what the loop below gives it back as (issue 9).
+        return text
     text = _unsurrogate(text, hint)
     pieces: list[tuple[str | None, str | bytes]] = []  # (charset, bytes) or (None, text)
     pos = 0
@@ -484,7 +492,12 @@ def clean_text(text: str) -> str:
 
 def header_text(msg: Message, name: str) -> str | None:
     """The first ``name`` header decoded to text, control characters removed; None if absent."""
-    values = raw_header_values(msg, name)
+    return values_text(msg, raw_header_values(msg, name))
+
+
+def values_text(msg: Message, values: list[str]) -> str | None:
+    """``header_text`` of the field of ``msg`` whose values (as ``raw_header_values``
+    gives them) these are, for a reader that gathered several fields in one pass."""
     if not values:
         return None
     hint = charset_hint(msg) if _has_surrogates(values[0]) else None
@@ -510,6 +523,50 @@ def msg_ids(value: str | None) -> list[str]:
     return out
 
 
+# A plain address list (issue 9: the email package's address parser was the largest piece
+# of reception's parsing, each From read three times per mail): entries separated by
+# commas, each a dot-atom at a host name, bare or in angle brackets after a display name
+# of plain words (RFC 5322 atext and dots, runs of spaces between them) or a quoted string without
+# quotes, backslashes or CR/LF in it. `getaddresses` gives such a value exactly these
+# (name, addr-spec) pairs (tests/unit/test_plain_addresses.py: fixtures, corpus and
+# Hypothesis); anything else is left to it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_ADDR_SPEC = rf"{_DOT_ATOM}@{_LABEL}(?:\.{_LABEL})*"
+_WORD = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"  # a display name's atoms may hold dots (obs-phrase)
+_PLAIN_ENTRY_RE = re.compile(
+    rf' *(?:(?P<bare>{_ADDR_SPEC})'
+    rf'|(?:(?P<words>{_WORD}(?: +{_WORD})*)|"(?P<quoted>[ !#-\[\]-~]*)") *<(?P<addr>{_ADDR_SPEC})>) *'
+)
+
+
+def plain_addresses(value: str) -> list[tuple[str, str]] | None:
+    """``getaddresses([value])`` for a plain address list (see above), without the email
+    package's parser; None for anything else (the caller asks ``getaddresses``)."""
+    if not value.isascii():
+        return None
+    out: list[tuple[str, str]] = []
+    pos, end = 0, len(value)
+    while True:
+        m = _PLAIN_ENTRY_RE.match(value, pos)
+        if m is None:
+            return None
+        bare, words = m.group("bare"), m.group("words")
+        if bare is not None:
+            out.append(("", bare))
+        elif words is not None:
+            out.append((" ".join(words.split()), m.group("addr")))  # runs of spaces as one
+        else:
+            out.append((m.group("quoted"), m.group("addr")))
+        pos = m.end()
+        if pos == end:
+            return out
+        if value[pos] != ",":
+            return None
+        pos += 1
+
+
 def address_list(value: str | None, hint: str | None = None) -> list[tuple[str, str]]:
     """(display name, lowercased addr-spec) pairs from an address header value; never raises.
 
@@ -520,7 +577,10 @@ def address_list(value: str | None, hint: str | None = None) -> list[tuple[str, 
     if not value:
         return []
     try:
-        pairs = getaddresses([_unsurrogate(unfold(value), hint)])
+        text = unfold(value)
+        pairs = plain_addresses(text)
+        if pairs is None:
+            pairs = getaddresses([_unsurrogate(text, hint)])
     except Exception:  # noqa: BLE001 - stdlib parser bugs must not stop ingest
         return []
     out: list[tuple[str, str]] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from postroom.core.headers import charset_hint, decode_words, raw_header_values
+from postroom.core.headers import decode_words, unfold
 from postroom.core.rules import MAX_TEXT, MessageFacts
 from postroom.mail.message import ParsedMail
 
@@ -22,15 +22,20 @@ def facts_from_mail(mail: ParsedMail) -> MessageFacts:
     The body is cut to ``core.rules.MAX_TEXT`` characters here too, so a huge mail does
     not keep a second huge copy alive while rules run.
     """
-    hint = charset_hint(mail.msg)
+    hint = mail.charset_hint  # charset_hint(mail.msg), as parse read it
+    items = list(mail.msg.raw_items())
+    # The names of the first _MAX_HEADERS fields, in order; then every value of each in
+    # one pass over the fields (`raw_header_values` per name went over all of them for
+    # every name: issue 9).
     headers: dict[str, list[str]] = {}
-    for index, name in enumerate(mail.msg.keys()):
+    for index, (name, _value) in enumerate(items):
         if index >= _MAX_HEADERS:
             break
-        key = name.lower()
-        if key in headers:
-            continue
-        headers[key] = [_decoded(v, hint) for v in raw_header_values(mail.msg, name)]
+        headers.setdefault(name.lower(), [])
+    for name, value in items:
+        values = headers.get(name.lower())
+        if values is not None:
+            values.append(_decoded(unfold(value if isinstance(value, str) else str(value)), hint))
     return MessageFacts(
         to=tuple(mail.to),
         cc=tuple(mail.cc),

@@ -73,6 +73,9 @@ class ParsedMail:
     size: int
     text: str
     defects: list[str]
+    # ``core.headers.charset_hint(msg)`` as parse read it: how to read the header's raw
+    # 8-bit bytes (mail.facts reads every header with it).
+    charset_hint: str | None = None
 
 
 def addresses(header_value: str | None) -> list[str]:
@@ -147,6 +150,7 @@ def _parse(data: bytes) -> ParsedMail:
         size=size,
         text=text,
         defects=_defects(msg, notes),
+        charset_hint=hint,
     )
 
 

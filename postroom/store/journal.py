@@ -119,10 +119,11 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
         model.objects.bulk_create(rows)
         return
     fields, head, returning = plan
+    shared: dict[tuple[int, int], tuple[object, Any]] = {}
     for row in rows:
         # bulk_create's: a related row inserted after it was assigned gives its id now.
         row._prepare_related_fields_for_save(operation_name="bulk_create")
-    values = [[f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields] for row in rows]
+    values = [[_prepared(f, f.pre_save(row, True), connection, shared) for f in fields] for row in rows]
     if any(hasattr(v, "resolve_expression") for row_values in values for v in row_values):
         model.objects.bulk_create(rows)
         return
@@ -139,6 +140,21 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
                 row.pk = pk
                 row._state.adding = False
                 row._state.db = db
+
+
+def _prepared(field: models.Field, value: object, connection: Any, shared: dict[tuple[int, int], tuple[object, Any]]) -> Any:
+    """``field.get_db_prep_save(value, connection)``; a datetime object that several rows
+    share (a mail's rows are all stamped with one `now`) is prepared once per statement:
+    the same object, the same answer (decision 0057)."""
+    if type(value) is not datetime:
+        return field.get_db_prep_save(value, connection)
+    key = (id(field), id(value))
+    hit = shared.get(key)
+    if hit is not None and hit[0] is value:  # `shared` holds the object: no id is reused
+        return hit[1]
+    prepared = field.get_db_prep_save(value, connection)
+    shared[key] = (value, prepared)
+    return prepared
 
 
 def _placeholder(field: models.Field, connection: Any) -> bool:

@@ -97,6 +97,26 @@ def test_the_contacts_of_a_whole_batch_in_one_query(django_assert_num_queries) -
     assert [contacts.lookup(a) for a in wanted] == [vip, None, sub, firm, None, None]
 
 
+
+def test_a_batch_asks_for_each_address_and_domain_once() -> None:
+    """Fifty senders at one domain: one term per address and one for the domain (decision
+    0057; it was one term per sender per domain), the same contacts found."""
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    from postroom.store import contacts
+    from postroom.store.models import Contact
+
+    firm = Contact.objects.create(domain="Customer.TEST", level="gold")
+    ann = Contact.objects.create(address="ann@customer.test", level="vip")
+    wanted = [f"c{i}@customer.test" for i in range(50)] + ["Ann@customer.test", "ann@customer.test"]
+    with CaptureQueriesContext(conn) as queries:
+        found = contacts.lookup_many(wanted)
+    assert len(queries) == 1
+    assert queries[0]["sql"].count("customer.test") == 52  # 50 senders, ann once (two spellings), the domain once
+    assert found == {**{f"c{i}@customer.test": firm for i in range(50)}, "Ann@customer.test": ann, "ann@customer.test": ann}
+
+
 def columns(model, pk: int) -> dict:
     """A row as the database holds it, but its own id, creation time and the ids of rows
     it points at (compared separately)."""
@@ -160,6 +180,33 @@ def test_the_batch_insert_splits_what_one_statement_cannot_take() -> None:
         (row.kind, row.detail["n"]) for row in (JournalEvent.objects.get(pk=e.pk) for e in events)
     ]
     assert len({e.pk for e in events}) == 400
+
+
+
+def test_rows_that_share_a_time_are_written_as_bulk_create_writes_them() -> None:
+    """A datetime object several rows share is prepared once per statement (decision
+    0057): every row's time as bulk_create writes it, the shared ones, an equal time in
+    another zone and distinct ones alike."""
+    from datetime import timezone as tz
+
+    now = timezone.now()
+    elsewhere = now.astimezone(tz(timedelta(hours=5, minutes=30)))
+    times = [now, now, elsewhere, now + timedelta(microseconds=1), now, elsewhere, now - timedelta(days=400)]
+
+    def events(tag: str) -> list[JournalEvent]:
+        return [JournalEvent(at=at, kind=f"{tag}{n}", detail={}) for n, at in enumerate(times)]
+
+    with transaction.atomic(), journal.batched():
+        ours = events("a")
+        for event in ours:
+            journal.defer(event)
+    theirs = JournalEvent.objects.bulk_create(events("b"))
+    read = {e.kind: e.at for e in JournalEvent.objects.all()}
+    assert [read[e.kind] for e in ours] == [read[e.kind] for e in theirs] == times
+    with connection.cursor() as cursor:  # the stored text/timestamps themselves, not only as read back
+        cursor.execute("SELECT kind, at FROM store_journalevent")
+        raw = dict(cursor.fetchall())
+    assert [raw[e.kind] for e in ours] == [raw[e.kind] for e in theirs]
 
 
 def test_a_duplicate_in_the_batch_insert_is_refused_by_the_unique_index() -> None:
