@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -436,15 +436,32 @@ class Site:
                 client.logout()
 
     def mail_queue_empty(self) -> bool:
-        return mail_queue_empty(self.stack)
+        return mail_queue_empty(self.stack, (address for address, _ in self.users.values()))
 
 
-def mail_queue_empty(stack: DevStack) -> bool:
-    """Postfix holds nothing it has accepted and not yet delivered."""
-    queue = stack.postfix_log.parent / "queue"
-    return not any(
-        p.is_file() for sub in ("maildrop", "incoming", "active", "deferred", "hold") for p in (queue / sub).rglob("*")
-    )
+def mail_queue_empty(stack: DevStack, addresses: Iterable[str]) -> bool:
+    """Postfix holds no mail from or to `addresses` that it has accepted and not yet
+    delivered or bounced.
+
+    Read from Postfix's own log, not its queue directories: the stack is shared by the
+    tests of one worker, and a message another test left deferred must not hold this one.
+    A queue file is this test's when its envelope sender (qmgr's `from=`) or one of its
+    recipients (a delivery agent's `to=`) is one of `addresses`; it has left the queue when
+    qmgr logs `removed`. A file qmgr has not yet picked up has no owner in the log yet, so a
+    caller that must see a message arrive waits for it as well (this says only that nothing
+    of this test's is still on its way)."""
+    ours = {a.lower() for a in addresses}
+    text = stack.postfix_log.read_text(errors="replace") if stack.postfix_log.exists() else ""
+    owned: set[str] = set()
+    removed: set[str] = set()
+    for line in text.splitlines():
+        _, _, rest = line.partition("]: ")
+        queue_id, _, what = rest.partition(": ")
+        if what == "removed":
+            removed.add(queue_id)
+        elif what.startswith(("from=<", "to=<")) and what.partition("<")[2].partition(">")[0].lower() in ours:
+            owned.add(queue_id)
+    return not (owned - removed)
 
 
 def wait_for(what: str, done: Callable[[], bool], *, timeout: float, engine: Engine | None = None) -> None:

@@ -21,7 +21,7 @@ from email.utils import make_msgid
 import pytest
 
 from postroom.store.models import Interaction, Outgoing
-from tests.chaos.harness import build_site, mail_queue_empty, wait_for
+from tests.chaos.harness import build_site, wait_for
 from tests.e2e.databases import fresh_database
 from tests.field_bugs.helpers import answer, auto_responses, customer_mail, replies
 
@@ -96,7 +96,7 @@ def test_b03_two_watchers_taking_the_same_mails_at_once_make_one_interaction_eac
 
         per_mail = Counter(r["message_id"] for r in database.rows("SELECT message_id FROM store_interaction"))
         assert {mid: per_mail[mid] for mid in mids if per_mail[mid] != 1} == {}
-        wait_for("the auto-responses to be delivered", lambda: mail_queue_empty(mailstack), timeout=60)
+        wait_for("the auto-responses to be delivered", site.mail_queue_empty, timeout=60)
         got = Counter(str(h["In-Reply-To"]) for h in site.headers("customer") if h["Auto-Submitted"])
         assert got and {mid: got[mid] for mid in mids if got[mid] > 1} == {}  # never two for one mail
     finally:
