@@ -28,12 +28,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
 
-from django.db import IntegrityError, connection, connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
-from django.db.models.query import get_related_populators
 
 from postroom.core import autoreply
 from postroom.core.approval import ACCEPTED_FORMS, Decision, at_reply, read_mail_decision
@@ -57,6 +54,7 @@ from postroom.mail.imap import FetchedMessage, ImapSession
 from postroom.mail.message import ParsedMail, UnreadableMessage, body_text, parse
 from postroom.store import journal
 from postroom.store.commands import CommandError, decide_approval
+from postroom.store.compiled import CompiledIn
 from postroom.store.islandmerge import merged_into
 from postroom.store.models import Agent, Approval, Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.search import keep_reply_text
@@ -441,48 +439,10 @@ def _named_queryset(guids: list[uuid.UUID]) -> QuerySet[Interaction]:
     return Interaction.objects.select_related("agent", "mailbox").filter(guid__in=guids)
 
 
-class _CompiledRead:
-    """`_named_queryset` for a number of guids, compiled by Django once: its SQL, and what
-    `QuerySet` uses to make the rows into instances (the columns' converters, the
-    interaction's attribute names, the agent's and box's populators)."""
-
-    def __init__(self, db: str, guids: list[uuid.UUID]) -> None:
-        compiler = _named_queryset(guids).query.get_compiler(using=db)
-        self.sql, params = compiler.as_sql()
-        self.compiler = compiler
-        self.converters = compiler.get_converters([s[0] for s in compiler.select[: compiler.col_count]])
-        klass_info = compiler.klass_info
-        self.start, self.end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        self.attnames = [s[0].target.attname for s in compiler.select[self.start : self.end]]
-        self.populators = get_related_populators(klass_info, compiler.select, db)
-        # The guids as this database takes them; used only if it is what Django passed.
-        self.fits = list(params) == self.params(guids, compiler.connection)
-
-    @staticmethod
-    def params(guids: list[uuid.UUID], conn: BaseDatabaseWrapper) -> list[Any]:
-        field = Interaction._meta.get_field("guid")
-        return [field.get_db_prep_value(g, conn, prepared=False) for g in guids]
-
-    def read(self, db: str, guids: list[uuid.UUID]) -> list[Interaction]:
-        conn = self.compiler.connection
-        with conn.cursor() as cursor:
-            cursor.execute(self.sql, self.params(guids, conn))
-            rows = cursor.fetchall()
-        if self.converters:
-            rows = self.compiler.apply_converters(rows, self.converters)
-        found = []
-        for row in rows:
-            ix = Interaction.from_db(db, self.attnames, row[self.start : self.end])
-            for populator in self.populators:
-                populator.populate(row, ix)
-            found.append(ix)
-        return found
-
-
 # A reply names one interaction, mostly in several places; a mail naming more (anyone can
 # write tokens into References) is read the ordinary way rather than kept compiled.
 COMPILED_UP_TO = 4
-_compiled = threading.local()  # per thread (a compiler holds its thread's connection)
+_NAMED = CompiledIn(_named_queryset, Interaction._meta.get_field("guid"), up_to=COMPILED_UP_TO)
 
 
 def read_named(guids: list[uuid.UUID]) -> list[Interaction]:
@@ -490,18 +450,7 @@ def read_named(guids: list[uuid.UUID]) -> list[Interaction]:
     `_named_queryset(guids)` reads, with the SQL Django compiled for the first call with as
     many guids in this thread (decision 0055: compiling the SELECT of the three tables'
     columns was half of `named_interactions`, a tenth of the outbound box's watcher)."""
-    db = Interaction.objects.db
-    if len(guids) > COMPILED_UP_TO:
-        return list(_named_queryset(guids))
-    cache: dict[tuple[str, int], _CompiledRead] | None = getattr(_compiled, "reads", None)
-    if cache is None:
-        cache = _compiled.reads = {}
-    read = cache.get((db, len(guids)))
-    if read is None or read.compiler.connection is not connections[db]:
-        read = cache[(db, len(guids))] = _CompiledRead(db, guids)
-    if not read.fits:
-        return list(_named_queryset(guids))
-    return read.read(db, guids)
+    return _NAMED.objects(guids)  # type: ignore[return-value]
 
 
 def sending_agent(sender: str, named: Iterable[Interaction]) -> Agent | None:

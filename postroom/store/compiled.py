@@ -3,8 +3,9 @@ connection, then run as its SQL: what the engine's supervisor asks the database 
 heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
 building and compiling than in the database (decision 0058).
 
-`CompiledAt` does it for a read whose one argument is a time (what is due by now), and
-`CompiledUpdate` for an UPDATE whose arguments are fixed for a while (the
+`CompiledAt` does it for a read whose one argument is a time (what is due by now),
+`CompiledIn` for a read whose one argument is a short list (the interactions a reply
+names, decision 0055), and `CompiledUpdate` for an UPDATE whose arguments are fixed for a while (the
 node's heartbeat, for one registration). The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
@@ -21,6 +22,7 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import Field, Model, QuerySet
+from django.db.models.query import get_related_populators
 from django.db.models.sql.subqueries import UpdateQuery
 
 
@@ -41,9 +43,11 @@ class _Plan:
             self.start, self.end = fields[0], fields[-1] + 1
             self.attnames = [s[0].target.attname for s in compiler.select[self.start : self.end]]
             self.annotations = list(compiler.annotation_col_map.items())
+            # The select_related rows (e.g. an interaction's agent and box), as QuerySet sets them.
+            self.populators = get_related_populators(klass_info, compiler.select, db)
         else:
             self.start = self.end = 0
-            self.attnames, self.annotations = [], []
+            self.attnames, self.annotations, self.populators = [], [], []
 
     def fetch(self, params: tuple[Any, ...] | None = None) -> list[Any]:
         with self.connection.cursor() as cursor:
@@ -52,6 +56,18 @@ class _Plan:
         if self.converters:
             rows = list(self.compiler.apply_converters(rows, self.converters))
         return rows
+
+    def objects(self, params: tuple[Any, ...] | None = None) -> list[Model]:
+        """The rows as model instances, with the queryset's annotations and related rows."""
+        found = []
+        for row in self.fetch(params):
+            obj = self.model.from_db(self.db, self.attnames, row[self.start : self.end])
+            for name, pos in self.annotations:
+                setattr(obj, name, row[pos])
+            for populator in self.populators:
+                populator.populate(row, obj)
+            found.append(obj)
+        return found
 
 
 class Compiled:
@@ -76,14 +92,7 @@ class Compiled:
 
     def objects(self) -> list[Model]:
         """The rows as model instances, with the queryset's annotations set on them."""
-        plan = self._plan()
-        found = []
-        for row in plan.fetch():
-            obj = plan.model.from_db(plan.db, plan.attnames, row[plan.start : plan.end])
-            for name, pos in plan.annotations:
-                setattr(obj, name, row[pos])
-            found.append(obj)
-        return found
+        return self._plan().objects()
 
 
 class CompiledUpdate:
@@ -143,3 +152,36 @@ class CompiledAt:
         params = list(plan.params)
         params[plan.at] = self._prepared(at, plan.connection)  # type: ignore[attr-defined]
         return [tuple(row) for row in plan.fetch(tuple(params))]
+
+
+class CompiledIn:
+    """`make(values)`: a queryset whose one argument is the list `values`, compared with
+    `field` (`field__in=values`, e.g. the interactions a reply names by guid), compiled once
+    per thread, connection and number of values, up to `up_to` values (more are read the
+    ordinary way: each count is a statement of its own). Used only where the compiled
+    statement's parameters are exactly the values as Django prepares them for `field`;
+    otherwise every call is the queryset's own. The rows are model instances with their
+    select_related rows (decision 0055)."""
+
+    def __init__(self, make: Callable[[list[Any]], QuerySet[Any]], field: Field[Any, Any], up_to: int) -> None:
+        self.make, self.field, self.up_to = make, field, up_to
+        self._local = threading.local()
+
+    def _prepared(self, values: list[Any], conn: Any) -> list[Any]:
+        return [self.field.get_db_prep_value(v, conn, prepared=False) for v in values]
+
+    def objects(self, values: list[Any]) -> list[Model]:
+        if len(values) > self.up_to:
+            return list(self.make(values))
+        plans: dict[int, _Plan | None] | None = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        plan = plans.get(len(values))
+        if plan is None or connections[plan.db] is not plan.connection:
+            queryset = self.make(values)
+            plan = _Plan(queryset, queryset.db)
+            plan.fits = list(plan.params) == self._prepared(values, plan.connection)  # type: ignore[attr-defined]
+            plans[len(values)] = plan
+        if not plan.fits:  # type: ignore[attr-defined]
+            return list(self.make(values))
+        return plan.objects(tuple(self._prepared(values, plan.connection)))

@@ -55,7 +55,7 @@ def test_the_compiled_read_makes_the_same_instances_as_the_query() -> None:
             assert all({"agent", "mailbox"} <= set(ix._state.fields_cache) for ix in got)
             assert [values(ix) for ix in got] == [values(ix) for ix in want]
             assert all(ix._state.adding is False and ix._state.db == want[0]._state.db for ix in got)
-        assert replies._compiled.reads[(Interaction.objects.db, n)].fits, connection.vendor
+        assert replies._NAMED._local.plans[n].fits, connection.vendor
     # Guids nobody has: nothing, and more guids than are kept compiled: the ordinary query.
     assert read_named([uuid.uuid4()]) == []
     many = [ix.guid for ix in made] + [uuid.uuid4() for _ in range(replies.COMPILED_UP_TO)]
