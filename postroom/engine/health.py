@@ -80,7 +80,7 @@ def watchdog(site: Site, now: datetime, since: datetime) -> None:
     raised = set(
         Alert.objects.filter(kind=AlertKind.BOX_NOT_SYNCED, cleared_at=None).values_list("key", flat=True)
     )
-    for box in Mailbox.objects.filter(kind__in=[Mailbox.INCOMING, Mailbox.OUTBOUND]):
+    for box in Mailbox.watched():
         h = health.get(box.pk)
         last = h.last_sync_at if h and h.last_sync_at else None
         reference = max(last, since) if last else since

@@ -47,7 +47,6 @@ from django.db import (
     connection,
     connections,
 )
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from postroom.config import Config
@@ -864,15 +863,11 @@ class Engine:
             session.close()
 
 
-def _watched() -> QuerySet[Mailbox]:
-    return Mailbox.objects.filter(kind__in=[Mailbox.INCOMING, Mailbox.OUTBOUND])
-
-
 def watched_boxes() -> list[Mailbox]:
-    return list(_watched())
+    return list(Mailbox.watched())
 
 
-_WATCHED_IDS = Compiled(lambda: _watched().values_list("pk"))
+_WATCHED_IDS = Compiled(lambda: Mailbox.watched().values_list("pk"))
 
 
 def watched_box_ids() -> list[int]:

@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from postroom.core.lifecycle import NoReplyExpired, OfferExpired, State
 from postroom.engine.notices import queue_notice
@@ -25,20 +26,27 @@ from postroom.store.transitions import StaleInteraction, apply
 log = logging.getLogger(__name__)
 
 
-# What is due (`locking.due(..., 100)` of the querysets below), read with SQL compiled once
+def offers_due(at: datetime) -> QuerySet[Interaction]:
+    """Offers not answered by `at` (fig. 7): what the step reads as due and then takes,
+    each under its lock, only while it still is."""
+    return Interaction.objects.filter(status=State.ROUTED, offer_due_at__lte=at)
+
+
+def replies_due(at: datetime) -> QuerySet[Interaction]:
+    """Forwarded mail not replied to by `at` (fig. 8), as `offers_due`."""
+    return Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=at)
+
+
+# What is due (`locking.due(..., 100)` of the querysets above), read with SQL compiled once
 # per thread: the step runs every second and after much of the worker's work, and building
 # the two SELECTs was most of its time while nothing was due (decision 0058). Each row is
-# then taken and checked under its lock as before.
+# then taken and checked under its lock as before, with the same condition.
 DUE_AT_ONCE = 100
 _OFFERS_DUE = CompiledAt(
-    lambda at: Interaction.objects.filter(status=State.ROUTED, offer_due_at__lte=at).values_list("pk")[:DUE_AT_ONCE],
-    Interaction._meta.get_field("offer_due_at"),
+    lambda at: offers_due(at).values_list("pk")[:DUE_AT_ONCE], Interaction._meta.get_field("offer_due_at")
 )
 _REPLIES_DUE = CompiledAt(
-    lambda at: Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=at).values_list("pk")[
-        :DUE_AT_ONCE
-    ],
-    Interaction._meta.get_field("no_reply_due_at"),
+    lambda at: replies_due(at).values_list("pk")[:DUE_AT_ONCE], Interaction._meta.get_field("no_reply_due_at")
 )
 
 
@@ -48,9 +56,7 @@ def _due(read: CompiledAt, now: datetime) -> list[int]:
 
 def fire(site: Site, now: datetime) -> bool:
     did = False
-    expired_offers = Interaction.objects.filter(status=State.ROUTED, offer_due_at__lte=now).select_related(
-        "agent", "mailbox"
-    )
+    expired_offers = offers_due(now).select_related("agent", "mailbox")
     for pk in _due(_OFFERS_DUE, now):
         try:
             with transaction.atomic():
@@ -68,9 +74,7 @@ def fire(site: Site, now: datetime) -> bool:
             did = True
         except StaleInteraction:
             continue
-    overdue = Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=now).select_related(
-        "agent", "mailbox"
-    )
+    overdue = replies_due(now).select_related("agent", "mailbox")
     for pk in _due(_REPLIES_DUE, now):
         try:
             with transaction.atomic():

@@ -63,6 +63,12 @@ class Mailbox(models.Model):
     def __str__(self) -> str:
         return f"{self.address} ({self.kind})"
 
+    @classmethod
+    def watched(cls) -> models.QuerySet[Mailbox]:
+        """The boxes the engine watches (a watcher each, the supervisor's round, the sync
+        watchdog, the boxes page): every box but the dead box."""
+        return cls.objects.filter(kind__in=[cls.INCOMING, cls.OUTBOUND])
+
 
 class Agent(models.Model):
     name = models.CharField(max_length=200)

@@ -31,7 +31,7 @@ def boxes() -> list[dict[str, Any]]:
         Alert.objects.filter(kind=AlertKind.BOX_NOT_SYNCED, cleared_at=None).values_list("key", flat=True)
     )
     out = []
-    for box in Mailbox.objects.filter(kind__in=[Mailbox.INCOMING, Mailbox.OUTBOUND]).order_by("kind", "address"):
+    for box in Mailbox.watched().order_by("kind", "address"):
         h = health.get(box.pk) or BoxHealth(mailbox=box)
         out.append(
             {

@@ -1,5 +1,7 @@
 """store/compiled.CompiledAt as timers.py uses it (decision 0058): the same rows as the
-queryset for any time, writes made after compiling seen, a new connection compiled again."""
+queryset for any time, writes made after compiling seen, a new connection compiled again;
+and what the compiled read finds due is what the step then takes under its lock (one
+definition of "due" for both, decision 0064)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from postroom.core.lifecycle import State
 from postroom.engine import timers
+from postroom.store import locking
 from postroom.store.models import Interaction, Mailbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,6 +43,9 @@ def test_the_compiled_due_reads_are_the_querysets_at_every_time() -> None:
         at = now + timedelta(seconds=step * 7, microseconds=step * 13)
         assert timers._due(timers._OFFERS_DUE, at) == orm(State.ROUTED, "offer_due_at", at)
         assert timers._due(timers._REPLIES_DUE, at) == orm(State.DELIVERED, "no_reply_due_at", at)
+        # The querysets the step locks with (`locking.take`) hold the same rows.
+        assert timers._due(timers._OFFERS_DUE, at) == locking.due(timers.offers_due(at), timers.DUE_AT_ONCE)
+        assert timers._due(timers._REPLIES_DUE, at) == locking.due(timers.replies_due(at), timers.DUE_AT_ONCE)
     assert len(timers._due(timers._OFFERS_DUE, now)) == 3
     # Compiled (the statement carries the time once, as Django prepared it), and used.
     assert timers._OFFERS_DUE._local.plan.at is not None

@@ -20,6 +20,7 @@ from postroom.engine.runtime import Engine, watched_box_ids, watched_boxes
 from postroom.engine.site import Site
 from postroom.mail.smtp import SmtpAccount
 from postroom.store.models import Alert, BoxHealth, Lease, Mailbox, Node
+from postroom.web import operations
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,6 +74,21 @@ def test_the_box_ids_are_the_watched_boxes_read_afresh() -> None:
     connection.close()  # compiled once; the connection made again answers the same
     Mailbox.objects.filter(pk=a.pk).delete()
     assert sorted(watched_box_ids()) == sorted(b.pk for b in watched_boxes())
+
+
+def test_the_watchdog_and_the_boxes_page_look_at_the_watched_boxes(site: Site) -> None:
+    """One set (`Mailbox.watched`, decision 0064): the boxes with a watcher are the ones
+    the watchdog alerts on and the boxes page lists, never the dead box."""
+    for address, kind in [("a@example.test", Mailbox.INCOMING), ("o@example.test", Mailbox.OUTBOUND),
+                          ("dead@example.test", Mailbox.DEAD)]:
+        box(address, kind)
+    watched = sorted(b.address for b in watched_boxes())
+    assert watched == ["a@example.test", "o@example.test"]
+    now = timezone.now()
+    health.watchdog(site, now, now - timedelta(hours=1))  # none synced: all late
+    alerted = Alert.objects.filter(kind=AlertKind.BOX_NOT_SYNCED, cleared_at=None).values_list("key", flat=True)
+    assert sorted(alerted) == watched
+    assert sorted(b["address"] for b in operations.boxes()) == watched
 
 
 def test_a_box_added_while_running_gets_a_watcher_at_the_next_round(engine: Engine) -> None:
