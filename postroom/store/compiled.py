@@ -5,8 +5,9 @@ building and compiling than in the database (decision 0058).
 
 `CompiledAt` does it for a read whose one argument is a time (what is due by now),
 `CompiledIn` for a read whose one argument is a short list (the interactions a reply
-names, decision 0055), and `CompiledUpdate` for an UPDATE whose arguments are fixed for a while (the
-node's heartbeat, for one registration). The rows are what the queryset would give: model instances (`objects`, with the
+names, decision 0055), and `CompiledUpdate` for an UPDATE, with arguments fixed for a
+while (the node's heartbeat, for one registration) and values of its own at each call
+(a reply's search text, decision 0064): compiled with a mark in each such value's place. The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
 the local store of island mode, a connection re-made after `use_shared`); the query
@@ -24,6 +25,37 @@ from django.db import connections, transaction
 from django.db.models import Field, Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql.subqueries import UpdateQuery
+
+# A value that stands for a per-call argument while the statement is compiled, by the kind
+# of field that prepares it (a foreign key: its target's): nothing a caller would pass, and
+# within the range Django checks an integer lookup against.
+_MARKS: dict[str, Callable[[int], Any]] = {
+    **dict.fromkeys(
+        ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"),
+        lambda n: -1_987_654_321 - n,
+    ),
+    **dict.fromkeys(("CharField", "TextField", "EmailField"), lambda n: f"\u2063postroom mark {n}\u2063"),
+    "DateTimeField": lambda n: datetime(2001, 2, 3, 4, 5, 6, 789012 - n, tzinfo=UTC),
+}
+
+
+def _mark(field: Field[Any, Any], n: int) -> Any:
+    target = field.target_field if field.remote_field else field  # type: ignore[attr-defined]
+    kind = target.get_internal_type()
+    if kind not in _MARKS:  # pragma: no cover - a programming error
+        raise TypeError(f"no per-call mark for a {kind} ({field})")
+    return _MARKS[kind](n)
+
+
+def _places(params: tuple[Any, ...], prepared: list[Any]) -> tuple[int, ...] | None:
+    """Where each of the `prepared` marks stands in `params`, if each stands there exactly once."""
+    places = []
+    for mark in prepared:
+        found = [i for i, p in enumerate(params) if p == mark]
+        if len(found) != 1:
+            return None
+        places.append(found[0])
+    return tuple(places)
 
 
 class _Plan:
@@ -95,31 +127,68 @@ class Compiled:
         return self._plan().objects()
 
 
-class CompiledUpdate:
-    """`make().update(**values())` compiled once per thread, connection and `key`: the key
-    names everything `make` and `values` depend on (a node's ticket), so that the same key
-    always gives the same statement. `run` gives the number of rows updated, as `update`."""
+class _Update:
+    """One compiled UPDATE: its SQL and parameters, where each per-call value goes (`at`,
+    None: the queryset's own update at every call), and for what `key` and connection."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        key: object,
+        queryset: QuerySet[Any],
+        values: dict[str, Any],
+        fields: tuple[Field[Any, Any], ...],
+        marks: tuple[Any, ...],
+    ) -> None:
+        queryset._for_write = True  # the database `update` would write to
+        self.key, self.db = key, queryset.db
+        query = queryset.query.chain(UpdateQuery)
+        query.add_update_values(values)
+        query.clear_select_clause()
+        if query.related_updates:  # pragma: no cover - a programming error
+            raise ValueError("a compiled update writes one table")
+        compiler = query.get_compiler(self.db)
+        self.connection = compiler.connection
+        sql, params = compiler.as_sql()
+        self.sql, self.params = sql, tuple(params)
+        prepared = [field.get_db_prep_save(mark, connection=self.connection) for field, mark in zip(fields, marks, strict=True)]
+        self.at = _places(self.params, prepared)
+
+
+class CompiledUpdate:
+    """`make(*args).update(**values(*args))` compiled once per thread, connection and `key`:
+    the key names everything `make` and `values` depend on besides `args` (a node's ticket),
+    so that the same key always gives the same statement. `args` are the per-call values (a
+    row's id, a text), one for each of `fields`, the model fields that prepare them: the
+    statement is compiled with a mark in each one's place, and each call puts its values,
+    prepared as Django prepares them (`get_db_prep_save`), where the marks were. Used only
+    where each mark stands exactly once in the compiled parameters, as Django prepared it;
+    otherwise, and for a None (which Django writes as NULL, not as a parameter), the call is
+    the queryset's own `update`. `run` gives the number of rows updated, as `update`."""
+
+    def __init__(self, *fields: Field[Any, Any]) -> None:
+        self.fields = fields
+        self.marks = tuple(_mark(field, n) for n, field in enumerate(fields))
         self._local = threading.local()
 
-    def run(self, key: object, make: Callable[[], QuerySet[Any]], values: Callable[[], dict[str, Any]]) -> int:
-        plan = getattr(self._local, "plan", None)
-        if plan is None or plan[0] != key or connections[plan[1]] is not plan[2]:
-            queryset = make()
-            queryset._for_write = True  # the database `update` would write to
-            db = queryset.db
-            query = queryset.query.chain(UpdateQuery)
-            query.add_update_values(values())
-            query.clear_select_clause()
-            if query.related_updates:  # pragma: no cover - a programming error
-                raise ValueError("a compiled update writes one table")
-            compiler = query.get_compiler(db)
-            sql, params = compiler.as_sql()
-            plan = self._local.plan = (key, db, compiler.connection, sql, tuple(params))
-        _, db, conn, sql, params = plan
-        with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
-            cursor.execute(sql, params)
+    def run(
+        self,
+        key: object,
+        make: Callable[..., QuerySet[Any]],
+        values: Callable[..., dict[str, Any]],
+        *args: Any,
+    ) -> int:
+        if len(args) != len(self.fields):  # pragma: no cover - a programming error
+            raise TypeError(f"{len(self.fields)} per-call values expected, {len(args)} given")
+        plan: _Update | None = getattr(self._local, "plan", None)
+        if plan is None or plan.key != key or connections[plan.db] is not plan.connection:
+            plan = self._local.plan = _Update(key, make(*self.marks), values(*self.marks), self.fields, self.marks)
+        if plan.at is None or any(value is None for value in args):
+            return make(*args).update(**values(*args))
+        params = list(plan.params)
+        for at, field, value in zip(plan.at, self.fields, args, strict=True):
+            params[at] = field.get_db_prep_save(value, connection=plan.connection)
+        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
+            cursor.execute(plan.sql, params)
             return cursor.rowcount
 
 
@@ -145,8 +214,8 @@ class CompiledAt:
         if plan is None or connections[plan.db] is not plan.connection:
             queryset = self.make(self.MARK)
             plan = self._local.plan = _Plan(queryset, queryset.db)
-            marks = [i for i, p in enumerate(plan.params) if p == self._prepared(self.MARK, plan.connection)]
-            plan.at = marks[0] if len(marks) == 1 else None  # type: ignore[attr-defined]
+            places = _places(plan.params, [self._prepared(self.MARK, plan.connection)])
+            plan.at = places[0] if places else None  # type: ignore[attr-defined]
         if plan.at is None:  # type: ignore[attr-defined]
             return [tuple(row) for row in self.make(at)]
         params = list(plan.params)

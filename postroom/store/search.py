@@ -24,7 +24,7 @@ import logging
 import re
 from typing import Any
 
-from django.db import connection, connections, router, transaction
+from django.db import connection
 from django.db.models import F, Func, Q, QuerySet, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
@@ -33,6 +33,7 @@ from django.dispatch import receiver
 
 from postroom.mail.message import UnreadableMessage, parse
 from postroom.store import journal
+from postroom.store.compiled import CompiledUpdate
 from postroom.store.models import Interaction, InteractionText, Outgoing
 
 log = logging.getLogger(__name__)
@@ -100,28 +101,26 @@ def keep_customer_text(ix: Interaction, text: str) -> None:
     journal.defer(InteractionText(interaction=ix, subject=_excerpt(ix.subject), customer_text=_excerpt(text)))
 
 
-# ``UPDATE store_interactiontext SET reply_text = %s WHERE interaction_id = %s``, per
-# database vendor (the quoting is the vendor's; one alias may be either: the island's).
-_REPLY_SQL: dict[str, str] = {}
+def _reply_rows(interaction_id: int, text: str) -> QuerySet[InteractionText]:
+    return InteractionText.objects.filter(interaction=interaction_id)
+
+
+def _reply_values(interaction_id: int, text: str) -> dict[str, Any]:
+    return {"reply_text": text}
+
+
+# ``UPDATE store_interactiontext SET reply_text = %s WHERE ….interaction_id = %s``,
+# compiled by Django once per thread and connection (a thread's own, the island's) with
+# the interaction and the text as its per-call values.
+_REPLY_TEXT = CompiledUpdate(InteractionText._meta.get_field("interaction"), InteractionText._meta.get_field("reply_text"))
 
 
 def _update_reply_text(ix: Interaction, text: str) -> int:
     """``InteractionText.objects.filter(interaction=ix).update(reply_text=text)``: the same
-    statement and parameters, its SQL built once instead of by the query compiler for every
-    reply (decision 0059); on SQLite the FTS5 triggers and on PostgreSQL the fence trigger
-    fire on it as on the ORM's. The number of rows changed (0 when there is none yet)."""
-    db = router.db_for_write(InteractionText)
-    conn = connections[db]
-    sql = _REPLY_SQL.get(conn.vendor)
-    if sql is None:
-        meta, qn = InteractionText._meta, conn.ops.quote_name
-        sql = _REPLY_SQL[conn.vendor] = (
-            f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('reply_text').column)} = %s"
-            f" WHERE {qn(meta.get_field('interaction').column)} = %s"
-        )
-    with transaction.mark_for_rollback_on_error(using=db), conn.cursor() as cursor:
-        cursor.execute(sql, [text, ix.pk])
-        return cursor.rowcount
+    statement and parameters, compiled once instead of for every reply (decisions 0059,
+    0064); on SQLite the FTS5 triggers and on PostgreSQL the fence trigger fire on it as on
+    the ORM's. The number of rows changed (0 when there is none yet)."""
+    return _REPLY_TEXT.run(None, _reply_rows, _reply_values, ix.pk, text)
 
 
 def keep_reply_text(ix: Interaction, text: str) -> None:

@@ -8,9 +8,11 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from postroom.store import journal, search
+from postroom.store.compiled import CompiledUpdate
 from postroom.store.models import Interaction, InteractionText, Mailbox, OutboundMessage, Outgoing
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,7 +54,56 @@ def test_the_reply_text_is_written_where_a_row_is_and_a_row_made_where_none_is()
     assert InteractionText.objects.filter(interaction=kept).count() == 1
     assert list(search.matching(everything, "zurich").values_list("pk", flat=True)) == []
     assert search._update_reply_text(interaction(support, 3), "nobody") == 0
-    assert connection.vendor in search._REPLY_SQL
+    assert search._REPLY_TEXT._local.plan.at is not None  # compiled, and used
+
+
+def test_the_compiled_reply_text_update_is_the_orms_statement() -> None:
+    """store/compiled.CompiledUpdate with per-call values (decision 0064): the statement
+    and parameters Django runs for the queryset's update, for each interaction and text,
+    and one plan per thread and connection."""
+    support = box()
+    one, two = interaction(support, 1), interaction(support, 2)
+    for ix in (one, two):
+        InteractionText.objects.create(interaction=ix, subject=ix.subject)
+
+    def statements(write) -> tuple[list[str], int]:
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            changed = write()
+        return [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")], changed
+
+    for ix, text in [(one, "first"), (two, "zweite Antwort"), (one, "it's 100% \"quoted\"")]:
+        orm = statements(lambda ix=ix, text=text: InteractionText.objects.filter(interaction=ix).update(reply_text=text))
+        compiled = statements(lambda ix=ix, text=text: search._update_reply_text(ix, text))
+        assert compiled == orm and compiled[1] == 1
+        assert InteractionText.objects.get(interaction=ix).reply_text == text
+    plan = search._REPLY_TEXT._local.plan
+    assert plan.at is not None
+    connection.close()  # closed and opened again: the same connection, the same plan
+    assert search._update_reply_text(one, "again") == 1
+    assert search._REPLY_TEXT._local.plan is plan
+    assert InteractionText.objects.get(interaction=one).reply_text == "again"
+
+
+def test_a_compiled_update_whose_marks_do_not_stand_once_is_the_querysets_own() -> None:
+    """A per-call value that stands twice in the statement (or a None, written as NULL)
+    cannot be put in place of one mark: the queryset's own update runs, with the same
+    effect."""
+    support = box()
+    ix = interaction(support, 1)
+    InteractionText.objects.create(interaction=ix, subject=ix.subject)
+    twice = CompiledUpdate(InteractionText._meta.get_field("interaction"), InteractionText._meta.get_field("reply_text"))
+
+    def rows(interaction_id: int, text: str):
+        return InteractionText.objects.filter(interaction=interaction_id)
+
+    def values(interaction_id: int, text: str) -> dict[str, str]:
+        return {"reply_text": text, "customer_text": text}
+
+    assert twice.run(None, rows, values, ix.pk, "both") == 1
+    assert twice._local.plan.at is None
+    kept = InteractionText.objects.get(interaction=ix)
+    assert (kept.reply_text, kept.customer_text) == ("both", "both")
+    assert twice.run(None, rows, values, ix.pk + 1000, "nobody") == 0
 
 
 def test_the_reply_rows_inserted_as_the_orm_inserts_them_and_refused_by_the_same_indexes() -> None:
