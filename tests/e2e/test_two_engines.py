@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -47,6 +48,21 @@ def ask(center, n: int) -> None:
     msg["Message-ID"] = make_msgid("c", domain="customer.test")
     msg.set_content(f"Question number {n}.\n")
     center.send(msg, center.address("support"), center.address("carol"))
+
+
+def in_session(site, errors: list[BaseException], work: Callable[[SmtpSender, JournalBox], object]) -> None:
+    """`work(sender, journal)` on an SMTP session and journal box of its own, as one of the
+    engine's sender threads runs: what it raises is kept in `errors` (the test's thread
+    reports it), and the sessions and this thread's database connection are closed after."""
+    sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
+    try:
+        work(sender, journal)
+    except BaseException as exc:  # reported in the test's thread
+        errors.append(exc)
+    finally:
+        sender.close()
+        journal.close()
+        connection.close()
 
 
 @pytest.fixture
@@ -121,18 +137,14 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
-        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
         holder = outbox.claimant(f"{site.node_id}-{n}")
-        try:
+
+        def work(sender: SmtpSender, journal: JournalBox) -> None:
             while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
                 if not outbox.send(site, sender, journal, holder, center.clock):
                     threading.Event().wait(0.05)
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-        finally:
-            sender.close()
-            journal.close()
-            connection.close()
+
+        in_session(site, errors, work)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2)]
     for t in threads:
@@ -192,20 +204,16 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
     start = threading.Barrier(shares)
 
     def session(share: int) -> None:
-        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
         holder = outbox.claimant(f"{site.node_id}-{share}")
-        try:
+
+        def work(sender: SmtpSender, journal: JournalBox) -> None:
             start.wait()
             while Outgoing.objects.exclude(state=Outgoing.SENT).exists():
                 # Session 1 asks for session 0's row whether session 0 is busy or not.
                 if not outbox.send(site, sender, journal, holder, center.clock, share=share, shares=shares, threaded=True, steal=True):
                     threading.Event().wait(0.05)
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-        finally:
-            sender.close()
-            journal.close()
-            connection.close()
+
+        in_session(site, errors, work)
 
     threads = [threading.Thread(target=session, args=(s,)) for s in range(shares)]
     for t in threads:
@@ -254,18 +262,10 @@ def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, p
     sending = {0: threading.Event(), 1: threading.Event()}
 
     def session(share: int) -> None:
-        sender, journal = SmtpSender(site.smtp), JournalBox(site.journal.account)
-        try:
-            # As the engine's sender threads do (`Engine._sender_loop`).
-            outbox.send(site, sender, journal, outbox.claimant(f"{site.node_id}-{share}"), center.clock,
-                        share=share, shares=shares, threaded=True,
-                        steal=share == 1 and sending[0].is_set(), sending=sending[share])
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-        finally:
-            sender.close()
-            journal.close()
-            connection.close()
+        # As the engine's sender threads do (`Engine._sender_loop`).
+        in_session(site, errors, lambda sender, journal: outbox.send(
+            site, sender, journal, outbox.claimant(f"{site.node_id}-{share}"), center.clock,
+            share=share, shares=shares, threaded=True, steal=share == 1 and sending[0].is_set(), sending=sending[share]))
 
     zero = threading.Thread(target=session, args=(0,))
     zero.start()

@@ -8,11 +8,10 @@ import pytest
 from django.utils import timezone
 
 from postroom.core.alerts import AlertKind
-from postroom.core.keys import KeyRing
 from postroom.engine.alerts import clear_alert, notify, open_alerts, raise_alert
 from postroom.engine.site import Site
-from postroom.mail.smtp import SmtpAccount
 from postroom.store.models import Agent, Alert, Mailbox, Outgoing
+from tests.sites import offline_site
 
 pytestmark = pytest.mark.django_db
 
@@ -23,15 +22,7 @@ def site() -> Site:
     Agent.objects.create(name="Sam", address="sam@example.test", is_supervisor=True)
     Agent.objects.create(name="Sue", address="sue@example.test", is_supervisor=True)
     Agent.objects.create(name="Alice", address="alice@example.test")
-    return Site(
-        node_id="n",
-        keys=KeyRing.from_secrets([b"x" * 32]),
-        imap_host="127.0.0.1",
-        imap_port=1,
-        imap_tls="none",
-        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
-        alert_interval=timedelta(hours=1),
-    )
+    return offline_site(alert_interval=timedelta(hours=1))
 
 
 def alert_mail() -> list[Outgoing]:

@@ -12,15 +12,14 @@ from django.utils import timezone
 
 from postroom.core.alerts import AlertKind
 from postroom.core.cluster import ROUTER, mailbox_lease
-from postroom.core.keys import KeyRing
 from postroom.engine import health, nodes
 from postroom.engine.alerts import raise_alert
 from postroom.engine.membership import Membership
 from postroom.engine.runtime import Engine, watched_box_ids, watched_boxes
 from postroom.engine.site import Site
-from postroom.mail.smtp import SmtpAccount
 from postroom.store.models import Alert, BoxHealth, Lease, Mailbox, Node
 from postroom.web import operations
+from tests.sites import offline_site
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,15 +34,7 @@ class Clock:
 
 @pytest.fixture
 def site() -> Site:
-    return Site(
-        node_id="n-super",
-        keys=KeyRing.from_secrets([b"x" * 32]),
-        imap_host="127.0.0.1",
-        imap_port=1,
-        imap_tls="none",
-        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
-        sync_alert_after=timedelta(seconds=30),
-    )
+    return offline_site("n-super", sync_alert_after=timedelta(seconds=30))
 
 
 @pytest.fixture

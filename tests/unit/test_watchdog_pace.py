@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from postroom.core.keys import KeyRing
 from postroom.engine.health import WATCHDOG_EVERY, Pace, watchdog_every
 from postroom.engine.site import Site
-from postroom.mail.smtp import SmtpAccount
+from tests.sites import offline_site
 
 
 def test_due_at_once_then_once_per_interval() -> None:
@@ -22,10 +21,7 @@ def test_due_at_once_then_once_per_interval() -> None:
 
 
 def site(after: timedelta) -> Site:
-    return Site(
-        node_id="n", keys=KeyRing.from_secrets([b"x" * 32]), imap_host="127.0.0.1", imap_port=1, imap_tls="none",
-        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""), sync_alert_after=after,
-    )
+    return offline_site(sync_alert_after=after)
 
 
 def test_the_watchdog_looks_ten_times_within_the_alerts_delay_at_least() -> None:
