@@ -27,6 +27,7 @@ from django.db import connection
 from postroom.engine import outbox
 from postroom.engine.connections import Sessions
 from postroom.engine.runtime import watched_boxes
+from postroom.engine.site import Site
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import Outgoing
@@ -50,6 +51,26 @@ def ask(center, n: int) -> None:
     center.send(msg, center.address("support"), center.address("carol"))
 
 
+def through(center, proxy, timeout: float) -> Site:
+    """The center's site, sending through the fault proxy, `timeout` s per SMTP reply."""
+    site = center.engine.site
+    return replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=timeout))
+
+
+def ask_and_take_in(center, site: Site, mails: int) -> None:
+    """Carol's first `mails` questions, taken in by the engine (their auto-responses queued;
+    the senders are the test's)."""
+    for n in range(mails):
+        ask(center, n)
+    center.wait_for("support", mails)
+    sessions = Sessions(site)
+    try:
+        for box in watched_boxes():
+            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
+    finally:
+        sessions.close()
+
+
 def in_session(site, errors: list[BaseException], work: Callable[[SmtpSender, JournalBox], object]) -> None:
     """`work(sender, journal)` on an SMTP session and journal box of its own, as one of the
     engine's sender threads runs: what it raises is kept in `errors` (the test's thread
@@ -63,6 +84,18 @@ def in_session(site, errors: list[BaseException], work: Callable[[SmtpSender, Jo
         sender.close()
         journal.close()
         connection.close()
+
+
+def run_in_threads(target: Callable[[int], None], numbers, errors: list[BaseException]) -> None:
+    """`target(n)` for each of `numbers`, each in a thread of its own, all at once; the test
+    fails on what any of them raised, or on one still running after three minutes."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in numbers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
 
 
 @pytest.fixture
@@ -121,17 +154,8 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
     proxy.add(Rule(Fault.DELAY_REPLY, delay=1.0, times=None))
     # One customer writes all of them: no per-address auto-response limit here.
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
-    site = center.engine.site
-    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
-    for n in range(mails):
-        ask(center, n)
-    center.wait_for("support", mails)
-    sessions = Sessions(site)
-    try:
-        for box in watched_boxes():
-            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
-    finally:
-        sessions.close()
+    site = through(center, proxy, timeout=4.0)
+    ask_and_take_in(center, site, mails)
     assert Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count() == mails
 
     errors: list[BaseException] = []
@@ -146,13 +170,7 @@ def test_two_senders_send_each_row_once(make_center, proxy) -> None:
 
         in_session(site, errors, work)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(worker, (1, 2), errors)
 
     rows = list(Outgoing.objects.all())
     assert len(rows) == mails and {r.state for r in rows} == {Outgoing.SENT}
@@ -176,23 +194,14 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
     # others read that row's neighbours due and claim them.
     proxy.add(Rule(Fault.DELAY_REPLY, delay=0.3, times=None))
     center = make_center("\n[auto_response]\nmax_per_address = 0\n")
-    site = center.engine.site
-    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=4.0))
+    site = through(center, proxy, timeout=4.0)
     mails = 3
-    for n in range(mails):
-        ask(center, n)
-    center.wait_for("support", mails)
-    sessions = Sessions(site)
-    try:
-        for box in watched_boxes():
-            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
-        center.ready("alice")
-        steps = dict(center.engine.steps())
-        for _ in range(5):  # routing and delivery only: the senders are the test's
-            steps["routing"]()
-            steps["delivery"]()
-    finally:
-        sessions.close()
+    ask_and_take_in(center, site, mails)
+    center.ready("alice")
+    steps = dict(center.engine.steps())
+    for _ in range(5):  # routing and delivery only: the senders are the test's
+        steps["routing"]()
+        steps["delivery"]()
     # Alice takes one: one forward, three auto-responses due.
     forwards = list(Outgoing.objects.filter(kind=Outgoing.FORWARD))
     assert len(forwards) == 1
@@ -215,13 +224,7 @@ def test_two_sessions_that_ask_for_the_same_forward_send_it_once(make_center, pr
 
         in_session(site, errors, work)
 
-    threads = [threading.Thread(target=session, args=(s,)) for s in range(shares)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(session, range(shares), errors)
 
     rows = list(Outgoing.objects.all())
     assert {r.state for r in rows} == {Outgoing.SENT}
@@ -247,16 +250,8 @@ def test_a_forward_leaves_while_session_0_sends_its_auto_response(make_center, p
     # Session 0's auto-response is held at the server's final reply.
     proxy.add(Rule(Fault.DELAY_REPLY, match=lambda rcpts, data: data is not None and b"auto-submitted: auto-replied" in data.lower(), delay=3.0))
     center = make_center()
-    site = center.engine.site
-    site = replace(site, smtp=replace(site.smtp, port=proxy.port, timeout=10.0))
-    ask(center, 0)
-    center.wait_for("support", 1)
-    sessions = Sessions(site)
-    try:
-        for box in watched_boxes():
-            center.engine.ingest_box(box, sessions.get(box, ingesting=True))
-    finally:
-        sessions.close()
+    site = through(center, proxy, timeout=10.0)
+    ask_and_take_in(center, site, 1)
     response = Outgoing.objects.get(kind=Outgoing.AUTO_RESPONSE)
     errors: list[BaseException] = []
     sending = {0: threading.Event(), 1: threading.Event()}

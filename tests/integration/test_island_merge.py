@@ -22,16 +22,15 @@ from django.utils import timezone
 
 from postroom.core.island import EmailKey
 from postroom.core.islandlocal import answer_message_id
-from postroom.core.keys import KeyRing
 from postroom.core.lifecycle import HungUp, Routed, State
 from postroom.core.outbox import OutboxState
 from postroom.engine.claimloss import end_lost
 from postroom.engine.localstore import LOCAL
 from postroom.engine.site import Site
-from postroom.mail.smtp import SmtpAccount
 from postroom.store.islandmerge import merge_back
 from postroom.store.models import Agent, Interaction, JournalEvent, Mailbox, Outgoing
 from postroom.store.transitions import apply
+from tests.sites import offline_site
 
 pytestmark = pytest.mark.django_db
 
@@ -199,11 +198,4 @@ def site() -> Site:
     Mailbox.objects.get_or_create(
         address="outbound@example.test", defaults={"kind": Mailbox.OUTBOUND, "login": "outbound@example.test"}
     )
-    return Site(
-        node_id=LOSER,
-        keys=KeyRing.from_secrets([b"x" * 32]),
-        imap_host="127.0.0.1",
-        imap_port=1,
-        imap_tls="none",
-        smtp=SmtpAccount(host="127.0.0.1", port=1, tls="none", login="", password=""),
-    )
+    return offline_site(LOSER)
