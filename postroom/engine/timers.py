@@ -37,7 +37,7 @@ def replies_due(at: datetime) -> QuerySet[Interaction]:
     return Interaction.objects.filter(status=State.DELIVERED, no_reply_due_at__lte=at)
 
 
-# What is due (`locking.due(..., 100)` of the querysets above), read with SQL compiled once
+# What is due (the first 100 rows of the querysets above), read with SQL compiled once
 # per thread: the step runs every second and after much of the worker's work, and building
 # the two SELECTs was most of its time while nothing was due (decision 0058). Each row is
 # then taken and checked under its lock as before, with the same condition.

@@ -32,21 +32,6 @@ def take(qs: QuerySet[M], pk: Any) -> M | None:
     return qs.select_for_update(skip_locked=True, of=("self",)).filter(pk=pk).first()
 
 
-def due(qs: QuerySet[M], limit: int) -> list[Any]:
-    """The primary keys of the first `limit` rows of `qs`, to take one by one."""
-    return list(qs.values_list("pk", flat=True)[:limit])
-
-
-@contextlib.contextmanager
-def claimed(qs: QuerySet[M], pk: Any) -> Iterator[M | None]:
-    """Row `pk` of `qs`, held by this node for the block (see the module's docstring)."""
-    if not shared():
-        yield qs.filter(pk=pk).first()
-        return
-    with transaction.atomic():
-        yield take(qs, pk)
-
-
 @contextlib.contextmanager
 def batch(qs: QuerySet[M], limit: int) -> Iterator[list[M]]:
     """Up to `limit` rows of `qs` that no other node holds, held for the block."""
