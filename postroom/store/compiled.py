@@ -7,7 +7,8 @@ building and compiling than in the database (decision 0058).
 `CompiledIn` for a read whose one argument is a short list (the interactions a reply
 names, decision 0055), and `CompiledUpdate` for an UPDATE, with arguments fixed for a
 while (the node's heartbeat, for one registration) and values of its own at each call
-(a reply's search text, decision 0064): compiled with a mark in each such value's place. The rows are what the queryset would give: model instances (`objects`, with the
+(a reply's search text, decision 0064), compiled with a mark in each such value's place.
+The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
 the local store of island mode, a connection re-made after `use_shared`); the query
