@@ -209,3 +209,25 @@ def test_facts_and_classify_read_the_header_as_field_by_field() -> None:
         assert f.auto_submitted == (auto.split(";", 1)[0].strip().lower() if auto is not None else None)
         checked += 1
     assert checked > 40
+
+
+def test_raw_header_fields_is_raw_header_values_per_name() -> None:
+    """core.headers.raw_header_fields (stop 21's mend: one reader for mail.facts and
+    autoreply._facts) gives each field what raw_header_values gives it, by names and
+    for the first `limit` fields; on the fixtures and the corpus."""
+    from postroom.core.headers import raw_header_fields, raw_header_values
+    from postroom.mail.message import UnreadableMessage, parse
+
+    checked = 0
+    for raw in _messages():
+        try:
+            msg = parse(raw).msg
+        except UnreadableMessage:
+            continue
+        names = list(dict.fromkeys(name.lower() for name in msg.keys()))
+        asked = ["From", "subject", "X-Absent", *names[:3]]
+        assert raw_header_fields(msg, asked) == {n.lower(): raw_header_values(msg, n) for n in asked}
+        assert raw_header_fields(msg) == {n: raw_header_values(msg, n) for n in names}
+        assert list(raw_header_fields(msg, limit=2)) == list(dict.fromkeys(k.lower() for k in msg.keys()[:2]))
+        checked += 1
+    assert checked > 40
