@@ -6,6 +6,7 @@ decode or unfold as it was."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from pathlib import Path
@@ -229,5 +230,55 @@ def test_raw_header_fields_is_raw_header_values_per_name() -> None:
         assert raw_header_fields(msg, asked) == {n.lower(): raw_header_values(msg, n) for n in asked}
         assert raw_header_fields(msg) == {n: raw_header_values(msg, n) for n in names}
         assert list(raw_header_fields(msg, limit=2)) == list(dict.fromkeys(k.lower() for k in msg.keys()[:2]))
+        checked += 1
+    assert checked > 40
+
+
+def test_parse_reads_the_header_as_field_by_field() -> None:
+    """mail.message.parse reads its eleven fields in one pass (raw_header_fields,
+    decision 0061): the same ParsedMail fields as reading each with raw_header_values /
+    header_text, on the fixtures and the corpus."""
+    from email.utils import parsedate_to_datetime
+
+    from postroom.core.headers import address_list, header_text, msg_ids, raw_header_values
+    from postroom.mail.message import UnreadableMessage, addresses, parse
+
+    def listed(msg, *names: str) -> list[str]:
+        out: list[str] = []
+        for name in names:
+            for value in raw_header_values(msg, name):
+                out += [a for a in addresses(value) if a not in out]
+        return out
+
+    def first_id(values: list[str]) -> str | None:
+        return next((ids[0] for ids in map(msg_ids, values) if ids), None)
+
+    def date(msg):
+        value = header_text(msg, "Date")
+        if not value:
+            return None
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+    checked = 0
+    for raw in _messages():
+        try:
+            mail = parse(raw)
+        except UnreadableMessage:
+            continue
+        msg = mail.msg
+        froms = [p for v in raw_header_values(msg, "From") for p in address_list(v, mail.charset_hint)]
+        assert (mail.from_name, mail.from_addr) == ((froms[0][0] or None, froms[0][1]) if froms else (None, None))
+        assert mail.message_id == first_id(raw_header_values(msg, "Message-ID"))
+        assert mail.reply_to == listed(msg, "Reply-To")
+        assert (mail.to, mail.cc) == (listed(msg, "To"), listed(msg, "Cc"))
+        assert mail.delivered_to == listed(msg, "Delivered-To", "X-Original-To")
+        assert mail.subject == (header_text(msg, "Subject") or "")
+        assert mail.in_reply_to == first_id(raw_header_values(msg, "In-Reply-To"))
+        assert mail.references == msg_ids(" ".join(raw_header_values(msg, "References")))
+        assert mail.date == date(msg)
         checked += 1
     assert checked > 40
