@@ -282,3 +282,50 @@ def test_parse_reads_the_header_as_field_by_field() -> None:
         assert mail.date == date(msg)
         checked += 1
     assert checked > 40
+
+
+def test_the_auto_response_reads_the_original_as_field_by_field() -> None:
+    """compose._auto_response_parts reads the original's From, Reply-To, Subject,
+    Message-ID and References in one pass (decision 0061): the name, subject, In-Reply-To
+    and References it writes are what the field-by-field reads (raw_header_values,
+    header_text, first_msg_id, references) give, on fixtures and corpus."""
+    from postroom.core import compose
+    from postroom.core.headers import (
+        clean_text,
+        first_msg_id,
+        header_text,
+        raw_header_values,
+        references,
+    )
+    from postroom.mail.message import UnreadableMessage, parse
+
+    checked = 0
+    for raw in _messages():
+        try:
+            mail = parse(raw)
+        except UnreadableMessage:
+            continue
+        msg, customer = mail.msg, mail.from_addr or "carol@customer.test"
+        try:
+            headers, body = compose._auto_response_parts(
+                msg, box_address="support@example.test", box_name=None, customer=customer,
+                text="{name}", message_id="<ar.1@example.test>", subject_template="Re: {subject}", reference=None,
+                date=None, customer_text=True,
+            )
+        except compose.UnsafeHeaderValue:
+            continue
+        to = compose._mailbox(customer, what="customer")
+        senders = [p for h in raw_header_values(msg, "From") for p in address_list(h)]
+        replies = [p for h in raw_header_values(msg, "Reply-To") for p in address_list(h)]
+        name = next((d for d, a in senders + replies if d and a == to.addr_spec.lower()), "")
+        name = name or next((d for d, _a in senders if d), "")
+        assert body == (name or to.username)[: compose._MAX_CUSTOMER_WORDS]
+        subject = compose.strip_subject_tag(header_text(msg, "Subject") or "")[: compose._MAX_CUSTOMER_WORDS]
+        got = dict(headers)
+        assert got["Subject"] == clean_text(compose._fill("Re: {subject}", {"subject": subject}))
+        mid = (compose._echo_ids([first_msg_id(msg, "Message-ID")]) or [None])[0]
+        assert got.get("In-Reply-To") == mid
+        refs = compose._echo_ids([*references(msg), mid]) if mid else []
+        assert got.get("References") == (" ".join(refs) if refs else None)
+        checked += 1
+    assert checked > 40
