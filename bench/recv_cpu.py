@@ -99,6 +99,7 @@ def main() -> None:
     profiler = cProfile.Profile() if args.profile else None
     cpu = 0.0
     measured = 0
+    per_batch: list[float] = []
     for b in range(args.batches):
         uids = list(range(b * 50 + 1, b * 50 + 51))
         fetched = {
@@ -114,10 +115,14 @@ def main() -> None:
         if b:  # the first batch warms caches up
             cpu += spent
             measured += len(uids)
+            per_batch.append(1000 * spent / len(uids))
     n_ix = Interaction.objects.count()
     n_ar = Outgoing.objects.filter(kind=Outgoing.AUTO_RESPONSE).count()
+    per_batch.sort()
     print(f"{measured} mails: {1000 * cpu / measured:.3f} ms CPU per mail "
-          f"({n_ix} interactions, {n_ar} auto-responses; module {reception.__file__})")
+          f"(batches: fastest {per_batch[0]:.3f}, lower quartile {per_batch[len(per_batch) // 4]:.3f}, "
+          f"median {per_batch[len(per_batch) // 2]:.3f}; "
+          f"{n_ix} interactions, {n_ar} auto-responses; module {reception.__file__})")
     if profiler is not None:
         profiler.dump_stats(args.profile)
 
