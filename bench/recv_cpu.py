@@ -10,8 +10,10 @@ loaded machine disturbs far less than a wall-clock rate.
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -66,6 +68,7 @@ def main() -> None:
     ap.add_argument("--profile", default="")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="recv-cpu-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    atexit.register(shutil.rmtree, work, True)
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{work}/db.sqlite3")
     os.environ.setdefault("POSTROOM_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "postroom.settings")
