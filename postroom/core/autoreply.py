@@ -30,8 +30,8 @@ from typing import Literal
 from postroom.core.headers import (
     address_list,
     msg_ids,
+    raw_header_fields,
     raw_header_values,
-    unfold,
     values_text,
 )
 
@@ -85,13 +85,8 @@ def _facts(msg: Message) -> _Facts:
         pass
     # The fields the rules read, in one pass over the header (`raw_header_values` per
     # name went over all of it for each: issue 9); the same values, in the same order.
-    values: dict[str, list[str]] = {name: [] for name in _READ}
-    has: set[str] = set()
-    for name, value in msg.raw_items():
-        key = name.lower()
-        has.add(key)
-        if key in values:
-            values[key].append(unfold(value if isinstance(value, str) else str(value)))
+    values = raw_header_fields(msg, _READ)
+    has = {name.lower() for name in msg}
     froms = [pair for value in values["from"] for pair in address_list(value)]
     from_name, from_addr = froms[0] if froms else ("", "")
     auto = values_text(msg, values["auto-submitted"])

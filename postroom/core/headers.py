@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import functools
 import re
+from collections.abc import Iterable
 from email import policy as _policy
 from email.header import Header
 from email.headerregistry import Address, AddressHeader, HeaderRegistry, UnstructuredHeader
@@ -40,6 +41,7 @@ __all__ = [
     "header_text",
     "msg_ids",
     "plain_addresses",
+    "raw_header_fields",
     "raw_header_values",
     "put_header",
     "references",
@@ -351,6 +353,34 @@ def raw_header_values(msg: Message, name: str) -> list[str]:
         if key.lower() == wanted:
             out.append(unfold(value if isinstance(value, str) else str(value)))
     return out
+
+
+def raw_header_fields(
+    msg: Message, names: Iterable[str] | None = None, *, limit: int | None = None
+) -> dict[str, list[str]]:
+    """Several fields' values as ``raw_header_values`` gives each (unfolded, not decoded,
+    in order), gathered in one pass over the header; keys lowercased.
+
+    With ``names``: exactly those fields (``[]`` for one absent). Without: every field
+    among the first ``limit`` (all when None), in the order they first come; each with
+    all its values, also those past ``limit``. Never raises.
+    """
+    fields: dict[str, list[str]]
+    if names is not None:
+        fields = {name.lower(): [] for name in names}
+        items: Iterable[tuple[str, object]] = msg.raw_items()
+    else:
+        fields = {}
+        items = list(msg.raw_items())
+        for index, (name, _value) in enumerate(items):
+            if limit is not None and index >= limit:
+                break
+            fields.setdefault(name.lower(), [])
+    for name, value in items:
+        values = fields.get(name.lower())
+        if values is not None:
+            values.append(unfold(value if isinstance(value, str) else str(value)))
+    return fields
 
 
 # MIME charset labels real mail uses that Python does not know, or knows as a narrower set

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from postroom.core.headers import decode_words, unfold
+from postroom.core.headers import decode_words, raw_header_fields
 from postroom.core.rules import MAX_TEXT, MessageFacts
 from postroom.mail.message import ParsedMail
 
@@ -23,19 +23,10 @@ def facts_from_mail(mail: ParsedMail) -> MessageFacts:
     not keep a second huge copy alive while rules run.
     """
     hint = mail.charset_hint  # charset_hint(mail.msg), as parse read it
-    items = list(mail.msg.raw_items())
-    # The names of the first _MAX_HEADERS fields, in order; then every value of each in
-    # one pass over the fields (`raw_header_values` per name went over all of them for
-    # every name: issue 9).
-    headers: dict[str, list[str]] = {}
-    for index, (name, _value) in enumerate(items):
-        if index >= _MAX_HEADERS:
-            break
-        headers.setdefault(name.lower(), [])
-    for name, value in items:
-        values = headers.get(name.lower())
-        if values is not None:
-            values.append(_decoded(unfold(value if isinstance(value, str) else str(value)), hint))
+    # Every field among the first _MAX_HEADERS, with all its values, in one pass over the
+    # header (`raw_header_values` per name went over all of it for every name: issue 9).
+    fields = raw_header_fields(mail.msg, limit=_MAX_HEADERS)
+    headers = {name: [_decoded(value, hint) for value in values] for name, values in fields.items()}
     return MessageFacts(
         to=tuple(mail.to),
         cc=tuple(mail.cc),

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connections, models, router, transaction
 
@@ -115,24 +115,45 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
     db = router.db_for_write(model)
     connection = connections[db]
     plan = _plan(model, connection)
-    if plan is None or any(row.pk is not None or not row._state.adding for row in rows):
+    if plan is None:
         model.objects.bulk_create(rows)
         return
-    fields, head, returning = plan
-    shared: dict[tuple[int, int], tuple[object, Any]] = {}
     for row in rows:
-        # bulk_create's: a related row inserted after it was assigned gives its id now.
+        # bulk_create's: a related row inserted after it was assigned gives its id now
+        # (InteractionText's key too).
         row._prepare_related_fields_for_save(operation_name="bulk_create")
-    values = [[_prepared(f, f.pre_save(row, True), connection, shared) for f in fields] for row in rows]
+    if any((row.pk is not None) is not plan.keyed or not row._state.adding for row in rows):
+        model.objects.bulk_create(rows)
+        return
+    shared: dict[tuple[int, type, object], tuple[object, Any]] = {}
+    # Each field's ``pre_save`` and ``get_db_prep_save`` as the compiler takes them; where
+    # they hand the value back unchanged (a text field's str or None, a boolean's bool:
+    # `_Plan`), the value itself, without the calls (decision 0061).
+    columns = plan.columns
+    values = [
+        [
+            value
+            if type(value := (getattr(row, attname) if attname is not None else f.pre_save(row, True))) in same
+            else _prepared(f, value, connection, shared)
+            for f, attname, same in columns
+        ]
+        for row in rows
+    ]
     if any(hasattr(v, "resolve_expression") for row_values in values for v in row_values):
         model.objects.bulk_create(rows)
         return
+    fields = plan.fields
     size = max(connection.ops.bulk_batch_size(fields, rows), 1)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             part = values[start : start + size]
-            cursor.execute(f"{head} VALUES {', '.join([one] * len(part))}{returning}", [v for r in part for v in r])
+            cursor.execute(f"{plan.head} VALUES {', '.join([one] * len(part))}{plan.returning}", [v for r in part for v in r])
+            if plan.keyed:  # its key is the row it belongs to: nothing to read back
+                for row in rows[start : start + size]:
+                    row._state.adding = False
+                    row._state.db = db
+                continue
             ids = connection.ops.fetch_returned_insert_rows(cursor)
             if len(ids) != len(part):
                 raise RuntimeError(f"{model.__name__}: {len(ids)} ids returned for {len(part)} rows")
@@ -142,16 +163,25 @@ def insert(model: type[models.Model], rows: list[models.Model]) -> None:
                 row._state.db = db
 
 
-def _prepared(field: models.Field, value: object, connection: Any, shared: dict[tuple[int, int], tuple[object, Any]]) -> Any:
-    """``field.get_db_prep_save(value, connection)``; a datetime object that several rows
-    share (a mail's rows are all stamped with one `now`) is prepared once per statement:
-    the same object, the same answer (decision 0057)."""
-    if type(value) is not datetime:
+def _prepared(field: models.Field, value: object, connection: Any, shared: dict[tuple[int, type, object], tuple[object, Any]]) -> Any:
+    """``field.get_db_prep_save(value, connection)``, prepared once per statement for
+    each field's value that several rows share: a datetime object (a mail's rows are all
+    stamped with one `now`: the same object, the same answer, decision 0057), and None or
+    an int (equal values, the same answer: the mailbox of all a batch's rows, the empty
+    times and links of new rows, decision 0061)."""
+    kind = type(value)
+    if kind is datetime:
+        key: tuple[int, type, object] = (id(field), kind, id(value))
+        hit = shared.get(key)
+        if hit is not None and hit[0] is value:  # `shared` holds the object: no id is reused
+            return hit[1]
+    elif kind is int or value is None:
+        key = (id(field), kind, value)
+        hit = shared.get(key)
+        if hit is not None:
+            return hit[1]
+    else:
         return field.get_db_prep_save(value, connection)
-    key = (id(field), id(value))
-    hit = shared.get(key)
-    if hit is not None and hit[0] is value:  # `shared` holds the object: no id is reused
-        return hit[1]
     prepared = field.get_db_prep_save(value, connection)
     shared[key] = (value, prepared)
     return prepared
@@ -165,22 +195,53 @@ def _placeholder(field: models.Field, connection: Any) -> bool:
     return not (isinstance(field, models.BinaryField) and connection.ops.binary_placeholder_sql(b"") == "%s")
 
 
-_plans: dict[tuple[type[models.Model], str], tuple[list[models.Field], str, str] | None] = {}
+class _Plan(NamedTuple):
+    """How `insert` writes a model's rows: its inserted fields; per field the attribute
+    its ``pre_save`` reads (None when that is not ``Field.pre_save``) and the value types
+    its ``get_db_prep_save`` hands back unchanged; ``INSERT INTO t (...)``; `` RETURNING
+    t.id`` (or "" for `keyed`: a primary key that is a one-to-one link, set on the row,
+    as InteractionText's)."""
+
+    fields: list[models.Field]
+    columns: list[tuple[models.Field, str | None, tuple[type, ...]]]
+    head: str
+    returning: str
+    keyed: bool
 
 
-def _plan(model: type[models.Model], connection: Any) -> tuple[list[models.Field], str, str] | None:
-    """The model's inserted fields, ``INSERT INTO t (...)`` and `` RETURNING t.id``, or
-    None when the plain statement would not be bulk_create's."""
+_plans: dict[tuple[type[models.Model], str], _Plan | None] = {}
+_NONE = type(None)
+
+
+def _unchanged(field: models.Field) -> tuple[type, ...]:
+    """The types of value ``field.get_db_prep_save(value, connection)`` returns as they
+    are, on every database: Django's own text fields (``CharField``'s and
+    ``TextField``'s ``to_python``: a str or None as it is) and booleans (a bool or None);
+    () for any other field, or a subclass that changes one of the methods involved."""
+    cls = type(field)
+    if cls.get_db_prep_save is not models.Field.get_db_prep_save or cls.get_db_prep_value is not models.Field.get_db_prep_value:
+        return ()
+    for base, types in ((models.CharField, (str, _NONE)), (models.TextField, (str, _NONE)), (models.BooleanField, (bool, _NONE))):
+        if cls.get_prep_value is base.get_prep_value and cls.to_python is base.to_python:
+            return types
+    return ()
+
+
+def _plan(model: type[models.Model], connection: Any) -> _Plan | None:
+    """How `insert` writes the model's rows, or None when the plain statement would not
+    be bulk_create's."""
     key = (model, connection.vendor)  # one alias may be either database (the island's)
     if key not in _plans:
         opts = model._meta
         pk = opts.pk
-        fields = [f for f in opts.concrete_fields if not f.generated and f is not pk]
+        # A primary key that is the row's one-to-one link (InteractionText) is set on the
+        # row and inserted with the others; bulk_create then reads nothing back either.
+        keyed = isinstance(pk, models.OneToOneField) and not opts.db_returning_fields
+        fields = [f for f in opts.concrete_fields if not f.generated and (keyed or f is not pk)]
         plain = (
             connection.features.can_return_rows_from_bulk_insert
-            and isinstance(pk, models.AutoField)
+            and (keyed or (isinstance(pk, models.AutoField) and list(opts.db_returning_fields) == [pk]))
             and not opts.parents
-            and list(opts.db_returning_fields) == [pk]
             and not any(f.has_db_default() or _placeholder(f, connection) for f in fields)
         )
         if not plain:
@@ -188,8 +249,14 @@ def _plan(model: type[models.Model], connection: Any) -> tuple[list[models.Field
         else:
             quote = connection.ops.quote_name
             columns = ", ".join(quote(f.column) for f in fields)
-            returning, _params = connection.ops.return_insert_columns([pk])
-            _plans[key] = (fields, f"INSERT INTO {quote(opts.db_table)} ({columns})", f" {returning}")
+            returning = "" if keyed else " " + connection.ops.return_insert_columns([pk])[0]
+            _plans[key] = _Plan(
+                fields=fields,
+                columns=[(f, f.attname if type(f).pre_save is models.Field.pre_save else None, _unchanged(f)) for f in fields],
+                head=f"INSERT INTO {quote(opts.db_table)} ({columns})",
+                returning=returning,
+                keyed=keyed,
+            )
     return _plans[key]
 
 

@@ -222,3 +222,114 @@ def test_a_duplicate_in_the_batch_insert_is_refused_by_the_unique_index() -> Non
         journal.defer(first)
         journal.defer(second)
     assert not Interaction.objects.exists()
+
+
+def test_the_search_row_is_inserted_as_bulk_create_inserts_it(monkeypatch) -> None:
+    """InteractionText, whose key is its interaction's, by the plain INSERT too (decision
+    0061; it went through bulk_create before): the same columns, the key from the
+    interaction inserted first in the same flush, no id read back."""
+    from postroom.store.models import InteractionText
+
+    assert journal._plan(InteractionText, connection) is not None
+    box, _ = Mailbox.objects.get_or_create(address="support@example.test", defaults={"login": "s"})
+    now = timezone.now()
+    bulk, real = [], QuerySet.bulk_create
+    monkeypatch.setattr(QuerySet, "bulk_create", lambda qs, objs, *a, **k: bulk.append(qs.model) or real(qs, objs, *a, **k))
+    with transaction.atomic(), journal.batched():
+        ix = batch_rows("1", box, now)[0]
+        text = InteractionText(interaction=ix, subject="Hello ✓", customer_text="Dear team,\nö")
+        journal.defer(ix)
+        journal.defer(text)
+    assert bulk == []
+    monkeypatch.undo()
+    other = batch_rows("2", box, now)[0]
+    other.save()
+    (theirs,) = InteractionText.objects.bulk_create([InteractionText(interaction=other, subject="Hello ✓", customer_text="Dear team,\nö")])
+    assert text.pk == ix.pk and not text._state.adding and text._state.db == "default"
+    mine = InteractionText.objects.filter(pk=ix.pk).values().get()
+    ref = InteractionText.objects.filter(pk=other.pk).values().get()
+    assert mine.pop("interaction_id") == ix.pk and ref.pop("interaction_id") == other.pk
+    assert mine.pop("updated_at") is not None and ref.pop("updated_at") is not None
+    assert mine == ref
+    # The same key twice is refused by the primary key, as bulk_create's would be.
+    from django.db import IntegrityError
+
+    with pytest.raises(IntegrityError), transaction.atomic(), journal.batched():
+        journal.defer(InteractionText(interaction=ix, subject="again"))
+
+
+def test_the_values_insert_takes_unprepared_are_what_get_db_prep_save_gives() -> None:
+    """Every store model's plan: where a field's value of a type it names is taken as it
+    is (decision 0061), get_db_prep_save gives that very value back on this database; and
+    the per-statement sharing of None and ints gives what preparing each would."""
+    from django.apps import apps
+    from django.db import models
+
+    samples = {str: ["", "ä ✓", "x" * 300], type(None): [None], bool: [True, False]}
+    plans = 0
+    for model in apps.get_app_config("store").get_models():
+        plan = journal._plan(model, connection)
+        if plan is None:
+            continue
+        plans += 1
+        for field, attname, same in plan.columns:
+            assert attname is None or (type(field).pre_save is models.Field.pre_save and attname == field.attname)
+            for kind in same:
+                for value in samples[kind]:
+                    assert field.get_db_prep_save(value, connection) is value, (model, field, value)
+            shared: dict = {}
+            for value in (None, 0, 7, 7, None):
+                if field.get_internal_type() in ("IntegerField", "BigIntegerField", "PositiveIntegerField", "ForeignKey", "OneToOneField") or value is None:
+                    assert journal._prepared(field, value, connection, shared) == field.get_db_prep_save(value, connection)
+    assert plans >= 10
+
+
+ODD_CONTACTS = [
+    {"address": "Ann@Customer.test"}, {"address": "JÖRG@Müller.example"}, {"address": "jörg@müller.example"},
+    {"address": "a_b%c@odd.test"}, {"address": "aXb1c@odd.test"}, {"address": "back\\slash@odd.test"},
+    {"address": "o'brien@Quote.test"}, {"domain": "xn--mller-kva.example"}, {"domain": "Example.COM"},
+    {"domain": "EU.example.com"}, {"domain": "straße.example"}, {"domain": "STRASSE.example"},
+]
+ODD_ASKED = [
+    "ann@customer.test", "jörg@müller.example", "JÖRG@MÜLLER.EXAMPLE", "a_b%c@odd.test", "axb1c@odd.test",
+    "a%@odd.test", "back\\slash@odd.test", "backxslash@odd.test", "o'brien@quote.test", "x@xn--mller-kva.example",
+    "x@müller.example", "x@a.eu.example.com", "x@example.com", "x@strasse.example", "x@straße.example",
+    "x@STRASSE.EXAMPLE", "nobody", "%@%", "_@_.__",
+]
+
+
+def test_the_contacts_compiled_read_is_the_orms() -> None:
+    """contacts.lookup_many's SQL compiled once per number of terms (decision 0061): the
+    statement and parameters the ORM builds for the same iexact terms, the same contacts
+    found, for mixed case, non-ASCII (IDN) addresses and domains, LIKE's wildcards and
+    its escape character, quotes; on this database."""
+    from django.test.utils import CaptureQueriesContext
+
+    from postroom.store import contacts
+    from postroom.store.models import Contact
+
+    for fields in ODD_CONTACTS:
+        Contact.objects.create(level="gold", **fields)
+    wanted = {a: contacts.candidates(a) for a in ODD_ASKED}
+    exacts = list(dict.fromkeys(e for e, _d in wanted.values() if e))
+    domains = list(dict.fromkeys(d for e, ds in wanted.values() if e for d in ds))
+    for n in range(len(exacts) + 1):
+        for asked_exacts, asked_domains in ((exacts[:n], domains), (exacts[n:], domains[: n % 4])):
+            reference = contacts._query(asked_exacts, asked_domains)
+            if not reference:
+                assert contacts._matching(asked_exacts, asked_domains) == []
+                continue
+            with CaptureQueriesContext(connection) as ours:
+                mine = contacts._matching(asked_exacts, asked_domains)
+            with CaptureQueriesContext(connection) as orms:
+                theirs = list(Contact.objects.filter(reference))
+            assert [q["sql"] for q in ours] == [q["sql"] for q in orms]
+            assert [(c.pk, c.address, c.domain, c.level, c.requires_approval) for c in mine] == [
+                (c.pk, c.address, c.domain, c.level, c.requires_approval) for c in theirs
+            ]
+    assert contacts._compiled(connection.vendor, "default", 1, 1) is not None  # the compiled path ran
+    # And the lookup itself answers as before for every one of them.
+    found = contacts.lookup_many(ODD_ASKED)
+    assert found == {a: contacts.lookup(a) for a in ODD_ASKED if a}
+    assert found["JÖRG@MÜLLER.EXAMPLE"] is not None and found["a%@odd.test"] is None
+    assert found["backxslash@odd.test"] is None and found["x@example.com"].domain == "Example.COM"

@@ -6,6 +6,7 @@ decode or unfold as it was."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from email import message_from_bytes, policy
 from email.utils import getaddresses
 from pathlib import Path
@@ -207,5 +208,124 @@ def test_facts_and_classify_read_the_header_as_field_by_field() -> None:
             frozenset(name.lower() for name in msg),
         )
         assert f.auto_submitted == (auto.split(";", 1)[0].strip().lower() if auto is not None else None)
+        checked += 1
+    assert checked > 40
+
+
+def test_raw_header_fields_is_raw_header_values_per_name() -> None:
+    """core.headers.raw_header_fields (stop 21's mend: one reader for mail.facts and
+    autoreply._facts) gives each field what raw_header_values gives it, by names and
+    for the first `limit` fields; on the fixtures and the corpus."""
+    from postroom.core.headers import raw_header_fields, raw_header_values
+    from postroom.mail.message import UnreadableMessage, parse
+
+    checked = 0
+    for raw in _messages():
+        try:
+            msg = parse(raw).msg
+        except UnreadableMessage:
+            continue
+        names = list(dict.fromkeys(name.lower() for name in msg.keys()))
+        asked = ["From", "subject", "X-Absent", *names[:3]]
+        assert raw_header_fields(msg, asked) == {n.lower(): raw_header_values(msg, n) for n in asked}
+        assert raw_header_fields(msg) == {n: raw_header_values(msg, n) for n in names}
+        assert list(raw_header_fields(msg, limit=2)) == list(dict.fromkeys(k.lower() for k in msg.keys()[:2]))
+        checked += 1
+    assert checked > 40
+
+
+def test_parse_reads_the_header_as_field_by_field() -> None:
+    """mail.message.parse reads its eleven fields in one pass (raw_header_fields,
+    decision 0061): the same ParsedMail fields as reading each with raw_header_values /
+    header_text, on the fixtures and the corpus."""
+    from email.utils import parsedate_to_datetime
+
+    from postroom.core.headers import address_list, header_text, msg_ids, raw_header_values
+    from postroom.mail.message import UnreadableMessage, addresses, parse
+
+    def listed(msg, *names: str) -> list[str]:
+        out: list[str] = []
+        for name in names:
+            for value in raw_header_values(msg, name):
+                out += [a for a in addresses(value) if a not in out]
+        return out
+
+    def first_id(values: list[str]) -> str | None:
+        return next((ids[0] for ids in map(msg_ids, values) if ids), None)
+
+    def date(msg):
+        value = header_text(msg, "Date")
+        if not value:
+            return None
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+    checked = 0
+    for raw in _messages():
+        try:
+            mail = parse(raw)
+        except UnreadableMessage:
+            continue
+        msg = mail.msg
+        froms = [p for v in raw_header_values(msg, "From") for p in address_list(v, mail.charset_hint)]
+        assert (mail.from_name, mail.from_addr) == ((froms[0][0] or None, froms[0][1]) if froms else (None, None))
+        assert mail.message_id == first_id(raw_header_values(msg, "Message-ID"))
+        assert mail.reply_to == listed(msg, "Reply-To")
+        assert (mail.to, mail.cc) == (listed(msg, "To"), listed(msg, "Cc"))
+        assert mail.delivered_to == listed(msg, "Delivered-To", "X-Original-To")
+        assert mail.subject == (header_text(msg, "Subject") or "")
+        assert mail.in_reply_to == first_id(raw_header_values(msg, "In-Reply-To"))
+        assert mail.references == msg_ids(" ".join(raw_header_values(msg, "References")))
+        assert mail.date == date(msg)
+        checked += 1
+    assert checked > 40
+
+
+def test_the_auto_response_reads_the_original_as_field_by_field() -> None:
+    """compose._auto_response_parts reads the original's From, Reply-To, Subject,
+    Message-ID and References in one pass (decision 0061): the name, subject, In-Reply-To
+    and References it writes are what the field-by-field reads (raw_header_values,
+    header_text, first_msg_id, references) give, on fixtures and corpus."""
+    from postroom.core import compose
+    from postroom.core.headers import (
+        clean_text,
+        first_msg_id,
+        header_text,
+        raw_header_values,
+        references,
+    )
+    from postroom.mail.message import UnreadableMessage, parse
+
+    checked = 0
+    for raw in _messages():
+        try:
+            mail = parse(raw)
+        except UnreadableMessage:
+            continue
+        msg, customer = mail.msg, mail.from_addr or "carol@customer.test"
+        try:
+            headers, body = compose._auto_response_parts(
+                msg, box_address="support@example.test", box_name=None, customer=customer,
+                text="{name}", message_id="<ar.1@example.test>", subject_template="Re: {subject}", reference=None,
+                date=None, customer_text=True,
+            )
+        except compose.UnsafeHeaderValue:
+            continue
+        to = compose._mailbox(customer, what="customer")
+        senders = [p for h in raw_header_values(msg, "From") for p in address_list(h)]
+        replies = [p for h in raw_header_values(msg, "Reply-To") for p in address_list(h)]
+        name = next((d for d, a in senders + replies if d and a == to.addr_spec.lower()), "")
+        name = name or next((d for d, _a in senders if d), "")
+        assert body == (name or to.username)[: compose._MAX_CUSTOMER_WORDS]
+        subject = compose.strip_subject_tag(header_text(msg, "Subject") or "")[: compose._MAX_CUSTOMER_WORDS]
+        got = dict(headers)
+        assert got["Subject"] == clean_text(compose._fill("Re: {subject}", {"subject": subject}))
+        mid = (compose._echo_ids([first_msg_id(msg, "Message-ID")]) or [None])[0]
+        assert got.get("In-Reply-To") == mid
+        refs = compose._echo_ids([*references(msg), mid]) if mid else []
+        assert got.get("References") == (" ".join(refs) if refs else None)
         checked += 1
     assert checked > 40
