@@ -37,6 +37,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.utils.dateparse import parse_datetime
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -379,14 +380,18 @@ def claim_batch(
     if not asked:
         return Batch({}, set())
     lease_until = now + policy.lease
+    adapt = connection.ops.adapt_datetimefield_value
+    won: dict[int, tuple[int, datetime | None]] = {}
     try:
-        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
+        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext(), connection.cursor() as cur:
             for state, group in groups.items():
-                Outgoing.objects.filter(
-                    pk__in=[r.pk for r in group], state=state, next_attempt_at__lte=now, attempts__lt=policy.max_attempts
-                ).update(
-                    state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until, attempts=F("attempts") + 1
-                )
+                # What it won, as this very statement wrote it (RETURNING, decision 0062):
+                # the rows it updated are the rows claimed under this holder and lease.
+                cur.execute(claim_sql(len(group)), [
+                    OutboxState.SENDING.value, holder, adapt(lease_until), *(r.pk for r in group),
+                    state.value, adapt(now), policy.max_attempts,
+                ])
+                won.update((pk, (attempts, as_datetime(due_at))) for pk, attempts, due_at in cur.fetchall())
     except OperationalError as exc:
         # Two senders' claims crossing on PostgreSQL's row locks: this one was ended and
         # claimed nothing; its rows are due again for the next batch (anyone's).
@@ -395,12 +400,6 @@ def claim_batch(
         log.info("a batch's claim of %d rows ended by the database (%s); taken again later", len(asked),
                  str(exc).splitlines()[0])
         return Batch({}, {r.pk for r in asked})
-    won = {
-        pk: (attempts, due_at)
-        for pk, attempts, due_at in Outgoing.objects.filter(
-            pk__in=[r.pk for r in asked], state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until
-        ).values_list("pk", "attempts", "next_attempt_at")
-    }
     deadline = start + policy.lease.total_seconds() / 2
     held: dict[int, Held] = {}
     for row in asked:
@@ -414,6 +413,39 @@ def claim_batch(
         claimed = before_send(claim(seen, now, holder, policy), policy)
         held[row.pk] = Held(row, seen, claimed, Fence(row.pk, holder, lease_until), deadline)
     return Batch(held, {r.pk for r in asked})
+
+
+def claim_sql(n: int) -> str:
+    """`claim_batch`'s compare-and-set of `n` rows read in one state, with what it won:
+    the statement the ORM's UPDATE was (state, holder, lease, attempt counted; where still
+    in that state, due, under its cap), written once per count, and RETURNING each won
+    row's id, attempts and due time (SQLite ≥ 3.35 and PostgreSQL): the read-back that
+    followed the UPDATE is gone with the query building of both (decision 0062)."""
+    if n not in _CLAIM_SQL:
+        q = connection.ops.quote_name
+        table, (pk, state, holder, lease, attempts, due_at) = q(Outgoing._meta.db_table), (
+            q(Outgoing._meta.get_field(f).column)
+            for f in ("id", "state", "claimed_by", "lease_until", "attempts", "next_attempt_at")
+        )
+        _CLAIM_SQL[n] = (
+            f"UPDATE {table} SET {state} = %s, {holder} = %s, {lease} = %s, {attempts} = {attempts} + 1 "
+            f"WHERE {pk} IN ({', '.join(['%s'] * n)}) AND {state} = %s AND {due_at} <= %s AND {attempts} < %s "
+            f"RETURNING {pk}, {attempts}, {due_at}"
+        )
+    return _CLAIM_SQL[n]
+
+
+_CLAIM_SQL: dict[int, str] = {}
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    """A DateTimeField's value as the database cursor gave it (SQLite: text, in UTC), as
+    the ORM reads it."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 def send_one(
