@@ -874,12 +874,39 @@ class Fence:
         }
         if new.due is not None:
             changes["next_attempt_at"] = new.due
-        updated = Outgoing.objects.filter(
-            pk=self.pk, state=OutboxState.SENDING, claimed_by=self.holder, lease_until=self.lease_until
-        ).update(**changes)
+        # The UPDATE the ORM wrote, written once per set of columns (decision 0062): its
+        # values prepared by their fields as the ORM prepares them.
+        sql = fence_sql(tuple(changes), self.lease_until is None)
+        field = Outgoing._meta.get_field
+        params = [field(name).get_db_prep_save(value, connection) for name, value in changes.items()]
+        params += [self.pk, OutboxState.SENDING.value, self.holder]
+        if self.lease_until is not None:
+            params.append(connection.ops.adapt_datetimefield_value(self.lease_until))
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            updated = cur.rowcount
         if updated == 1 and new.state is OutboxState.SENDING:
             self.lease_until = new.lease_until
         return updated == 1
+
+
+def fence_sql(columns: tuple[str, ...], no_lease: bool) -> str:
+    """`Fence.write`'s fenced compare-and-set of these fields: where the row is still
+    SENDING under this holder and lease ("IS NULL" for a fence without one, as the ORM
+    writes it)."""
+    key = (columns, no_lease)
+    if key not in _FENCE_SQL:
+        q, col = connection.ops.quote_name, (lambda f: connection.ops.quote_name(Outgoing._meta.get_field(f).column))
+        sets = ", ".join(f"{col(f)} = %s" for f in columns)
+        lease = "IS NULL" if no_lease else "= %s"
+        _FENCE_SQL[key] = (
+            f"UPDATE {q(Outgoing._meta.db_table)} SET {sets} "
+            f"WHERE {col('id')} = %s AND {col('state')} = %s AND {col('claimed_by')} = %s AND {col('lease_until')} {lease}"
+        )
+    return _FENCE_SQL[key]
+
+
+_FENCE_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
 
 
 # -- consequences ----------------------------------------------------------------------------

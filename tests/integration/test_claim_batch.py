@@ -78,3 +78,42 @@ def test_a_second_claim_of_the_same_rows_wins_nothing() -> None:
     second = claim_batch(read, {}, site, "two:1:bbbb", now, time.monotonic())
     assert set(first.held) == {r.pk for r in rows} and second.held == {}
     assert set(Outgoing.objects.filter(pk__in=[r.pk for r in rows]).values_list("claimed_by", flat=True)) == {"one:1:aaaa"}
+
+
+def test_a_fenced_write_lands_only_under_its_own_claim() -> None:
+    """`Fence.write` (decision 0062: its UPDATE written once per set of columns): the
+    outcome lands only while the row is SENDING under this holder and lease (none: IS
+    NULL), with its extra fields and due time; anything else writes nothing."""
+    from postroom.core.outbox import Row
+    from postroom.engine.outbox import Fence
+
+    policy = OutboxPolicy()
+    now = timezone.now()
+    lease = now + policy.lease
+    a, b, c = (row(n, now - timedelta(seconds=1)) for n in range(3))
+    Outgoing.objects.filter(pk__in=[a.pk, b.pk]).update(state=OutboxState.SENDING, claimed_by="me:1:abcd", lease_until=lease)
+    Outgoing.objects.filter(pk=c.pk).update(state=OutboxState.SENDING, claimed_by="me:1:abcd", lease_until=None)
+
+    sent = Row(state=OutboxState.SENT, attempts=1, due=None, lease_until=None, holder="")
+    assert not Fence(a.pk, "other:1:ffff", lease).write(sent, sent_at=now)  # not our claim
+    assert not Fence(a.pk, "me:1:abcd", lease + timedelta(seconds=1)).write(sent, sent_at=now)  # not our lease
+    assert not Fence(a.pk, "me:1:abcd", None).write(sent, sent_at=now)  # not a claim without a lease
+    assert Outgoing.objects.get(pk=a.pk).state == OutboxState.SENDING
+
+    assert Fence(a.pk, "me:1:abcd", lease).write(sent, last_error="250 ok", sent_at=now, ignored=None)
+    got = Outgoing.objects.get(pk=a.pk)
+    assert (got.state, got.attempts, got.claimed_by, got.lease_until, got.last_error, got.sent_at) == (
+        OutboxState.SENT, 1, "", None, "250 ok", now
+    )
+    assert not Fence(a.pk, "me:1:abcd", lease).write(sent)  # written once: no longer ours
+
+    later, renewed = now + timedelta(minutes=3), lease + timedelta(minutes=1)
+    fence = Fence(b.pk, "me:1:abcd", lease)
+    assert fence.write(Row(state=OutboxState.SENDING, attempts=2, due=later, lease_until=renewed, holder="me:1:abcd"))
+    assert fence.lease_until == renewed  # the fence follows its own renewal
+    got = Outgoing.objects.get(pk=b.pk)
+    assert (got.state, got.attempts, got.next_attempt_at, got.lease_until) == (OutboxState.SENDING, 2, later, renewed)
+
+    assert Fence(c.pk, "me:1:abcd", None).write(Row(state=OutboxState.RETRY_WAIT, attempts=1, due=later))
+    got = Outgoing.objects.get(pk=c.pk)
+    assert (got.state, got.next_attempt_at, got.claimed_by) == (OutboxState.RETRY_WAIT, later, "")
