@@ -379,10 +379,12 @@ class Engine:
         return self.claims.island_row if self.claims is not None else None
 
     def _wake_all(self) -> None:
-        """Anything may have changed (another node or the web, a stop): every step runs."""
+        """Anything may have changed (another node or the web, a stop): every step runs,
+        and every sender looks (a stop must reach each one: decision 0062)."""
         self.schedule.mark(EVERY)
         self.wake.set()
-        self._wake_senders()
+        for event in self._sender_wakes:
+            event.set()
 
     def _notified(self, table: str, pid: int | None = None) -> None:
         """A commit (this node's, another's, the web's) added mail to the outbox: the

@@ -176,3 +176,21 @@ def test_the_sender_that_reads_hands_out_the_other_senders_rows(center, monkeypa
         HoldsSenderZero.go.set()
         vars(engine).pop("_wake_senders", None)  # the stop wakes every thread again
         engine.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_reaches_every_idle_sender(center, monkeypatch) -> None:
+    """Decision 0062: mail queued wakes one idle sender, but a stop (`_wake_all`) must
+    wake each: with senders 1-3's own wait made an hour, every sender thread has ended
+    when `stop` returns. (Found on the branch: `_wake_all` woke one sender only.)"""
+    monkeypatch.setattr(runtime, "IDLE_SENDER_WAIT", 3600.0)
+    engine = center.engine
+    engine.start()
+    try:
+        wait_until("four idle senders", lambda: len(engine._senders_idle) == 4 and all(
+            e.is_set() for e in engine._senders_idle.values()), timeout=30)
+        senders = [t for name, t in engine._threads.items() if name.startswith("sender-")]
+        assert len(senders) == 4
+    finally:
+        engine.stop(timeout=2.0)
+    assert not any(t.is_alive() for t in senders)
