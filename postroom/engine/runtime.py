@@ -781,7 +781,9 @@ class Engine:
                 # Sent mail's consequences (cleanup after a reply) wait for the worker's
                 # next round, at most a second: waking it per batch sent cost more CPU
                 # than it saved time.
-                if not busy:
+                # (A stop that came since the loop's check had its wake-up cleared above:
+                # it is looked at again here, before a wait that may be long.)
+                if not busy and not self.work_stop.is_set():
                     idle.set()
                     wake.wait(every)
                     idle.clear()
