@@ -30,13 +30,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.utils.dateparse import parse_datetime
 
 from postroom.core.alerts import AlertKind
 from postroom.core.headers import POLICY
@@ -73,6 +74,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Island mode's send gate (engine/claims.py): may this row leave now? None: normal mode.
 Gate = Callable[[Outgoing], bool]
+# Told, by a session's read of the due rows, which other sessions have rows in it (their
+# shares) and whether the most urgent row is a reply or a forward (decision 0062).
+HandOut = Callable[[set[int], bool], None]
+
+
 # How soon a row held back by the gate is looked at again: about one claim round trip.
 CLAIM_WAIT = timedelta(seconds=1)
 
@@ -130,6 +136,7 @@ def send(
     threaded: bool = False,
     steal: bool = False,
     sending: threading.Event | None = None,
+    hand_out: HandOut | None = None,
 ) -> bool:
     """Send (or settle) up to `limit` due rows, by `SEND_ORDER`, stopping at the first
     auto-response or notice once the step has sent for `STEP_BUDGET_S` (`threaded`, a
@@ -146,10 +153,10 @@ def send(
     another's, and they seldom race for one claim (a lost race is harmless: the claim is
     a compare-and-set). `steal`: session 1 may ask for session 0's urgent row (`with_urgent_row`,
     decision 0060); `sending` is set while this call has mail on the wire (what session 1
-    looks at to know session 0 is busy)."""
+    looks at to know session 0 is busy); `hand_out`: see `due_rows`."""
     start = time.monotonic()  # before `now`: every deadline counts from before the claim
     now = clock()
-    rows = due_rows(now, site, limit, share=share, shares=shares, steal=steal)
+    rows = due_rows(now, site, limit, share=share, shares=shares, steal=steal, hand_out=hand_out)
     if not rows:
         return False
     wanted = forwards_wanted(rows)
@@ -203,19 +210,79 @@ def urgent_due(now: datetime, site: Site) -> bool:
 
 
 def due_rows(
-    now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1, steal: bool = False
+    now: datetime, site: Site, limit: int, *, share: int = 0, shares: int = 1, steal: bool = False,
+    hand_out: HandOut | None = None,
 ) -> list[Outgoing]:
     """The first `limit` rows due at `now`, by `SEND_ORDER`, then oldest first; with
     `shares`, the first `limit` of every `shares`-th row from `share` on (and, `steal`,
-    session 1 asks for the most urgent row too: `with_urgent_row`)."""
-    ordered = Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")
+    session 1 asks for the most urgent row too: `with_urgent_row`). `hand_out` is told
+    which other shares have rows in what was read (the running engine wakes their
+    senders: one sender reads for all when mail is queued, decision 0062)."""
     if shares == 1:
-        return list(ordered[:limit])
+        return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
     # Ids first: the other sessions' rows are not loaded (each carries its whole message).
-    due_now = list(ordered.values_list("id", "kind")[: limit * shares])
+    due_now = DUE_IDS.read(now, site, limit * shares)
+    if hand_out is not None and due_now:
+        # Every session that has a row in this read is told to look (decision 0062).
+        hand_out({n for n in range(min(len(due_now), shares)) if n != share}, due_now[0][1] in URGENT_KINDS)
     mine = with_urgent_row(due_now, share, shares) if steal else [pk for pk, _ in due_now[share::shares]]
+    if not mine:
+        return []
     by_id = Outgoing.objects.in_bulk(mine)
     return [by_id[i] for i in mine if i in by_id]
+
+
+class _DueIds:
+    """`due_rows`'s read of the due rows' (id, kind), in `SEND_ORDER`: the queryset's
+    statement, compiled by Django once per database vendor and count, then run with the
+    two times put in place of the ones it was compiled with (decision 0062: building
+    and compiling it was most of a sender's read, and every sender reads at every
+    wake-up). Used only where each of the two prepared times appears exactly once in the
+    parameters; otherwise the queryset runs."""
+
+    # Two times no read is ever asked about, told apart from every other parameter.
+    _NOW = datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
+    _EXPIRED = datetime(2002, 3, 4, 5, 6, 7, 8, tzinfo=UTC)
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, int], tuple[str, list[Any], int, int] | None] = {}
+
+    @staticmethod
+    def queryset(now: datetime, expired: datetime, n: int) -> Any:
+        return (
+            Outgoing.objects.filter(
+                Q(state__in=list(DUE_STATES), next_attempt_at__lte=now)
+                | Q(state=OutboxState.SENDING, lease_until__lte=expired)
+            )
+            .order_by(SEND_ORDER, "next_attempt_at", "id")
+            .values_list("id", "kind")[:n]
+        )
+
+    def _plan(self, n: int) -> tuple[str, list[Any], int, int] | None:
+        key = (connection.vendor, n)
+        if key not in self._plans:
+            sql, params = self.queryset(self._NOW, self._EXPIRED, n).query.get_compiler(connection=connection).as_sql()
+            adapt = connection.ops.adapt_datetimefield_value
+            at = [i for i, p in enumerate(params) if p == adapt(self._NOW)]
+            ex = [i for i, p in enumerate(params) if p == adapt(self._EXPIRED)]
+            self._plans[key] = (sql, list(params), at[0], ex[0]) if len(at) == 1 and len(ex) == 1 else None
+        return self._plans[key]
+
+    def read(self, now: datetime, site: Site, n: int) -> list[tuple[int, str]]:
+        expired = expired_before(now, site.outbox)
+        plan = self._plan(n)
+        if plan is None:
+            return list(self.queryset(now, expired, n))
+        sql, params, at, ex = plan
+        params = list(params)
+        adapt = connection.ops.adapt_datetimefield_value
+        params[at], params[ex] = adapt(now), adapt(expired)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [(pk, kind) for pk, kind in cursor.fetchall()]
+
+
+DUE_IDS = _DueIds()
 
 
 def with_urgent_row(due_now: list[tuple[int, str]], share: int, shares: int) -> list[int]:
@@ -313,14 +380,18 @@ def claim_batch(
     if not asked:
         return Batch({}, set())
     lease_until = now + policy.lease
+    adapt = connection.ops.adapt_datetimefield_value
+    won: dict[int, tuple[int, datetime | None]] = {}
     try:
-        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
+        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext(), connection.cursor() as cur:
             for state, group in groups.items():
-                Outgoing.objects.filter(
-                    pk__in=[r.pk for r in group], state=state, next_attempt_at__lte=now, attempts__lt=policy.max_attempts
-                ).update(
-                    state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until, attempts=F("attempts") + 1
-                )
+                # What it won, as this very statement wrote it (RETURNING, decision 0062):
+                # the rows it updated are the rows claimed under this holder and lease.
+                cur.execute(claim_sql(len(group)), [
+                    OutboxState.SENDING.value, holder, adapt(lease_until), *(r.pk for r in group),
+                    state.value, adapt(now), policy.max_attempts,
+                ])
+                won.update((pk, (attempts, as_datetime(due_at))) for pk, attempts, due_at in cur.fetchall())
     except OperationalError as exc:
         # Two senders' claims crossing on PostgreSQL's row locks: this one was ended and
         # claimed nothing; its rows are due again for the next batch (anyone's).
@@ -329,12 +400,6 @@ def claim_batch(
         log.info("a batch's claim of %d rows ended by the database (%s); taken again later", len(asked),
                  str(exc).splitlines()[0])
         return Batch({}, {r.pk for r in asked})
-    won = {
-        pk: (attempts, due_at)
-        for pk, attempts, due_at in Outgoing.objects.filter(
-            pk__in=[r.pk for r in asked], state=OutboxState.SENDING, claimed_by=holder, lease_until=lease_until
-        ).values_list("pk", "attempts", "next_attempt_at")
-    }
     deadline = start + policy.lease.total_seconds() / 2
     held: dict[int, Held] = {}
     for row in asked:
@@ -348,6 +413,39 @@ def claim_batch(
         claimed = before_send(claim(seen, now, holder, policy), policy)
         held[row.pk] = Held(row, seen, claimed, Fence(row.pk, holder, lease_until), deadline)
     return Batch(held, {r.pk for r in asked})
+
+
+def claim_sql(n: int) -> str:
+    """`claim_batch`'s compare-and-set of `n` rows read in one state, with what it won:
+    the statement the ORM's UPDATE was (state, holder, lease, attempt counted; where still
+    in that state, due, under its cap), written once per count, and RETURNING each won
+    row's id, attempts and due time (SQLite ≥ 3.35 and PostgreSQL): the read-back that
+    followed the UPDATE is gone with the query building of both (decision 0062)."""
+    if n not in _CLAIM_SQL:
+        q = connection.ops.quote_name
+        table, (pk, state, holder, lease, attempts, due_at) = q(Outgoing._meta.db_table), (
+            q(Outgoing._meta.get_field(f).column)
+            for f in ("id", "state", "claimed_by", "lease_until", "attempts", "next_attempt_at")
+        )
+        _CLAIM_SQL[n] = (
+            f"UPDATE {table} SET {state} = %s, {holder} = %s, {lease} = %s, {attempts} = {attempts} + 1 "
+            f"WHERE {pk} IN ({', '.join(['%s'] * n)}) AND {state} = %s AND {due_at} <= %s AND {attempts} < %s "
+            f"RETURNING {pk}, {attempts}, {due_at}"
+        )
+    return _CLAIM_SQL[n]
+
+
+_CLAIM_SQL: dict[int, str] = {}
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    """A DateTimeField's value as the database cursor gave it (SQLite: text, in UTC), as
+    the ORM reads it."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 def send_one(
@@ -776,12 +874,39 @@ class Fence:
         }
         if new.due is not None:
             changes["next_attempt_at"] = new.due
-        updated = Outgoing.objects.filter(
-            pk=self.pk, state=OutboxState.SENDING, claimed_by=self.holder, lease_until=self.lease_until
-        ).update(**changes)
+        # The UPDATE the ORM wrote, written once per set of columns (decision 0062): its
+        # values prepared by their fields as the ORM prepares them.
+        sql = fence_sql(tuple(changes), self.lease_until is None)
+        field = Outgoing._meta.get_field
+        params = [field(name).get_db_prep_save(value, connection) for name, value in changes.items()]
+        params += [self.pk, OutboxState.SENDING.value, self.holder]
+        if self.lease_until is not None:
+            params.append(connection.ops.adapt_datetimefield_value(self.lease_until))
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            updated = cur.rowcount
         if updated == 1 and new.state is OutboxState.SENDING:
             self.lease_until = new.lease_until
         return updated == 1
+
+
+def fence_sql(columns: tuple[str, ...], no_lease: bool) -> str:
+    """`Fence.write`'s fenced compare-and-set of these fields: where the row is still
+    SENDING under this holder and lease ("IS NULL" for a fence without one, as the ORM
+    writes it)."""
+    key = (columns, no_lease)
+    if key not in _FENCE_SQL:
+        q, col = connection.ops.quote_name, (lambda f: connection.ops.quote_name(Outgoing._meta.get_field(f).column))
+        sets = ", ".join(f"{col(f)} = %s" for f in columns)
+        lease = "IS NULL" if no_lease else "= %s"
+        _FENCE_SQL[key] = (
+            f"UPDATE {q(Outgoing._meta.db_table)} SET {sets} "
+            f"WHERE {col('id')} = %s AND {col('state')} = %s AND {col('claimed_by')} = %s AND {col('lease_until')} {lease}"
+        )
+    return _FENCE_SQL[key]
+
+
+_FENCE_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
 
 
 # -- consequences ----------------------------------------------------------------------------

@@ -159,6 +159,11 @@ class Schedule:
         return min(self.every, max(0.01, soonest - self.clock()))
 
 
+# How long a sender other than sender 0 waits for a wake-up before it reads the due rows
+# on its own (decision 0062): sender 0 reads every second and wakes the senders whose
+# share has rows; this is only the net under that.
+IDLE_SENDER_WAIT = 5.0
+
 # The table whose inserts (NOTIFY, store/fence.py) are mail for the senders only.
 OUTBOX_TABLE = Outgoing._meta.db_table
 
@@ -204,6 +209,9 @@ class Engine:
         # Set while a sender thread has mail on the wire, by share: sender 1 asks for the
         # most urgent row too while sender 0 is busy (decision 0060).
         self._senders_sending: dict[int, threading.Event] = {}
+        # Set while a sender thread waits with nothing of its own to send, by share: mail
+        # queued wakes one of them, which reads the due rows for all (decision 0062).
+        self._senders_idle: dict[int, threading.Event] = {}
         # Which worker steps the running engine's rounds run (`work(lazy=True)`).
         self.schedule = Schedule()
         # The database sessions of the threads that mark their own work (watchers, the
@@ -370,10 +378,12 @@ class Engine:
         return self.claims.island_row if self.claims is not None else None
 
     def _wake_all(self) -> None:
-        """Anything may have changed (another node or the web, a stop): every step runs."""
+        """Anything may have changed (another node or the web, a stop): every step runs,
+        and every sender looks (a stop must reach each one: decision 0062)."""
         self.schedule.mark(EVERY)
         self.wake.set()
-        self._wake_senders()
+        for event in self._sender_wakes:
+            event.set()
 
     def _notified(self, table: str, pid: int | None = None) -> None:
         """A commit (this node's, another's, the web's) added mail to the outbox: the
@@ -388,8 +398,32 @@ class Engine:
         self.wake.set()
 
     def _wake_senders(self) -> None:
-        for event in self._sender_wakes:
+        """Mail was queued: one idle sender reads the due rows, and wakes the senders whose
+        share has rows in them (`_hand_out`, decision 0062), the first idle one by share
+        (sender 0's is the most urgent row). With none idle, every sender is woken, as
+        before: whichever reads next hands out what it finds."""
+        wakes = self._sender_wakes
+        for share, event in enumerate(wakes):
+            idle = self._senders_idle.get(share)
+            if idle is not None and idle.is_set():
+                idle.clear()  # woken: the next wake-up picks another idle sender
+                event.set()
+                return
+        for event in wakes:
             event.set()
+
+    def _hand_out(self, shares: set[int], urgent_first: bool) -> None:
+        """A sender read the due rows: the senders whose share has rows in them look too;
+        and sender 1 when the most urgent row is sender 0's, a reply or a forward, while
+        sender 0 has mail on the wire (it may ask for that row: decision 0060)."""
+        wakes = self._sender_wakes
+        if urgent_first and 0 in shares and len(wakes) > 1:
+            zero = self._senders_sending.get(0)
+            if zero is not None and zero.is_set():
+                shares = shares | {1}
+        for share in shares:
+            if share < len(wakes):
+                wakes[share].set()
 
     def _own_session(self) -> None:
         """This thread marks what its commits make work for: the listener may ignore them."""
@@ -712,10 +746,17 @@ class Engine:
         holder = outbox.claimant(self.site.node_id)
         wake = self._sender_wakes[share]
         sending = self._senders_sending.setdefault(share, threading.Event())
+        idle = self._senders_idle.setdefault(share, threading.Event())
+        # Sender 0 looks for mail due by the clock (a retry, an expired lease) every
+        # second and hands out what it finds; the others are woken for theirs, and look
+        # on their own only as a safety net (decision 0062).
+        every = 1.0 if share == 0 else IDLE_SENDER_WAIT
         try:
             while not self.work_stop.is_set():
                 close_old_connections()
                 busy = False
+                # Any wake-up before this read is answered by it (no read again for it).
+                wake.clear()
                 try:
                     # A forward queued while sender 0 sends its auto-response is sender
                     # 0's (the first due row) but is not left waiting for it.
@@ -724,6 +765,7 @@ class Engine:
                         self.site, sender, box, holder, self.now, share=share, shares=shares,
                         gate=self._gate(), ask_journal=self._ask_journal(), threaded=True,
                         steal=zero is not None and zero.is_set(), sending=sending,
+                        hand_out=self._hand_out,
                     )
                 except MailboxUnavailable as exc:
                     log.warning("outbox: %s", exc)
@@ -738,10 +780,14 @@ class Engine:
                 # Sent mail's consequences (cleanup after a reply) wait for the worker's
                 # next round, at most a second: waking it per batch sent cost more CPU
                 # than it saved time.
-                if not busy:
-                    wake.wait(1.0)
-                    wake.clear()
+                # (A stop that came since the loop's check had its wake-up cleared above:
+                # it is looked at again here, before a wait that may be long.)
+                if not busy and not self.work_stop.is_set():
+                    idle.set()
+                    wake.wait(every)
+                    idle.clear()
         finally:
+            idle.clear()
             sender.close()
             if box is not None:
                 box.close()

@@ -78,3 +78,56 @@ def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of
     row(Outgoing.REPLY, 0, age_s=2)  # now session 1 has a forward of its own
     split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
     assert split == [["reply:0"], ["forward:0"], ["auto_response:0"], ["auto_response:1"]]
+
+
+def test_the_compiled_read_of_the_due_rows_equals_the_querysets() -> None:
+    # Decision 0062: the senders' read of the due ids is the queryset's statement,
+    # compiled once, with the two times put in; it must give what the queryset gives.
+    from postroom.engine.outbox import DUE_IDS
+
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    now = timezone.now()
+    for n, age in enumerate((100, 30, 5, 1, 0, -1, -30)):
+        for kind in (Outgoing.AUTO_RESPONSE, Outgoing.FORWARD, Outgoing.REPLY, Outgoing.NOTICE):
+            for state in (OutboxState.PENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN, OutboxState.SENT):
+                row(kind, n * 10 + list(OutboxState).index(state), age_s=age, state=state)
+    # Claimed rows: leases over long ago (due for a check), just over (in the grace), live.
+    for n, lease_age in enumerate((3600, 1, -60)):
+        r = row(Outgoing.AUTO_RESPONSE, 900 + n, age_s=10, state=OutboxState.SENDING)
+        Outgoing.objects.filter(pk=r.pk).update(claimed_by="x", lease_until=now - timedelta(seconds=lease_age))
+    for at in (now - timedelta(seconds=20), now, now + timedelta(seconds=20), now + timedelta(hours=2)):
+        for n in (3, 200):
+            expected = list(DUE_IDS.queryset(at, at - site.outbox.grace, n))
+            assert DUE_IDS.read(at, site, n) == expected
+            assert expected  # every time has due rows: the comparison says something
+    assert all(plan is not None for plan in DUE_IDS._plans.values())  # the compiled path ran
+
+
+def test_a_sessions_read_tells_which_other_sessions_have_rows() -> None:
+    # Decision 0062: one sender reads for all when mail is queued; it hands out what it
+    # read to the senders whose share has rows in it, and says when the first is urgent.
+    site = SimpleNamespace(outbox=OutboxPolicy())
+    told: list[tuple[set[int], bool]] = []
+
+    def hand_out(shares: set[int], urgent: bool) -> None:
+        told.append((shares, urgent))
+
+    assert due_rows(timezone.now(), site, limit=50, share=0, shares=4, hand_out=hand_out) == []
+    assert told == []  # nothing due: nobody to tell
+
+    row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
+    assert [r.key for r in due_rows(timezone.now(), site, limit=50, share=2, shares=4, hand_out=hand_out)] == []
+    assert told == [({0}, False)]
+
+    row(Outgoing.FORWARD, 0, age_s=1)
+    row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
+    told.clear()
+    keys = [r.key for r in due_rows(timezone.now(), site, limit=50, share=0, shares=4, hand_out=hand_out)]
+    assert keys == ["forward:0"]
+    assert told == [({1, 2}, True)]
+
+    for n in range(2, 6):
+        row(Outgoing.AUTO_RESPONSE, n, age_s=3)
+    told.clear()
+    due_rows(timezone.now(), site, limit=50, share=3, shares=4, hand_out=hand_out)
+    assert told == [({0, 1, 2}, True)]
