@@ -44,7 +44,7 @@ def writer_lock(name: str) -> threading.Lock:
 
 
 def _is_write(query: str) -> bool:
-    return query.lstrip()[:7].upper().startswith(WRITES)
+    return query[:8].lstrip().upper().startswith(WRITES)
 
 
 class Cursor(base.SQLiteCursorWrapper):
@@ -79,20 +79,24 @@ class Cursor(base.SQLiteCursorWrapper):
 class DatabaseWrapper(base.DatabaseWrapper):
     # The writer lock while this connection's transaction holds it.
     _writer: threading.Lock | None = None
+    # The file's lock and the busy timeout, found once per connection (the name of a
+    # wrapper's file may change between connections: the test runner's database).
+    _file: threading.Lock | None = None
+    _wait: float = 30.0
 
-    def _file_lock(self) -> threading.Lock | None:
-        return None if self.is_in_memory_db() else writer_lock(str(self.settings_dict["NAME"]))
-
-    def _wait(self) -> float:
-        return float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5))
+    def get_new_connection(self, conn_params: Any) -> Any:
+        conn = super().get_new_connection(conn_params)
+        self._file = None if self.is_in_memory_db() else writer_lock(str(self.settings_dict["NAME"]))
+        self._wait = float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5))
+        return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
         cursor = self.connection.cursor(factory=Cursor)
-        cursor.writer, cursor.wait = self._file_lock(), self._wait()
+        cursor.writer, cursor.wait = self._file, self._wait
         return cursor
 
     def _start_transaction_under_autocommit(self) -> None:
-        if self._writer is None and (lock := self._file_lock()) is not None and lock.acquire(timeout=self._wait()):
+        if self._writer is None and (lock := self._file) is not None and lock.acquire(timeout=self._wait):
             self._writer = lock
         try:
             super()._start_transaction_under_autocommit()
