@@ -168,7 +168,7 @@ def sqlite_database(path: Path) -> dict:
     # the engine acts on it (deletes, moves, sends); with NORMAL a power loss could undo
     # commits that an IMAP move already relied on (docs/decisions/0012).
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "postroom.store.sqlite",
         "NAME": str(path),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",

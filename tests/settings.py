@@ -17,7 +17,7 @@ from postroom.settings import *  # noqa: E402,F403
 # row), and shared-cache table locks fail at once ("database table is locked") where a
 # file's locks wait on busy_timeout like production's. On tmpfs, in a directory of this
 # process's own (pytest-django adds the xdist worker suffix), removed when it exits.
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith(("sqlite3", ".sqlite")):  # noqa: F405
     import atexit
     import shutil
     import tempfile
