@@ -24,22 +24,9 @@ from postroom.engine.runtime import watched_boxes
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import Interaction, JournalEvent, Outgoing
+from tests.e2e.outbox_rows import notice
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
-
-
-def notice(center, n: int) -> Outgoing:
-    msg = EmailMessage()
-    msg["From"] = center.address("support")
-    msg["To"] = center.address("sam")
-    msg["Subject"] = f"notice {n}"
-    msg["Message-ID"] = make_msgid(f"n{n}", domain="example.test")
-    msg.set_content(f"notice {n}\n")
-    return Outgoing.objects.create(
-        key=f"notice:test:{n}", kind=Outgoing.NOTICE, envelope_from=center.address("support"),
-        recipients=[center.address("sam")], message_id=msg["Message-ID"], raw=msg.as_bytes(),
-        next_attempt_at=timezone.now(),
-    )
 
 
 def three_auto_responses(center) -> list[Outgoing]:

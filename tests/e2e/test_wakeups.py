@@ -4,17 +4,15 @@ any other change marks every worker step; mail taken in marks routing and delive
 from __future__ import annotations
 
 import threading
-from email.message import EmailMessage
-from email.utils import make_msgid
 
 import pytest
-from django.utils import timezone
 
 from postroom.engine import runtime
 from postroom.engine.runtime import GATHER, STEPS
 from postroom.mail.smtp import SmtpSender
 from postroom.store.models import JournalEvent, Mailbox, Outgoing
 from tests.e2e.enginerun import wait_until
+from tests.e2e.outbox_rows import notice
 
 pytestmark = pytest.mark.mailstack
 
@@ -112,20 +110,6 @@ def test_queued_mail_wakes_one_idle_sender_and_a_read_wakes_the_senders_with_row
     sending.set()
     engine._hand_out({0}, True)
     assert wakes[1].is_set()
-
-
-def notice(center, n: int) -> Outgoing:
-    msg = EmailMessage()
-    msg["From"] = center.address("support")
-    msg["To"] = center.address("sam")
-    msg["Subject"] = f"notice {n}"
-    msg["Message-ID"] = make_msgid(f"n{n}", domain="example.test")
-    msg.set_content(f"notice {n}\n")
-    return Outgoing.objects.create(
-        key=f"notice:wake:{n}", kind=Outgoing.NOTICE, envelope_from=center.address("support"),
-        recipients=[center.address("sam")], message_id=msg["Message-ID"], raw=msg.as_bytes(),
-        next_attempt_at=timezone.now(),
-    )
 
 
 class HoldsSenderZero(SmtpSender):

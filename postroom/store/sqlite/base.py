@@ -54,26 +54,29 @@ class Cursor(base.SQLiteCursorWrapper):
     wait: float = 30.0
 
     def execute(self, query: str, params: Any = None) -> Any:
-        lock = self.writer
-        if lock is None or self.connection.in_transaction or not _is_write(query):
-            return super().execute(query, params)
-        held = lock.acquire(timeout=self.wait)
+        lock = self._hold(query)
         try:
             return super().execute(query, params)
         finally:
-            if held:
+            if lock is not None:
                 lock.release()
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        lock = self.writer
-        if lock is None or self.connection.in_transaction or not _is_write(query):
-            return super().executemany(query, param_list)
-        held = lock.acquire(timeout=self.wait)
+        lock = self._hold(query)
         try:
             return super().executemany(query, param_list)
         finally:
-            if held:
+            if lock is not None:
                 lock.release()
+
+    def _hold(self, query: str) -> threading.Lock | None:
+        """The writer lock, taken, when `query` is a write outside a transaction (a
+        transaction holds it from its BEGIN: `DatabaseWrapper`); None otherwise, or when
+        the wait ran out (SQLite's own lock then, as before)."""
+        lock = self.writer
+        if lock is None or self.connection.in_transaction or not _is_write(query):
+            return None
+        return lock if lock.acquire(timeout=self.wait) else None
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
