@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 REBUILD_EVERY = 300.0  # seconds: a full rebuild catches what the feed cannot (admin edits)
 AGENT_REFRESH_EVERY = 10.0
-AGENT_EVENTS = ("agent_ready", "agent_not_ready")
 # PostgreSQL numbers a row at its insert and shows it at its commit: with several writers
 # (watchers, the worker, the web, other nodes: decision 0030) an event may become visible
 # after one with a higher id was read. Each round re-reads this many ids below the cursor

@@ -39,7 +39,6 @@ __all__ = [
     "Role",
     "agents_overseen",
     "boxes_granted",
-    "handled_interactions",
     "may_change_agent",
     "may_cut_links",
     "may_decide_approval",
@@ -183,12 +182,6 @@ def visible_interactions(who: Principal, qs: QuerySet[Interaction]) -> QuerySet[
     if who.role >= Role.AGENT and who.boxes:
         handled |= Q(mailbox_id__in=who.boxes)
     return qs.filter(handled)
-
-
-def handled_interactions(who: Principal, qs: QuerySet[Interaction]) -> QuerySet[Interaction]:
-    """The interactions of `qs` that `who` may act on (`may_handle`)."""
-    handled = _handled(who)
-    return qs if handled is None else qs.filter(handled)
 
 
 def may_handle(who: Principal, ix: Interaction) -> bool:
