@@ -65,6 +65,7 @@ from postroom.mail.imap import MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store import journal
+from postroom.store.compiled import CompiledAt
 from postroom.store.fence import is_fence_error
 from postroom.store.models import Agent, Interaction, JournalEvent, Outgoing, Withdrawal
 from postroom.store.transitions import StaleInteraction, apply
@@ -91,9 +92,12 @@ def claimant(node_id: str) -> str:
 
 def due(now: datetime, site: Site) -> Q:
     """The rows `core.outbox.due_for` would claim at `now`, as a query."""
-    return Q(state__in=list(DUE_STATES), next_attempt_at__lte=now) | Q(
-        state=OutboxState.SENDING, lease_until__lte=expired_before(now, site.outbox)
-    )
+    return _due(now, expired_before(now, site.outbox))
+
+
+def _due(now: datetime, expired: datetime) -> Q:
+    """Due at `now`, or claimed under a lease that ran out before `expired`."""
+    return Q(state__in=list(DUE_STATES), next_attempt_at__lte=now) | Q(state=OutboxState.SENDING, lease_until__lte=expired)
 
 
 # Which due mail leaves first: a customer waiting for an answer, then an agent waiting for
@@ -221,7 +225,7 @@ def due_rows(
     if shares == 1:
         return list(Outgoing.objects.filter(due(now, site)).order_by(SEND_ORDER, "next_attempt_at", "id")[:limit])
     # Ids first: the other sessions' rows are not loaded (each carries its whole message).
-    due_now = DUE_IDS.read(now, site, limit * shares)
+    due_now = DUE_IDS.rows(now, expired_before(now, site.outbox), count=limit * shares)
     if hand_out is not None and due_now:
         # Every session that has a row in this read is told to look (decision 0062).
         hand_out({n for n in range(min(len(due_now), shares)) if n != share}, due_now[0][1] in URGENT_KINDS)
@@ -232,57 +236,14 @@ def due_rows(
     return [by_id[i] for i in mine if i in by_id]
 
 
-class _DueIds:
-    """`due_rows`'s read of the due rows' (id, kind), in `SEND_ORDER`: the queryset's
-    statement, compiled by Django once per database vendor and count, then run with the
-    two times put in place of the ones it was compiled with (decision 0062: building
-    and compiling it was most of a sender's read, and every sender reads at every
-    wake-up). Used only where each of the two prepared times appears exactly once in the
-    parameters; otherwise the queryset runs."""
-
-    # Two times no read is ever asked about, told apart from every other parameter.
-    _NOW = datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
-    _EXPIRED = datetime(2002, 3, 4, 5, 6, 7, 8, tzinfo=UTC)
-
-    def __init__(self) -> None:
-        self._plans: dict[tuple[str, int], tuple[str, list[Any], int, int] | None] = {}
-
-    @staticmethod
-    def queryset(now: datetime, expired: datetime, n: int) -> Any:
-        return (
-            Outgoing.objects.filter(
-                Q(state__in=list(DUE_STATES), next_attempt_at__lte=now)
-                | Q(state=OutboxState.SENDING, lease_until__lte=expired)
-            )
-            .order_by(SEND_ORDER, "next_attempt_at", "id")
-            .values_list("id", "kind")[:n]
-        )
-
-    def _plan(self, n: int) -> tuple[str, list[Any], int, int] | None:
-        key = (connection.vendor, n)
-        if key not in self._plans:
-            sql, params = self.queryset(self._NOW, self._EXPIRED, n).query.get_compiler(connection=connection).as_sql()
-            adapt = connection.ops.adapt_datetimefield_value
-            at = [i for i, p in enumerate(params) if p == adapt(self._NOW)]
-            ex = [i for i, p in enumerate(params) if p == adapt(self._EXPIRED)]
-            self._plans[key] = (sql, list(params), at[0], ex[0]) if len(at) == 1 and len(ex) == 1 else None
-        return self._plans[key]
-
-    def read(self, now: datetime, site: Site, n: int) -> list[tuple[int, str]]:
-        expired = expired_before(now, site.outbox)
-        plan = self._plan(n)
-        if plan is None:
-            return list(self.queryset(now, expired, n))
-        sql, params, at, ex = plan
-        params = list(params)
-        adapt = connection.ops.adapt_datetimefield_value
-        params[at], params[ex] = adapt(now), adapt(expired)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return [(pk, kind) for pk, kind in cursor.fetchall()]
+def due_ids(now: datetime, expired: datetime) -> Any:
+    """The due rows' (id, kind), in `SEND_ORDER`, then oldest first."""
+    return Outgoing.objects.filter(_due(now, expired)).order_by(SEND_ORDER, "next_attempt_at", "id").values_list("id", "kind")
 
 
-DUE_IDS = _DueIds()
+# `due_ids`, read with SQL compiled once per thread and count (decision 0062: building and
+# compiling it was most of a sender's read, and a sender reads at every wake-up).
+DUE_IDS = CompiledAt(due_ids, Outgoing._meta.get_field("next_attempt_at"))
 
 
 def with_urgent_row(due_now: list[tuple[int, str]], share: int, shares: int) -> list[int]:

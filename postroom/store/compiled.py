@@ -3,7 +3,7 @@ connection, then run as its SQL: what the engine's supervisor asks the database 
 heartbeat (the nodes, the leases, the watched boxes) cost more in Django's query
 building and compiling than in the database (decision 0058).
 
-`CompiledAt` does it for a read whose one argument is a time (what is due by now),
+`CompiledAt` does it for a read whose arguments are times (what is due by now),
 `CompiledIn` for a read whose one argument is a short list (the interactions a reply
 names, decision 0055), and `CompiledUpdate` for an UPDATE, with arguments fixed for a
 while (the node's heartbeat, for one registration) and values of its own at each call
@@ -194,15 +194,15 @@ class CompiledUpdate:
 
 
 class CompiledAt:
-    """`make(at)`: a `values_list` queryset whose one argument is the time `at`, compared with
-    the datetime `field` (e.g. what is due by now). Compiled once per thread and connection
-    with a time of its own; later calls put `at`, prepared as Django prepares it, in its
-    place. Used only where the compiled statement carries that time exactly once, as Django
-    prepared it (`fits`); otherwise every call is the queryset's own."""
+    """`make(*at)`: a `values_list` queryset whose arguments are times, each compared with a
+    datetime field of `field`'s kind (e.g. what is due by now; what is due, or held under a
+    lease that ran out before another time). Compiled once per thread, connection and
+    `count` (the first `count` rows: a LIMIT is part of the SQL) with times of its own;
+    later calls put theirs, prepared as Django prepares them, in their places. Used only
+    where the compiled statement carries each of those times exactly once, as Django
+    prepared it; otherwise every call is the queryset's own."""
 
-    MARK = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
-
-    def __init__(self, make: Callable[[datetime], QuerySet[Any]], field: Field[Any, Any]) -> None:
+    def __init__(self, make: Callable[..., QuerySet[Any]], field: Field[Any, Any]) -> None:
         self.make, self.field = make, field
         self._local = threading.local()
 
@@ -210,17 +210,25 @@ class CompiledAt:
         # What a lookup on `field` passes (Lookup.get_prep_lookup, get_db_prep_lookup).
         return self.field.get_db_prep_value(self.field.get_prep_value(at), conn, prepared=True)
 
-    def rows(self, at: datetime) -> list[tuple[Any, ...]]:
-        plan = getattr(self._local, "plan", None)
+    def _queryset(self, at: tuple[datetime, ...], count: int | None) -> QuerySet[Any]:
+        queryset = self.make(*at)
+        return queryset if count is None else queryset[:count]
+
+    def rows(self, *at: datetime, count: int | None = None) -> list[tuple[Any, ...]]:
+        plans: dict[int | None, _Plan] | None = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        plan = plans.get(count)
         if plan is None or connections[plan.db] is not plan.connection:
-            queryset = self.make(self.MARK)
-            plan = self._local.plan = _Plan(queryset, queryset.db)
-            places = _places(plan.params, [self._prepared(self.MARK, plan.connection)])
-            plan.at = places[0] if places else None  # type: ignore[attr-defined]
+            marks = tuple(_MARKS["DateTimeField"](n) for n in range(len(at)))
+            queryset = self._queryset(marks, count)
+            plan = plans[count] = _Plan(queryset, queryset.db)
+            plan.at = _places(plan.params, [self._prepared(m, plan.connection) for m in marks])  # type: ignore[attr-defined]
         if plan.at is None:  # type: ignore[attr-defined]
-            return [tuple(row) for row in self.make(at)]
+            return [tuple(row) for row in self._queryset(at, count)]
         params = list(plan.params)
-        params[plan.at] = self._prepared(at, plan.connection)  # type: ignore[attr-defined]
+        for place, value in zip(plan.at, at, strict=True):  # type: ignore[attr-defined]
+            params[place] = self._prepared(value, plan.connection)
         return [tuple(row) for row in plan.fetch(tuple(params))]
 
 

@@ -51,7 +51,7 @@ def test_the_compiled_due_reads_are_the_querysets_at_every_time() -> None:
         assert timers._due(timers._REPLIES_DUE, at) == first(timers.replies_due(at))
     assert len(timers._due(timers._OFFERS_DUE, now)) == 3
     # Compiled (the statement carries the time once, as Django prepared it), and used.
-    assert timers._OFFERS_DUE._local.plan.at is not None
+    assert timers._OFFERS_DUE._local.plans[None].at is not None
     late = interaction(box, 50, State.ROUTED, offer_due_at=now - timedelta(seconds=1))
     with CaptureQueriesContext(connection) as queries:
         assert late.pk in timers._due(timers._OFFERS_DUE, now)

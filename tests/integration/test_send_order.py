@@ -83,7 +83,7 @@ def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of
 def test_the_compiled_read_of_the_due_rows_equals_the_querysets() -> None:
     # Decision 0062: the senders' read of the due ids is the queryset's statement,
     # compiled once, with the two times put in; it must give what the queryset gives.
-    from postroom.engine.outbox import DUE_IDS
+    from postroom.engine.outbox import DUE_IDS, due_ids
 
     site = SimpleNamespace(outbox=OutboxPolicy())
     now = timezone.now()
@@ -97,10 +97,11 @@ def test_the_compiled_read_of_the_due_rows_equals_the_querysets() -> None:
         Outgoing.objects.filter(pk=r.pk).update(claimed_by="x", lease_until=now - timedelta(seconds=lease_age))
     for at in (now - timedelta(seconds=20), now, now + timedelta(seconds=20), now + timedelta(hours=2)):
         for n in (3, 200):
-            expected = list(DUE_IDS.queryset(at, at - site.outbox.grace, n))
-            assert DUE_IDS.read(at, site, n) == expected
+            expected = list(due_ids(at, at - site.outbox.grace)[:n])
+            assert DUE_IDS.rows(at, at - site.outbox.grace, count=n) == expected
             assert expected  # every time has due rows: the comparison says something
-    assert all(plan is not None for plan in DUE_IDS._plans.values())  # the compiled path ran
+    plans = DUE_IDS._local.plans
+    assert set(plans) == {3, 200} and all(plan.at is not None for plan in plans.values())  # the compiled path ran
 
 
 def test_a_sessions_read_tells_which_other_sessions_have_rows() -> None:
