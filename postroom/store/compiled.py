@@ -237,8 +237,9 @@ class CompiledIn:
     `field` (`field__in=values`, e.g. the interactions a reply names by guid), compiled once
     per thread, connection and number of values, up to `up_to` values (more are read the
     ordinary way: each count is a statement of its own). Used only where the compiled
-    statement's parameters are exactly the values as Django prepares them for `field`;
-    otherwise every call is the queryset's own. The rows are model instances with their
+    statement's parameters are exactly the values as Django prepares them for `field`
+    (or those values again, one list after the other, where it asks two columns of the
+    same kind for them); otherwise every call is the queryset's own. The rows are model instances with their
     select_related rows (decision 0055)."""
 
     def __init__(self, make: Callable[[list[Any]], QuerySet[Any]], field: Field[Any, Any], up_to: int) -> None:
@@ -258,8 +259,18 @@ class CompiledIn:
         if plan is None or connections[plan.db] is not plan.connection:
             queryset = self.make(values)
             plan = _Plan(queryset, queryset.db)
-            plan.fits = list(plan.params) == self._prepared(values, plan.connection)  # type: ignore[attr-defined]
+            plan.fits = _repeats(list(plan.params), self._prepared(values, plan.connection))  # type: ignore[attr-defined]
             plans[len(values)] = plan
         if not plan.fits:  # type: ignore[attr-defined]
             return list(self.make(values))
-        return plan.objects(tuple(self._prepared(values, plan.connection)))
+        return plan.objects(tuple(self._prepared(values, plan.connection) * plan.fits))  # type: ignore[attr-defined]
+
+
+def _repeats(params: list[Any], prepared: list[Any]) -> int:
+    """How many times `params` are the `prepared` values in order, one list after the
+    other (a query asking two columns for the same list: the contacts' keys, decision
+    0068), or 0 if they are anything else."""
+    if not prepared or len(params) % len(prepared):
+        return 0
+    times = len(params) // len(prepared)
+    return times if params == prepared * times else 0

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from postroom.config import AgentConfig, Box, Config, ContactConfig, IncomingBox
+from postroom.core.contactkeys import address_key, domain_key
 from postroom.store import audit
 from postroom.store.models import (
     Agent,
@@ -362,10 +363,11 @@ def _contact_fields(contact: ContactConfig) -> dict[str, Any]:
 def _apply_contacts(config: Config, report: KindReport) -> None:
     """Contacts by address or domain; ``notes`` belong to the admin and are never touched."""
     for contact in config.contacts:
+        # By key, as the lookup matches (decision 0068).
         if contact.address:
-            row = Contact.objects.filter(address__iexact=contact.address).first()
+            row = Contact.objects.filter(address_key=address_key(contact.address)).first()
         else:
-            row = Contact.objects.filter(domain__iexact=contact.domain).first()
+            row = Contact.objects.filter(domain_key=domain_key(contact.domain)).first()
         _upsert(row, Contact, _contact_fields(contact), contact.key, report)
     known = {c.key for c in config.contacts}
     for address, domain in Contact.objects.values_list("address", "domain"):

@@ -8,12 +8,14 @@ one ledger row per message seen in the outbound box.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 
 from postroom.core.alerts import AlertKind
 from postroom.core.cluster import Mode, Role
+from postroom.core.contactkeys import address_key, domain_key
 from postroom.core.lifecycle import State
 from postroom.core.oauth2 import GrantState
 from postroom.core.outbox import OutboxState
@@ -147,6 +149,38 @@ def skill_levels(skills: object) -> dict[str, int]:
     return {}
 
 
+def contact_keys(address: str | None, domain: str | None) -> tuple[str | None, str | None]:
+    """A contact's (address_key, domain_key) for its address and domain."""
+    return (address_key(address) if address else None, domain_key(domain) if domain else None)
+
+
+class ContactQuerySet(models.QuerySet["Contact"]):
+    """Contacts' bulk writes keep the keys as `Contact.save` does."""
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        objs = list(objs)
+        for obj in objs:
+            obj.set_keys()
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs: Any, fields: Any, *args: Any, **kwargs: Any) -> Any:
+        objs, fields = list(objs), list(fields)
+        for obj in objs:
+            obj.set_keys()
+        fields += [f"{name}_key" for name in ("address", "domain") if name in fields and f"{name}_key" not in fields]
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def update(self, **kwargs: Any) -> int:
+        for name, key in (("address", address_key), ("domain", domain_key)):
+            if name not in kwargs or f"{name}_key" in kwargs:  # (bulk_update gives both)
+                continue
+            value = kwargs[name]
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"Contact {name} updated by an expression: its key cannot follow; save each row")
+            kwargs[f"{name}_key"] = key(value) if value else None
+        return super().update(**kwargs)
+
+
 class Contact(models.Model):
     """The customer database consulted for priority and approval (fig. 5 318).
 
@@ -160,6 +194,13 @@ class Contact(models.Model):
     priority = models.IntegerField(default=0, help_text="Added to the box's default priority")
     requires_approval = models.BooleanField(default=False)
     notes = models.TextField(blank=True)
+    # What the lookup compares by equality (core.contactkeys, decision 0068): the address
+    # and the domain case-folded, IDN labels in their Unicode form. Kept by `save` and by
+    # the queryset's bulk writes; never typed.
+    address_key = models.CharField(max_length=1020, null=True, blank=True, editable=False)
+    domain_key = models.CharField(max_length=1020, null=True, blank=True, editable=False)
+
+    objects = ContactQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -168,9 +209,25 @@ class Contact(models.Model):
                 name="contact_has_address_or_domain",
             )
         ]
+        indexes = [
+            models.Index(fields=["address_key"], name="contact_address_key"),
+            models.Index(fields=["domain_key"], name="contact_domain_key"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name or self.address or self.domain} ({self.level})"
+
+    def set_keys(self) -> None:
+        self.address_key, self.domain_key = contact_keys(self.address, self.domain)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.set_keys()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            fields = set(update_fields)
+            fields |= {f"{name}_key" for name in ("address", "domain") if name in fields}
+            kwargs["update_fields"] = fields
+        super().save(*args, **kwargs)
 
 
 class Rule(models.Model):

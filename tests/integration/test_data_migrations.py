@@ -48,11 +48,15 @@ apps.get_model("store", "Outgoing").objects.using(OTHER).create(
     interaction=ix, key="auto:1", kind="auto_response", envelope_from="support@example.test",
     recipients=["ann@example.test"], message_id="<r@example.test>", raw=b"x", next_attempt_at=now,
     last_error="", created_at=now, claimed_by="")
+apps = models_at("0015_report_indexes")
+for fields in ({"address": "JÖRG@xn--mller-kva.example"}, {"domain": "STRASSE.Example."}):
+    apps.get_model("store", "Contact").objects.using(OTHER).create(level="gold", **fields)
 call_command("migrate", database=OTHER, verbosity=0)
 with connections[OTHER].cursor() as cursor:
     moved = [row[0] is not None for row in cursor.execute("SELECT moved_at FROM store_quarantined")]
     rate_keys = [row[0] for row in cursor.execute("SELECT rate_key FROM store_outgoing")]
-print(json.dumps({"moved": moved, "rate_keys": rate_keys}))
+    contact_keys = [list(row) for row in cursor.execute("SELECT address_key, domain_key FROM store_contact ORDER BY id")]
+print(json.dumps({"moved": moved, "rate_keys": rate_keys, "contact_keys": contact_keys}))
 '''
 
 
@@ -65,4 +69,7 @@ def test_the_data_migrations_fix_the_rows_of_the_database_they_migrate(tmp_path:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"moved": [True], "rate_keys": ["ann@example.test"]}  # 0006, 0011
+    assert result == {
+        "moved": [True], "rate_keys": ["ann@example.test"],  # 0006, 0011
+        "contact_keys": [["jörg@müller.example", None], [None, "strasse.example"]],  # 0016
+    }
