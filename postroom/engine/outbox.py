@@ -65,7 +65,7 @@ from postroom.mail.imap import MailboxUnavailable
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
 from postroom.store import journal
-from postroom.store.compiled import CompiledAt
+from postroom.store.compiled import CompiledAt, CompiledUpdates
 from postroom.store.fence import is_fence_error
 from postroom.store.models import Agent, Interaction, JournalEvent, Outgoing, Withdrawal
 from postroom.store.transitions import StaleInteraction, apply
@@ -341,18 +341,18 @@ def claim_batch(
     if not asked:
         return Batch({}, set())
     lease_until = now + policy.lease
-    adapt = connection.ops.adapt_datetimefield_value
     won: dict[int, tuple[int, datetime | None]] = {}
     try:
-        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext(), connection.cursor() as cur:
+        with transaction.atomic() if len(groups) > 1 else contextlib.nullcontext():
             for state, group in groups.items():
                 # What it won, as this very statement wrote it (RETURNING, decision 0062):
                 # the rows it updated are the rows claimed under this holder and lease.
-                cur.execute(claim_sql(len(group)), [
-                    OutboxState.SENDING.value, holder, adapt(lease_until), *(r.pk for r in group),
-                    state.value, adapt(now), policy.max_attempts,
-                ])
-                won.update((pk, (attempts, as_datetime(due_at))) for pk, attempts, due_at in cur.fetchall())
+                claimed = CLAIMS.returned(
+                    len(group), claim_fields(len(group)), claim_rows, claim_values,
+                    OutboxState.SENDING.value, holder, lease_until, *(r.pk for r in group),
+                    state.value, now, policy.max_attempts,
+                )
+                won.update((pk, (attempts, as_datetime(due_at))) for pk, attempts, due_at in claimed)
     except OperationalError as exc:
         # Two senders' claims crossing on PostgreSQL's row locks: this one was ended and
         # claimed nothing; its rows are due again for the next batch (anyone's).
@@ -376,27 +376,30 @@ def claim_batch(
     return Batch(held, {r.pk for r in asked})
 
 
-def claim_sql(n: int) -> str:
-    """`claim_batch`'s compare-and-set of `n` rows read in one state, with what it won:
-    the statement the ORM's UPDATE was (state, holder, lease, attempt counted; where still
-    in that state, due, under its cap), written once per count, and RETURNING each won
-    row's id, attempts and due time (SQLite ≥ 3.35 and PostgreSQL): the read-back that
-    followed the UPDATE is gone with the query building of both (decision 0062)."""
-    if n not in _CLAIM_SQL:
-        q = connection.ops.quote_name
-        table, (pk, state, holder, lease, attempts, due_at) = q(Outgoing._meta.db_table), (
-            q(Outgoing._meta.get_field(f).column)
-            for f in ("id", "state", "claimed_by", "lease_until", "attempts", "next_attempt_at")
-        )
-        _CLAIM_SQL[n] = (
-            f"UPDATE {table} SET {state} = %s, {holder} = %s, {lease} = %s, {attempts} = {attempts} + 1 "
-            f"WHERE {pk} IN ({', '.join(['%s'] * n)}) AND {state} = %s AND {due_at} <= %s AND {attempts} < %s "
-            f"RETURNING {pk}, {attempts}, {due_at}"
-        )
-    return _CLAIM_SQL[n]
+def claim_rows(_sending: str, _holder: str, _lease: datetime, *rest: Any) -> Any:
+    """`claim_batch`'s rows (ids, then the state read, now, the attempt cap): still in
+    that state, due, under their cap."""
+    *pks, state, now, cap = rest
+    return Outgoing.objects.filter(pk__in=pks, state=state, next_attempt_at__lte=now, attempts__lt=cap)
 
 
-_CLAIM_SQL: dict[int, str] = {}
+def claim_values(sending: str, holder: str, lease: datetime, *_rest: Any) -> dict[str, Any]:
+    """What `claim_batch` writes: SENDING under this holder and lease, an attempt counted."""
+    return {"state": sending, "claimed_by": holder, "lease_until": lease, "attempts": F("attempts") + 1}
+
+
+def claim_fields(n: int) -> tuple[Any, ...]:
+    """The fields that prepare `claim_rows`' and `claim_values`' arguments for n rows."""
+    field = Outgoing._meta.get_field
+    return (field("state"), field("claimed_by"), field("lease_until"), *(field("id"),) * n,
+            field("state"), field("next_attempt_at"), field("attempts"))
+
+
+# `claim_batch`'s compare-and-set, compiled by Django once per count of rows (decision
+# 0062's statement, in store/compiled's shape since decision 0068), RETURNING each won
+# row's id, attempts and due time (SQLite ≥ 3.35 and PostgreSQL): the read-back that
+# followed the UPDATE is gone with the query building of both.
+CLAIMS = CompiledUpdates("id", "attempts", "next_attempt_at")
 
 
 def as_datetime(value: datetime | str | None) -> datetime | None:
@@ -835,39 +838,46 @@ class Fence:
         }
         if new.due is not None:
             changes["next_attempt_at"] = new.due
-        # The UPDATE the ORM wrote, written once per set of columns (decision 0062): its
-        # values prepared by their fields as the ORM prepares them.
-        sql = fence_sql(tuple(changes), self.lease_until is None)
-        field = Outgoing._meta.get_field
-        params = [field(name).get_db_prep_save(value, connection) for name, value in changes.items()]
-        params += [self.pk, OutboxState.SENDING.value, self.holder]
+        # The ORM's UPDATE, compiled once per set of columns (and of those written NULL)
+        # and lease or none (decisions 0062, 0068): its values prepared by their fields as
+        # the ORM prepares them.
+        given = tuple(name for name, value in changes.items() if value is not None)
+        args = [changes[name] for name in given] + [self.pk, OutboxState.SENDING.value, self.holder]
         if self.lease_until is not None:
-            params.append(connection.ops.adapt_datetimefield_value(self.lease_until))
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            updated = cur.rowcount
+            args.append(self.lease_until)
+        key = (tuple(changes), given, self.lease_until is None)
+        updated = FENCED.run(key, fence_fields(given, self.lease_until is None), *fenced(key), *args)
         if updated == 1 and new.state is OutboxState.SENDING:
             self.lease_until = new.lease_until
         return updated == 1
 
 
-def fence_sql(columns: tuple[str, ...], no_lease: bool) -> str:
-    """`Fence.write`'s fenced compare-and-set of these fields: where the row is still
-    SENDING under this holder and lease ("IS NULL" for a fence without one, as the ORM
-    writes it)."""
-    key = (columns, no_lease)
-    if key not in _FENCE_SQL:
-        q, col = connection.ops.quote_name, (lambda f: connection.ops.quote_name(Outgoing._meta.get_field(f).column))
-        sets = ", ".join(f"{col(f)} = %s" for f in columns)
-        lease = "IS NULL" if no_lease else "= %s"
-        _FENCE_SQL[key] = (
-            f"UPDATE {q(Outgoing._meta.db_table)} SET {sets} "
-            f"WHERE {col('id')} = %s AND {col('state')} = %s AND {col('claimed_by')} = %s AND {col('lease_until')} {lease}"
-        )
-    return _FENCE_SQL[key]
+def fence_fields(given: tuple[str, ...], no_lease: bool) -> tuple[Any, ...]:
+    """The fields that prepare `Fence.write`'s arguments: the columns written (but NULLs),
+    then the row's id, SENDING, the holder and the lease (none for a fence without one)."""
+    field = Outgoing._meta.get_field
+    return (*(field(name) for name in given), field("id"), field("state"), field("claimed_by"),
+            *(() if no_lease else (field("lease_until"),)))
 
 
-_FENCE_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
+def fenced(key: tuple[tuple[str, ...], tuple[str, ...], bool]) -> tuple[Callable[..., Any], Callable[..., dict[str, Any]]]:
+    """`Fence.write`'s compare-and-set for its key (columns, those not NULL, no lease):
+    the row, still SENDING under this holder and lease ("IS NULL" for a fence without
+    one, as the ORM writes it), and what is written to it."""
+    columns, given, _no_lease = key
+
+    def rows(*args: Any) -> Any:
+        pk, state, holder, *lease = args[len(given):]
+        return Outgoing.objects.filter(pk=pk, state=state, claimed_by=holder, lease_until=lease[0] if lease else None)
+
+    def values(*args: Any) -> dict[str, Any]:
+        written = dict(zip(given, args, strict=False))
+        return {name: written.get(name) for name in columns}
+
+    return rows, values
+
+
+FENCED = CompiledUpdates()
 
 
 # -- consequences ----------------------------------------------------------------------------

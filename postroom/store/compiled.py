@@ -7,7 +7,9 @@ building and compiling than in the database (decision 0058).
 `CompiledIn` for a read whose one argument is a short list (the interactions a reply
 names, decision 0055), and `CompiledUpdate` for an UPDATE, with arguments fixed for a
 while (the node's heartbeat, for one registration) and values of its own at each call
-(a reply's search text, decision 0064), compiled with a mark in each such value's place.
+(a reply's search text, decision 0064), compiled with a mark in each such value's place;
+`CompiledUpdates` keeps several such UPDATEs, one per key, and can return columns of
+the rows they updated (the sender's claims and fenced writes, decision 0068).
 The rows are what the queryset would give: model instances (`objects`, with the
 queryset's annotations as attributes) or tuples of a `values_list` (`rows`), converted by
 the same converters. The SQL is compiled again for another connection (a thread's own,
@@ -29,12 +31,14 @@ from django.db.models.sql.subqueries import UpdateQuery
 
 # A value that stands for a per-call argument while the statement is compiled, by the kind
 # of field that prepares it (a foreign key: its target's): nothing a caller would pass, and
-# within the range Django checks an integer lookup against.
+# within the range Django checks an integer lookup against (a value below a positive
+# field's range makes `attempts__lt` match nothing: EmptyResultSet, no statement).
 _MARKS: dict[str, Callable[[int], Any]] = {
     **dict.fromkeys(
-        ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField", "PositiveIntegerField"),
+        ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"),
         lambda n: -1_987_654_321 - n,
     ),
+    "PositiveIntegerField": lambda n: 1_987_654_321 + n,
     **dict.fromkeys(("CharField", "TextField", "EmailField"), lambda n: f"\u2063postroom mark {n}\u2063"),
     "DateTimeField": lambda n: datetime(2001, 2, 3, 4, 5, 6, 789012 - n, tzinfo=UTC),
 }
@@ -191,6 +195,81 @@ class CompiledUpdate:
         with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
             cursor.execute(plan.sql, params)
             return cursor.rowcount
+
+
+class CompiledUpdates:
+    """Several `CompiledUpdate`s of one purpose, each compiled once per thread, connection
+    and `key` and all kept (a claim of n rows, a fenced write of some set of columns:
+    decision 0062's statements, written by hand until decision 0068), optionally with
+    ``RETURNING`` the `returning` columns of the rows it updated (SQLite ≥ 3.35 and
+    PostgreSQL). The key names everything `make` and `values` depend on besides `args`,
+    and the `fields` that prepare the args, one per arg (a None is no arg: it goes in the
+    key, written by `values` as the constant it is). `run` gives the number of rows
+    updated, `returned` those rows' `returning` columns as the database gives them."""
+
+    def __init__(self, *returning: str) -> None:
+        self.returning = returning
+        self._local = threading.local()
+
+    def _plan(
+        self,
+        key: object,
+        fields: tuple[Field[Any, Any], ...],
+        make: Callable[..., QuerySet[Any]],
+        values: Callable[..., dict[str, Any]],
+    ) -> _Update:
+        plans: dict[object, _Update] | None = getattr(self._local, "plans", None)
+        if plans is None or len(plans) > 256:
+            plans = self._local.plans = {}
+        plan = plans.get(key)
+        if plan is None or connections[plan.db] is not plan.connection:
+            marks = tuple(_mark(field, n) for n, field in enumerate(fields))
+            queryset = make(*marks)
+            plan = _Update(key, queryset, values(*marks), fields, marks)
+            if self.returning:
+                if plan.at is None:  # pragma: no cover - a programming error
+                    raise TypeError(f"{key}: its values do not stand once each in the compiled statement")
+                opts, quote = queryset.model._meta, plan.connection.ops.quote_name
+                columns = ", ".join(quote(opts.get_field(name).column) for name in self.returning)
+                plan.sql = f"{plan.sql} RETURNING {columns}"
+            plans[key] = plan
+        return plan
+
+    def _execute(self, plan: _Update, fields: tuple[Field[Any, Any], ...], args: tuple[Any, ...], cursor: Any) -> None:
+        params = list(plan.params)
+        for at, field, value in zip(plan.at, fields, args, strict=True):  # type: ignore[arg-type]
+            params[at] = field.get_db_prep_save(value, connection=plan.connection)
+        cursor.execute(plan.sql, params)
+
+    def run(
+        self,
+        key: object,
+        fields: tuple[Field[Any, Any], ...],
+        make: Callable[..., QuerySet[Any]],
+        values: Callable[..., dict[str, Any]],
+        *args: Any,
+    ) -> int:
+        """``make(*args).update(**values(*args))``: the number of rows updated."""
+        plan = self._plan(key, fields, make, values)
+        if plan.at is None:
+            return make(*args).update(**values(*args))
+        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
+            self._execute(plan, fields, args, cursor)
+            return cursor.rowcount
+
+    def returned(
+        self,
+        key: object,
+        fields: tuple[Field[Any, Any], ...],
+        make: Callable[..., QuerySet[Any]],
+        values: Callable[..., dict[str, Any]],
+        *args: Any,
+    ) -> list[tuple[Any, ...]]:
+        """The same update, giving each updated row's `returning` columns."""
+        plan = self._plan(key, fields, make, values)
+        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
+            self._execute(plan, fields, args, cursor)
+            return [tuple(row) for row in cursor.fetchall()]
 
 
 class CompiledAt:
