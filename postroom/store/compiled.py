@@ -158,6 +158,16 @@ class _Update:
         prepared = [field.get_db_prep_save(mark, connection=self.connection) for field, mark in zip(fields, marks, strict=True)]
         self.at = _places(self.params, prepared)
 
+    def execute(self, fields: tuple[Field[Any, Any], ...], args: tuple[Any, ...], answer: Callable[[Any], Any]) -> Any:
+        """The statement with `args` where the marks were (`at`: not None), prepared as
+        Django prepares them (`get_db_prep_save`); `answer(cursor)` after it."""
+        params = list(self.params)
+        for at, field, value in zip(self.at, fields, args, strict=True):  # type: ignore[arg-type]
+            params[at] = field.get_db_prep_save(value, connection=self.connection)
+        with transaction.mark_for_rollback_on_error(using=self.db), self.connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            return answer(cursor)
+
 
 class CompiledUpdate:
     """`make(*args).update(**values(*args))` compiled once per thread, connection and `key`:
@@ -189,12 +199,15 @@ class CompiledUpdate:
             plan = self._local.plan = _Update(key, make(*self.marks), values(*self.marks), self.fields, self.marks)
         if plan.at is None or any(value is None for value in args):
             return make(*args).update(**values(*args))
-        params = list(plan.params)
-        for at, field, value in zip(plan.at, self.fields, args, strict=True):
-            params[at] = field.get_db_prep_save(value, connection=plan.connection)
-        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
-            cursor.execute(plan.sql, params)
-            return cursor.rowcount
+        return plan.execute(self.fields, args, _rowcount)
+
+
+def _rowcount(cursor: Any) -> int:
+    return cursor.rowcount
+
+
+def _rows(cursor: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in cursor.fetchall()]
 
 
 class CompiledUpdates:
@@ -235,12 +248,6 @@ class CompiledUpdates:
             plans[key] = plan
         return plan
 
-    def _execute(self, plan: _Update, fields: tuple[Field[Any, Any], ...], args: tuple[Any, ...], cursor: Any) -> None:
-        params = list(plan.params)
-        for at, field, value in zip(plan.at, fields, args, strict=True):  # type: ignore[arg-type]
-            params[at] = field.get_db_prep_save(value, connection=plan.connection)
-        cursor.execute(plan.sql, params)
-
     def run(
         self,
         key: object,
@@ -249,13 +256,13 @@ class CompiledUpdates:
         values: Callable[..., dict[str, Any]],
         *args: Any,
     ) -> int:
-        """``make(*args).update(**values(*args))``: the number of rows updated."""
+        """``make(*args).update(**values(*args))``: the number of rows updated. Where
+        the marks did not each stand once as Django prepared them, and for a None (which
+        Django writes as NULL, not as a parameter), the queryset's own `update`."""
         plan = self._plan(key, fields, make, values)
-        if plan.at is None:
+        if plan.at is None or any(value is None for value in args):
             return make(*args).update(**values(*args))
-        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
-            self._execute(plan, fields, args, cursor)
-            return cursor.rowcount
+        return plan.execute(fields, args, _rowcount)
 
     def returned(
         self,
@@ -266,10 +273,10 @@ class CompiledUpdates:
         *args: Any,
     ) -> list[tuple[Any, ...]]:
         """The same update, giving each updated row's `returning` columns."""
+        if any(value is None for value in args):  # pragma: no cover - a programming error
+            raise TypeError(f"{key}: a None is no argument (put it in the key)")
         plan = self._plan(key, fields, make, values)
-        with transaction.mark_for_rollback_on_error(using=plan.db), plan.connection.cursor() as cursor:
-            self._execute(plan, fields, args, cursor)
-            return [tuple(row) for row in cursor.fetchall()]
+        return plan.execute(fields, args, _rows)
 
 
 class CompiledAt:
