@@ -3,6 +3,7 @@
 from django.db import migrations, models
 
 from postroom.core.contactkeys import address_key, domain_key
+from postroom.store.fence import install_for_migration
 
 
 def fill_keys(apps, schema_editor):
@@ -19,7 +20,7 @@ def fill_keys(apps, schema_editor):
 class Migration(migrations.Migration):
     """Contacts looked up by equality of a key (case-folded, IDN domains in Unicode form)
     instead of iexact, which folds ASCII case only on SQLite: the key columns, filled for
-    the existing contacts, then their indexes."""
+    the existing contacts, then their indexes; and the fence on every table (PostgreSQL)."""
 
     dependencies = [
         ('store', '0015_report_indexes'),
@@ -45,4 +46,8 @@ class Migration(migrations.Migration):
             model_name='contact',
             index=models.Index(fields=['domain_key'], name='contact_domain_key'),
         ),
+        # The fence on the tables added since 0010 (store_oauth2grant), on PostgreSQL: it
+        # was installed only when a node started, so a database freshly migrated had none
+        # there (test_every_store_table_is_fenced failed when it ran first on its database).
+        migrations.RunPython(install_for_migration, migrations.RunPython.noop),
     ]
