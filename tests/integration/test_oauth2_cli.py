@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from postroom import cli
 from postroom.core.oauth2 import GrantState
@@ -38,7 +39,15 @@ def test_authorize_takes_the_code_from_the_loopback_redirect(tmp_path: Path, cap
         doc["incoming"][1] = {"address": BOX, "oauth2": "idp", "skills": ["sales"]}
         path = write(tmp_path, doc)
         done: list[int] = []
-        command = threading.Thread(target=lambda: done.append(cli.main(["oauth2", "authorize", BOX, str(path), "--listen"])))
+        def authorize() -> None:
+            try:
+                done.append(cli.main(["oauth2", "authorize", BOX, str(path), "--listen"]))
+            finally:
+                # This thread's own database connection: left open, its session outlived the
+                # thread until a garbage collection (and could hold up the test database's DROP).
+                connection.close()
+
+        command = threading.Thread(target=authorize)
         command.start()
         url = ""
         deadline = time.monotonic() + 20
