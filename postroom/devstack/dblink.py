@@ -65,9 +65,6 @@ class DbLinks:
         self.relays[node_id] = proxy
         return via(self.database_url, proxy.port)
 
-    def is_cut(self, node_id: str) -> bool:
-        return self.relays[node_id].refusing
-
     def start(self) -> DbLinks:
         self._thread = threading.Thread(target=self._watch, name="demo-db-links", daemon=True)
         self._thread.start()
