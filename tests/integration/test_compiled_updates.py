@@ -87,6 +87,7 @@ def test_a_fenced_write_is_the_orms_update(leased: bool) -> None:
             transaction.set_rollback(True)
         assert updates(ours) == [theirs]
         assert updated == count == 1
+        assert outbox.FENCED._local.plans[key].at is not None  # the compiled statement ran
     # Not ours (another holder): nothing written, by either.
     key = (("state",), ("state",), lease is None)
     args = [OutboxState.SENT.value, mine.pk, OutboxState.SENDING.value, "other:1:ffff", *([lease] if lease else [])]
