@@ -242,14 +242,22 @@ def due_rows(
     mine = with_urgent_row(due_now, share, shares) if steal else [pk for pk, _ in due_now[share::shares]]
     if not mine:
         return []
-    by_id = {row.pk: row for row in ROWS.objects(mine)}
+    by_id = {row.pk: row for row in ROWS.objects(padded(mine))}
     return [by_id[i] for i in mine if i in by_id]
 
 
 # The rows of these ids, read with SQL compiled once per thread and number of ids
 # (decision 0065: what `in_bulk` built and compiled at every read was most of what was left
-# of it); more than a sender's batch is read the ordinary way.
+# of it); more than a sender's batch is read the ordinary way. The ids are padded to a few
+# sizes (`padded`) so that each thread compiles a handful of statements, not one per count.
 ROWS = CompiledIn(lambda ids: Outgoing.objects.filter(pk__in=ids), Outgoing._meta.get_field("id"), up_to=64)
+ROW_COUNTS = (4, 16, 64)
+
+
+def padded(ids: list[int]) -> list[int]:
+    """`ids` and, up to the next of `ROW_COUNTS`, ids no row has (negative, each once)."""
+    size = next((n for n in ROW_COUNTS if n >= len(ids)), len(ids))
+    return ids + [-1 - n for n in range(size - len(ids))]
 
 
 def due_ids(now: datetime, expired: datetime) -> Any:

@@ -18,7 +18,16 @@ from postroom.core.lifecycle import State
 from postroom.core.outbox import OutboxState, expired_before
 from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.engine import alerts, approvals, cleanup, outbox, withdrawals
-from postroom.store.models import Agent, Alert, Approval, Interaction, Mailbox, OutboundMessage, Outgoing, Withdrawal
+from postroom.store.models import (
+    Agent,
+    Alert,
+    Approval,
+    Interaction,
+    Mailbox,
+    OutboundMessage,
+    Outgoing,
+    Withdrawal,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,7 +185,11 @@ def test_the_senders_rows_are_in_bulks() -> None:
             assert [getattr(row, f.attname) for f in Outgoing._meta.concrete_fields] == [
                 getattr(other, f.attname) for f in Outgoing._meta.concrete_fields
             ]
+        padded = {r.pk: r for r in outbox.ROWS.objects(outbox.padded(wanted))}  # as due_rows reads them
+        assert sorted(padded) == sorted(bulk)
     assert all(plan.fits for plan in outbox.ROWS._local.plans.values())  # the compiled path ran
+    assert {4, 16, 64} <= set(outbox.ROWS._local.plans)
+    assert outbox.padded([7, 9]) == [7, 9, -1, -2] and len(outbox.padded(list(range(1, 20)))) == 64
     # due_rows with shares: the rows of this share, in send order, as before.
     mine = outbox.due_rows(timezone.now(), site, 50, share=1, shares=2)
     ordered = list(outbox.due_ids(timezone.now(), expired_before(timezone.now(), site.outbox)))
