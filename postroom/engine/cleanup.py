@@ -25,6 +25,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from postroom.core.claimloss import OUTCOME as CLAIMED_ELSEWHERE
 from postroom.core.lifecycle import CleanedUp, State
@@ -33,6 +34,7 @@ from postroom.engine.connections import Sessions
 from postroom.engine.faults import checkpoint
 from postroom.mail.imap import MailboxUnavailable
 from postroom.store import journal, locking
+from postroom.store.compiled import Compiled
 from postroom.store.models import Interaction, Mailbox, OutboundMessage, Outgoing
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -41,25 +43,66 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
+def unsent_replies() -> QuerySet[OutboundMessage]:
+    """Agents' replies taken for an interaction closed as claimed elsewhere (see
+    `unsent_replies_to_dead_box`)."""
+    return OutboundMessage.objects.filter(
+        outcome=OutboundMessage.ACCEPTED, removed_at=None, interaction__outcome=CLAIMED_ELSEWHERE
+    )
+
+
+def dead_rows() -> QuerySet[OutboundMessage]:
+    """Refused outbound mail not yet copied into the dead box."""
+    return OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None)
+
+
+def decided_rows() -> QuerySet[OutboundMessage]:
+    """Approvers' answers acted on, not yet archived."""
+    return OutboundMessage.objects.filter(outcome=OutboundMessage.DECISION, removed_at=None)
+
+
+def finished() -> QuerySet[Interaction]:
+    """Replied and ended interactions, to be archived and closed."""
+    return Interaction.objects.filter(status__in=[State.REPLIED, State.ENDED])
+
+
+def late_copies() -> QuerySet[Interaction]:
+    """Closed interactions with a copy still to archive."""
+    return Interaction.objects.filter(copies_pending=True, status=State.CLOSED)
+
+
+# Whether any of the above has a row, each asked with SQL compiled once per thread and
+# connection (decision 0065): the step runs every few seconds and mostly finds nothing, and
+# its five querysets (and their locked reads on PostgreSQL) were most of its time. With all
+# five empty `clean` has nothing to do; otherwise it reads and holds its rows as before.
+_WORK = tuple(Compiled(lambda q=q: q().values_list("pk")[:1]) for q in (
+    unsent_replies, dead_rows, decided_rows, finished, late_copies
+))
+
+
+def any_work() -> bool:
+    return any(read.rows() for read in _WORK)
+
+
 def clean(sessions: Sessions, now: datetime) -> bool:
+    if not any_work():
+        return False
     # Every node runs this step; each batch is held by one (store/locking.py).
     did = unsent_replies_to_dead_box(sessions, now)
-    dead = OutboundMessage.objects.filter(outcome=OutboundMessage.DEAD, removed_at=None).select_related("mailbox")
+    dead = dead_rows().select_related("mailbox")
     with locking.batch(dead, 50) as rows:
         for row in rows:
             with sessions.isolated(row.mailbox):
                 to_dead_box(row, sessions, now)
                 did = True
-    decided = OutboundMessage.objects.filter(outcome=OutboundMessage.DECISION, removed_at=None).select_related("mailbox")
+    decided = decided_rows().select_related("mailbox")
     with locking.batch(decided, BATCH) as decisions:
         did = bool(archive_ledger_rows(decisions, sessions, now)) or did
-    finished = Interaction.objects.filter(status__in=[State.REPLIED, State.ENDED]).select_related("mailbox", "agent")
-    with locking.batch(finished, BATCH) as due:
+    with locking.batch(finished().select_related("mailbox", "agent"), BATCH) as due:
         if due:
             close(due, sessions, now)
             did = True
-    late = Interaction.objects.filter(copies_pending=True, status=State.CLOSED)
-    with locking.batch(late, BATCH) as leftovers:
+    with locking.batch(late_copies(), BATCH) as leftovers:
         if leftovers:
             archive_late_copies(leftovers, sessions, now)
             did = True
@@ -174,9 +217,7 @@ def unsent_replies_to_dead_box(sessions: Sessions, now: datetime) -> bool:
     its outbox row is settled: a reply that did leave (under this node's claim, in flight
     when the claim was lost) is archived as a replied one's is, and one still sending or
     unknown waits until the outbox knows. The agent was told by the claim-loss notice."""
-    rows = OutboundMessage.objects.filter(
-        outcome=OutboundMessage.ACCEPTED, removed_at=None, interaction__outcome=CLAIMED_ELSEWHERE
-    ).select_related("interaction", "mailbox")
+    rows = unsent_replies().select_related("interaction", "mailbox")
     did = False
     for row in rows:
         assert row.interaction is not None

@@ -18,12 +18,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from postroom.core.lifecycle import State
 from postroom.engine import outbox
 from postroom.engine.connections import Sessions
 from postroom.engine.runtime import watched_boxes
 from postroom.mail.journalbox import JournalBox
 from postroom.mail.smtp import SmtpSender
-from postroom.store.models import Interaction, JournalEvent, Outgoing
+from postroom.store.models import Agent, Interaction, JournalEvent, Mailbox, Outgoing
 from tests.e2e.outbox_rows import notice
 
 pytestmark = [pytest.mark.mailstack, pytest.mark.django_db(transaction=True)]
@@ -392,3 +393,125 @@ def test_a_send_that_raises_leaves_the_batchs_sent_rows_recorded_and_the_rest_gi
         (Outgoing.SENT, 1, ""), (Outgoing.SENDING, 1, "me:1:aaaa"), (Outgoing.PENDING, 0, ""), (Outgoing.PENDING, 0, ""),
     ]
     center.wait_for("sam", 1)
+
+
+@pytest.fixture
+def sent_groups(monkeypatch) -> list[bool]:
+    """What each grouped write of sent replies, forwards and notices answered (decision 0065)."""
+    answers: list[bool] = []
+    real = outbox.settle_sent
+
+    def spy(group, site, locked):
+        answers.append(real(group, site, locked))
+        return answers[-1]
+
+    monkeypatch.setattr(outbox, "settle_sent", spy)
+    return answers
+
+
+def queued_mail(center, tag: int) -> tuple[list[Interaction], list[Outgoing]]:
+    """As delivery and the reply step leave them: two interactions replying with their
+    replies queued, two answered with the forwards of their current round queued, one
+    delivered with a notice about it, and a notice about no interaction."""
+    support = Mailbox.objects.get(address=center.address("support"))
+    alice = Agent.objects.get(address=center.address("alice"))
+    now = timezone.now()
+    ixs, rows = [], []
+    for n, (status, kind) in enumerate(
+        [(State.REPLYING, Outgoing.REPLY)] * 2 + [(State.ANSWERED, Outgoing.FORWARD)] * 2
+        + [(State.DELIVERED, Outgoing.NOTICE)]
+    ):
+        ix = Interaction.objects.create(
+            node_id=center.engine.site.node_id, mailbox=support, uidvalidity=1, uid=100 * tag + n,
+            customer=center.address("carol"), subject=f"mail {tag}.{n}", status=status, arrival_time=now,
+            agent=alice, deliveries=1,
+        )
+        msg = EmailMessage()
+        msg["From"] = center.address("support")
+        msg["To"] = center.address("carol") if kind == Outgoing.REPLY else center.address("alice")
+        msg["Subject"] = f"{kind} {tag}.{n}"
+        msg["Message-ID"] = make_msgid(f"{kind}{tag}{n}", domain="example.test")
+        msg.set_content(f"{kind} {tag}.{n}\n")
+        forward = kind == Outgoing.FORWARD
+        rows.append(Outgoing.objects.create(
+            key=f"{kind}:{tag}:{n}", kind=kind, interaction=ix, envelope_from=center.address("support"),
+            recipients=[str(msg["To"])], message_id=msg["Message-ID"], raw=msg.as_bytes(), next_attempt_at=now,
+            agent=alice if forward else None, delivery=1 if forward else None,
+        ))
+        ixs.append(ix)
+    rows.append(notice(center, tag))
+    return ixs, rows
+
+
+def final_state(ixs: list[Interaction], rows: list[Outgoing]) -> list[object]:
+    """What the outcome write left, comparable between two sets of rows."""
+    state: list[object] = []
+    for ix in Interaction.objects.filter(pk__in=[i.pk for i in ixs]).order_by("pk"):
+        events = JournalEvent.objects.filter(interaction_id=ix.pk).order_by("pk")
+        state.append((
+            ix.status, ix.version, ix.agent_id, ix.no_reply_due_at is not None, ix.replied_at is not None,
+            [(e.kind, e.agent_id, e.mailbox_id, sorted(e.detail)) for e in events],
+        ))
+    for row in Outgoing.objects.filter(pk__in=[r.pk for r in rows]).order_by("pk"):
+        state.append((row.kind, row.state, row.attempts, row.claimed_by, row.lease_until, row.sent_at is not None, row.last_error[:3]))
+    return state
+
+
+def send_all(center, sender) -> None:
+    site = center.engine.site
+    box = JournalBox(site.journal.account)
+    try:
+        assert outbox.send(site, sender, box, "me:1:aaaa", center.clock)
+    finally:
+        box.close()
+        connection.close()
+
+
+def test_sent_replies_forwards_and_notices_are_written_as_one_group_as_one_by_one(make_center, monkeypatch, sent_groups) -> None:
+    """Decision 0065: the batch's replies, forwards and notices whose consequence is the
+    common one are written in one savepoint (their fenced writes run for every row at
+    once, then each transition); the final state is the row-by-row write's."""
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
+    center = make_center()
+    sender = SmtpSender(center.engine.site.smtp)
+    try:
+        grouped = queued_mail(center, 1)
+        send_all(center, sender)
+        assert sent_groups == [True]
+        monkeypatch.setattr(outbox, "settle_sent", lambda group, site, locked: False)  # the row-by-row write
+        one_by_one = queued_mail(center, 2)
+        send_all(center, sender)
+    finally:
+        sender.close()
+    after = final_state(*grouped)
+    assert after == final_state(*one_by_one)
+    ixs = Interaction.objects.filter(pk__in=[i.pk for i in grouped[0]]).order_by("pk")
+    assert [ix.status for ix in ixs] == [State.REPLIED, State.REPLIED, State.DELIVERED, State.DELIVERED, State.DELIVERED]
+    rows = Outgoing.objects.filter(pk__in=[r.pk for r in grouped[1]])
+    assert all(r.state == Outgoing.SENT and r.claimed_by == "" and r.sent_at is not None for r in rows)
+    assert JournalEvent.objects.filter(kind="notice_sent").count() == 4  # two notices each time
+
+
+def test_a_claim_lost_in_a_group_of_replies_writes_nothing_for_its_row(make_center, monkeypatch, sent_groups) -> None:
+    """One of the group's fenced writes finds its row taken: the group is rolled back (its
+    transitions too) and written one by one, where the stolen reply writes nothing and
+    its interaction is still replying."""
+    monkeypatch.setattr(outbox, "STEP_BUDGET_S", 600.0)  # the batch is not cut short by a slow machine
+    center = make_center()
+    ixs, rows = queued_mail(center, 1)
+    sender = SmtpSender(center.engine.site.smtp)
+    try:
+        send_all(center, StealsAClaim(sender, rows[1]))
+    finally:
+        sender.close()
+    assert sent_groups == [False]
+    stolen = Outgoing.objects.get(pk=rows[1].pk)
+    assert stolen.state == Outgoing.SENDING and stolen.claimed_by == "other-engine:1:ffff" and stolen.sent_at is None
+    assert Interaction.objects.get(pk=ixs[1].pk).status == State.REPLYING
+    others = [r.pk for r in rows if r.pk != stolen.pk]
+    assert set(Outgoing.objects.filter(pk__in=others).values_list("state", flat=True)) == {Outgoing.SENT}
+    statuses = [Interaction.objects.get(pk=ix.pk).status for ix in ixs]
+    assert statuses == [State.REPLIED, State.REPLYING, State.DELIVERED, State.DELIVERED, State.DELIVERED]
+    # Each transition once: the group's, rolled back, left no journal row behind.
+    assert JournalEvent.objects.filter(interaction_id=ixs[0].pk, kind="reply_sent").count() <= 1
+    assert JournalEvent.objects.filter(interaction_id=ixs[1].pk).count() == 0
