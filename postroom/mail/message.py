@@ -17,6 +17,7 @@ access never raises, so code further in may read ``msg["To"]`` without a try.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,7 +124,9 @@ def _parse(data: bytes) -> ParsedMail:
         raise UnreadableMessage("does not start with an RFC 5322 header field")
     data = _repair_header_block(data, notes)
 
-    msg = BytesParser(policy=POLICY).parsebytes(data)
+    msg = _single_part(data)
+    if msg is None:
+        msg = BytesParser(policy=POLICY).parsebytes(data)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise UnreadableMessage("no RFC 5322 header block")
 
@@ -173,6 +176,55 @@ _READ = (
     "from", "message-id", "reply-to", "to", "cc", "delivered-to", "x-original-to", "subject", "in-reply-to",
     "references", "date",
 )
+
+
+# A header field's first line, as the feed parser takes it: a name of printable ASCII
+# but ":" (never empty, never "From "), then the colon.
+_FIELD_LINE_RE = re.compile(r"[!-9;-~]+:")
+
+
+def _single_part(data: bytes) -> EmailMessage | None:
+    """``BytesParser(policy=POLICY).parsebytes(data)`` for the common mail (decision
+    0066): a header block of well-formed fields ended by an empty line, and a type that
+    is neither multipart nor message. The feed parser then stores each field as
+    ``policy.header_source_parse`` makes it of its lines and the rest as the payload,
+    line by line through its generator; here the same, the rest in one piece. None for
+    anything else (the parser's work, defects and all, is the parser's)."""
+    text = data.decode("ascii", "surrogateescape")  # as parsebytes decodes
+    # The feed parser's lines: ends at "\r\n", "\r" or "\n" (a StringIO(newline="")).
+    source = io.StringIO(text, newline="")
+    policy = POLICY
+    factory = policy.message_factory
+    if factory is None:
+        return None
+    msg = factory(policy=policy)
+    field: list[str] = []
+    while True:
+        line = source.readline()
+        if not line:
+            return None  # no empty line ends the header block
+        if line[0] in " \t":
+            if not field:
+                return None  # a first line that is a continuation: a defect
+            field.append(line)
+            continue
+        if field:
+            msg.set_raw(*policy.header_source_parse(field))
+            field = []
+        if line in ("\r\n", "\n", "\r"):
+            break
+        if _FIELD_LINE_RE.match(line) is None:
+            return None  # anything else: a stray line, "From ", a missing separator...
+        field = [line]
+    if not msg.keys():
+        return None
+    try:
+        if msg.get_content_maintype() in ("multipart", "message"):
+            return None
+    except Exception:  # noqa: BLE001 - the parser's to meet
+        return None
+    msg.set_payload(source.read())
+    return msg
 
 
 def _repair_header_block(data: bytes, notes: list[str]) -> bytes:

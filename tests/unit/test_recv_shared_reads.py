@@ -143,3 +143,78 @@ def test_content_types_read_as_before(tokens: list[str], twice: bool, body: byte
         got = type(exc)
     assert got == expected
     _same_parse(raw)
+
+
+def _as_parsed(msg: Message) -> dict[str, object]:
+    """Everything a parsed message holds (the defects by type and text)."""
+    state = dict(vars(msg))
+    state["defects"] = [(type(d), str(d)) for d in msg.defects]
+    state["type"] = type(msg)
+    if isinstance(msg._payload, list):
+        state["_payload"] = [_as_parsed(part) for part in msg._payload]
+    return state
+
+
+def _same_message(raw: bytes) -> bool:
+    """``_single_part(raw)``, where it takes the mail, is the parser's message; True if
+    it took it."""
+    fast = mailmessage._single_part(raw)
+    if fast is None:
+        return False
+    assert _as_parsed(fast) == _as_parsed(BytesParser(policy=POLICY).parsebytes(raw))
+    assert fast.as_bytes() == BytesParser(policy=POLICY).parsebytes(raw).as_bytes()
+    return True
+
+
+def test_single_parts_parsed_as_the_parser_does_on_fixtures_corpus_and_samples() -> None:
+    raws = _messages()
+    taken = sum(_same_message(raw) for raw in raws)
+    # The bench's mails and most of the corpus are single parts; a good share is taken.
+    assert taken > len(raws) // 4
+    from bench.common import make_messages
+
+    samples = [raw for _m, raw in make_messages(50, "support@example.test", "sp")]
+    assert sum(_same_message(raw) for raw in samples) >= 30  # the multiparts are the parser's
+
+
+def test_parse_gives_what_the_parser_gave() -> None:
+    """parse() with the single-part path equals parse() with the parser alone, field by
+    field, on everything the path takes."""
+    import dataclasses
+    from unittest import mock
+
+    for raw in _messages():
+        try:
+            fast = parse(raw)
+        except UnreadableMessage as exc:
+            fast_out: object = exc.reason
+        else:
+            fast_out = {**dataclasses.asdict(dataclasses.replace(fast, msg=None)), "msg": _as_parsed(fast.msg)}
+        with mock.patch.object(mailmessage, "_single_part", lambda _data: None):
+            try:
+                slow = parse(raw)
+            except UnreadableMessage as exc:
+                slow_out: object = exc.reason
+            else:
+                slow_out = {**dataclasses.asdict(dataclasses.replace(slow, msg=None)), "msg": _as_parsed(slow.msg)}
+        assert fast_out == slow_out
+
+
+_LINES = st.sampled_from(
+    [
+        "From: a@b.test", "From a@b.test", "From : x", "Subject: hi", "Subject:x", "subject :x", ":x", "X y: z",
+        " folded", "\tfolded", " ", "", "Content-Type: text/plain", "Content-Type: multipart/mixed; boundary=b",
+        "Content-Type: message/rfc822", "Content-Type: message/delivery-status", "Content-Type: text/html; charset=x",
+        "Content-Type:", "Content-Type: multipart", "CONTENT-TYPE: Multipart/Alternative", "--b", "--b--",
+        "Message-ID: <m@b.test>", "body text", "\udcff\udce9", "=?utf-8?q?x?=", "\x0b", "\x0c", "\x1c", "\x85",
+        "\u2028", "é", "To: =?utf-8?b?w6k=?= <c@d.test>",
+    ]
+)
+_ENDS = st.sampled_from(["\r\n", "\n", "\r", ""])
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_LINES, _ENDS), min_size=1, max_size=14))
+def test_single_parts_parsed_as_the_parser_does_on_hypothesis_mails(lines: list[tuple[str, str]]) -> None:
+    raw = "".join(text + end for text, end in lines).encode("utf-8", "surrogateescape")
+    _same_message(raw)
