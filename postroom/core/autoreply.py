@@ -70,19 +70,27 @@ class _Facts:
 
 
 def _facts(msg: Message) -> _Facts:
+    own_type: str | None = None  # the message's own type, if reading it did not raise
     try:
-        content_type = msg.get_content_type()
-        report_type = str(msg.get_param("report-type", "") or "").lower()
+        content_type = own_type = msg.get_content_type()
+        # The report type only where the Content-Type can name one (`_may_report`).
+        report_type = str(msg.get_param("report-type", "") or "").lower() if _may_report(msg) else ""
     except Exception:  # noqa: BLE001 - a broken Content-Type is "no report"
         content_type, report_type = "text/plain", ""
     part_types: set[str] = set()
-    try:
-        for index, part in enumerate(msg.walk()):
-            if index >= _MAX_PARTS:
-                break
-            part_types.add(part.get_content_type())
-    except Exception:  # noqa: BLE001 - a pathological MIME tree says nothing about loops
-        pass
+    if not msg.is_multipart():
+        # A single part (most mail): `walk()` gives the message alone, whose type was read
+        # above; one that raised there raises again and gives no type (decision 0066).
+        if own_type is not None:
+            part_types.add(own_type)
+    else:
+        try:
+            for index, part in enumerate(msg.walk()):
+                if index >= _MAX_PARTS:
+                    break
+                part_types.add(part.get_content_type())
+        except Exception:  # noqa: BLE001 - a pathological MIME tree says nothing about loops
+            pass
     # The fields the rules read, in one pass over the header (`raw_header_values` per
     # name went over all of it for each: issue 9); the same values, in the same order.
     values = raw_header_fields(msg, _READ)
@@ -107,6 +115,19 @@ def _facts(msg: Message) -> _Facts:
 
 
 _READ = ("from", "return-path", "auto-submitted", "subject", "precedence")
+
+
+def _may_report(msg: Message) -> bool:
+    """Can ``msg.get_param("report-type")`` give anything but its default "" or raise?
+    Not when no Content-Type field holds the parameter's name (a token: never encoded, so
+    it is in the raw text as it is), an encoded-word (which the header parser decodes
+    inside quoted strings, where a decoded ``;`` could start a parameter) or a ``*``
+    (RFC 2231 parameters, whose decoding can raise: then the Content-Type counts as
+    broken). Then `get_param` is not asked (decision 0066); any doubt asks it."""
+    for value in raw_header_values(msg, "Content-Type"):
+        if "*" in value or "=?" in value or "report-type" in value.lower():
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------

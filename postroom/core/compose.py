@@ -543,9 +543,11 @@ def auto_response_bytes(
         customer_text=customer_text,
     )
     lines = [(name, value if isinstance(value, str) else str(value)) for name, value in headers]
+    # A long References (a thread of several mails) as the generator folds it (decision 0066).
+    lines = [(name, value if _settled(name, value) else _folded_ids(name, value)) for name, value in lines]
     body_lines = body.splitlines()
     if (
-        all(_settled(name, value) for name, value in lines)
+        all(value is not None for _name, value in lines)
         and _PLAIN_BODY_RE.fullmatch(body) is not None
         and all(len(line) <= 998 for line in body_lines)
     ):
@@ -557,6 +559,38 @@ def auto_response_bytes(
     text_body(new, body)
     settle_headers(new)
     return new.as_bytes()
+
+
+# A msg-id whose halves are dot-atoms: one token of the header's parse tree, never split.
+_SIMPLE_ID_RE = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>")
+_FOLD_AT = 78  # policy.default's max_line_length
+
+
+def _folded_ids(name: str, value: str) -> str | None:
+    """The value of a References field of plain msg-ids, one space between them, as the
+    generator writes it when it is too long for one line (decision 0066): as many ids
+    as fit in 78 characters on each line, each further line starting with the space
+    before its first id. None for anything else (another field, an odd or too long
+    msg-id, an encoded-word's ``=?``): the message's path."""
+    if name != "References":
+        return None
+    ids = value.split(" ")
+    if any(_SIMPLE_ID_RE.fullmatch(mid) is None or "=?" in mid for mid in ids):
+        return None
+    line = f"{name}: {ids[0]}"
+    if len(line) > _FOLD_AT:
+        return None
+    out: list[str] = []
+    for mid in ids[1:]:
+        if len(mid) + 1 > _FOLD_AT:
+            return None
+        if len(line) + 1 + len(mid) <= _FOLD_AT:
+            line += " " + mid
+        else:
+            out.append(line)
+            line = " " + mid
+    out.append(line)
+    return "\n".join(out)[len(name) + 2 :]
 
 
 def _auto_response_parts(

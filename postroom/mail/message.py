@@ -17,6 +17,7 @@ access never raises, so code further in may read ``msg["To"]`` without a try.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ _OBS_NAME_RE = re.compile(rb"^([!-9;-~]+)[ \t]+:")
 _LEADING_BLANK_RE = re.compile(rb"^(?:[ \t]*(?:\r\n|\r|\n))+")
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _MAX_PARTS = 2000  # walk budget: the corpus has "infinite" multiparts and deep nesting
+_UNREAD = object()  # a part's charset not read yet (`decoded_part`)
 
 
 class UnreadableMessage(Exception):
@@ -122,11 +124,24 @@ def _parse(data: bytes) -> ParsedMail:
         raise UnreadableMessage("does not start with an RFC 5322 header field")
     data = _repair_header_block(data, notes)
 
-    msg = BytesParser(policy=POLICY).parsebytes(data)
+    msg = _single_part(data)
+    if msg is None:
+        msg = BytesParser(policy=POLICY).parsebytes(data)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise UnreadableMessage("no RFC 5322 header block")
 
-    hint = charset_hint(msg)
+    if msg.is_multipart():
+        hint = charset_hint(msg)
+        own: object = _UNREAD
+    else:
+        # A single part (most mail): its charset is both the header's hint and the body's
+        # charset; read once (decision 0066), as `charset_hint` and `decoded_part` read it.
+        own = _charset(msg)
+        try:
+            text_part = msg.get_content_maintype() == "text"
+        except Exception:  # noqa: BLE001 - charset_hint's: only a hint
+            text_part = False
+        hint = str(own) if text_part and own else None
     # The fields read here, in one pass over the header (`raw_header_values` per name went
     # over all of it for each: eleven passes a mail, decision 0061); the same values.
     fields = raw_header_fields(msg, _READ)
@@ -136,7 +151,7 @@ def _parse(data: bytes) -> ParsedMail:
     if from_addr is None and message_id is None:
         raise UnreadableMessage("neither a parseable From nor a Message-ID")
 
-    text = _body_text(msg, notes)
+    text = _body_text(msg, notes, own)
     return ParsedMail(
         msg=msg,
         message_id=message_id,
@@ -161,6 +176,55 @@ _READ = (
     "from", "message-id", "reply-to", "to", "cc", "delivered-to", "x-original-to", "subject", "in-reply-to",
     "references", "date",
 )
+
+
+# A header field's first line, as the feed parser takes it: a name of printable ASCII
+# but ":" (never empty, never "From "), then the colon.
+_FIELD_LINE_RE = re.compile(r"[!-9;-~]+:")
+
+
+def _single_part(data: bytes) -> EmailMessage | None:
+    """``BytesParser(policy=POLICY).parsebytes(data)`` for the common mail (decision
+    0066): a header block of well-formed fields ended by an empty line, and a type that
+    is neither multipart nor message. The feed parser then stores each field as
+    ``policy.header_source_parse`` makes it of its lines and the rest as the payload,
+    line by line through its generator; here the same, the rest in one piece. None for
+    anything else (the parser's work, defects and all, is the parser's)."""
+    text = data.decode("ascii", "surrogateescape")  # as parsebytes decodes
+    # The feed parser's lines: ends at "\r\n", "\r" or "\n" (a StringIO(newline="")).
+    source = io.StringIO(text, newline="")
+    policy = POLICY
+    factory = policy.message_factory
+    if factory is None:
+        return None
+    msg = factory(policy=policy)
+    field: list[str] = []
+    while True:
+        line = source.readline()
+        if not line:
+            return None  # no empty line ends the header block
+        if line[0] in " \t":
+            if not field:
+                return None  # a first line that is a continuation: a defect
+            field.append(line)
+            continue
+        if field:
+            msg.set_raw(*policy.header_source_parse(field))
+            field = []
+        if line in ("\r\n", "\n", "\r"):
+            break
+        if _FIELD_LINE_RE.match(line) is None:
+            return None  # anything else: a stray line, "From ", a missing separator...
+        field = [line]
+    if not msg.keys():
+        return None
+    try:
+        if msg.get_content_maintype() in ("multipart", "message"):
+            return None
+    except Exception:  # noqa: BLE001 - the parser's to meet
+        return None
+    msg.set_payload(source.read())
+    return msg
 
 
 def _repair_header_block(data: bytes, notes: list[str]) -> bytes:
@@ -294,13 +358,14 @@ def body_text(msg: EmailMessage) -> str:
     return _body_text(msg, [])
 
 
-def _body_text(msg: EmailMessage, notes: list[str]) -> str:
+def _body_text(msg: EmailMessage, notes: list[str], own: object = _UNREAD) -> str:
+    """The body's text; `own`: the message's charset as `_charset` read it, if it was."""
     part = _body_part(msg)
     if part is None:
         # A multipart whose only prose is the preamble (old DSNs do this).
         preamble = msg.preamble if msg.is_multipart() else None
         return _normalise_text(preamble or "")
-    text, charset, note = decoded_part(part)
+    text, charset, note = decoded_part(part, own if part is msg else _UNREAD)
     if note:
         notes.append(f"body charset {charset!r}: {note}")
     if part.get_content_subtype() == "html":
@@ -308,17 +373,25 @@ def _body_text(msg: EmailMessage, notes: list[str]) -> str:
     return _normalise_text(text)
 
 
-def decoded_part(part: Message) -> tuple[str, str | None, str | None]:
+def _charset(part: Message) -> str | None:
+    """The charset a part declares, None if it declares none or its parameters cannot be
+    read."""
+    try:
+        return part.get_content_charset()
+    except Exception:  # noqa: BLE001 - an unparseable parameter list
+        return None
+
+
+def decoded_part(part: Message, charset: object = _UNREAD) -> tuple[str, str | None, str | None]:
     """A leaf part's text, the charset it declared and what decoding had to forgive
-    ("" for a part without a byte payload)."""
+    ("" for a part without a byte payload); `charset`: `_charset(part)` if the caller
+    read it already."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return "", None, None
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001 - an unparseable parameter list
-        charset = None
-    text, note = decode_text(payload, charset)
+    if charset is _UNREAD:
+        charset = _charset(part)
+    text, note = decode_text(payload, charset)  # type: ignore[arg-type]
     return text, charset, note
 
 

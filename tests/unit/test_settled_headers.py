@@ -9,6 +9,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postroom.core import compose
 from postroom.core import correlation as corr
@@ -234,3 +236,57 @@ def test_a_plain_auto_response_is_written_as_text(monkeypatch: pytest.MonkeyPatc
     assert b"\nIn-Reply-To: <c-1@customer.test>\n" in built
     assert b"\nReferences: <root@customer.test> <c-1@customer.test>\n" in built
     assert b"\nAuto-Submitted: auto-replied\n" in built
+
+
+def _threaded(ids: list[str]) -> EmailMessage:
+    original = EmailMessage(policy=POLICY)
+    original["From"] = "Carol Customer <carol@customer.test>"
+    original["Subject"] = "Where is my order?"
+    original.set_raw("Message-ID", ids[-1])
+    if ids[:-1]:
+        original.set_raw("References", " ".join(ids[:-1]))
+    original.set_content("Hello\n")
+    return original
+
+
+def test_a_long_references_is_folded_as_the_generator_folds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision 0066: a thread's References too long for one line is written as text,
+    folded where the generator folds it; the bytes of the message built (the bench's
+    threaded mails took the message's path for this alone)."""
+    ids = [
+        "<9d2f1c84-5a7b-4e3d-a1c6-2f8e0b7d4a95@customer.test>", "<20240528091502.4417.support@example.test>",
+        "<6a8e3b15-0d4c-4f92-87b1-c5e2d9f0a371@customer.test>", "<bench-x-00490-b5e7e6b168c8@customer.test>",
+    ]
+    original = _threaded(ids)
+    built = compose.auto_response(**_auto_args(original, customer_text=False)).as_bytes()
+
+    def no_message(*_args: object, **_kw: object) -> None:
+        raise AssertionError("built as a message")
+
+    monkeypatch.setattr(compose, "text_body", no_message)
+    assert compose.auto_response_bytes(**_auto_args(original, customer_text=False)) == built
+    assert b"\nReferences: <9d2f1c84-5a7b-4e3d-a1c6-2f8e0b7d4a95@customer.test>\n <20240528" in built
+
+
+_ID_PART = st.text(alphabet="abcXYZ019.-+=?_", min_size=1, max_size=40).filter(
+    lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ID_PART, _ID_PART), min_size=1, max_size=9), st.integers(0, 60))
+def test_references_of_any_lengths_as_the_message_built(parts: list[tuple[str, str]], pad: int) -> None:
+    """Every References the text path writes is the built message's, byte for byte, at
+    every length of ids (lines just under, at and over 78 characters, ids over 66, odd
+    ones the message's path takes: ``=?``, a leading dot...)."""
+    ids = [f"<{local}@{domain}{'x' * (pad if i == 0 else 0)}>" for i, (local, domain) in enumerate(parts)]
+    fast, built = _both(_auto_args(_threaded(ids), customer_text=False))
+    assert fast == built
+
+
+def test_folded_ids_takes_only_what_it_folds_as_the_generator() -> None:
+    assert compose._folded_ids("Subject", "<a@b> <c@d>") is None
+    assert compose._folded_ids("References", "<a@b>  <c@d>") is None  # two spaces
+    assert compose._folded_ids("References", "<a=?b@c> <c@d>") is None
+    assert compose._folded_ids("References", "<" + "a" * 70 + "@b>") is None  # no room on the first line
+    assert compose._folded_ids("References", "<a@b> <" + "c" * 80 + "@d>") is None
