@@ -27,6 +27,7 @@ from postroom.core.router import Assignment, QueuedItem, Router
 from postroom.engine.notices import queue_notice
 from postroom.engine.site import Site
 from postroom.store import journal, locking
+from postroom.store.compiled import Compiled, CompiledIn
 from postroom.store.models import Agent, Interaction, JournalEvent, skill_levels
 from postroom.store.transitions import StaleInteraction, apply
 
@@ -48,6 +49,29 @@ ROUND_CHUNK = 50
 
 def lookback() -> int:
     return LOOKBACK if locking.shared() else 0
+
+
+# Compiled once per thread and connection (decision 0067): the journal's newest id (an idle
+# round's whole question, where no look-back is needed), and a round's interactions and
+# agents (by as many ids or addresses as the round has; Django built each of these again
+# at every round, on the path from a customer's mail to its forward).
+_NEWEST = Compiled(lambda: JournalEvent.objects.order_by("-id").values_list("id")[:1])
+_ROUND_ITEMS = CompiledIn(
+    lambda pks: Interaction.objects.select_related("mailbox", "agent").filter(pk__in=pks),
+    Interaction._meta.pk,  # type: ignore[arg-type]
+    ROUND_CHUNK,
+)
+_ROUND_AGENTS = CompiledIn(
+    lambda addresses: Agent.objects.filter(address__in=addresses),
+    Agent._meta.get_field("address"),  # type: ignore[arg-type]
+    ROUND_CHUNK,
+)
+
+
+def newest_event() -> int:
+    """The journal's newest id (0: none)."""
+    rows = _NEWEST.rows()
+    return rows[0][0] if rows else 0
 
 
 # What the index needs of a queued interaction, read as plain values: building 100,000
@@ -142,6 +166,13 @@ class RoutingDesk:
             self.rebuild(now)
             return
         back = lookback()
+        if not back and newest_event() <= self.cursor:
+            # Nothing journaled since the last round (ids become visible in order here,
+            # see LOOKBACK): what reading the window would have done with no rows.
+            self.own = {i for i in self.own if i > self.cursor}
+            if time.monotonic() - self.agents_at > AGENT_REFRESH_EVERY:
+                self._refresh_agents(set(), now)
+            return
         window = list(
             JournalEvent.objects.filter(id__gt=self.cursor - back)
             .order_by("id")
@@ -209,8 +240,14 @@ class RoutingDesk:
         one is skipped alone; the journal rows go in with one INSERT at the end. Nothing
         leaves the machine from here (the notices and forwards are outbox rows), so a
         kill before the commit loses nothing: the items are simply queued still."""
-        found = Interaction.objects.select_related("mailbox", "agent").in_bulk([a.item_key for a in assignments])
-        agents = {a.address: a for a in Agent.objects.filter(address__in={a.agent for a in assignments})}
+        found: dict[int, Interaction] = {
+            ix.pk: ix  # type: ignore[misc]
+            for ix in _ROUND_ITEMS.objects(sorted({a.item_key for a in assignments}))
+        }
+        agents: dict[str, Agent] = {
+            agent.address: agent  # type: ignore[attr-defined]
+            for agent in _ROUND_AGENTS.objects(sorted({a.agent for a in assignments}))
+        }
         routed: Counter[int] = Counter()
         own: list[JournalEvent] = []
         # Only this round's rows, its own transaction's (an enclosing batch would hold

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from django.db import connection, transaction
 from django.db.models import Model, QuerySet
 
+from postroom.store.compiled import Compiled
+
 M = TypeVar("M", bound=Model)
 
 
@@ -40,3 +42,21 @@ def batch(qs: QuerySet[M], limit: int) -> Iterator[list[M]]:
         return
     with transaction.atomic():
         yield list(qs.select_for_update(skip_locked=True, of=("self",))[:limit])
+
+
+def locked(qs: QuerySet[M]) -> QuerySet[M]:
+    """`qs`'s rows as `batch` takes them where rows are shared: locked, others' skipped."""
+    return qs.select_for_update(skip_locked=True, of=("self",))
+
+
+@contextlib.contextmanager
+def batch_compiled(plain: Compiled, held: Compiled) -> Iterator[list[Any]]:
+    """`batch` for a read compiled once (`store.compiled.Compiled`, decision 0067): `plain`
+    is the step's query with its limit, `held` the same one through `locked`. Where rows are
+    shared the locked read is compiled and run inside the block's transaction (Django
+    compiles a FOR UPDATE only there)."""
+    if not shared():
+        yield plain.objects()
+        return
+    with transaction.atomic():
+        yield held.objects()
