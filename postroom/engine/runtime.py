@@ -43,7 +43,6 @@ from datetime import datetime, timedelta
 from django.db import (
     InterfaceError,
     OperationalError,
-    close_old_connections,
     connection,
     connections,
 )
@@ -581,7 +580,7 @@ class Engine:
         """One round of the supervisor: its heartbeat, leases, threads and watchdog.
         True when it is to run again at once (back from island mode). Raises what the
         loop handles (nodes.Fenced: our lease is gone; nodes.NodeRefused; database errors)."""
-        close_old_connections()
+        nodes.keep_connection()
         if self._fenced.is_set():
             # A write of ours was refused: the heartbeat says why (fenced out by
             # another node, or our node id taken over by another process, which
@@ -728,7 +727,7 @@ class Engine:
     def _worker_loop(self) -> None:
         try:
             while not self.work_stop.is_set():
-                close_old_connections()
+                nodes.keep_connection()
                 if not self.work(lazy=True):
                     self.wake.wait(self.schedule.wait_s())
                     self.wake.clear()
@@ -753,7 +752,7 @@ class Engine:
         every = 1.0 if share == 0 else IDLE_SENDER_WAIT
         try:
             while not self.work_stop.is_set():
-                close_old_connections()
+                nodes.keep_connection()
                 busy = False
                 # Any wake-up before this read is answered by it (no read again for it).
                 wake.clear()
@@ -818,7 +817,7 @@ class Engine:
         assert claims is not None
         try:
             while not self.work_stop.is_set():
-                close_old_connections()
+                nodes.keep_connection()
                 busy = False
                 try:
                     busy = claims.step()
@@ -844,7 +843,7 @@ class Engine:
         session: ImapSession | None = None
         while not self.work_stop.is_set() and self.owns(box_pk):
             try:
-                close_old_connections()
+                nodes.keep_connection()
                 box = Mailbox.objects.get(pk=box_pk)
                 # What the watcher writes about the box is fenced by its lease (0031).
                 box.lease = self.membership.box_lease(box_pk) if self.membership else None  # type: ignore[attr-defined]

@@ -15,6 +15,9 @@ sender:
   ``executemany``; it only works while Django's atomic still starts a SQLite transaction
   through the first.
 
+* engine/nodes.keep_connection (decision 0069): `close_at`, set by `connect` and read by
+  `close_if_unusable_or_obsolete`.
+
 Nothing here touches a database.
 """
 
@@ -173,4 +176,18 @@ def test_the_sqlite_backend_overrides_what_django_still_has() -> None:
     has(base_backend.BaseDatabaseWrapper, "set_autocommit", ["autocommit", "force_begin_transaction_with_broken_autocommit"], "0063")
     assert "force_begin_transaction_with_broken_autocommit=True" in inspect.getsource(transaction.Atomic.__enter__), changed(
         "Atomic.__enter__ (no longer forces the BEGIN through _start_transaction_under_autocommit)", "0063"
+    )
+
+
+def test_what_keep_connection_reads_of_the_connection() -> None:
+    """engine/nodes.keep_connection (decision 0069) clears `close_at`, which `connect` sets
+    from CONN_MAX_AGE and `close_if_unusable_or_obsolete` closes by, and leaves the rest
+    of that check (autocommit, errors) to Django."""
+    has(base_backend.BaseDatabaseWrapper, "close_if_unusable_or_obsolete", [], "0069")
+    source = inspect.getsource(base_backend.BaseDatabaseWrapper.close_if_unusable_or_obsolete)
+    assert "self.close_at is not None" in source and "self.errors_occurred" in source, changed(
+        "close_if_unusable_or_obsolete (no longer closes by close_at and after errors)", "0069"
+    )
+    assert "self.close_at" in inspect.getsource(base_backend.BaseDatabaseWrapper.connect), changed(
+        "connect (no longer sets close_at from CONN_MAX_AGE)", "0069"
     )
