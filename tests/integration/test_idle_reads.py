@@ -28,6 +28,7 @@ from postroom.store.models import (
     Outgoing,
     Withdrawal,
 )
+from tests.e2e.outbox_rows import due_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,14 +140,6 @@ def test_the_cleanup_gate_sees_each_kind_of_work(work: str) -> None:
     ))
 
 
-def outgoing(kind: str, n: int, age_s: float, state: OutboxState = OutboxState.PENDING) -> Outgoing:
-    return Outgoing.objects.create(
-        key=f"{kind}:{n}", kind=kind, envelope_from="support@example.test", recipients=["c@customer.test"],
-        message_id=f"<{kind}-{n}@postroom.example.test>", raw=b"Subject: x\r\n\r\nx\r\n", state=state,
-        next_attempt_at=timezone.now() - timedelta(seconds=age_s),
-    )
-
-
 def test_urgent_due_is_its_queryset_at_every_time() -> None:
     site = SimpleNamespace(outbox=OutboxPolicy())
     now = timezone.now()
@@ -154,11 +147,11 @@ def test_urgent_due_is_its_queryset_at_every_time() -> None:
     def old(at) -> bool:  # what urgent_due asked before (decision 0060)
         return Outgoing.objects.filter(outbox.due(at, site), kind__in=outbox.URGENT_KINDS).exists()
 
-    outgoing(Outgoing.AUTO_RESPONSE, 0, age_s=100)
-    outgoing(Outgoing.NOTICE, 0, age_s=100)
-    outgoing(Outgoing.REPLY, 0, age_s=100, state=OutboxState.SENT)
-    outgoing(Outgoing.FORWARD, 1, age_s=-40)  # due in 40 s
-    claimed = outgoing(Outgoing.REPLY, 2, age_s=-3600, state=OutboxState.SENDING)  # its lease runs out in 90 s
+    due_row(Outgoing.AUTO_RESPONSE, 0, age_s=100)
+    due_row(Outgoing.NOTICE, 0, age_s=100)
+    due_row(Outgoing.REPLY, 0, age_s=100, state=OutboxState.SENT)
+    due_row(Outgoing.FORWARD, 1, age_s=-40)  # due in 40 s
+    claimed = due_row(Outgoing.REPLY, 2, age_s=-3600, state=OutboxState.SENDING)  # its lease runs out in 90 s
     Outgoing.objects.filter(pk=claimed.pk).update(claimed_by="x", lease_until=now + timedelta(seconds=90))
     answers = []
     for step in range(-1, 60):
@@ -173,7 +166,7 @@ def test_urgent_due_is_its_queryset_at_every_time() -> None:
 def test_the_senders_rows_are_in_bulks() -> None:
     site = SimpleNamespace(outbox=OutboxPolicy())
     for n in range(30):
-        outgoing((Outgoing.AUTO_RESPONSE, Outgoing.FORWARD, Outgoing.REPLY)[n % 3], n, age_s=n)
+        due_row((Outgoing.AUTO_RESPONSE, Outgoing.FORWARD, Outgoing.REPLY)[n % 3], n, age_s=n)
     ids = list(Outgoing.objects.order_by("-pk").values_list("pk", flat=True))
     for count in (1, 2, 7, 30):
         wanted = ids[:count]

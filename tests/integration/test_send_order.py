@@ -14,28 +14,21 @@ from postroom.core.outbox import OutboxState
 from postroom.core.outbox import Policy as OutboxPolicy
 from postroom.engine.outbox import due_rows
 from postroom.store.models import Outgoing
+from tests.e2e.outbox_rows import due_row
 
 pytestmark = pytest.mark.django_db
-
-
-def row(kind: str, n: int, age_s: float, state: OutboxState = OutboxState.PENDING) -> Outgoing:
-    return Outgoing.objects.create(
-        key=f"{kind}:{n}", kind=kind, envelope_from="support@example.test", recipients=["c@customer.test"],
-        message_id=f"<{kind}-{n}@postroom.example.test>", raw=b"Subject: x\r\n\r\nx\r\n", state=state,
-        next_attempt_at=timezone.now() - timedelta(seconds=age_s),
-    )
 
 
 def test_replies_then_forwards_then_notices_then_auto_responses_oldest_first() -> None:
     site = SimpleNamespace(outbox=OutboxPolicy())
     for n in range(3):  # the oldest rows are the auto-responses, as after a burst of mail
-        row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
-    row(Outgoing.NOTICE, 0, age_s=50)
-    row(Outgoing.FORWARD, 1, age_s=10)
-    row(Outgoing.FORWARD, 0, age_s=20)
-    row(Outgoing.REPLY, 0, age_s=1, state=OutboxState.RETRY_WAIT)
-    row(Outgoing.REPLY, 1, age_s=-60)  # not due yet
-    row(Outgoing.REPLY, 2, age_s=5, state=OutboxState.SENT)  # done
+        due_row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
+    due_row(Outgoing.NOTICE, 0, age_s=50)
+    due_row(Outgoing.FORWARD, 1, age_s=10)
+    due_row(Outgoing.FORWARD, 0, age_s=20)
+    due_row(Outgoing.REPLY, 0, age_s=1, state=OutboxState.RETRY_WAIT)
+    due_row(Outgoing.REPLY, 1, age_s=-60)  # not due yet
+    due_row(Outgoing.REPLY, 2, age_s=5, state=OutboxState.SENT)  # done
 
     order = [r.key for r in due_rows(timezone.now(), site, limit=50)]
 
@@ -48,9 +41,9 @@ def test_replies_then_forwards_then_notices_then_auto_responses_oldest_first() -
 def test_the_static_split_of_the_sessions_is_kept_when_each_has_urgent_mail() -> None:
     site = SimpleNamespace(outbox=OutboxPolicy())
     for n in range(4):
-        row(Outgoing.FORWARD, n, age_s=40 - n)
+        due_row(Outgoing.FORWARD, n, age_s=40 - n)
     for n in range(4):
-        row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
+        due_row(Outgoing.AUTO_RESPONSE, n, age_s=100 - n)
 
     split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)]
 
@@ -62,7 +55,7 @@ def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of
     # auto-response waited for that send (the static split gave it to session 0 alone)
     # although the other sessions were idle. `steal`: the caller saw session 0 busy.
     site = SimpleNamespace(outbox=OutboxPolicy())
-    row(Outgoing.FORWARD, 0, age_s=1)
+    due_row(Outgoing.FORWARD, 0, age_s=1)
     assert [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4)] for s in range(4)] == [
         ["forward:0"], [], [], [],
     ]
@@ -70,12 +63,12 @@ def test_session_1_asks_for_the_most_urgent_row_too_when_it_has_no_urgent_row_of
     alone = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
     assert alone == [["forward:0"], ["forward:0"], [], []]
 
-    row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
-    row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
+    due_row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
+    due_row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
     split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
     assert split == [["forward:0"], ["forward:0", "auto_response:0"], ["auto_response:1"], []]
 
-    row(Outgoing.REPLY, 0, age_s=2)  # now session 1 has a forward of its own
+    due_row(Outgoing.REPLY, 0, age_s=2)  # now session 1 has a forward of its own
     split = [[r.key for r in due_rows(timezone.now(), site, limit=50, share=s, shares=4, steal=True)] for s in range(4)]
     assert split == [["reply:0"], ["forward:0"], ["auto_response:0"], ["auto_response:1"]]
 
@@ -90,10 +83,10 @@ def test_the_compiled_read_of_the_due_rows_equals_the_querysets() -> None:
     for n, age in enumerate((100, 30, 5, 1, 0, -1, -30)):
         for kind in (Outgoing.AUTO_RESPONSE, Outgoing.FORWARD, Outgoing.REPLY, Outgoing.NOTICE):
             for state in (OutboxState.PENDING, OutboxState.RETRY_WAIT, OutboxState.UNKNOWN, OutboxState.SENT):
-                row(kind, n * 10 + list(OutboxState).index(state), age_s=age, state=state)
+                due_row(kind, n * 10 + list(OutboxState).index(state), age_s=age, state=state)
     # Claimed rows: leases over long ago (due for a check), just over (in the grace), live.
     for n, lease_age in enumerate((3600, 1, -60)):
-        r = row(Outgoing.AUTO_RESPONSE, 900 + n, age_s=10, state=OutboxState.SENDING)
+        r = due_row(Outgoing.AUTO_RESPONSE, 900 + n, age_s=10, state=OutboxState.SENDING)
         Outgoing.objects.filter(pk=r.pk).update(claimed_by="x", lease_until=now - timedelta(seconds=lease_age))
     for at in (now - timedelta(seconds=20), now, now + timedelta(seconds=20), now + timedelta(hours=2)):
         for n in (3, 200):
@@ -116,19 +109,19 @@ def test_a_sessions_read_tells_which_other_sessions_have_rows() -> None:
     assert due_rows(timezone.now(), site, limit=50, share=0, shares=4, hand_out=hand_out) == []
     assert told == []  # nothing due: nobody to tell
 
-    row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
+    due_row(Outgoing.AUTO_RESPONSE, 0, age_s=5)
     assert [r.key for r in due_rows(timezone.now(), site, limit=50, share=2, shares=4, hand_out=hand_out)] == []
     assert told == [({0}, False)]
 
-    row(Outgoing.FORWARD, 0, age_s=1)
-    row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
+    due_row(Outgoing.FORWARD, 0, age_s=1)
+    due_row(Outgoing.AUTO_RESPONSE, 1, age_s=4)
     told.clear()
     keys = [r.key for r in due_rows(timezone.now(), site, limit=50, share=0, shares=4, hand_out=hand_out)]
     assert keys == ["forward:0"]
     assert told == [({1, 2}, True)]
 
     for n in range(2, 6):
-        row(Outgoing.AUTO_RESPONSE, n, age_s=3)
+        due_row(Outgoing.AUTO_RESPONSE, n, age_s=3)
     told.clear()
     due_rows(timezone.now(), site, limit=50, share=3, shares=4, hand_out=hand_out)
     assert told == [({0, 1, 2}, True)]
